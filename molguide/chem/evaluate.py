@@ -1,0 +1,205 @@
+"""Chemistry metrics of a set of 3D molecules (EDM's protocol) plus property oracles.
+
+Fractions are in [0, 1]:
+- ``validity``: molecules whose bonds could be assigned and whose largest fragment
+  sanitises in RDKit, over the molecules evaluated;
+- ``atom_stability`` / ``mol_stability``: EDM's distance rule (stability.py), over
+  all atoms / molecules evaluated that contain only H, C, N, O, F;
+- ``uniqueness``: distinct canonical SMILES among the valid molecules, over valid;
+- ``novelty``: distinct SMILES absent from the QM9 training split, over distinct
+  (EDM's definitions).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from molguide.chem.descriptors import rdkit_descriptors
+from molguide.chem.reconstruct import rebuild_molecule
+from molguide.chem.smiles import canonical_smiles
+from molguide.chem.stability import SUPPORTED, atom_stability
+from molguide.data.io import RecordError, rdkit_messages
+from molguide.data.molecules import Molecule
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("validity", "atom_stability", "mol_stability", "uniqueness", "novelty")
+
+
+@dataclass
+class MoleculeResult:
+    """Per-molecule outcome: what the metrics were computed from."""
+
+    name: str
+    valid: bool
+    smiles: str | None
+    bond_method: str | None
+    n_atoms: int
+    n_stable_atoms: int | None  # None when stability is undefined (unsupported element)
+    mol_stable: bool | None
+    properties: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    mol: object | None = None  # RDKit Mol with bonds and conformer, when bonds were assigned
+
+
+@dataclass
+class Evaluation:
+    """Aggregate metrics, per-molecule results and per-record errors of one evaluation."""
+
+    metrics: dict[str, float | None]
+    molecules: list[MoleculeResult]
+    errors: list[dict]
+    n_input: int
+    property_summary: dict[str, dict[str, float]]
+
+    def to_dict(self) -> dict:
+        """The JSON shape of ``molguide evaluate --json`` (metric names of design.md)."""
+        return {
+            **self.metrics,
+            "n_input": self.n_input,
+            "n_evaluated": len(self.molecules),
+            "errors": self.errors,
+            "properties": self.property_summary,
+        }
+
+
+def _largest_fragment(mol):
+    from rdkit import Chem
+
+    fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+    return max(fragments, key=lambda f: f.GetNumAtoms())
+
+
+def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeResult:
+    """Validity, SMILES, EDM stability and RDKit descriptors of one molecule."""
+    from rdkit import Chem
+
+    result = MoleculeResult(
+        name=molecule.name,
+        valid=False,
+        smiles=None,
+        bond_method=None,
+        n_atoms=molecule.num_atoms,
+        n_stable_atoms=None,
+        mol_stable=None,
+    )
+    if set(molecule.atomic_numbers.tolist()) <= SUPPORTED:
+        stable = atom_stability(molecule.atomic_numbers, molecule.positions)
+        result.n_stable_atoms = int(stable.sum())
+        result.mol_stable = bool(stable.all())
+    else:
+        result.notes.append("stability undefined: elements outside H, C, N, O, F")
+    rebuilt = rebuild_molecule(molecule)
+    result.bond_method = rebuilt.method
+    if rebuilt.mol is None:
+        result.notes.append(rebuilt.reason or "bond perception failed")
+        return result
+    result.mol = rebuilt.mol
+    fragment = _largest_fragment(rebuilt.mol)
+    with rdkit_messages() as messages:
+        try:
+            Chem.SanitizeMol(fragment)
+        except (ValueError, RuntimeError) as err:
+            result.notes.append(f"sanitisation failed: {messages[-1] if messages else err}")
+            return result
+    result.valid = True
+    result.smiles = canonical_smiles(fragment)
+    if descriptors:
+        try:
+            result.properties.update(rdkit_descriptors(fragment))
+        except (ValueError, RuntimeError, ZeroDivisionError) as err:
+            result.notes.append(f"descriptors failed: {err}")
+    return result
+
+
+def _summary(values: Iterable[float]) -> dict[str, float]:
+    vals = [v for v in values if v == v]  # drop NaN
+    if not vals:
+        return {"n": 0}
+    return {
+        "n": len(vals),
+        "mean": statistics.fmean(vals),
+        "median": statistics.median(vals),
+        "std": statistics.pstdev(vals),
+        "min": min(vals),
+        "max": max(vals),
+    }
+
+
+def evaluate(
+    molecules: Sequence[Molecule],
+    reference_smiles: Iterable[str] | None = None,
+    descriptors: bool = True,
+    xtb: bool = False,
+    xtb_workers: int | None = None,
+    xtb_timeout_s: float = 60.0,
+    read_errors: Sequence[RecordError] = (),
+    progress: bool | None = None,
+) -> Evaluation:
+    """Evaluate molecules: validity, EDM stability, uniqueness, novelty, property oracles.
+
+    ``reference_smiles`` are canonical SMILES for novelty (default: the QM9 training
+    split; pass an empty list to skip novelty). ``read_errors`` from a file reader are
+    counted in ``n_input`` and listed in ``errors`` so no input disappears unreported.
+    """
+    from tqdm.auto import tqdm
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    results = [
+        evaluate_molecule(m, descriptors)
+        for m in tqdm(molecules, desc="evaluate", unit="mol", disable=not progress)
+    ]
+    errors = [
+        {"file": e.file, "record": e.record, "line": e.line, "reason": e.reason}
+        for e in read_errors
+    ]
+    for k, r in enumerate(results, start=1):
+        if r.n_stable_atoms is None:
+            errors.append({"record": k, "name": r.name, "reason": "; ".join(r.notes)})
+
+    if xtb:
+        from molguide.chem.xtb import xtb_properties
+
+        chosen = [k for k, r in enumerate(results) if r.valid]
+        outputs = xtb_properties(
+            [molecules[k] for k in chosen], xtb_workers, xtb_timeout_s, progress
+        )
+        for k, out in zip(chosen, outputs):
+            if isinstance(out, str):
+                results[k].notes.append(out)
+                errors.append({"record": k + 1, "name": results[k].name, "reason": out})
+            else:
+                results[k].properties.update({f"xtb_{key}": v for key, v in out.items()})
+
+    n = len(results)
+    valid = [r for r in results if r.valid]
+    judged = [r for r in results if r.n_stable_atoms is not None]
+    unique = {r.smiles for r in valid if r.smiles}
+    metrics: dict[str, float | None] = {
+        "validity": len(valid) / n if n else None,
+        "atom_stability": (
+            sum(r.n_stable_atoms for r in judged) / sum(r.n_atoms for r in judged)
+            if judged
+            else None
+        ),
+        "mol_stability": sum(r.mol_stable for r in judged) / len(judged) if judged else None,
+        "uniqueness": len(unique) / len(valid) if valid else None,
+        "novelty": None,
+    }
+    if reference_smiles is None:
+        from molguide.chem.smiles import qm9_training_smiles
+
+        reference_smiles = qm9_training_smiles()
+    reference = reference_smiles if isinstance(reference_smiles, (set, frozenset)) else set(
+        reference_smiles
+    )
+    if reference and unique:
+        metrics["novelty"] = len(unique - reference) / len(unique)
+    keys = sorted({k for r in results for k in r.properties})
+    summary = {k: _summary(r.properties.get(k, float("nan")) for r in results) for k in keys}
+    return Evaluation(metrics, results, errors, n + len(read_errors), summary)

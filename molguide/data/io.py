@@ -1,0 +1,531 @@
+"""Molecule files in and out: SDF, XYZ, CSV/SMI of SMILES with properties.
+
+Every reader returns a :class:`LoadReport`: the molecules that loaded and one
+:class:`RecordError` (file, record number, line, reason) for every record that
+did not. A file that cannot be read at all, or holds no records, raises
+:class:`MoleculeFileError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from molguide.data.molecules import Molecule
+from molguide.elements import ATOMIC_NUMBERS, atomic_number, symbol
+
+log = logging.getLogger(__name__)
+
+
+class MoleculeFileError(RuntimeError):
+    """A molecule file that cannot be used at all (missing, unreadable, empty, unknown type)."""
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """Why one record of a file was not loaded."""
+
+    file: str
+    record: int  # 1-based record number in the file
+    reason: str
+    line: int | None = None  # 1-based line where the record starts, when known
+
+    def __str__(self) -> str:
+        where = f"{self.file}: record {self.record}"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class LoadReport:
+    """The outcome of reading one file: loaded molecules and per-record errors."""
+
+    file: str
+    molecules: list[Molecule] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+
+    @property
+    def n_records(self) -> int:
+        return len(self.molecules) + len(self.errors)
+
+    def summary(self) -> str:
+        """One line: how many records loaded and how many were skipped."""
+        return (
+            f"{self.file}: loaded {len(self.molecules)} of {self.n_records} records, "
+            f"skipped {len(self.errors)}"
+        )
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise MoleculeFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise MoleculeFileError(f"{path}: is a folder, not a molecule file")
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as err:
+        raise MoleculeFileError(
+            f"{path}: not a text file ({err.reason} at byte {err.start})"
+        ) from err
+    except OSError as err:
+        raise MoleculeFileError(f"{path}: cannot read ({err.strerror})") from err
+    if not text.strip():
+        raise MoleculeFileError(f"{path}: file is empty")
+    return text
+
+
+def _parse_value(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value
+
+
+# ----------------------------------------------------------------------------- SDF
+
+
+_RDKIT_TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
+
+
+@contextlib.contextmanager
+def rdkit_messages() -> Iterator[list[str]]:
+    """Collect RDKit's log messages (instead of printing them) inside the block."""
+    from rdkit import RDLogger, rdBase
+
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(_RDKIT_TIMESTAMP.sub("", record.getMessage().strip()))
+
+    rdBase.LogToPythonLogger()
+    rd_logger = logging.getLogger("rdkit")
+    # RDKit adds its own stderr handler to this logger: swap it out while collecting.
+    saved = (rd_logger.handlers[:], rd_logger.propagate)
+    rd_logger.handlers = [_Collect()]
+    rd_logger.propagate = False
+    RDLogger.EnableLog("rdApp.error")
+    RDLogger.EnableLog("rdApp.warning")
+    try:
+        yield messages
+    finally:
+        rd_logger.handlers, rd_logger.propagate = saved
+
+
+def _split_sdf_blocks(text: str) -> list[tuple[int, str]]:
+    """(first line number, block text) for each record between ``$$$$`` lines."""
+    blocks: list[tuple[int, str]] = []
+    current: list[str] = []
+    start = 1
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip() == "$$$$":
+            blocks.append((start, "\n".join(current) + "\n"))
+            current, start = [], lineno + 1
+        else:
+            current.append(line)
+    if any(s.strip() for s in current):
+        blocks.append((start, "\n".join(current) + "\n"))
+    return blocks
+
+
+def _diagnose_molblock(block: str) -> str | None:
+    """A specific reason why a V2000 block is malformed, or None if none is found."""
+    lines = block.splitlines()
+    if len(lines) < 4:
+        return f"block has {len(lines)} lines, too short for a molfile header and counts line"
+    counts = lines[3]
+    if "V3000" in counts:
+        return None
+    try:
+        n_atoms = int(counts[0:3])
+        n_bonds = int(counts[3:6])
+    except ValueError:
+        return f"counts line {counts!r} does not start with atom and bond counts"
+    atom_lines = lines[4 : 4 + n_atoms]
+    if len(atom_lines) < n_atoms:
+        return (
+            f"counts line declares {n_atoms} atoms but the block has {len(atom_lines)} atom lines"
+        )
+    for k, line in enumerate(atom_lines, start=1):
+        fields = line.split()
+        if len(fields) < 4:
+            return f"atom {k}: line {line!r} has fewer than 4 fields"
+        for coord in fields[:3]:
+            if _parse_value(coord) is None or not math.isfinite(float(coord)):
+                return f"atom {k}: non-numeric coordinate {coord!r}"
+        if fields[3].capitalize() not in ATOMIC_NUMBERS:
+            return f"atom {k}: unknown element {fields[3]!r}"
+    bond_lines = lines[4 + n_atoms : 4 + n_atoms + n_bonds]
+    if len(bond_lines) < n_bonds or any(not line[:3].strip().isdigit() for line in bond_lines):
+        return f"counts line declares {n_bonds} bonds but the bond lines do not match"
+    return None
+
+
+def _molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
+    """Molecule from an RDKit Mol with a 3D conformer; (None, reason) when unusable."""
+    if mol.GetNumAtoms() == 0:
+        return None, "molecule has no atoms"
+    if mol.GetNumConformers() == 0:
+        return None, "molecule has no coordinates"
+    conf = mol.GetConformer()
+    pos = np.array(conf.GetPositions(), dtype=np.float64)
+    if not np.isfinite(pos).all():
+        return None, "non-finite coordinate"
+    if not conf.Is3D() and mol.GetNumAtoms() > 1 and np.allclose(pos[:, 2], 0.0):
+        return None, "coordinates are 2D (all z = 0); a 3D conformer is needed"
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    if (z == 0).any():
+        return None, "dummy or unknown atom (atomic number 0)"
+    props: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for key in mol.GetPropNames():
+        raw = mol.GetProp(key)
+        value = _parse_value(raw)
+        if value is None:
+            tags[key] = raw
+        else:
+            props[key] = value
+    return Molecule(z, pos, props, name=name, tags=tags), None
+
+
+def read_sdf(path: str | Path) -> LoadReport:
+    """Read an SDF (V2000 or V3000): 3D coordinates, numeric SD tags as properties."""
+    from rdkit import Chem
+
+    path = Path(path)
+    text = _read_text(path)
+    report = LoadReport(str(path))
+    for record, (line, block) in enumerate(_split_sdf_blocks(text), start=1):
+        reason = _diagnose_molblock(block)
+        mol = None
+        if reason is None:
+            with rdkit_messages() as messages:
+                # One block at a time so a bad record cannot take its neighbours down.
+                supplier = Chem.SDMolSupplier()
+                supplier.SetData(
+                    block + "$$$$\n", sanitize=False, removeHs=False, strictParsing=True
+                )
+                mol = next(iter(supplier), None)
+            if mol is None:
+                reason = "RDKit cannot parse the block" + (f": {messages[-1]}" if messages else "")
+        if mol is not None:
+            name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
+            molecule, reason = _molecule_from_rdkit(mol, name or f"{path.stem}_{record}")
+            if molecule is not None:
+                report.molecules.append(molecule)
+                continue
+        report.errors.append(RecordError(str(path), record, reason or "unreadable", line))
+    if report.n_records == 0:
+        raise MoleculeFileError(f"{path}: no SDF records found")
+    return report
+
+
+def _sdf_value(value: float) -> str:
+    # repr gives the shortest string that reads back to the same float.
+    return repr(float(value))
+
+
+def molecule_to_rdkit(molecule: Molecule):
+    """An RDKit Mol with the molecule's atoms and 3D conformer, no bonds (see molguide.chem
+    for bond perception); properties become SD tags."""
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    rw = Chem.RWMol()
+    for z in molecule.atomic_numbers:
+        atom = Chem.Atom(int(z))
+        atom.SetNoImplicit(True)
+        rw.AddAtom(atom)
+    conf = Chem.Conformer(molecule.num_atoms)
+    conf.Set3D(True)
+    for i, (x, y, zc) in enumerate(molecule.positions):
+        conf.SetAtomPosition(i, Point3D(float(x), float(y), float(zc)))
+    mol = rw.GetMol()
+    mol.AddConformer(conf, assignId=True)
+    if molecule.name:
+        mol.SetProp("_Name", molecule.name)
+    for key, value in molecule.tags.items():
+        mol.SetProp(key, value)
+    for key, value in molecule.properties.items():
+        mol.SetProp(key, _sdf_value(value))
+    return mol
+
+
+def write_sdf(molecules: Iterable, path: str | Path) -> int:
+    """Write RDKit Mols (with conformers) or Molecules to an SDF; returns the count written.
+
+    Float properties are written with full precision so they read back exactly.
+    """
+    from rdkit import Chem
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with Chem.SDWriter(str(path)) as writer:
+        writer.SetKekulize(False)
+        for item in molecules:
+            mol = molecule_to_rdkit(item) if isinstance(item, Molecule) else item
+            if mol.GetNumConformers() == 0:
+                raise ValueError(f"molecule {count + 1} has no conformer to write")
+            writer.write(mol)
+            count += 1
+    return count
+
+
+# ----------------------------------------------------------------------------- XYZ
+
+_INT_LINE = re.compile(r"^\s*\d+\s*$")
+_KEY_VALUE = re.compile(r"(\w+)\s*=\s*(\"[^\"]*\"|\S+)")
+
+
+def _parse_comment(comment: str) -> dict[str, float]:
+    """Numeric ``key=value`` pairs of an extended-XYZ comment line."""
+    props = {}
+    for key, raw in _KEY_VALUE.findall(comment):
+        value = _parse_value(raw.strip('"'))
+        if value is not None:
+            props[key] = value
+    return props
+
+
+def _parse_atom_line(line: str) -> tuple[int, tuple[float, float, float]]:
+    fields = line.split()
+    if len(fields) < 4:
+        raise ValueError(f"atom line {line.strip()!r} needs an element and 3 coordinates")
+    elem = fields[0]
+    if elem.isdigit():
+        z = int(elem)
+        symbol(z)  # raises for an atomic number outside the table
+    else:
+        try:
+            z = atomic_number(elem)
+        except ValueError:
+            raise ValueError(f"unknown element {elem!r}") from None
+    coords = []
+    for c in fields[1:4]:
+        value = _parse_value(c.replace("*^", "e"))  # QM9's raw files write 1.2*^-5
+        if value is None or not math.isfinite(value):
+            raise ValueError(f"non-numeric coordinate {c!r}")
+        coords.append(value)
+    return z, (coords[0], coords[1], coords[2])
+
+
+def read_xyz(path: str | Path) -> LoadReport:
+    """Read an XYZ file with one or many molecules; extended-XYZ ``key=value`` comments
+    give properties."""
+    path = Path(path)
+    lines = _read_text(path).splitlines()
+    report = LoadReport(str(path))
+    i, record = 0, 0
+    n = len(lines)
+    while i < n:
+        if not lines[i].strip():
+            i += 1
+            continue
+        record += 1
+        start = i + 1
+        if not _INT_LINE.match(lines[i]):
+            report.errors.append(
+                RecordError(
+                    str(path), record, f"expected an atom count, found {lines[i].strip()!r}", start
+                )
+            )
+            i += 1
+            while i < n and not _INT_LINE.match(lines[i]):
+                i += 1
+            continue
+        count = int(lines[i])
+        comment = lines[i + 1] if i + 1 < n else ""
+        atoms: list[tuple[int, tuple[float, float, float]]] = []
+        reason = None
+        j = i + 2
+        while j < n and len(atoms) < count:
+            if _INT_LINE.match(lines[j]) or not lines[j].strip():
+                break  # the next record (or the end) came early
+            try:
+                atoms.append(_parse_atom_line(lines[j]))
+            except ValueError as err:
+                reason = reason or f"atom {len(atoms) + 1} (line {j + 1}): {err}"
+                atoms.append((0, (0.0, 0.0, 0.0)))
+            j += 1
+        if len(atoms) < count:
+            reason = f"declares {count} atoms but has {len(atoms)} atom lines"
+        elif j < n and lines[j].strip() and not _INT_LINE.match(lines[j]):
+            extra = j
+            while j < n and lines[j].strip() and not _INT_LINE.match(lines[j]):
+                j += 1
+            reason = f"declares {count} atoms but has {count + j - extra} atom lines"
+        if count == 0:
+            reason = "declares 0 atoms"
+        i = j
+        if reason is not None:
+            report.errors.append(RecordError(str(path), record, reason, start))
+            continue
+        z = np.array([a[0] for a in atoms])
+        pos = np.array([a[1] for a in atoms])
+        name = comment.strip().split()[0] if comment.strip() and "=" not in comment else ""
+        report.molecules.append(
+            Molecule(z, pos, _parse_comment(comment), name=name or f"{path.stem}_{record}")
+        )
+    if report.n_records == 0:
+        raise MoleculeFileError(f"{path}: no XYZ records found")
+    return report
+
+
+def write_xyz(molecules: Iterable[Molecule], path: str | Path) -> int:
+    """Write molecules to a multi-molecule extended XYZ file; returns the count written."""
+    path = Path(path)
+    count = 0
+    with path.open("w") as fh:
+        for m in molecules:
+            comment = " ".join(f"{k}={_sdf_value(v)}" for k, v in m.properties.items())
+            fh.write(f"{m.num_atoms}\n{(m.name + ' ' + comment).strip()}\n")
+            for z, (x, y, zc) in zip(m.atomic_numbers, m.positions):
+                fh.write(f"{symbol(int(z)):<2s} {x:15.8f} {y:15.8f} {zc:15.8f}\n")
+            count += 1
+    return count
+
+
+# ------------------------------------------------------------------- SMILES -> 3D
+
+
+def embed_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | str:
+    """3D structure of a SMILES by RDKit ETKDGv3 then MMFF; (Z, positions) or a reason."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    with rdkit_messages() as messages:
+        mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return "SMILES does not parse" + (f": {messages[-1]}" if messages else "")
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    with rdkit_messages():
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            params.useRandomCoords = True  # the documented retry for hard cases
+            if AllChem.EmbedMolecule(mol, params) != 0:
+                return "3D embedding failed (ETKDGv3, also with random coordinates)"
+        if AllChem.MMFFHasAllMoleculeParams(mol):
+            AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    return z, np.array(mol.GetConformer().GetPositions())
+
+
+def _embed_chunk(items: Sequence[tuple[str, int]]) -> list:
+    return [embed_smiles(s, seed) for s, seed in items]
+
+
+def read_smiles_csv(
+    path: str | Path,
+    smiles_column: str | None = None,
+    name_column: str | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+) -> LoadReport:
+    """Read a CSV (or .smi) of SMILES plus numeric property columns and embed each in 3D.
+
+    Embedding runs in a process pool (``workers``, default: all cores) with a
+    per-molecule seed ``seed + record``, so results do not depend on the pool size.
+    """
+    import os
+
+    import pandas as pd
+
+    path = Path(path)
+    text = _read_text(path)
+    if path.suffix.lower() == ".smi":
+        rows = [ln.split() for ln in text.splitlines()]
+        df = pd.DataFrame(
+            [(r[0], r[1] if len(r) > 1 else "") for r in rows if r], columns=["smiles", "name"]
+        )
+        smiles_column, name_column = "smiles", "name"
+    else:
+        import io as _io
+
+        try:
+            df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False)
+        except (ValueError, pd.errors.ParserError) as err:
+            raise MoleculeFileError(f"{path}: not a readable CSV ({err})") from err
+    if smiles_column is None:
+        matches = [
+            c for c in df.columns if c.strip().lower() in ("smiles", "smile", "canonical_smiles")
+        ]
+        if not matches:
+            raise MoleculeFileError(f"{path}: no SMILES column (columns are {list(df.columns)})")
+        smiles_column = matches[0]
+    elif smiles_column not in df.columns:
+        raise MoleculeFileError(
+            f"{path}: column {smiles_column!r} not found (have {list(df.columns)})"
+        )
+    if name_column is None:
+        name_column = next((c for c in df.columns if c.strip().lower() in ("name", "id")), None)
+    prop_columns = [c for c in df.columns if c not in (smiles_column, name_column)]
+    if len(df) == 0:
+        raise MoleculeFileError(f"{path}: file has a header but no rows")
+
+    items = [(str(s).strip(), seed + k) for k, s in enumerate(df[smiles_column])]
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(items) < 32:
+        results = _embed_chunk(items)
+    else:
+        chunk = max(1, math.ceil(len(items) / (workers * 4)))
+        chunks = [items[k : k + chunk] for k in range(0, len(items), chunk)]
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = [r for part in pool.map(_embed_chunk, chunks) for r in part]
+
+    report = LoadReport(str(path))
+    header_lines = 0 if path.suffix.lower() == ".smi" else 1
+    for k, (row, result) in enumerate(zip(df.itertuples(index=False, name=None), results), start=1):
+        values = dict(zip(df.columns, row))
+        line = k + header_lines
+        if not items[k - 1][0]:
+            report.errors.append(RecordError(str(path), k, "empty SMILES", line))
+            continue
+        if isinstance(result, str):
+            report.errors.append(RecordError(str(path), k, f"{result} ({items[k - 1][0]!r})", line))
+            continue
+        props, bad = {}, None
+        for col in prop_columns:
+            raw = str(values[col]).strip()
+            if raw == "":
+                continue  # a missing value is not an error; the property is absent
+            value = _parse_value(raw)
+            if value is None:
+                bad = f"column {col!r}: non-numeric value {raw!r}"
+                break
+            props[col] = value
+        if bad:
+            report.errors.append(RecordError(str(path), k, bad, line))
+            continue
+        name = str(values[name_column]) if name_column else f"{path.stem}_{k}"
+        mol = Molecule(result[0], result[1], props, name=name)
+        mol.tags["smiles"] = items[k - 1][0]
+        report.molecules.append(mol)
+    return report
+
+
+READERS = {".sdf": read_sdf, ".sd": read_sdf, ".mol": read_sdf, ".xyz": read_xyz,
+           ".csv": read_smiles_csv, ".smi": read_smiles_csv}  # fmt: skip
+
+
+def read_molecules(path: str | Path) -> LoadReport:
+    """Read any supported molecule file, chosen by its extension."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise MoleculeFileError(
+            f"{path}: unknown file type {path.suffix!r} (use one of {sorted(READERS)})"
+        )
+    return reader(path)
