@@ -34,4 +34,6 @@ def symbol(z: int) -> str:
     if not 0 < int(z) < len(SYMBOLS):
         raise ValueError(f"unsupported atomic number {z}")
     return SYMBOLS[int(z)]
+
+
 ANGSTROM_TO_BOHR = 1.0 / BOHR_TO_ANGSTROM

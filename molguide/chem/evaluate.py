@@ -154,10 +154,7 @@ def evaluate(
         evaluate_molecule(m, descriptors)
         for m in tqdm(molecules, desc="evaluate", unit="mol", disable=not progress)
     ]
-    errors = [
-        {"file": e.file, "record": e.record, "line": e.line, "reason": e.reason}
-        for e in read_errors
-    ]
+    errors = [{"file": e.file, "record": e.record, "line": e.line, "reason": e.reason} for e in read_errors]
     for k, r in enumerate(results, start=1):
         if r.n_stable_atoms is None:
             errors.append({"record": k, "name": r.name, "reason": "; ".join(r.notes)})
@@ -166,9 +163,7 @@ def evaluate(
         from molguide.chem.xtb import xtb_properties
 
         chosen = [k for k, r in enumerate(results) if r.valid]
-        outputs = xtb_properties(
-            [molecules[k] for k in chosen], xtb_workers, xtb_timeout_s, progress
-        )
+        outputs = xtb_properties([molecules[k] for k in chosen], xtb_workers, xtb_timeout_s, progress)
         for k, out in zip(chosen, outputs):
             if isinstance(out, str):
                 results[k].notes.append(out)
@@ -183,9 +178,7 @@ def evaluate(
     metrics: dict[str, float | None] = {
         "validity": len(valid) / n if n else None,
         "atom_stability": (
-            sum(r.n_stable_atoms for r in judged) / sum(r.n_atoms for r in judged)
-            if judged
-            else None
+            sum(r.n_stable_atoms for r in judged) / sum(r.n_atoms for r in judged) if judged else None
         ),
         "mol_stability": sum(r.mol_stable for r in judged) / len(judged) if judged else None,
         "uniqueness": len(unique) / len(valid) if valid else None,
@@ -195,9 +188,7 @@ def evaluate(
         from molguide.chem.smiles import qm9_training_smiles
 
         reference_smiles = qm9_training_smiles()
-    reference = reference_smiles if isinstance(reference_smiles, (set, frozenset)) else set(
-        reference_smiles
-    )
+    reference = reference_smiles if isinstance(reference_smiles, (set, frozenset)) else set(reference_smiles)
     if reference and unique:
         metrics["novelty"] = len(unique - reference) / len(unique)
     keys = sorted({k for r in results for k in r.properties})

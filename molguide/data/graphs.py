@@ -66,9 +66,7 @@ def molecule_to_data(
     cols = table[z.clamp(0, _MAX_Z - 1)]
     if (cols < 0).any() or (z >= _MAX_Z).any():
         unknown = sorted(set(z[cols < 0].tolist()))
-        raise ValueError(
-            f"atomic numbers {unknown} are not among the model's types {list(atom_types)}"
-        )
+        raise ValueError(f"atomic numbers {unknown} are not among the model's types {list(atom_types)}")
     x = torch.nn.functional.one_hot(cols, len(atom_types)).float()
     names = list(property_names if property_names is not None else (properties or {}).keys())
     y = torch.tensor([[float((properties or {}).get(k, float("nan"))) for k in names]])
@@ -92,9 +90,7 @@ class MoleculeGraphDataset(torch.utils.data.Dataset):
         atom_types: Sequence[int] = QM9_ATOMIC_NUMBERS,
     ) -> None:
         self.molecules = molecules
-        self.property_names = list(
-            property_names if property_names is not None else molecules.properties
-        )
+        self.property_names = list(property_names if property_names is not None else molecules.properties)
         self.atom_types = tuple(atom_types)
         unknown = set(np.unique(molecules.atomic_numbers).tolist()) - set(self.atom_types)
         if unknown:
@@ -104,9 +100,7 @@ class MoleculeGraphDataset(torch.utils.data.Dataset):
             )
         missing = [k for k in self.property_names if k not in molecules.properties]
         if missing:
-            raise KeyError(
-                f"properties {missing} not in the data (have {list(molecules.properties)})"
-            )
+            raise KeyError(f"properties {missing} not in the data (have {list(molecules.properties)})")
 
     def __len__(self) -> int:
         return len(self.molecules)

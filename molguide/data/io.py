@@ -74,9 +74,7 @@ def _read_text(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="strict")
     except UnicodeDecodeError as err:
-        raise MoleculeFileError(
-            f"{path}: not a text file ({err.reason} at byte {err.start})"
-        ) from err
+        raise MoleculeFileError(f"{path}: not a text file ({err.reason} at byte {err.start})") from err
     except OSError as err:
         raise MoleculeFileError(f"{path}: cannot read ({err.strerror})") from err
     if not text.strip():
@@ -154,9 +152,7 @@ def _diagnose_molblock(block: str) -> str | None:
         return f"counts line {counts!r} does not start with atom and bond counts"
     atom_lines = lines[4 : 4 + n_atoms]
     if len(atom_lines) < n_atoms:
-        return (
-            f"counts line declares {n_atoms} atoms but the block has {len(atom_lines)} atom lines"
-        )
+        return f"counts line declares {n_atoms} atoms but the block has {len(atom_lines)} atom lines"
     for k, line in enumerate(atom_lines, start=1):
         fields = line.split()
         if len(fields) < 4:
@@ -169,10 +165,18 @@ def _diagnose_molblock(block: str) -> str | None:
     bond_lines = lines[4 + n_atoms : 4 + n_atoms + n_bonds]
     if len(bond_lines) < n_bonds or any(not line[:3].strip().isdigit() for line in bond_lines):
         return f"counts line declares {n_bonds} bonds but the bond lines do not match"
+    following = lines[4 + n_atoms + n_bonds : 5 + n_atoms + n_bonds]
+    if following and _looks_like_atom_line(following[0]):
+        return f"counts line declares {n_atoms} atoms and {n_bonds} bonds but more atom lines follow"
     return None
 
 
-def _molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
+def _looks_like_atom_line(line: str) -> bool:
+    fields = line.split()
+    return len(fields) >= 4 and all(_parse_value(f) is not None for f in fields[:3])
+
+
+def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
     """Molecule from an RDKit Mol with a 3D conformer; (None, reason) when unusable."""
     if mol.GetNumAtoms() == 0:
         return None, "molecule has no atoms"
@@ -213,15 +217,13 @@ def read_sdf(path: str | Path) -> LoadReport:
             with rdkit_messages() as messages:
                 # One block at a time so a bad record cannot take its neighbours down.
                 supplier = Chem.SDMolSupplier()
-                supplier.SetData(
-                    block + "$$$$\n", sanitize=False, removeHs=False, strictParsing=True
-                )
+                supplier.SetData(block + "$$$$\n", sanitize=False, removeHs=False, strictParsing=True)
                 mol = next(iter(supplier), None)
             if mol is None:
                 reason = "RDKit cannot parse the block" + (f": {messages[-1]}" if messages else "")
         if mol is not None:
             name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
-            molecule, reason = _molecule_from_rdkit(mol, name or f"{path.stem}_{record}")
+            molecule, reason = molecule_from_rdkit(mol, name or f"{path.stem}_{record}")
             if molecule is not None:
                 report.molecules.append(molecule)
                 continue
@@ -337,9 +339,7 @@ def read_xyz(path: str | Path) -> LoadReport:
         start = i + 1
         if not _INT_LINE.match(lines[i]):
             report.errors.append(
-                RecordError(
-                    str(path), record, f"expected an atom count, found {lines[i].strip()!r}", start
-                )
+                RecordError(str(path), record, f"expected an atom count, found {lines[i].strip()!r}", start)
             )
             i += 1
             while i < n and not _INT_LINE.match(lines[i]):
@@ -359,22 +359,25 @@ def read_xyz(path: str | Path) -> LoadReport:
                 reason = reason or f"atom {len(atoms) + 1} (line {j + 1}): {err}"
                 atoms.append((0, (0.0, 0.0, 0.0)))
             j += 1
+        reasons = [reason] if reason else []
         if len(atoms) < count:
-            reason = f"declares {count} atoms but has {len(atoms)} atom lines"
+            reasons.append(f"declares {count} atoms but has {len(atoms)} atom lines")
         elif j < n and lines[j].strip() and not _INT_LINE.match(lines[j]):
             extra = j
             while j < n and lines[j].strip() and not _INT_LINE.match(lines[j]):
                 j += 1
-            reason = f"declares {count} atoms but has {count + j - extra} atom lines"
+            reasons.append(f"declares {count} atoms but has {count + j - extra} atom lines")
         if count == 0:
-            reason = "declares 0 atoms"
+            reasons.append("declares 0 atoms")
+        reason = "; ".join(reasons) or None
         i = j
         if reason is not None:
             report.errors.append(RecordError(str(path), record, reason, start))
             continue
         z = np.array([a[0] for a in atoms])
         pos = np.array([a[1] for a in atoms])
-        name = comment.strip().split()[0] if comment.strip() and "=" not in comment else ""
+        first = comment.split()[0] if comment.split() else ""
+        name = first if "=" not in first else ""
         report.molecules.append(
             Molecule(z, pos, _parse_comment(comment), name=name or f"{path.stem}_{record}")
         )
@@ -405,10 +408,14 @@ def embed_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | 
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
+    if not smiles.strip():
+        return "empty SMILES"
     with rdkit_messages() as messages:
         mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         return "SMILES does not parse" + (f": {messages[-1]}" if messages else "")
+    if mol.GetNumAtoms() == 0:
+        return "SMILES has no atoms"
     mol = Chem.AddHs(mol)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
@@ -423,8 +430,15 @@ def embed_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | 
     return z, np.array(mol.GetConformer().GetPositions())
 
 
+def _embed_or_reason(smiles: str, seed: int) -> tuple[np.ndarray, np.ndarray] | str:
+    try:
+        return embed_smiles(smiles, seed)
+    except (ValueError, RuntimeError) as err:  # RDKit raises these on odd inputs
+        return f"3D embedding failed: {err}"
+
+
 def _embed_chunk(items: Sequence[tuple[str, int]]) -> list:
-    return [embed_smiles(s, seed) for s, seed in items]
+    return [_embed_or_reason(s, seed) for s, seed in items]
 
 
 def read_smiles_csv(
@@ -447,9 +461,7 @@ def read_smiles_csv(
     text = _read_text(path)
     if path.suffix.lower() == ".smi":
         rows = [ln.split() for ln in text.splitlines()]
-        df = pd.DataFrame(
-            [(r[0], r[1] if len(r) > 1 else "") for r in rows if r], columns=["smiles", "name"]
-        )
+        df = pd.DataFrame([(r[0], r[1] if len(r) > 1 else "") for r in rows if r], columns=["smiles", "name"])
         smiles_column, name_column = "smiles", "name"
     else:
         import io as _io
@@ -459,16 +471,12 @@ def read_smiles_csv(
         except (ValueError, pd.errors.ParserError) as err:
             raise MoleculeFileError(f"{path}: not a readable CSV ({err})") from err
     if smiles_column is None:
-        matches = [
-            c for c in df.columns if c.strip().lower() in ("smiles", "smile", "canonical_smiles")
-        ]
+        matches = [c for c in df.columns if c.strip().lower() in ("smiles", "smile", "canonical_smiles")]
         if not matches:
             raise MoleculeFileError(f"{path}: no SMILES column (columns are {list(df.columns)})")
         smiles_column = matches[0]
     elif smiles_column not in df.columns:
-        raise MoleculeFileError(
-            f"{path}: column {smiles_column!r} not found (have {list(df.columns)})"
-        )
+        raise MoleculeFileError(f"{path}: column {smiles_column!r} not found (have {list(df.columns)})")
     if name_column is None:
         name_column = next((c for c in df.columns if c.strip().lower() in ("name", "id")), None)
     prop_columns = [c for c in df.columns if c not in (smiles_column, name_column)]
@@ -490,9 +498,6 @@ def read_smiles_csv(
     for k, (row, result) in enumerate(zip(df.itertuples(index=False, name=None), results), start=1):
         values = dict(zip(df.columns, row))
         line = k + header_lines
-        if not items[k - 1][0]:
-            report.errors.append(RecordError(str(path), k, "empty SMILES", line))
-            continue
         if isinstance(result, str):
             report.errors.append(RecordError(str(path), k, f"{result} ({items[k - 1][0]!r})", line))
             continue
@@ -525,7 +530,5 @@ def read_molecules(path: str | Path) -> LoadReport:
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
-        raise MoleculeFileError(
-            f"{path}: unknown file type {path.suffix!r} (use one of {sorted(READERS)})"
-        )
+        raise MoleculeFileError(f"{path}: unknown file type {path.suffix!r} (use one of {sorted(READERS)})")
     return reader(path)

@@ -52,9 +52,7 @@ class MoleculeSet:
         self.positions = np.asarray(positions, dtype=np.float32).reshape(-1, 3)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         n = len(self.offsets) - 1
-        self.properties = {
-            k: np.asarray(v, dtype=np.float64) for k, v in (properties or {}).items()
-        }
+        self.properties = {k: np.asarray(v, dtype=np.float64) for k, v in (properties or {}).items()}
         self.names = np.asarray(names if names is not None else [str(i) for i in range(n)])
         self.smiles = np.asarray(smiles if smiles is not None else [""] * n)
         self._check()
@@ -63,9 +61,7 @@ class MoleculeSet:
         n = len(self)
         if n < 0 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
             raise ValueError("offsets must start at 0 and be non-decreasing")
-        if self.offsets[-1] != len(self.atomic_numbers) or len(self.positions) != len(
-            self.atomic_numbers
-        ):
+        if self.offsets[-1] != len(self.atomic_numbers) or len(self.positions) != len(self.atomic_numbers):
             raise ValueError(
                 f"offsets end at {self.offsets[-1]} but there are {len(self.atomic_numbers)} "
                 f"atomic numbers and {len(self.positions)} positions"

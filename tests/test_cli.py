@@ -1,0 +1,59 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from molguide.cli import main
+
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
+
+
+def test_data_info_json(qm9, capsys):
+    assert main(["data", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_molecules"] == 130_831
+    assert info["splits"]["train"] == 100_000
+    assert info["splits"]["valid"] == 17_748
+    assert info["splits"]["test"] == 13_083
+    assert info["properties"]["gap_eV"]["unit"] == "eV"
+    assert info["properties"]["mu_D"]["min"] == 0.0
+
+
+def test_evaluate_json_is_one_object_with_design_keys(qm9, capsys):
+    assert main(["evaluate", str(FIXTURES / "mixed_bad.xyz"), "--json", "--no-xtb"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out)  # exactly one JSON document
+    for key in ("validity", "atom_stability", "mol_stability", "uniqueness", "novelty"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["n_input"] == 8 and result["n_evaluated"] == 5
+    assert [e["record"] for e in result["errors"]] == [2, 4, 6]
+
+
+def test_evaluate_qm9_sample_with_xtb_and_annotated_output(qm9, capsys, tmp_path):
+    out_sdf = tmp_path / "annotated.sdf"
+    code = main(["evaluate", str(FIXTURES / "qm9_sample.xyz"), "--json", "--out", str(out_sdf)])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_evaluated"] == 100 and result["validity"] >= 0.99
+    assert result["atom_stability"] > 0.98 and result["mol_stability"] > 0.9
+    assert result["novelty"] == 1.0  # the sample comes from the test split
+    assert result["properties"]["xtb_gap_eV"]["n"] == 100
+    from molguide.data import read_sdf
+
+    annotated = read_sdf(out_sdf)
+    assert len(annotated.molecules) == 100
+    first = annotated.molecules[0]
+    assert first.properties["valid"] == 1 and "xtb_gap_eV" in first.properties
+    assert "smiles" in first.tags
+
+
+def test_bad_input_is_one_line_not_a_traceback(tmp_path):
+    empty = tmp_path / "empty.sdf"
+    empty.write_text("")
+    for args in (["evaluate", str(empty)], ["evaluate", str(tmp_path / "missing.xyz")],
+                 ["evaluate", str(tmp_path)]):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "molguide.cli", *args], capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.strip().startswith("molguide: error:")
+        assert len(proc.stderr.strip().splitlines()) == 1

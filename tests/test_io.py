@@ -1,0 +1,121 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from molguide.data import (
+    Molecule,
+    MoleculeFileError,
+    read_molecules,
+    read_sdf,
+    read_smiles_csv,
+    read_xyz,
+    write_sdf,
+)
+from molguide.data.io import write_xyz
+
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
+
+
+def test_sdf_round_trip_keeps_coordinates_and_properties(qm9, tmp_path):
+    mols = list(qm9.subset(np.arange(200, 260)))
+    mols[3].properties["awkward"] = 0.1 + 0.2  # 0.30000000000000004 must survive
+    mols[4].properties["tiny"] = 1.2345678901234567e-300
+    path = tmp_path / "out.sdf"
+    assert write_sdf(mols, path) == len(mols)
+    report = read_sdf(path)
+    assert not report.errors and len(report.molecules) == len(mols)
+    for a, b in zip(mols, report.molecules):
+        np.testing.assert_array_equal(a.atomic_numbers, b.atomic_numbers)
+        assert np.abs(a.positions - b.positions).max() <= 1e-4
+        assert a.properties == b.properties  # exact
+        assert a.name == b.name
+
+
+def test_xyz_round_trip(qm9, tmp_path):
+    mols = list(qm9.subset(np.arange(5)))
+    path = tmp_path / "out.xyz"
+    write_xyz(mols, path)
+    report = read_xyz(path)
+    assert not report.errors and len(report.molecules) == 5
+    for a, b in zip(mols, report.molecules):
+        np.testing.assert_array_equal(a.atomic_numbers, b.atomic_numbers)
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-7)
+        assert a.properties == b.properties
+
+
+def test_malformed_xyz_keeps_good_records_and_names_bad_ones():
+    report = read_xyz(FIXTURES / "mixed_bad.xyz")
+    assert len(report.molecules) == 5
+    assert [e.record for e in report.errors] == [2, 4, 6]
+    reasons = [e.reason for e in report.errors]
+    assert "declares 3 atoms but has 2" in reasons[0]
+    assert "unknown element 'Xx'" in reasons[1]
+    assert "non-numeric coordinate 'abc'" in reasons[2]
+    assert all(e.file.endswith("mixed_bad.xyz") and e.line for e in report.errors)
+    assert report.summary().endswith("loaded 5 of 8 records, skipped 3")
+    assert [m.name for m in report.molecules][0].startswith("gdb_")
+
+
+def test_malformed_sdf_keeps_good_records_and_names_bad_ones():
+    report = read_sdf(FIXTURES / "mixed_bad.sdf")
+    assert len(report.molecules) == 2
+    assert {e.record: e.reason for e in report.errors}.keys() == {2, 3, 4}
+    by_record = {e.record: e.reason for e in report.errors}
+    assert "too short" in by_record[2]
+    assert "declares 9 atoms" in by_record[3]
+    assert "unknown element 'Qq'" in by_record[4]
+    assert report.molecules[0].properties["gap_eV"] > 0  # SD tags become properties
+
+
+def test_smiles_csv_embeds_in_3d_and_reports_failures():
+    report = read_smiles_csv(FIXTURES / "smiles.csv", workers=1)
+    names = [m.name for m in report.molecules]
+    assert names == ["ethanol", "benzene", "pyridine"]
+    ethanol = report.molecules[0]
+    assert ethanol.num_atoms == 9 and ethanol.properties == {"gap_eV": 9.1}
+    assert np.ptp(ethanol.positions[:, 2]) > 0.1  # really 3D
+    d_co = np.linalg.norm(ethanol.positions[1] - ethanol.positions[2])
+    assert 1.35 < d_co < 1.50  # an MMFF C-O bond length
+    reasons = {e.record: e.reason for e in report.errors}
+    assert reasons.keys() == {2, 4, 5}
+    assert "does not parse" in reasons[2]
+    assert "empty SMILES" in reasons[4]
+    assert "non-numeric value 'not-a-number'" in reasons[5]
+
+
+def test_smiles_csv_is_seeded_and_pool_independent(tmp_path):
+    path = tmp_path / "many.csv"
+    smiles = ["CCO", "CC(=O)O", "c1ccccc1O", "CCN(CC)CC", "OCC(O)CO"] * 8
+    path.write_text("smiles\n" + "\n".join(smiles) + "\n")
+    serial = read_smiles_csv(path, workers=1, seed=3)
+    pooled = read_smiles_csv(path, workers=2, seed=3)
+    assert len(serial.molecules) == len(pooled.molecules) == 40
+    for a, b in zip(serial.molecules, pooled.molecules):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "no such file"), ("", "file is empty"), ("   \n\n", "file is empty")],
+)
+def test_unusable_files_are_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "mols.sdf"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(MoleculeFileError, match=message):
+        read_molecules(path)
+
+
+def test_unknown_extension_and_binary_file(tmp_path):
+    with pytest.raises(MoleculeFileError, match="unknown file type"):
+        read_molecules(tmp_path / "x.pdbqt")
+    binary = tmp_path / "x.xyz"
+    binary.write_bytes(b"\x00\xff\xfe\x00")
+    with pytest.raises(MoleculeFileError, match="not a text file"):
+        read_molecules(binary)
+
+
+def test_molecule_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="3 atoms but 2 positions"):
+        Molecule(np.array([6, 1, 1]), np.zeros((2, 3)), name="bad")
