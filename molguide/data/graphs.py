@@ -117,3 +117,36 @@ class MoleculeGraphDataset(torch.utils.data.Dataset):
         )
         data.idx = torch.tensor([i])
         return data
+
+
+def collate_molecules(
+    molecules: MoleculeSet,
+    indices: np.ndarray,
+    atom_types: Sequence[int] = QM9_ATOMIC_NUMBERS,
+    property_names: Sequence[str] = (),
+) -> dict[str, torch.Tensor]:
+    """A training batch straight from CSR arrays (no per-molecule Data objects).
+
+    Returns ``pos`` (N, 3) float32, ``onehot`` (N, K), ``batch`` (N,), ``num_graphs``
+    (0-d), ``y`` (B, P) and ``idx`` (B,). Equivalent to PyG batching of
+    :class:`MoleculeGraphDataset` items, several times faster for small molecules.
+    """
+    sub = molecules.subset(indices)
+    table = type_index_table(atom_types)
+    cols = table[torch.as_tensor(sub.atomic_numbers.astype(np.int64))]
+    if (cols < 0).any():
+        raise ValueError(f"atomic numbers outside the types {list(atom_types)} in this batch")
+    counts = torch.as_tensor(sub.num_atoms)
+    y = (
+        np.stack([sub.properties[k] for k in property_names], 1)
+        if property_names
+        else np.zeros((len(sub), 0))
+    )
+    return {
+        "pos": torch.as_tensor(sub.positions),
+        "onehot": torch.nn.functional.one_hot(cols, len(atom_types)).float(),
+        "batch": torch.repeat_interleave(torch.arange(len(sub)), counts),
+        "num_graphs": torch.tensor(len(sub)),
+        "y": torch.as_tensor(y, dtype=torch.float32),
+        "idx": torch.as_tensor(np.asarray(indices, dtype=np.int64)),
+    }

@@ -1,0 +1,142 @@
+"""EGNN backbone in EDM's style (Satorras et al. 2021; Hoogeboom et al. 2022), written for speed.
+
+Each layer: an edge MLP on (h_i, h_j, |x_i - x_j|^2, |x_i - x_j|^2 at the input),
+a sigmoid attention gate, sum aggregation divided by a constant, a residual node
+MLP, then an equivariant coordinate update x_i += sum_j (x_i - x_j)/(|x_i - x_j| + c)
+* tanh(phi(m_ij)) * range. The first linear layer of the edge and coordinate MLPs
+acts on a concatenation [h_i, h_j, e_ij]; we compute it as per-node projections
+W_a h_i + W_b h_j gathered onto edges plus W_e e_ij, the same maths with N instead
+of E matrix products (about 2x faster here). ``edge_input="concat"`` keeps the
+naive form for side-by-side benchmarks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.utils import scatter
+
+from molguide.models.backbone import EquivariantBackbone
+
+EDGE_FEATURES = 2  # squared distance now and at the input
+
+
+class EdgeInput(nn.Module):
+    """First layer of an MLP on [h_i, h_j, e_ij] for every edge (i, j)."""
+
+    def __init__(self, node_dim: int, edge_dim: int, out_dim: int, mode: str = "projected") -> None:
+        super().__init__()
+        if mode not in ("projected", "concat"):
+            raise ValueError(f"edge_input must be 'projected' or 'concat', not {mode!r}")
+        self.mode = mode
+        if mode == "concat":
+            self.linear = nn.Linear(2 * node_dim + edge_dim, out_dim)
+        else:
+            self.src = nn.Linear(node_dim, out_dim)
+            self.dst = nn.Linear(node_dim, out_dim, bias=False)
+            self.edge = nn.Linear(edge_dim, out_dim, bias=False)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        if self.mode == "concat":
+            return self.linear(torch.cat([h[i], h[j], e], dim=-1))
+        return self.src(h)[i] + self.dst(h)[j] + self.edge(e)
+
+
+class EGNNLayer(nn.Module):
+    """One EDM equivariant block: a graph convolution on h, then a coordinate update."""
+
+    def __init__(
+        self,
+        hidden: int,
+        attention: bool = True,
+        coords_range: float = 15.0,
+        norm_constant: float = 1.0,
+        aggregation_norm: float = 1.0,
+        edge_input: str = "projected",
+    ) -> None:
+        super().__init__()
+        self.attention = attention
+        self.coords_range = coords_range
+        self.norm_constant = norm_constant
+        self.aggregation_norm = aggregation_norm
+        act = nn.SiLU()
+        self.edge_in = EdgeInput(hidden, EDGE_FEATURES, hidden, edge_input)
+        self.edge_out = nn.Sequential(act, nn.Linear(hidden, hidden), act)
+        self.gate = nn.Linear(hidden, 1) if attention else None
+        self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), act, nn.Linear(hidden, hidden))
+        self.coord_in = EdgeInput(hidden, EDGE_FEATURES, hidden, edge_input)
+        last = nn.Linear(hidden, 1, bias=False)
+        nn.init.xavier_uniform_(last.weight, gain=0.001)  # start close to the identity map on x
+        self.coord_out = nn.Sequential(act, nn.Linear(hidden, hidden), act, last)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        x: torch.Tensor,
+        e0: torch.Tensor,
+        i: torch.Tensor,
+        j: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        diff = x[i] - x[j]
+        d2 = (diff * diff).sum(-1, keepdim=True)
+        e = torch.cat([d2, e0], dim=-1)
+        m = self.edge_out(self.edge_in(h, e, i, j))
+        if self.gate is not None:
+            m = m * torch.sigmoid(self.gate(m))
+        agg = scatter(m, i, dim=0, dim_size=h.shape[0], reduce="sum") / self.aggregation_norm
+        h = h + self.node_mlp(torch.cat([h, agg], dim=-1))
+        # Coordinate update from the new h, bounded by tanh so early training cannot explode.
+        unit = diff / (torch.sqrt(d2 + 1e-8) + self.norm_constant)
+        phi = torch.tanh(self.coord_out(self.coord_in(h, e, i, j))) * self.coords_range
+        x = x + scatter(unit * phi, i, dim=0, dim_size=x.shape[0], reduce="sum") / self.aggregation_norm
+        return h, x
+
+
+class EGNN(EquivariantBackbone):
+    """E(n)-equivariant graph network; vectors are the displacement x_out - x_in.
+
+    Args:
+        in_features: invariant input features per node.
+        out_features: invariant output scalars per node.
+        hidden: width of every hidden layer (EDM: 256).
+        num_layers: number of equivariant blocks (EDM: 9).
+        attention, coords_range, norm_constant, aggregation_norm: as in EDM.
+        edge_input: "projected" (fast) or "concat" (EDM's naive form; same maths).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int = 64,
+        num_layers: int = 4,
+        attention: bool = True,
+        coords_range: float = 15.0,
+        norm_constant: float = 1.0,
+        aggregation_norm: float = 1.0,
+        edge_input: str = "projected",
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.embed = nn.Linear(in_features, hidden)
+        self.layers = nn.ModuleList(
+            EGNNLayer(hidden, attention, coords_range, norm_constant, aggregation_norm, edge_input)
+            for _ in range(num_layers)
+        )
+        self.readout = nn.Linear(hidden, out_features)
+
+    def forward(
+        self,
+        pos: torch.Tensor,
+        features: torch.Tensor,
+        batch: torch.Tensor,
+        edge_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        i, j = edge_index[0], edge_index[1]
+        diff0 = pos[i] - pos[j]
+        e0 = (diff0 * diff0).sum(-1, keepdim=True)
+        h, x = self.embed(features), pos
+        for layer in self.layers:
+            h, x = layer(h, x, e0, i, j)
+        return x - pos, self.readout(h)

@@ -1,0 +1,175 @@
+"""Diffusion engine: schedule, forward process, loss, exact-score sampling, training and resume."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from molguide.checkpoint import CheckpointError, load_checkpoint
+from molguide.data.graphs import collate_molecules
+from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.sampling import sample, time_grid
+from molguide.diffusion.schedule import NoiseSchedule
+from molguide.diffusion.training import DiffusionTrainer, TrainConfig
+from molguide.geometry import max_abs_mean
+from molguide.models import ScoreNetwork
+
+
+@pytest.mark.parametrize("kind", ["polynomial_2", "cosine"])
+def test_schedule_is_variance_preserving_and_monotone(kind):
+    sched = NoiseSchedule(kind, steps=1000)
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    a, s = sched.alpha(t), sched.sigma(t)
+    assert torch.allclose(a**2 + s**2, torch.ones_like(a), atol=1e-12)
+    assert (a[1:] <= a[:-1] + 1e-15).all()
+    assert a[0] ** 2 == pytest.approx(1 - 1e-5, abs=1e-9)  # (1 - 2s) * 1 + s
+    assert a[-1] ** 2 < 1e-3
+
+
+def test_polynomial_2_matches_the_formula_where_unclipped():
+    sched = NoiseSchedule("polynomial_2", steps=1000)
+    u = torch.arange(0, 500, dtype=torch.float64) / 1000  # EDM's grid: linspace(0, T+1, T+1)/(T+1) = k/T
+    expected = (1 - 2e-5) * (1 - u**2) ** 2 + 1e-5
+    assert torch.allclose(sched.alpha2[:500], expected, rtol=1e-12)
+
+
+def test_forward_process_noise_is_centred_and_has_the_right_scale():
+    diff = VPDiffusion(NoiseSchedule("polynomial_2", 1000))
+    g = torch.Generator().manual_seed(0)
+    counts = torch.full((400,), 10)
+    batch = torch.repeat_interleave(torch.arange(400), counts)
+    x0 = torch.zeros(4000, 3, dtype=torch.float64)
+    onehot = torch.zeros(4000, 5, dtype=torch.float64)
+    t = torch.full((400,), 0.5, dtype=torch.float64)
+    nb = diff.noise(x0, onehot, batch, t, g)
+    assert max_abs_mean(nb.zx, batch) < 1e-12 and max_abs_mean(nb.eps_x, batch) < 1e-12
+    sigma = float(diff.schedule.sigma(t[:1]))
+    # Centred noise keeps (n - 1) / n of the variance per coordinate.
+    assert nb.zx.var().item() == pytest.approx(sigma**2 * 9 / 10, rel=0.03)
+    assert nb.zh.var().item() == pytest.approx(sigma**2, rel=0.03)
+
+
+class ExactGaussianEps(torch.nn.Module):
+    """The optimal noise predictor when clean data are N(0, v I) (positions centred)."""
+
+    def __init__(self, schedule: NoiseSchedule, v: float) -> None:
+        super().__init__()
+        self.schedule, self.v = schedule, v
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, zx, zh, t, batch, edge_index=None, context=None):
+        a2 = self.schedule.alpha(t).double()[batch].unsqueeze(-1) ** 2
+        s = self.schedule.sigma(t).double()[batch].unsqueeze(-1)
+        factor = s / (a2 * self.v + s**2)  # eps_hat = -sigma * score = sigma z / (a^2 v + s^2)
+        return factor * zx, factor * zh
+
+
+@pytest.mark.parametrize("method, steps", [("ancestral", 1000), ("ancestral", 100), ("ddim", 100)])
+def test_samplers_recover_the_data_distribution_with_an_exact_score(method, steps):
+    sched = NoiseSchedule("polynomial_2", 1000)
+    model = ExactGaussianEps(sched, v=2.0)
+    counts = torch.full((300,), 8)
+    result = sample(
+        model, VPDiffusion(sched), counts, steps, method, generator=torch.Generator().manual_seed(1)
+    )
+    assert len(result.molecules) == 300 and not result.failures
+    pos = np.concatenate([m.positions for m in result.molecules])
+    # 2,400 atoms x 3 coordinates; per-coordinate variance v (n - 1) / n in the centred subspace.
+    expected = 2.0 * 7 / 8
+    tol = 4 * expected * math.sqrt(2 / pos.size) + (0.03 if method == "ddim" else 0.0)
+    assert abs(pos.var() - expected) < tol + 0.02 * expected
+    assert np.abs(np.stack([m.positions.mean(0) for m in result.molecules])).max() < 1e-9
+
+
+def test_time_grid_lands_on_the_schedule():
+    grid = time_grid(100, 1000)
+    assert grid[0] == 1.0 and grid[-1] == 0.0 and len(grid) == 101
+    assert torch.allclose(grid * 1000, torch.round(grid * 1000))
+    with pytest.raises(ValueError):
+        time_grid(2000, 1000)
+
+
+def test_sampler_is_seeded_handles_mixed_sizes_and_reports_explosions():
+    sched = NoiseSchedule("polynomial_2", 100)
+    torch.manual_seed(0)
+    net = ScoreNetwork(backbone="egnn", hidden=16, num_layers=2).double()
+    diff = VPDiffusion(sched)
+    counts = [3, 9, 5, 12]
+    a = sample(net, diff, counts, 20, "ancestral", generator=torch.Generator().manual_seed(5))
+    b = sample(net, diff, counts, 20, "ancestral", generator=torch.Generator().manual_seed(5))
+    assert [m.num_atoms for m in a.molecules] == counts
+    for ma, mb in zip(a.molecules, b.molecules):
+        np.testing.assert_array_equal(ma.positions, mb.positions)
+        assert set(ma.atomic_numbers.tolist()) <= {1, 6, 7, 8, 9}
+
+    class Exploding(ExactGaussianEps):
+        """The exact model for N(0, I) data, but huge noise predictions for molecule 1."""
+
+        def forward(self, zx, zh, t, batch, edge_index=None, context=None):
+            ex, eh = super().forward(zx, zh, t, batch)
+            return torch.where((batch == 1).unsqueeze(-1), 1e6 * zx, ex), eh
+
+    res = sample(Exploding(sched, 1.0), diff, counts, 10, "ddim", generator=torch.Generator().manual_seed(0))
+    assert list(res.failures) == [1] and "exceeded" in res.failures[1]
+    assert len(res.molecules) == 3 and all(np.isfinite(m.positions).all() for m in res.molecules)
+
+
+def _trainer(qm9, path, steps):
+    torch.manual_seed(0)
+    net = ScoreNetwork(backbone="egnn", hidden=16, num_layers=2)
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-3, seed=3, checkpoint_every=3, log_every=2)
+    return DiffusionTrainer(net, VPDiffusion(NoiseSchedule("polynomial_2", 1000)), qm9, cfg, path)
+
+
+def test_resume_continues_with_the_same_losses(qm9, tmp_path):
+    small = qm9.subset(np.arange(200))
+    straight = _trainer(small, tmp_path / "a.pt", 8)
+    straight.train()
+    losses = [e.loss for e in straight.history]
+
+    first = _trainer(small, tmp_path / "b.pt", 8)
+    first.train(until_step=3)  # "killed" after the checkpoint at step 3
+    resumed = _trainer(small, tmp_path / "b.pt", 8)
+    assert resumed.resume() == 3
+    resumed.train()
+    assert [e.loss for e in resumed.history] == pytest.approx(losses, rel=0, abs=0)
+    for (k1, v1), (k2, v2) in zip(straight.ema.state_dict().items(), resumed.ema.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    state = load_checkpoint(tmp_path / "b.pt")
+    assert state["step"] == 8 and len(state["losses"]) == 8
+
+
+def test_broken_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_training_lowers_the_loss_and_node_counts_follow_the_data(qm9):
+    small = qm9.subset(np.arange(256))
+    trainer = _trainer(small, None, 60)
+    trainer.config.batch_size = 32
+    trainer.train()
+    first = np.mean([e.loss for e in trainer.history[:10]])
+    last = np.mean([e.loss for e in trainer.history[-10:]])
+    assert last < 0.8 * first
+    dist = NodeCountDistribution(small.num_atoms)
+    draws = dist.sample(20000, torch.Generator().manual_seed(0)).numpy()
+    assert abs(draws.mean() - small.num_atoms.mean()) < 0.1
+    assert set(np.unique(draws)) <= set(np.unique(small.num_atoms))
+
+
+def test_collate_matches_the_molecule_set(qm9):
+    idx = np.array([5, 100, 7])
+    b = collate_molecules(qm9, idx, property_names=["gap_eV"])
+    assert int(b["num_graphs"]) == 3
+    assert b["pos"].shape[0] == int(qm9.num_atoms[idx].sum())
+    assert torch.allclose(
+        b["pos"][: qm9.num_atoms[5]], torch.as_tensor(qm9[5].positions, dtype=torch.float32)
+    )
+    assert b["y"][1, 0].item() == pytest.approx(qm9.properties["gap_eV"][100], rel=1e-6)
