@@ -108,8 +108,8 @@ def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from molguide.chem.evaluate import evaluate
-    from molguide.data.io import read_molecules, write_sdf
+    from molguide.chem.evaluate import evaluate, write_annotated_sdf
+    from molguide.data.io import read_molecules
 
     report = read_molecules(args.file)
     if report.errors:
@@ -127,7 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     result = evaluation.to_dict()
     if args.out:
-        _write_annotated(evaluation, report.molecules, args.out, write_sdf)
+        write_annotated_sdf(evaluation, report.molecules, args.out)
         log.info("wrote %d annotated molecules to %s", len(report.molecules), args.out)
     if args.json:
         print(json.dumps(result, allow_nan=False, default=_json_default))
@@ -136,31 +136,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+PIPELINES = {
+    "train-score": "molguide.pipelines.score:train_score",
+    "sample": "molguide.pipelines.score:sample_and_evaluate",
+}
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """``molguide run PIPELINE``: resolve the config, run, print the summary as JSON."""
+    import importlib
+
+    from molguide.config import load_config
+    from molguide.tracking import tracking_uri
+
+    config = load_config(args.config, args.set)
+    module, func = PIPELINES[args.pipeline].split(":")
+    log.info(
+        "running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", tracking_uri()
+    )
+    try:
+        summary = getattr(importlib.import_module(module), func)(config)
+    except ValueError as err:  # configuration values the schema cannot check (e.g. backbone kwargs)
+        raise UserError(str(err)) from err
+    print(json.dumps(summary, indent=2, default=str))
+    log.info("see the runs with: mlflow ui --backend-store-uri %s", tracking_uri())
+    return 0
+
+
 def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _write_annotated(evaluation, molecules, path, write_sdf) -> None:
-    """SDF of the evaluated molecules with validity, stability, SMILES and oracle tags."""
-    from molguide.data.io import molecule_to_rdkit
-
-    out = []
-    for molecule, result in zip(molecules, evaluation.molecules):
-        mol = molecule_to_rdkit(molecule) if result.mol is None else result.mol
-        for key, value in molecule.properties.items():
-            mol.SetProp(key, repr(float(value)))
-        mol.SetProp("valid", str(int(result.valid)))
-        if result.mol_stable is not None:
-            mol.SetProp("mol_stable", str(int(result.mol_stable)))
-            mol.SetProp("atom_stable_fraction", repr(result.n_stable_atoms / result.n_atoms))
-        if result.smiles:
-            mol.SetProp("smiles", result.smiles)
-        for key, value in result.properties.items():
-            mol.SetProp(key, repr(float(value)))
-        if result.notes:
-            mol.SetProp("notes", "; ".join(result.notes))
-        out.append(mol)
-    write_sdf(out, path)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -181,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--cache", help="cache folder (default: $MOLGUIDE_CACHE or the user cache)")
     info.add_argument("--rebuild", action="store_true", help="rebuild the QM9 cache")
 
+    run = sub.add_parser("run", help="run a pipeline and log it to MLflow")
+    run.add_argument("pipeline", choices=sorted(PIPELINES), help="which pipeline")
+    run.add_argument("-c", "--config", help="YAML run configuration (default: built-in defaults)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set train.steps=200 (repeatable)")  # fmt: skip
+
     ev = sub.add_parser("evaluate", help="chemistry metrics of molecules in an SDF or XYZ file")
     ev.add_argument("file", help="molecule file: .sdf, .xyz, or .csv/.smi of SMILES")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
@@ -194,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``molguide`` console script."""
+    from molguide.checkpoint import CheckpointError
+    from molguide.config import ConfigError
     from molguide.data.io import MoleculeFileError
     from molguide.data.qm9 import DataError
 
@@ -213,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "evaluate":
             return run_evaluate(args)
-    except (UserError, MoleculeFileError, DataError) as err:
+        if args.command == "run":
+            return run_pipeline(args)
+    except (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError) as err:
         print(f"molguide: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

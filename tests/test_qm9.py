@@ -75,7 +75,7 @@ def test_bad_cache_is_detected_and_rebuilt(qm9, molguide_cache, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="molguide.data.qm9"):
         load_qm9(tmp_path)
     assert not caplog.records
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".qm9-")]  # no temp files left
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no temp files left
 
 
 def test_edm_splits_sizes_and_halves():

@@ -194,3 +194,30 @@ def evaluate(
     keys = sorted({k for r in results for k in r.properties})
     summary = {k: _summary(r.properties.get(k, float("nan")) for r in results) for k in keys}
     return Evaluation(metrics, results, errors, n + len(read_errors), summary)
+
+
+def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:
+    """SDF of evaluated molecules with their input properties and per-molecule results
+    (valid, mol_stable, atom_stable_fraction, smiles, oracle values, notes) as SD tags.
+    Molecules whose bonds were perceived are written with those bonds."""
+    from molguide.data.io import molecule_to_rdkit, write_sdf
+
+    out = []
+    for molecule, result in zip(molecules, evaluation.molecules):
+        mol = molecule_to_rdkit(molecule) if result.mol is None else result.mol
+        if molecule.name:
+            mol.SetProp("_Name", molecule.name)
+        for key, value in molecule.properties.items():
+            mol.SetProp(key, repr(float(value)))
+        mol.SetProp("valid", str(int(result.valid)))
+        if result.mol_stable is not None:
+            mol.SetProp("mol_stable", str(int(result.mol_stable)))
+            mol.SetProp("atom_stable_fraction", repr(result.n_stable_atoms / result.n_atoms))
+        if result.smiles:
+            mol.SetProp("smiles", result.smiles)
+        for key, value in result.properties.items():
+            mol.SetProp(key, repr(float(value)))
+        if result.notes:
+            mol.SetProp("notes", "; ".join(result.notes))
+        out.append(mol)
+    return write_sdf(out, path)

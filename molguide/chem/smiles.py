@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from molguide.atomic import atomic_write
 from molguide.data.qm9 import default_cache_dir, load_qm9
 from molguide.data.splits import edm_splits
 
@@ -64,9 +63,6 @@ def qm9_training_smiles(cache_dir: str | Path | None = None) -> frozenset[str]:
     finally:
         RDLogger.EnableLog("rdApp.*")
     reference.discard(None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".smiles-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"format": REFERENCE_FORMAT, "smiles": sorted(reference)}, fh)
-    os.replace(tmp, path)
+    payload = json.dumps({"format": REFERENCE_FORMAT, "smiles": sorted(reference)}).encode()
+    atomic_write(path, lambda fh: fh.write(payload))
     return frozenset(reference)

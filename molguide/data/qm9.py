@@ -12,7 +12,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from molguide.atomic import atomic_write
 from molguide.data.molecules import MoleculeSet
 from molguide.elements import HARTREE_TO_EV, atomic_number
 
@@ -132,7 +132,6 @@ def parse_qm9(paths: list[Path] | None = None) -> MoleculeSet:
 
 
 def _write_cache(path: Path, mols: MoleculeSet, fingerprint: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "atomic_numbers": mols.atomic_numbers,
         "positions": mols.positions,
@@ -142,15 +141,8 @@ def _write_cache(path: Path, mols: MoleculeSet, fingerprint: dict) -> None:
         "fingerprint": np.array(json.dumps(fingerprint, sort_keys=True)),
     }
     arrays.update({f"prop_{k}": v for k, v in mols.properties.items()})
-    # Write beside the target and rename: a crash never leaves a half-written cache.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".qm9-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Atomic: a crash never leaves a half-written cache behind.
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def _read_cache(path: Path, fingerprint: dict) -> MoleculeSet:

@@ -1,0 +1,122 @@
+"""Typed run configuration: YAML files plus ``--set key.path=value`` overrides.
+
+Unknown keys, wrong types and bad values are reported as one message naming the
+key path and what is allowed (pydantic does the checking).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    dataset: Literal["qm9"] = "qm9"
+    split: Literal["train", "generator_half", "evaluator_half"] = "generator_half"
+    max_molecules: int | None = Field(None, ge=1, description="first N molecules of the split (None: all)")
+    remove_hydrogens: bool = False
+
+
+class ModelConfig(_Section):
+    backbone: Literal["egnn", "e3nn"] = "egnn"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 4})
+
+
+class DiffusionConfig(_Section):
+    schedule: Literal["polynomial_2", "cosine"] = "polynomial_2"
+    steps: int = Field(1000, ge=10)
+    precision: float = Field(1e-5, gt=0, lt=0.5)
+
+
+class TrainSection(_Section):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-12, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    grad_clip: float = Field(2.0, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    resume: bool = True
+    max_minutes: float | None = Field(None, gt=0, description="stop (with a checkpoint) after this long")
+
+
+class SampleSection(_Section):
+    n_samples: int = Field(1000, ge=1)
+    steps: list[int] = Field(default_factory=lambda: [100])
+    method: Literal["ancestral", "ddim"] = "ancestral"
+    batch_size: int = Field(250, ge=1)
+    seed: int = 0
+    checkpoint: str | None = None
+    use_ema: bool = True
+    xtb: bool = False
+
+
+class RunConfig(_Section):
+    """Everything a run needs; ``molguide run PIPELINE -c FILE --set a.b=c`` builds one."""
+
+    name: str = "molguide"
+    output_dir: str = "runs/default"
+    device: str = "cpu"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    sample: SampleSection = Field(default_factory=SampleSection)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, as one readable message."""
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (or the defaults) and apply ``key.path=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            problems.append(f"{where}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else ""))
+        source = f"{path}: " if path else ""
+        raise ConfigError(source + "; ".join(problems)) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved configuration as YAML (logged with every run)."""
+    return yaml.safe_dump(config.model_dump(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Pipelines: thin compositions of data, models, diffusion and evaluation, tracked in MLflow."""

@@ -1,0 +1,232 @@
+"""The score-model pipelines: ``train-score`` and ``sample`` (unconditional generation)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molguide.checkpoint import load_checkpoint
+from molguide.config import RunConfig, dump_config
+from molguide.data.molecules import MoleculeSet
+from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.sampling import sample
+from molguide.diffusion.schedule import NoiseSchedule
+from molguide.diffusion.training import DiffusionTrainer, StepLog, TrainConfig
+from molguide.models import ScoreNetwork
+from molguide.tracking import flatten, log_metrics_batch, mlflow_run
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "molguide-score"
+
+
+def training_molecules(config: RunConfig) -> MoleculeSet:
+    """The split that trains the generator (EDM protocol), optionally cut or without H."""
+    from molguide.data import edm_splits, load_qm9
+
+    qm9 = load_qm9()
+    idx = edm_splits(len(qm9))[config.data.split]
+    if config.data.max_molecules:
+        idx = idx[: config.data.max_molecules]
+    mols = qm9.subset(idx)
+    return mols.without_hydrogens() if config.data.remove_hydrogens else mols
+
+
+def build_score_model(model_config: dict) -> ScoreNetwork:
+    """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section."""
+    try:
+        return ScoreNetwork(backbone=model_config["backbone"], **model_config["backbone_kwargs"])
+    except TypeError as err:
+        raise ValueError(f"model.backbone_kwargs: {err}") from err
+
+
+def _checkpoint_path(config: RunConfig) -> Path:
+    return Path(config.output_dir) / "score" / "last.pt"
+
+
+def train_score(config: RunConfig, progress: bool | None = None) -> dict:
+    """Train the score model on the generator half; returns a summary dict."""
+    import mlflow
+
+    progress = sys.stderr.isatty() if progress is None else progress
+    torch.manual_seed(config.train.seed)
+    mols = training_molecules(config)
+    model = build_score_model(config.model.model_dump())
+    diffusion = VPDiffusion(
+        NoiseSchedule(config.diffusion.schedule, config.diffusion.steps, config.diffusion.precision)
+    )
+    nodes = NodeCountDistribution(mols.num_atoms)
+    ckpt = _checkpoint_path(config)
+    train_cfg = TrainConfig(
+        **{k: v for k, v in config.train.model_dump().items() if k in TrainConfig.__dataclass_fields__}
+    )
+    extra = {
+        "model_config": config.model.model_dump(),
+        "diffusion_config": config.diffusion.model_dump(),
+        "node_counts": nodes.state_dict(),
+        "data_config": config.data.model_dump(),
+    }
+    trainer = DiffusionTrainer(model, diffusion, mols, train_cfg, ckpt, extra, config.device)
+    if config.train.resume and ckpt.exists():
+        trainer.resume()
+        log.info("resuming %s at step %d of %d", ckpt, trainer.step, train_cfg.steps)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "training %s score model (%d parameters) on %d molecules (%s)",
+        config.model.backbone,
+        n_params,
+        len(mols),
+        config.data.split,
+    )
+
+    with mlflow_run(
+        EXPERIMENT,
+        f"{config.name}-train",
+        {
+            "molguide.pipeline": "train-score",
+            "molguide.dataset": "qm9",
+            "molguide.split_half": config.data.split,
+        },
+    ):
+        mlflow.log_params(flatten(config.model_dump()))
+        mlflow.log_param("n_parameters", n_params)
+        mlflow.log_text(dump_config(config), "config.yaml")
+
+        def on_log(entries: list[StepLog]) -> None:
+            rows = []
+            for e in entries:
+                rows += [("loss", e.loss, e.step), ("grad_norm", e.grad_norm, e.step), ("lr", e.lr, e.step)]
+            rows.append(
+                ("molecules_per_s", float(np.mean([e.molecules_per_s for e in entries])), entries[-1].step)
+            )
+            log_metrics_batch(rows)
+
+        start_step, t0 = trainer.step, time.perf_counter()
+        until = train_cfg.steps
+        if config.train.max_minutes:
+            # Time-boxed runs: estimate after a few steps, stop on a checkpoint.
+            deadline = t0 + 60 * config.train.max_minutes
+            while trainer.step < until and time.perf_counter() < deadline:
+                trainer.train(min(until, trainer.step + config.train.log_every), on_log, progress)
+            trainer.save()
+        else:
+            trainer.train(until, on_log, progress)
+        elapsed = time.perf_counter() - t0
+        steps_done = trainer.step - start_step
+        recent = [e.loss for e in trainer.history[-50:]]
+        summary = {
+            "steps": trainer.step,
+            "train_steps_per_s": steps_done / elapsed if elapsed > 0 else math.nan,
+            "final_loss": float(np.mean(recent)) if recent else math.nan,
+            "n_parameters": n_params,
+            "n_molecules": len(mols),
+            "checkpoint": str(ckpt),
+            "minutes": elapsed / 60,
+        }
+        log_metrics_batch(
+            [
+                ("train_steps_per_s", summary["train_steps_per_s"], trainer.step),
+                ("final_loss", summary["final_loss"], trainer.step),
+            ]
+        )
+        mlflow.log_artifact(str(ckpt), "checkpoint")
+        summary["run_id"] = mlflow.active_run().info.run_id
+    return summary
+
+
+def load_score_model(path: str | Path, use_ema: bool = True, device: str = "cpu"):
+    """(model, diffusion, node distribution, checkpoint state) from a train-score checkpoint."""
+    state = load_checkpoint(path, map_location=device)
+    model = build_score_model(state["model_config"])
+    if use_ema:
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    else:
+        weights = state["model"]
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    dc = state["diffusion_config"]
+    diffusion = VPDiffusion(NoiseSchedule(dc["schedule"], dc["steps"], dc["precision"]))
+    nodes = NodeCountDistribution.from_state_dict(state["node_counts"])
+    return model, diffusion, nodes, state
+
+
+def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict:
+    """Sample from a trained score model at each step count in ``sample.steps`` and evaluate.
+
+    One nested MLflow run per step count with `validity`, `atom_stability`,
+    `mol_stability`, `uniqueness`, `novelty`, `sample_s_per_molecule`; the SDF of the
+    samples (with per-molecule results as SD tags) as an artifact.
+    """
+    import mlflow
+
+    from molguide.chem.evaluate import evaluate, write_annotated_sdf
+    from molguide.chem.smiles import qm9_training_smiles
+
+    progress = sys.stderr.isatty() if progress is None else progress
+    sc = config.sample
+    ckpt = Path(sc.checkpoint) if sc.checkpoint else _checkpoint_path(config)
+    model, diffusion, nodes, state = load_score_model(ckpt, sc.use_ema, config.device)
+    reference = qm9_training_smiles()
+    out_dir = Path(config.output_dir) / "samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with mlflow_run(
+        EXPERIMENT, f"{config.name}-sample", {"molguide.pipeline": "sample", "molguide.checkpoint": str(ckpt)}
+    ):
+        mlflow.log_params(flatten({"sample": sc.model_dump()}))
+        mlflow.log_param("trained_steps", int(state["step"]))
+        mlflow.log_text(dump_config(config), "config.yaml")
+        for steps in sc.steps:
+            gen = torch.Generator().manual_seed(sc.seed)
+            counts = nodes.sample(sc.n_samples, gen)
+            molecules, failures, t0 = [], {}, time.perf_counter()
+            for start in range(0, sc.n_samples, sc.batch_size):
+                part = sample(
+                    model,
+                    diffusion,
+                    counts[start : start + sc.batch_size],
+                    steps,
+                    sc.method,
+                    generator=gen,
+                    device=config.device,
+                    progress=progress,
+                )
+                molecules += part.molecules
+                failures.update({start + k: v for k, v in part.failures.items()})
+            seconds = time.perf_counter() - t0
+            ev = evaluate(molecules, reference_smiles=reference, xtb=sc.xtb, progress=progress)
+            metrics = dict(ev.metrics)
+            # Lost samples count as invalid and unstable: these fractions are over all requested.
+            scale = len(molecules) / sc.n_samples
+            for key in ("validity", "mol_stability"):
+                metrics[key] = (metrics[key] or 0.0) * scale
+            metrics["sample_failures"] = len(failures)
+            metrics["sample_s_per_molecule"] = seconds / sc.n_samples
+            tag = f"{sc.method}{steps}"
+            with mlflow_run(
+                EXPERIMENT,
+                f"{config.name}-{tag}",
+                {"molguide.sampler": sc.method, "molguide.steps": str(steps)},
+                nested=True,
+            ):
+                log_metrics_batch([(k, v, 0) for k, v in metrics.items() if v is not None])
+                sdf = out_dir / f"samples_{tag}.sdf"
+                write_annotated_sdf(ev, molecules, sdf)
+                mlflow.log_artifact(str(sdf), "samples")
+            results[tag] = metrics
+            log.info(
+                "%s: %s", tag, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            )
+    return {
+        "trained_steps": int(state["step"]),
+        "results": results,
+        "checkpoint": str(ckpt),
+        "train_config": state.get("train_config", {}),
+    }

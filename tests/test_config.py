@@ -1,0 +1,43 @@
+import pytest
+
+from molguide.config import ConfigError, dump_config, load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  steps: 10\nmodel:\n  backbone: e3nn\n")
+    cfg = load_config(path, ["train.lr=0.01", "sample.steps=[5, 50]", "data.max_molecules=100"])
+    assert cfg.name == "x" and cfg.train.steps == 10 and cfg.train.lr == 0.01
+    assert cfg.sample.steps == [5, 50] and cfg.data.max_molecules == 100
+    assert cfg.model.backbone == "e3nn" and cfg.diffusion.schedule == "polynomial_2"
+    assert load_config(None, []).train.batch_size == 64
+    assert "steps: 10" in dump_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.stepz=3"], "train.stepz: Extra inputs are not permitted"),
+        (["train.steps=many"], "train.steps: Input should be a valid integer"),
+        (["train.steps=0"], "train.steps: Input should be greater than or equal to 1"),
+        (["model.backbone=transformer"], "model.backbone: Input should be 'egnn' or 'e3nn'"),
+        (["train.steps"], "expected key.path=value"),
+        (["name.inner=3"], "name: Input should be a valid string"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(listy)

@@ -1,0 +1,66 @@
+"""train-score and sample end to end on a tiny config, logged to a real SQLite MLflow store."""
+
+import json
+
+import mlflow
+import pytest
+
+from molguide.cli import main
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def test_train_then_sample_through_the_cli(qm9, reference_smiles, tmp_path, tracking, capsys):
+    common = [
+        "--set", f"output_dir={tmp_path / 'run'}",
+        "--set", "data.max_molecules=256",
+        "--set", "model.backbone_kwargs={hidden: 16, num_layers: 2}",
+    ]  # fmt: skip
+    train = ["run", "train-score", *common, "--set", "train.steps=12", "--set", "train.log_every=4",
+             "--set", "train.checkpoint_every=6", "--set", "train.batch_size=16"]  # fmt: skip
+    assert main(train) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 12 and summary["train_steps_per_s"] > 0
+    # Running again resumes from the checkpoint: nothing left to do at 12 of 12 steps.
+    assert main(train) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 12
+
+    sample = ["run", "sample", *common, "--set", "sample.n_samples=6", "--set", "sample.steps=[4]",
+              "--set", "sample.batch_size=3"]  # fmt: skip
+    assert main(sample) == 0
+    result = json.loads(capsys.readouterr().out)
+    metrics = result["results"]["ancestral4"]
+    assert result["trained_steps"] == 12
+    assert 0.0 <= metrics["validity"] <= 1.0 and metrics["sample_s_per_molecule"] > 0
+
+    mlflow.set_tracking_uri(tracking)
+    runs = mlflow.search_runs(experiment_names=["molguide-score"], output_format="list")
+    by_name = {r.info.run_name: r for r in runs}
+    train_run = by_name["molguide-train"]
+    assert train_run.info.status == "FINISHED"
+    client = mlflow.MlflowClient()
+    losses = client.get_metric_history(train_run.info.run_id, "loss")
+    assert [m.step for m in losses][:3] == [1, 2, 3] and len(losses) == 12  # two runs, second empty
+    assert "molguide.git_commit" in train_run.data.tags
+    child = by_name["molguide-ancestral4"]
+    for key in ("validity", "mol_stability", "sample_failures", "sample_s_per_molecule"):
+        assert key in child.data.metrics
+    # A 12-step model may lose samples (they explode); lost ones count as invalid.
+    lost = child.data.metrics["sample_failures"]
+    assert 0 <= lost <= 6 and child.data.metrics["validity"] <= (6 - lost) / 6
+    if lost < 6:
+        assert "atom_stability" in child.data.metrics
+    artifacts = [a.path for a in client.list_artifacts(child.info.run_id, "samples")]
+    assert artifacts == ["samples/samples_ancestral4.sdf"]
+
+
+def test_bad_backbone_kwargs_are_one_clear_error(tmp_path, tracking, capsys):
+    code = main(["run", "train-score", "--set", f"output_dir={tmp_path}", "--set",
+                 "model.backbone_kwargs={hiden: 3}", "--set", "data.max_molecules=10"])  # fmt: skip
+    assert code == 2
+    assert "model.backbone_kwargs" in capsys.readouterr().err
