@@ -173,3 +173,12 @@ def test_collate_matches_the_molecule_set(qm9):
         b["pos"][: qm9.num_atoms[5]], torch.as_tensor(qm9[5].positions, dtype=torch.float32)
     )
     assert b["y"][1, 0].item() == pytest.approx(qm9.properties["gap_eV"][100], rel=1e-6)
+
+
+def test_a_deadline_stops_training_with_a_checkpoint(qm9, tmp_path):
+    import time
+
+    trainer = _trainer(qm9.subset(np.arange(100)), tmp_path / "d.pt", 100_000)
+    trainer.train(deadline=time.monotonic() + 1.0)
+    assert 0 < trainer.step < 100_000
+    assert load_checkpoint(tmp_path / "d.pt")["step"] == trainer.step

@@ -140,11 +140,13 @@ class DiffusionTrainer:
         until_step: int | None = None,
         on_log: Callable[[list[StepLog]], None] | None = None,
         progress: bool = False,
+        deadline: float | None = None,
     ) -> list[StepLog]:
         """Train up to ``until_step`` (default: config.steps); checkpoints on the way.
 
         ``on_log`` receives the entries since its last call every ``log_every`` steps
-        (for batched MLflow logging).
+        (for batched MLflow logging). ``deadline`` (a ``time.monotonic()`` value) ends
+        training early, with a checkpoint, for time-boxed runs.
         """
         from tqdm.auto import tqdm
 
@@ -153,6 +155,10 @@ class DiffusionTrainer:
         bar = tqdm(total=until, initial=self.step, desc="train", unit="step", disable=not progress)
         try:
             while self.step < until:
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("time limit reached at step %d", self.step)
+                    until = self.step
+                    break
                 entry = self.train_step()
                 pending.append(entry)
                 bar.update(1)
@@ -167,6 +173,10 @@ class DiffusionTrainer:
                     self.save()
         finally:
             bar.close()
+        if pending and on_log is not None:
+            on_log(pending)
+        if self.checkpoint_path and deadline is not None:
+            self.save()
         return self.history
 
     # ------------------------------------------------------------------ checkpoints

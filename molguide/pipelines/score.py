@@ -109,15 +109,8 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
             log_metrics_batch(rows)
 
         start_step, t0 = trainer.step, time.perf_counter()
-        until = train_cfg.steps
-        if config.train.max_minutes:
-            # Time-boxed runs: estimate after a few steps, stop on a checkpoint.
-            deadline = t0 + 60 * config.train.max_minutes
-            while trainer.step < until and time.perf_counter() < deadline:
-                trainer.train(min(until, trainer.step + config.train.log_every), on_log, progress)
-            trainer.save()
-        else:
-            trainer.train(until, on_log, progress)
+        deadline = time.monotonic() + 60 * config.train.max_minutes if config.train.max_minutes else None
+        trainer.train(train_cfg.steps, on_log, progress, deadline)
         elapsed = time.perf_counter() - t0
         steps_done = trainer.step - start_step
         recent = [e.loss for e in trainer.history[-50:]]
