@@ -38,8 +38,10 @@ class EdgeInput(nn.Module):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         if self.mode == "concat":
-            return self.linear(torch.cat([h[i], h[j], e], dim=-1))
-        return self.src(h)[i] + self.dst(h)[j] + self.edge(e)
+            return self.linear(torch.cat([h.index_select(0, i), h.index_select(0, j), e], dim=-1))
+        # index_select rather than h[i]: same gather, but its backward (index_add) is far
+        # cheaper on CPU than the accumulate-index_put that fancy indexing uses.
+        return self.src(h).index_select(0, i) + self.dst(h).index_select(0, j) + self.edge(e)
 
 
 class EGNNLayer(nn.Module):
@@ -77,7 +79,7 @@ class EGNNLayer(nn.Module):
         i: torch.Tensor,
         j: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        diff = x[i] - x[j]
+        diff = x.index_select(0, i) - x.index_select(0, j)
         d2 = (diff * diff).sum(-1, keepdim=True)
         e = torch.cat([d2, e0], dim=-1)
         m = self.edge_out(self.edge_in(h, e, i, j))
@@ -134,7 +136,7 @@ class EGNN(EquivariantBackbone):
         edge_index: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         i, j = edge_index[0], edge_index[1]
-        diff0 = pos[i] - pos[j]
+        diff0 = pos.index_select(0, i) - pos.index_select(0, j)
         e0 = (diff0 * diff0).sum(-1, keepdim=True)
         h, x = self.embed(features), pos
         for layer in self.layers:
