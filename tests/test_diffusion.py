@@ -182,3 +182,25 @@ def test_a_deadline_stops_training_with_a_checkpoint(qm9, tmp_path):
     trainer.train(deadline=time.monotonic() + 1.0)
     assert 0 < trainer.step < 100_000
     assert load_checkpoint(tmp_path / "d.pt")["step"] == trainer.step
+
+
+def test_guidance_terms_add_to_the_score_exactly():
+    """Exact score of N(0, 2 I) plus the term s_{N(0, 0.5 I)} - s_{N(0, 2 I)} must sample N(0, 0.5 I)."""
+    sched = NoiseSchedule("polynomial_2", 1000)
+    base = ExactGaussianEps(sched, v=2.0)
+
+    def exact_score(z, t, batch, v):
+        a2 = sched.alpha(t).double()[batch].unsqueeze(-1) ** 2
+        s2 = sched.sigma(t).double()[batch].unsqueeze(-1) ** 2
+        return -z / (a2 * v + s2)
+
+    def towards_narrow(zx, zh, t, batch, num_graphs):
+        return tuple(exact_score(z, t, batch, 0.5) - exact_score(z, t, batch, 2.0) for z in (zx, zh))
+
+    counts = torch.full((300,), 8)
+    for method in ("ancestral", "ddim"):
+        res = sample(base, VPDiffusion(sched), counts, 200, method, guidance=[towards_narrow],
+                     generator=torch.Generator().manual_seed(2))  # fmt: skip
+        pos = np.concatenate([m.positions for m in res.molecules])
+        expected = 0.5 * 7 / 8
+        assert abs(pos.var() - expected) < 4 * expected * math.sqrt(2 / pos.size) + 0.03 * expected, method

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from equivariance import random_orthogonal, relative_error
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.models.backbone import EquivariantBackbone
@@ -9,18 +10,6 @@ from molguide.models.e3nn_backbone import E3nnBackbone
 
 COUNTS = (4, 7, 5)
 IN_FEATURES, OUT_FEATURES = 6, 5
-
-
-def _random_orthogonal(det_sign: float, generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) * det_sign < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b).norm() / b.norm().clamp_min(1e-30)).detach())
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +56,12 @@ def test_e3_equivariance(net, graph, det_sign):
     pos, feats, batch, edges, g = graph
     model = net.double()
     vec, sca = model(pos, feats, batch, edges)
-    rot = _random_orthogonal(det_sign, g)
+    rot = random_orthogonal(det_sign, g)
     assert torch.det(rot) * det_sign > 0
     vec2, sca2 = model(pos @ rot.T, feats, batch, edges)
     # Positions are polar vectors (1o): vectors follow R, reflections included.
-    assert _rel(vec2, vec @ rot.T) < 1e-6
-    assert _rel(sca2, sca) < 1e-6
+    assert relative_error(vec2, vec @ rot.T) < 1e-6
+    assert relative_error(sca2, sca) < 1e-6
 
 
 def test_translation_invariance(net, graph):
@@ -81,7 +70,7 @@ def test_translation_invariance(net, graph):
     vec, sca = model(pos, feats, batch, edges)
     shift = torch.randn(1, 3, generator=g, dtype=torch.float64) * 5
     vec2, sca2 = model(pos + shift, feats, batch, edges)
-    assert _rel(vec2, vec) < 1e-6 and _rel(sca2, sca) < 1e-6
+    assert relative_error(vec2, vec) < 1e-6 and relative_error(sca2, sca) < 1e-6
 
 
 def test_permutation_equivariance(net, graph):
@@ -94,7 +83,7 @@ def test_permutation_equivariance(net, graph):
     assert not torch.equal(perm, torch.arange(len(perm)))
     vec, sca = model(pos, feats, batch, edges)
     vec2, sca2 = model(pos[perm], feats[perm], batch, fully_connected_edges(batch[perm]))
-    assert _rel(vec2, vec[perm]) < 1e-6 and _rel(sca2, sca[perm]) < 1e-6
+    assert relative_error(vec2, vec[perm]) < 1e-6 and relative_error(sca2, sca[perm]) < 1e-6
 
 
 def test_gradients_reach_every_parameter(net, graph):
@@ -119,8 +108,8 @@ def test_no_leakage_across_molecules(net, graph):
     start, n = COUNTS[0], COUNTS[1]  # the middle molecule
     one = torch.zeros(n, dtype=torch.long)
     vec1, sca1 = model(pos[start : start + n], feats[start : start + n], one, fully_connected_edges(one))
-    assert _rel(vec1, vec[start : start + n]) < 1e-10
-    assert _rel(sca1, sca[start : start + n]) < 1e-10
+    assert relative_error(vec1, vec[start : start + n]) < 1e-10
+    assert relative_error(sca1, sca[start : start + n]) < 1e-10
 
 
 def test_distant_atom_still_receives_messages(net, graph):

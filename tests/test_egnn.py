@@ -2,18 +2,11 @@
 
 import pytest
 import torch
+from equivariance import random_orthogonal, relative_error
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.models import ScoreNetwork
 from molguide.models.egnn import EGNN
-
-
-def _random_orthogonal(det_sign: float, generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) * det_sign < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.fixture
@@ -24,10 +17,6 @@ def graph():
     pos = torch.randn(int(counts.sum()), 3, generator=g, dtype=torch.float64) * 1.5
     feats = torch.randn(int(counts.sum()), 6, generator=g, dtype=torch.float64)
     return pos, feats, batch, fully_connected_edges(batch), g
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b).norm() / b.norm().clamp_min(1e-30)).detach())
 
 
 @pytest.mark.parametrize("edge_input", ["projected", "concat"])
@@ -41,11 +30,11 @@ def test_egnn_is_e3_equivariant(graph, edge_input, det_sign):
         torch.nn.init.normal_(layer.coord_out[-1].weight, std=0.3)
     vec, sca = net(pos, feats, batch, edges)
     assert vec.abs().max() > 1e-2  # a non-trivial map
-    rot = _random_orthogonal(det_sign, g)
+    rot = random_orthogonal(det_sign, g)
     shift = torch.randn(1, 3, generator=g, dtype=torch.float64) * 5
     vec2, sca2 = net(pos @ rot.T + shift, feats, batch, edges)
-    assert _rel(vec2, vec @ rot.T) < 1e-6
-    assert _rel(sca2, sca) < 1e-6
+    assert relative_error(vec2, vec @ rot.T) < 1e-6
+    assert relative_error(sca2, sca) < 1e-6
 
 
 def test_egnn_is_permutation_equivariant(graph):
@@ -55,7 +44,7 @@ def test_egnn_is_permutation_equivariant(graph):
     # Permute nodes within each molecule so the batch vector stays sorted.
     perm = torch.cat([torch.randperm(n, generator=g) + s for s, n in [(0, 4), (4, 7), (11, 5)]])
     vec2, sca2 = net(pos[perm], feats[perm], batch, edges)
-    assert _rel(vec2, vec[perm]) < 1e-6 and _rel(sca2, sca[perm]) < 1e-6
+    assert relative_error(vec2, vec[perm]) < 1e-6 and relative_error(sca2, sca[perm]) < 1e-6
 
 
 def test_projected_and_concat_edge_inputs_are_the_same_maths(graph):
@@ -69,7 +58,7 @@ def test_projected_and_concat_edge_inputs_are_the_same_maths(graph):
                 n.linear.weight.copy_(torch.cat([f.src.weight, f.dst.weight, f.edge.weight], dim=1))
                 n.linear.bias.copy_(f.src.bias)
     a, b = fast(pos, feats, batch, edges), naive(pos, feats, batch, edges)
-    assert _rel(a[0], b[0]) < 1e-10 and _rel(a[1], b[1]) < 1e-10
+    assert relative_error(a[0], b[0]) < 1e-10 and relative_error(a[1], b[1]) < 1e-10
 
 
 def test_score_network_outputs_are_centred_and_molecules_independent(graph):
@@ -85,4 +74,4 @@ def test_score_network_outputs_are_centred_and_molecules_independent(graph):
     sel = batch == 1
     alone_batch = torch.zeros(int(sel.sum()), dtype=torch.long)
     ex1, eh1 = net(pos[sel], h[sel], t[1:2], alone_batch)
-    assert _rel(ex1, eps_x[sel]) < 1e-10 and _rel(eh1, eps_h[sel]) < 1e-10
+    assert relative_error(ex1, eps_x[sel]) < 1e-10 and relative_error(eh1, eps_h[sel]) < 1e-10
