@@ -139,6 +139,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 PIPELINES = {
     "train-score": "molguide.pipelines.score:train_score",
     "sample": "molguide.pipelines.score:sample_and_evaluate",
+    "train-classifier": "molguide.pipelines.guidance:train_classifier",
+    "train-evaluator": "molguide.pipelines.guidance:train_evaluator",
+    "train-reward": "molguide.pipelines.guidance:train_reward",
+    "guide": "molguide.pipelines.guidance:guided_sample",
+    "toy": "molguide.pipelines.toy:run_toy",
 }
 
 

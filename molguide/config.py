@@ -61,6 +61,53 @@ class SampleSection(_Section):
     xtb: bool = False
 
 
+class TargetSection(_Section):
+    """Which property guidance aims at and how it becomes classes (see PropertyTarget)."""
+
+    property: Literal["gap_eV", "homo_eV", "lumo_eV", "mu_D", "alpha_bohr3", "cv_calmolK"] = "gap_eV"
+    n_bins: int = Field(3, ge=2, le=20, description="quantile bins (ignored with thresholds)")
+    thresholds: list[float] | None = None
+    target: Literal["high", "low"] | int = "high"
+    target_value: float | None = None
+
+
+class NetworkSection(_Section):
+    """An invariant predictor (noise-level classifier or clean-molecule evaluator)."""
+
+    backbone: Literal["egnn", "e3nn"] = "egnn"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 3})
+    time_heads: int = Field(1, ge=1, description="one output head per bucket of t (classifier only)")
+    grad_penalty: float = Field(0.0, ge=0, description="smoothness: weight of sigma^2 |grad log p|^2")
+    train: TrainSection = Field(default_factory=lambda: TrainSection(steps=2000, lr=5e-4, ema_decay=0.99))
+    holdout: int = Field(2000, ge=10, description="validation molecules for the diagnostics")
+
+
+class RewardSection(_Section):
+    """Reward-reweighted score model: r(x) = exp(beta * z(property)), z standardised."""
+
+    beta: float = Field(1.0, description="inverse temperature on the standardised property")
+    init_from_score: bool = True
+    train: TrainSection = Field(default_factory=lambda: TrainSection(steps=1000, lr=2e-4, ema_decay=0.99))
+
+
+class GuideSection(_Section):
+    """Guided sampling: weights of the terms, their time window, and the sweep."""
+
+    classifier: float = Field(1.0, ge=0)
+    reward: float = Field(1.0, ge=0)
+    cfg: float = Field(0.0, ge=0)
+    t_min: float = Field(0.0, ge=0, le=1)
+    t_max: float = Field(1.0, ge=0, le=1)
+    sweep: list[float] = Field(default_factory=list, description="extra weights, one nested run each")
+    n_samples: int = Field(500, ge=2)
+    steps: int = Field(100, ge=1)
+    method: Literal["ancestral", "ddim"] = "ancestral"
+    batch_size: int = Field(250, ge=1)
+    seed: int = 0
+    xtb: bool = True
+    diagnostics_molecules: int = Field(1000, ge=10)
+
+
 class RunConfig(_Section):
     """Everything a run needs; ``molguide run PIPELINE -c FILE --set a.b=c`` builds one."""
 
@@ -72,6 +119,11 @@ class RunConfig(_Section):
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     train: TrainSection = Field(default_factory=TrainSection)
     sample: SampleSection = Field(default_factory=SampleSection)
+    target: TargetSection = Field(default_factory=TargetSection)
+    classifier: NetworkSection = Field(default_factory=NetworkSection)
+    evaluator: NetworkSection = Field(default_factory=NetworkSection)
+    reward: RewardSection = Field(default_factory=RewardSection)
+    guide: GuideSection = Field(default_factory=GuideSection)
 
 
 class ConfigError(ValueError):

@@ -194,8 +194,11 @@ def test_guidance_terms_add_to_the_score_exactly():
         s2 = sched.sigma(t).double()[batch].unsqueeze(-1) ** 2
         return -z / (a2 * v + s2)
 
-    def towards_narrow(zx, zh, t, batch, num_graphs):
-        return tuple(exact_score(z, t, batch, 0.5) - exact_score(z, t, batch, 2.0) for z in (zx, zh))
+    def towards_narrow(state):
+        return tuple(
+            exact_score(z, state.t, state.batch, 0.5) - exact_score(z, state.t, state.batch, 2.0)
+            for z in (state.zx, state.zh)
+        )
 
     counts = torch.full((300,), 8)
     for method in ("ancestral", "ddim"):

@@ -150,3 +150,35 @@ def collate_molecules(
         "y": torch.as_tensor(y, dtype=torch.float32),
         "idx": torch.as_tensor(np.asarray(indices, dtype=np.int64)),
     }
+
+
+class MoleculeBatches:
+    """A training batch source over a :class:`MoleculeSet` (for :class:`molguide.training.Trainer`).
+
+    ``extras`` are per-molecule arrays (labels, sample weights, conditions) that are
+    indexed with the molecules and returned under their own keys.
+    """
+
+    def __init__(
+        self,
+        molecules: MoleculeSet,
+        property_names: Sequence[str] = (),
+        atom_types: Sequence[int] = QM9_ATOMIC_NUMBERS,
+        **extras: np.ndarray | torch.Tensor,
+    ) -> None:
+        for key, values in extras.items():
+            if len(values) != len(molecules):
+                raise ValueError(f"extra {key!r} has {len(values)} entries for {len(molecules)} molecules")
+        self.molecules = molecules
+        self.property_names = tuple(property_names)
+        self.atom_types = tuple(atom_types)
+        self.extras = {k: torch.as_tensor(v) for k, v in extras.items()}
+
+    def __len__(self) -> int:
+        return len(self.molecules)
+
+    def __call__(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = collate_molecules(self.molecules, indices, self.atom_types, self.property_names)
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        batch.update({k: v[idx] for k, v in self.extras.items()})
+        return batch

@@ -19,22 +19,46 @@ from torch_geometric.utils import scatter
 from molguide.data.graphs import fully_connected_edges
 from molguide.data.molecules import Molecule
 from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.steps import (
+    SAMPLERS,
+    StepCoefficients,
+    ancestral_mean_std,
+    ddim_step,
+    time_grid,
+)
 from molguide.elements import QM9_ATOMIC_NUMBERS
 from molguide.geometry import centered_gaussian, remove_mean
 
 EXPLODED_ANGSTROM = 100.0  # no QM9-like molecule spans this; beyond it the sample is lost
 
 
-class GuidanceTerm(Protocol):
-    """A term added to the score: maps (z_x, z_h, t, batch, num_graphs) to (g_x, g_h).
+@dataclass
+class GuidanceState:
+    """What a guidance term sees at one step: the noisy batch and the unguided score.
 
-    g_x must have zero centre of mass per molecule; the term carries its own weight
-    and time schedule. Issue 4's classifier, CFG and reward terms implement this.
+    ``score_x``/``score_h`` is the base model's score -eps_hat / sigma_t (before any
+    term), so terms that need s_t(z) (CFG, reward) do not run the base model again.
     """
 
-    def __call__(
-        self, zx: torch.Tensor, zh: torch.Tensor, t: torch.Tensor, batch: torch.Tensor, num_graphs: int
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    zx: torch.Tensor
+    zh: torch.Tensor
+    t: torch.Tensor  # (B,) float64
+    batch: torch.Tensor
+    num_graphs: int
+    edge_index: torch.Tensor
+    score_x: torch.Tensor
+    score_h: torch.Tensor
+
+
+class GuidanceTerm(Protocol):
+    """A term added to the score: maps a :class:`GuidanceState` to (g_x, g_h).
+
+    g_x must have zero centre of mass per molecule; the term carries its own weight
+    and time schedule. Terms add; the classifier, CFG and reward terms of
+    :mod:`molguide.guidance.terms` implement this.
+    """
+
+    def __call__(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -51,23 +75,19 @@ class SampleResult:
         return len(self.molecules) + len(self.failures)
 
 
-def time_grid(steps: int, schedule_steps: int) -> torch.Tensor:
-    """S + 1 decreasing times from 1 to 0 that fall on the schedule's integer grid."""
-    if not 1 <= steps <= schedule_steps:
-        raise ValueError(f"steps must be in [1, {schedule_steps}], got {steps}")
-    ints = torch.round(torch.linspace(schedule_steps, 0, steps + 1, dtype=torch.float64))
-    return ints / schedule_steps
-
-
 def _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance):
     eps_x, eps_h = model(zx, zh, t, batch, edges, context)
     sigma = diffusion.schedule.sigma(t).to(zx.dtype)[batch].unsqueeze(-1)
     sx, sh = -eps_x / sigma, -eps_h / sigma
+    if not guidance:
+        return sx, sh
+    state = GuidanceState(zx, zh, t, batch, num_graphs, edges, sx, sh)
+    gx_total, gh_total = torch.zeros_like(sx), torch.zeros_like(sh)
     for term in guidance:
         with torch.enable_grad():  # classifier terms differentiate through their network
-            gx, gh = term(zx, zh, t, batch, num_graphs)
-        sx, sh = sx + gx.detach(), sh + gh.detach()
-    return sx, sh
+            gx, gh = term(state)
+        gx_total, gh_total = gx_total + gx.detach(), gh_total + gh.detach()
+    return sx + gx_total, sh + gh_total
 
 
 @torch.no_grad()
@@ -94,8 +114,8 @@ def sample(
     """
     from tqdm.auto import tqdm
 
-    if method not in ("ancestral", "ddim"):
-        raise ValueError(f"unknown sampler {method!r}; choose 'ancestral' or 'ddim'")
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; choose one of {list(SAMPLERS)}")
     counts = torch.as_tensor(node_counts, dtype=torch.long)
     num_graphs, k = len(counts), len(atom_types)
     batch = torch.repeat_interleave(torch.arange(num_graphs), counts).to(device)
@@ -111,21 +131,14 @@ def sample(
 
     for idx in tqdm(range(steps), desc=f"sample ({method})", unit="step", disable=not progress):
         t = torch.full((num_graphs,), float(grid[idx]), dtype=torch.float64, device=device)
-        s = torch.full_like(t, float(grid[idx + 1]))
+        coef = StepCoefficients.between(sched, float(grid[idx]), float(grid[idx + 1]))
         sx, sh = _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance)
-        a_t, a_s = sched.alpha(t[:1]).item(), sched.alpha(s[:1]).item()
-        sg_t, sg_s = sched.sigma(t[:1]).item(), sched.sigma(s[:1]).item()
         if method == "ddim":
-            eps_x, eps_h = -sg_t * sx, -sg_t * sh
-            zx = a_s * (zx - sg_t * eps_x) / a_t + sg_s * eps_x
-            zh = a_s * (zh - sg_t * eps_h) / a_t + sg_s * eps_h
+            zx, zh = ddim_step(zx, sx, coef), ddim_step(zh, sh, coef)
         else:
-            a_ts = a_t / a_s
-            var_ts = sg_t**2 - a_ts**2 * sg_s**2
-            zx = (zx + var_ts * sx) / a_ts
-            zh = (zh + var_ts * sh) / a_ts
+            zx, std = ancestral_mean_std(zx, sx, coef)
+            zh, _ = ancestral_mean_std(zh, sh, coef)
             if idx < steps - 1:  # the last step lands on t = 0: take its mean
-                std = (var_ts * sg_s**2 / sg_t**2) ** 0.5
                 zx = zx + std * centered_gaussian(n, batch, generator, dtype, device)
                 zh = zh + std * torch.randn(n, k, generator=generator, dtype=dtype).to(device)
         zx = remove_mean(zx, batch, num_graphs)

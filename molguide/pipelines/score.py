@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from molguide.checkpoint import load_checkpoint
@@ -18,8 +16,9 @@ from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import sample
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.diffusion.training import DiffusionTrainer, StepLog, TrainConfig
+from molguide.diffusion.training import DiffusionTrainer
 from molguide.models import ScoreNetwork
+from molguide.pipelines.common import run_training, split_molecules, train_config
 from molguide.tracking import flatten, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
@@ -29,14 +28,7 @@ EXPERIMENT = "molguide-score"
 
 def training_molecules(config: RunConfig) -> MoleculeSet:
     """The split that trains the generator (EDM protocol), optionally cut or without H."""
-    from molguide.data import edm_splits, load_qm9
-
-    qm9 = load_qm9()
-    idx = edm_splits(len(qm9))[config.data.split]
-    if config.data.max_molecules:
-        idx = idx[: config.data.max_molecules]
-    mols = qm9.subset(idx)
-    return mols.without_hydrogens() if config.data.remove_hydrogens else mols
+    return split_molecules(config)
 
 
 def build_score_model(model_config: dict) -> ScoreNetwork:
@@ -64,19 +56,13 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
     )
     nodes = NodeCountDistribution(mols.num_atoms)
     ckpt = _checkpoint_path(config)
-    train_cfg = TrainConfig(
-        **{k: v for k, v in config.train.model_dump().items() if k in TrainConfig.__dataclass_fields__}
-    )
     extra = {
         "model_config": config.model.model_dump(),
         "diffusion_config": config.diffusion.model_dump(),
         "node_counts": nodes.state_dict(),
         "data_config": config.data.model_dump(),
     }
-    trainer = DiffusionTrainer(model, diffusion, mols, train_cfg, ckpt, extra, config.device)
-    if config.train.resume and ckpt.exists():
-        trainer.resume()
-        log.info("resuming %s at step %d of %d", ckpt, trainer.step, train_cfg.steps)
+    trainer = DiffusionTrainer(model, diffusion, mols, train_config(config.train), ckpt, extra, config.device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "training %s score model (%d parameters) on %d molecules (%s)",
@@ -99,36 +85,8 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
         mlflow.log_param("n_parameters", n_params)
         mlflow.log_text(dump_config(config), "config.yaml")
 
-        def on_log(entries: list[StepLog]) -> None:
-            rows = []
-            for e in entries:
-                rows += [("loss", e.loss, e.step), ("grad_norm", e.grad_norm, e.step), ("lr", e.lr, e.step)]
-            rows.append(
-                ("molecules_per_s", float(np.mean([e.molecules_per_s for e in entries])), entries[-1].step)
-            )
-            log_metrics_batch(rows)
-
-        start_step, t0 = trainer.step, time.perf_counter()
-        deadline = time.monotonic() + 60 * config.train.max_minutes if config.train.max_minutes else None
-        trainer.train(train_cfg.steps, on_log, progress, deadline)
-        elapsed = time.perf_counter() - t0
-        steps_done = trainer.step - start_step
-        recent = [e.loss for e in trainer.history[-50:]]
-        summary = {
-            "steps": trainer.step,
-            "train_steps_per_s": steps_done / elapsed if elapsed > 0 else math.nan,
-            "final_loss": float(np.mean(recent)) if recent else math.nan,
-            "n_parameters": n_params,
-            "n_molecules": len(mols),
-            "checkpoint": str(ckpt),
-            "minutes": elapsed / 60,
-        }
-        log_metrics_batch(
-            [
-                ("train_steps_per_s", summary["train_steps_per_s"], trainer.step),
-                ("final_loss", summary["final_loss"], trainer.step),
-            ]
-        )
+        summary = run_training(trainer, config.train, progress, "train score")
+        summary.update({"n_parameters": n_params, "n_molecules": len(mols)})
         mlflow.log_artifact(str(ckpt), "checkpoint")
         summary["run_id"] = mlflow.active_run().info.run_id
     return summary

@@ -1,0 +1,178 @@
+"""PNG figures for MLflow: noise-level diagnostics, property histograms, improvement vs weight.
+
+matplotlib with the Agg backend (no display needed); every function writes one file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_noise_levels(rows, path: str | Path, title: str = "") -> Path:
+    """Cross-entropy, accuracy/ECE and estimated guidance error against the noise level t."""
+    plt = _pyplot()
+    rows = [r.as_dict() if hasattr(r, "as_dict") else r for r in rows]
+    t = [(r["t_low"] + r["t_high"]) / 2 for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(t, [r["classifier_ce"] for r in rows], "o-")
+    axes[0].set(xlabel="noise level t", ylabel="held-out cross-entropy (nats)", title="classifier CE")
+    axes[1].plot(t, [r["classifier_accuracy"] for r in rows], "o-", label="accuracy")
+    axes[1].plot(t, [r["classifier_ece"] for r in rows], "s--", label="ECE")
+    axes[1].set(xlabel="noise level t", title="accuracy and calibration")
+    axes[1].legend()
+    kind = rows[0]["guidance_mse_kind"] if rows else ""
+    est = [r["guidance_mse_est"] for r in rows]
+    axes[2].semilogy(t, est, "o-", label=f"guidance_mse_est ({kind})")
+    if kind != "bound":
+        axes[2].semilogy(t, [r["guidance_mse_bound"] for r in rows], "s--", label="bound d L sqrt(CE)")
+    axes[2].set(xlabel="noise level t", title="estimated guidance error")
+    axes[2].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_histograms(judged: dict[str, dict], target, path: str | Path) -> Path:
+    """Evaluator (and xTB) property histograms of every setting against the unguided one."""
+    plt = _pyplot()
+    sources = [("evaluator", "evaluator")] + (
+        [("xtb", "xTB (calibrated)")] if any(np.isfinite(j["xtb"]).any() for j in judged.values()) else []
+    )
+    fig, axes = plt.subplots(1, len(sources), figsize=(6 * len(sources), 3.8), squeeze=False)
+    for ax, (key, label) in zip(axes[0], sources):
+        allv = np.concatenate([j[key][np.isfinite(j[key])] for j in judged.values()])
+        if len(allv) == 0:
+            continue
+        bins = np.linspace(np.quantile(allv, 0.005), np.quantile(allv, 0.995), 40)
+        for name, j in judged.items():
+            v = j[key][np.isfinite(j[key])]
+            ax.hist(
+                v,
+                bins=bins,
+                histtype="step",
+                linewidth=2 if name == "unguided" else 1.2,
+                label=f"{name} (mean {v.mean():.3g})" if len(v) else name,
+            )
+        for edge in target.edges:
+            ax.axvline(edge, color="grey", linestyle=":")
+        ax.set(
+            xlabel=f"{target.name} ({label})",
+            ylabel="molecules",
+            title=f"target: class {target.target_class}",
+        )
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
+    """Property improvement (with its interval) and hit rate against the guidance weight."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for kind, marker in (("classifier", "o"), ("reward", "s"), ("cfg", "^")):
+        named = sorted(
+            ((float(n.split("_w")[1]), m) for n, m in results.items() if n.startswith(kind + "_w"))
+        )
+        if not named:
+            continue
+        w = [0.0] + [x for x, _ in named]
+        imp = [0.0] + [m.get("property_improvement", math.nan) for _, m in named]
+        lo = [0.0] + [m.get("property_improvement_ci_low", math.nan) for _, m in named]
+        hi = [0.0] + [m.get("property_improvement_ci_high", math.nan) for _, m in named]
+        axes[0].errorbar(
+            w, imp, yerr=[np.subtract(imp, lo), np.subtract(hi, imp)], marker=marker, capsize=3, label=kind
+        )
+        base = results.get("unguided", {}).get("target_hit_rate", math.nan)
+        axes[1].plot(
+            w,
+            [base] + [m.get("target_hit_rate", math.nan) for _, m in named],
+            marker=marker,
+            label=f"{kind} (evaluator)",
+        )
+        if "target_hit_rate_xtb" in results.get("unguided", {}):
+            xb = results["unguided"]["target_hit_rate_xtb"]
+            axes[1].plot(
+                w,
+                [xb] + [m.get("target_hit_rate_xtb", math.nan) for _, m in named],
+                marker=marker,
+                linestyle="--",
+                label=f"{kind} (xTB)",
+            )
+    axes[0].axhline(0, color="grey", linewidth=0.8)
+    axes[0].set(xlabel="guidance weight w", ylabel="property improvement (95% CI)")
+    axes[1].set(xlabel="guidance weight w", ylabel="target hit rate")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_toy(curve: dict, cfg: dict, reward: dict, trained: dict, path: str | Path) -> Path:
+    """The four toy figures: MSE vs excess CE (log-log), E[1/p] vs w, E[r] vs w, trained errors vs t."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    rows = curve["rows"]
+    for name in sorted({r["classifier"] for r in rows}):
+        pts = [r for r in rows if r["classifier"] == name]
+        axes[0].loglog(
+            [r["excess_ce"] for r in pts],
+            [r["guidance_mse_exact"] for r in pts],
+            "o" if name.startswith("shift") else "*",
+            label=name,
+            markersize=5,
+        )
+    axes[0].set(
+        xlabel="excess cross-entropy",
+        ylabel="guidance MSE (exact)",
+        title=f"slope {curve['slope']:.2f}, max MSE/(d sqrt(CE)) {curve['max_ratio']:.2f}",
+    )
+    axes[0].legend(fontsize=6)
+    w = cfg["weights"]
+    axes[1].plot(w, cfg["inv_prob_exact"], "o-", label="exact (quadrature)")
+    axes[1].plot(w, [s["inv_prob_median"] for s in cfg["samples"]], "s--", label="CFG samples: median")
+    axes[1].axhline(cfg["inv_prior"], color="grey", linestyle=":", label="1/p(c)")
+    axes[1].set(xlabel="CFG weight w", ylabel="E[1/p(c|x)]", title="CFG lowers E[1/p]")
+    axes[1].legend(fontsize=7)
+    rw = reward["rows"]
+    axes[2].errorbar(
+        [r["w"] for r in rw],
+        [r["reward_mean"] for r in rw],
+        yerr=[2 * r["reward_se"] for r in rw],
+        marker="o",
+        capsize=3,
+        label="sampled (2 SE)",
+    )
+    axes[2].plot([1.0], [reward["reward_exact_w1"]], "r*", markersize=12, label="exact E_{p^r}[r]")
+    axes[2].set(xlabel="reward weight w", ylabel="E[r(x)]", title="reward guidance raises E[r]")
+    axes[2].legend(fontsize=7)
+    tr = trained["rows"]
+    t = [r["t"] for r in tr]
+    axes[3].semilogy(t, [r["score_rel_mse"] for r in tr], "o-", label="score rel. MSE")
+    axes[3].semilogy(t, [r["reward_score_rel_mse"] for r in tr], "s-", label="reweighted score rel. MSE")
+    axes[3].semilogy(
+        t, [max(r["classifier_excess_ce"], 1e-8) for r in tr], "^-", label="classifier excess CE"
+    )
+    axes[3].set(xlabel="noise level t", title="trained by molguide's Trainer")
+    axes[3].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,60 @@
+"""One reverse step of the VP process, shared by the molecule and the toy samplers.
+
+From time t to s < t with alpha_{t|s} = alpha_t / alpha_s and
+sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (design.md section 5):
+- ancestral: mean (z_t + sigma_{t|s}^2 score) / alpha_{t|s}, std sigma_{t|s} sigma_s / sigma_t;
+- DDIM (probability flow, deterministic): eps = -sigma_t score,
+  z_s = alpha_s (z_t - sigma_t eps) / alpha_t + sigma_s eps.
+The score already contains every guidance term, so guidance is scaled exactly like
+the model's own score and never touches the noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from molguide.diffusion.schedule import NoiseSchedule
+
+SAMPLERS = ("ancestral", "ddim")
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    """alpha and sigma at the two ends of a step."""
+
+    alpha_t: float
+    sigma_t: float
+    alpha_s: float
+    sigma_s: float
+
+    @classmethod
+    def between(cls, schedule: NoiseSchedule, t: float, s: float) -> StepCoefficients:
+        ts = torch.tensor([t, s], dtype=torch.float64)
+        a, sg = schedule.alpha(ts), schedule.sigma(ts)
+        return cls(float(a[0]), float(sg[0]), float(a[1]), float(sg[1]))
+
+
+def time_grid(steps: int, schedule_steps: int) -> torch.Tensor:
+    """S + 1 decreasing times from 1 to 0 that fall on the schedule's integer grid."""
+    if not 1 <= steps <= schedule_steps:
+        raise ValueError(f"steps must be in [1, {schedule_steps}], got {steps}")
+    ints = torch.round(torch.linspace(schedule_steps, 0, steps + 1, dtype=torch.float64))
+    return ints / schedule_steps
+
+
+def ancestral_mean_std(
+    z: torch.Tensor, score: torch.Tensor, c: StepCoefficients
+) -> tuple[torch.Tensor, float]:
+    """Mean and standard deviation of p(z_s | z_t) under the (guided) score."""
+    a_ts = c.alpha_t / c.alpha_s
+    var_ts = c.sigma_t**2 - a_ts**2 * c.sigma_s**2
+    std = (var_ts * c.sigma_s**2 / c.sigma_t**2) ** 0.5
+    return (z + var_ts * score) / a_ts, std
+
+
+def ddim_step(z: torch.Tensor, score: torch.Tensor, c: StepCoefficients) -> torch.Tensor:
+    """Deterministic DDIM / probability-flow step under the (guided) score."""
+    eps = -c.sigma_t * score
+    return c.alpha_s * (z - c.sigma_t * eps) / c.alpha_t + c.sigma_s * eps

@@ -1,0 +1,84 @@
+"""What every training pipeline shares: data of a split, resume, time box, batched logging."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+
+from molguide.config import RunConfig, TrainSection
+from molguide.data.molecules import MoleculeSet
+from molguide.tracking import log_metrics_batch
+from molguide.training import StepLog, TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def split_molecules(config: RunConfig, split: str | None = None, limit: int | None = None) -> MoleculeSet:
+    """Molecules of an EDM split (default: the config's), cut to ``limit`` (default: data.max_molecules)."""
+    from molguide.data import edm_splits, load_qm9
+
+    qm9 = load_qm9()
+    idx = edm_splits(len(qm9))[split or config.data.split]
+    limit = limit if limit is not None else config.data.max_molecules
+    if limit:
+        idx = idx[:limit]
+    mols = qm9.subset(idx)
+    return mols.without_hydrogens() if config.data.remove_hydrogens else mols
+
+
+def train_config(section: TrainSection) -> TrainConfig:
+    """The Trainer's settings from a config's train section."""
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: v for k, v in section.model_dump().items() if k in fields})
+
+
+def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: str) -> dict:
+    """Resume when asked and possible, train (time-boxed by ``max_minutes``), log to the active run.
+
+    Logs ``loss``, ``grad_norm``, ``lr``, ``molecules_per_s`` and the objective's extras
+    per step in batches, then ``train_steps_per_s`` and ``final_loss``.
+    """
+    ckpt = trainer.checkpoint_path
+    if section.resume and ckpt is not None and ckpt.exists():
+        trainer.resume()
+        log.info("%s: resuming %s at step %d of %d", desc, ckpt, trainer.step, section.steps)
+
+    def on_log(entries: list[StepLog]) -> None:
+        rows = []
+        for e in entries:
+            rows += [("loss", e.loss, e.step), ("grad_norm", e.grad_norm, e.step), ("lr", e.lr, e.step)]
+            rows += [(k, v, e.step) for k, v in e.extras.items()]
+        rows.append(
+            ("molecules_per_s", float(np.mean([e.molecules_per_s for e in entries])), entries[-1].step)
+        )
+        log_metrics_batch(rows)
+
+    start_step, t0 = trainer.step, time.perf_counter()
+    deadline = time.monotonic() + 60 * section.max_minutes if section.max_minutes else None
+    trainer.train(section.steps, on_log, progress, deadline, desc=desc)
+    elapsed = time.perf_counter() - t0
+    done = trainer.step - start_step
+    summary = {
+        "steps": trainer.step,
+        "train_steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
+        "final_loss": trainer.recent_loss(),
+        "minutes": elapsed / 60,
+        "checkpoint": str(ckpt) if ckpt else None,
+    }
+    log_metrics_batch(
+        [
+            ("train_steps_per_s", summary["train_steps_per_s"], trainer.step),
+            ("final_loss", summary["final_loss"], trainer.step),
+        ]
+    )
+    log.info(
+        "%s: %d steps in %.1f min, final loss %.4f",
+        desc,
+        trainer.step,
+        summary["minutes"],
+        summary["final_loss"],
+    )
+    return summary

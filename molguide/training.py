@@ -1,0 +1,267 @@
+"""One training loop for every network molguide trains: score, classifier, evaluator, reward.
+
+A run is (model, objective, batch source, config). The objective turns a batch into
+a loss; the batch source turns indices into tensors. The loop adds what every run
+needs: warm-up, AdamW (amsgrad), gradient clipping, EMA weights, batched log
+entries, a deadline, atomic checkpoints and exact resume.
+
+Randomness is derived from (seed, step): the data order of epoch e is a permutation
+seeded by (seed, e), and the objective's randomness at step k (times, noise, label
+dropping) comes from a generator seeded by (seed, k). A run resumed from its
+checkpoint therefore continues with exactly the losses an uninterrupted run would
+have had, without saving RNG states.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from molguide.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of a training run."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-12
+    warmup_steps: int = 0
+    ema_decay: float = 0.999
+    grad_clip: float = 2.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+
+class BatchSource(Protocol):
+    """Turns an array of example indices into a batch (a dict of tensors)."""
+
+    def __len__(self) -> int: ...
+
+    def __call__(self, indices: np.ndarray) -> dict[str, torch.Tensor]: ...
+
+
+class Objective(Protocol):
+    """Loss of ``model`` on ``batch``; may also return named scalars to log (e.g. accuracy)."""
+
+    def __call__(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, float]]: ...
+
+
+class TensorBatches:
+    """A batch source over equally long tensors (toy data, precomputed features)."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        lengths = {k: len(v) for k, v in tensors.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"tensors need the same length, got {lengths}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __call__(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        out = {k: v[idx] for k, v in self.tensors.items()}
+        out["num_graphs"] = torch.tensor(len(idx))
+        return out
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of optimisation step ``step`` of a run seeded with ``seed``."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+
+
+@dataclass
+class StepLog:
+    """What one optimisation step reports."""
+
+    step: int
+    loss: float
+    grad_norm: float
+    lr: float
+    molecules_per_s: float
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains ``model`` to minimise ``objective`` over ``data``.
+
+    ``checkpoint_path`` (a .pt file) is written every ``checkpoint_every`` steps and
+    at the end; :meth:`resume` continues from it. ``extra_state`` is stored in every
+    checkpoint (model config, label binning, ...), so a checkpoint alone rebuilds the model.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Objective,
+        data: BatchSource,
+        config: TrainConfig,
+        checkpoint_path: str | Path | None = None,
+        extra_state: dict | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if len(data) == 0:
+            raise ValueError("no training examples")
+        self.model = model.to(device)
+        self.objective = objective
+        self.data = data
+        self.config = config
+        self.device = torch.device(device)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.extra_state = extra_state or {}
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=True
+        )
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+        self.step = 0
+        self.history: list[StepLog] = []
+
+    # ------------------------------------------------------------------ data order
+    def _batch_indices(self, step: int) -> np.ndarray:
+        n, bs = len(self.data), self.config.batch_size
+        per_epoch = max(1, n // bs)
+        epoch, pos = divmod(step, per_epoch)
+        perm = np.random.default_rng([self.config.seed, epoch]).permutation(n)
+        return perm[pos * bs : (pos + 1) * bs]
+
+    def _lr(self, step: int) -> float:
+        warm = self.config.warmup_steps
+        return self.config.lr * min(1.0, (step + 1) / warm) if warm else self.config.lr
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> StepLog:
+        """One optimisation step; returns its log entry."""
+        t0 = time.perf_counter()
+        batch = {k: v.to(self.device) for k, v in self.data(self._batch_indices(self.step)).items()}
+        gen = step_generator(self.config.seed, self.step)
+        self.model.train()
+        lr = self._lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        out = self.objective(self.model, batch, gen)
+        loss, extras = out if isinstance(out, tuple) else (out, {})
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.optimizer.step()
+        self.ema.update_parameters(self.model)
+        self.step += 1
+        size = int(batch["num_graphs"]) if "num_graphs" in batch else self.config.batch_size
+        entry = StepLog(
+            self.step, float(loss.detach()), float(grad_norm), lr, size / (time.perf_counter() - t0), extras
+        )
+        self.history.append(entry)
+        return entry
+
+    def train(
+        self,
+        until_step: int | None = None,
+        on_log: Callable[[list[StepLog]], None] | None = None,
+        progress: bool = False,
+        deadline: float | None = None,
+        desc: str = "train",
+    ) -> list[StepLog]:
+        """Train up to ``until_step`` (default: config.steps); checkpoints on the way.
+
+        ``on_log`` receives the entries since its last call every ``log_every`` steps
+        (for batched MLflow logging). ``deadline`` (a ``time.monotonic()`` value) ends
+        training early, with a checkpoint, for time-boxed runs.
+        """
+        from tqdm.auto import tqdm
+
+        until = until_step if until_step is not None else self.config.steps
+        pending: list[StepLog] = []
+        bar = tqdm(total=until, initial=self.step, desc=desc, unit="step", disable=not progress)
+        try:
+            while self.step < until:
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("time limit reached at step %d", self.step)
+                    until = self.step
+                    break
+                entry = self.train_step()
+                pending.append(entry)
+                bar.update(1)
+                if self.step % self.config.log_every == 0 or self.step == until:
+                    bar.set_postfix(loss=f"{np.mean([p.loss for p in pending]):.4f}")
+                    if on_log is not None:
+                        on_log(pending)
+                    pending = []
+                if self.checkpoint_path and (
+                    self.step % self.config.checkpoint_every == 0 or self.step == until
+                ):
+                    self.save()
+        finally:
+            bar.close()
+        if pending and on_log is not None:
+            on_log(pending)
+        if self.checkpoint_path and deadline is not None:
+            self.save()
+        return self.history
+
+    def recent_loss(self, last: int = 50) -> float:
+        """Mean loss of the last ``last`` steps (nan before any step)."""
+        recent = [e.loss for e in self.history[-last:]]
+        return float(np.mean(recent)) if recent else math.nan
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "train_config": asdict(self.config),
+            "losses": [e.loss for e in self.history],
+            **self.extra_state,
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the checkpoint atomically (to ``checkpoint_path`` by default)."""
+        target = Path(path) if path else self.checkpoint_path
+        if target is None:
+            raise ValueError("no checkpoint path given")
+        return save_checkpoint(self.state_dict(), target)
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Load model, EMA, optimizer and step from a checkpoint; returns the step."""
+        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history = [
+            StepLog(k + 1, loss, math.nan, math.nan, math.nan)
+            for k, loss in enumerate(state.get("losses", []))
+        ]
+        log.info("resumed from %s at step %d", path or self.checkpoint_path, self.step)
+        return self.step
+
+    def averaged_weights(self) -> dict[str, torch.Tensor]:
+        """The EMA weights as a plain state dict of ``model``."""
+        return ema_weights(self.ema.state_dict())
+
+
+def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip AveragedModel's ``module.`` prefix and counter from an EMA state dict."""
+    return {k.removeprefix("module."): v for k, v in ema_state.items() if k != "n_averaged"}

@@ -1,0 +1,238 @@
+"""Guidance on molecules: targets, the three terms, the predictor's invariance, statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from equivariance import random_orthogonal, relative_error
+
+from molguide.data.graphs import fully_connected_edges
+from molguide.diagnostics.noise_levels import expected_calibration_error
+from molguide.diagnostics.statistics import bootstrap_mean, inverse_probability_summary, paired_improvement
+from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.sampling import GuidanceState, sample
+from molguide.diffusion.schedule import NoiseSchedule
+from molguide.geometry import max_abs_mean, remove_mean
+from molguide.guidance.targets import PropertyTarget, effective_sample_size, reward_weights
+from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
+from molguide.models.predictor import MoleculePredictor
+
+# ----------------------------------------------------------------------------- targets
+
+
+def test_quantile_bins_labels_and_target_class():
+    values = np.arange(300, dtype=float)
+    t = PropertyTarget("gap_eV", n_bins=3, target="high").fit(values)
+    assert np.allclose(t.edges, np.quantile(values, [1 / 3, 2 / 3]))
+    labels = t.labels(values)
+    assert np.bincount(labels).tolist() == [100, 100, 100]
+    assert t.target_class == 2 and t.direction == 1.0
+    assert t.hits(np.array([0.0, 250.0])).tolist() == [False, True]
+    low = PropertyTarget("gap_eV", thresholds=[5.0, 7.0], target="low").fit(values)
+    assert low.n_bins == 3 and low.target_class == 0 and low.direction == -1.0
+    assert PropertyTarget.from_dict(t.to_dict()).edges == t.edges
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"n_bins": 1}, "n_bins"), ({"thresholds": [3.0, 1.0]}, "increasing"), ({"target": 7}, "outside")],
+)
+def test_bad_targets_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PropertyTarget("gap_eV", **kwargs)
+
+
+def test_reward_weights_and_their_effective_sample_size():
+    values = np.random.default_rng(0).normal(5, 2, 10000)
+    w, ess = reward_weights(values, beta=1.0)
+    assert math.isclose(w.mean(), 1.0) and np.corrcoef(w, values)[0, 1] > 0.5
+    # For z ~ N(0, 1) and w = exp(beta z): ESS / n = exp(-beta^2).
+    assert abs(ess - math.exp(-1.0)) < 0.05
+    assert effective_sample_size(np.ones(10)) == 10
+    assert reward_weights(values, beta=0.0)[1] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+def _random_batch(gen, counts=(5, 7, 4), k=5, dtype=torch.float64):
+    counts = torch.tensor(counts)
+    batch = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    x = torch.randn(int(counts.sum()), 3, generator=gen, dtype=dtype)
+    h = torch.randn(int(counts.sum()), k, generator=gen, dtype=dtype)
+    return x, h, batch
+
+
+@pytest.mark.parametrize("backbone", ["egnn", "e3nn"])
+def test_predictor_is_invariant_under_e3_and_permutation(backbone):
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    kwargs = (
+        {"hidden": 16, "num_layers": 2}
+        if backbone == "egnn"
+        else {"hidden_scalars": 8, "hidden_vectors": 4, "num_layers": 2}
+    )
+    model = MoleculePredictor(5, 3, time_input=True, time_heads=2, backbone=backbone, **kwargs).double()
+    x, h, batch = _random_batch(gen)
+    t = torch.tensor([0.1, 0.6, 0.9], dtype=torch.float64)
+    out = model(x, h, t, batch, 3)
+    for det in (1.0, -1.0):
+        q = random_orthogonal(det, gen)
+        moved = model(x @ q.T + torch.randn(3, generator=gen, dtype=torch.float64), h, t, batch, 3)
+        assert relative_error(moved, out) < 1e-6
+    perm = torch.cat(
+        [
+            torch.randperm(5, generator=gen),
+            5 + torch.randperm(7, generator=gen),
+            12 + torch.randperm(4, generator=gen),
+        ]
+    )
+    assert relative_error(model(x[perm], h[perm], t, batch, 3), out) < 1e-6
+    # One head per bucket of t: moving t across 0.5 changes the head, not just the input.
+    assert out.shape == (3, 3)
+
+
+def test_predictor_without_time_refuses_time_heads():
+    with pytest.raises(ValueError, match="time_heads"):
+        MoleculePredictor(5, 1, time_input=False, time_heads=3, hidden=8, num_layers=1)
+
+
+# ----------------------------------------------------------------------------- terms
+
+
+def _state(gen, counts=(6, 9)):
+    x, h, batch = _random_batch(gen, counts, dtype=torch.float32)
+    x = remove_mean(x, batch)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    return GuidanceState(
+        x, h, t, batch, len(counts), fully_connected_edges(batch), torch.zeros_like(x), torch.zeros_like(h)
+    )
+
+
+def test_classifier_guidance_is_the_weighted_centred_gradient_and_respects_its_window():
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    clf = MoleculePredictor(5, 3, time_input=True, hidden=16, num_layers=2)
+    state = _state(gen)
+    gx, gh = ClassifierGuidance(clf, 2, weight=3.0)(state)
+    zx, zh = state.zx.clone().requires_grad_(True), state.zh.clone().requires_grad_(True)
+    logp = torch.log_softmax(clf(zx, zh, state.t, state.batch, 2), -1)[:, 2].sum()
+    ax, ah = torch.autograd.grad(logp, (zx, zh))
+    assert torch.allclose(gx, 3.0 * remove_mean(ax, state.batch), atol=1e-6)
+    assert torch.allclose(gh, 3.0 * ah, atol=1e-6)
+    assert max_abs_mean(gx, state.batch) < 1e-6
+    # Off for the molecule at t = 0.7 when the window is [0, 0.5].
+    wx, _ = ClassifierGuidance(clf, 2, 3.0, TimeWindow(0.0, 0.5))(state)
+    second = state.batch == 1
+    assert torch.all(wx[second] == 0) and torch.allclose(wx[~second], gx[~second])
+
+
+class GaussianEps(torch.nn.Module):
+    """Exact noise predictor for clean data N(0, v I); an optional context selects v (CFG tests)."""
+
+    def __init__(self, schedule: NoiseSchedule, v: float, v_context: float | None = None) -> None:
+        super().__init__()
+        self.schedule, self.v, self.v_context = schedule, v, v_context
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def variance(self, context, batch):
+        if context is None or self.v_context is None:
+            return self.v
+        on = context.abs().sum(-1).double()[batch].unsqueeze(-1) > 0
+        return torch.where(on, torch.full_like(on, self.v_context, dtype=torch.float64), self.v)
+
+    def forward(self, zx, zh, t, batch, edge_index=None, context=None):
+        a2 = self.schedule.alpha(t).double()[batch].unsqueeze(-1) ** 2
+        s = self.schedule.sigma(t).double()[batch].unsqueeze(-1)
+        factor = s / (a2 * self.variance(context, batch) + s**2)
+        return factor * zx, factor * zh
+
+
+def _variance(result):
+    return float(np.concatenate([m.positions for m in result.molecules]).var())
+
+
+def test_reward_guidance_at_w1_samples_the_reweighted_model():
+    """Base N(0, 2I), 'reward model' N(0, 0.5I): s + 1 * (s^r - s) must sample N(0, 0.5 I)."""
+    sched = NoiseSchedule("polynomial_2", 1000)
+    base, reward = GaussianEps(sched, 2.0), GaussianEps(sched, 0.5)
+    term = RewardGuidance(reward, sched.sigma, weight=1.0)
+    counts = torch.full((300,), 8)
+    res = sample(
+        base, VPDiffusion(sched), counts, 200, "ancestral", [term], generator=torch.Generator().manual_seed(3)
+    )
+    expected = 0.5 * 7 / 8
+    assert abs(_variance(res) - expected) < 0.08 * expected
+    # w = 0.5 lands between: the score of 0.5 * (s + s^r) is not a Gaussian's, but its variance is in between.
+    half = sample(
+        base,
+        VPDiffusion(sched),
+        counts,
+        200,
+        "ancestral",
+        [RewardGuidance(reward, sched.sigma, 0.5)],
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert expected < _variance(half) < 2.0 * 7 / 8
+
+
+def test_cfg_term_gives_conditional_plus_w_times_difference():
+    """CFG term on exact Gaussian scores: base + term equals s(z|c) + w (s(z|c) - s(z))."""
+    gen = torch.Generator().manual_seed(4)
+    sched = NoiseSchedule("polynomial_2", 1000)
+    model = GaussianEps(sched, v=2.0, v_context=0.5)
+    state = _state(gen)
+    state = GuidanceState(
+        state.zx.double(),
+        state.zh.double(),
+        state.t,
+        state.batch,
+        2,
+        state.edge_index,
+        *[
+            -e / sched.sigma(state.t)[state.batch].unsqueeze(-1)
+            for e in model(state.zx.double(), state.zh.double(), state.t, state.batch)
+        ],
+    )
+    term = ClassifierFreeGuidance(model, torch.ones(1), sched.sigma, weight=2.0)
+    gx, _ = term(state)
+    a2 = sched.alpha(state.t)[state.batch].unsqueeze(-1) ** 2
+    s2 = sched.sigma(state.t)[state.batch].unsqueeze(-1) ** 2
+    s_c, s_u = -state.zx / (a2 * 0.5 + s2), -state.zx / (a2 * 2.0 + s2)
+    guided = s_c + 2.0 * (s_c - s_u)
+    assert torch.allclose(state.score_x + gx, guided, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_bootstrap_interval_covers_the_truth_and_pairs_reduce_noise():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 5, 400)  # shared per-seed variation
+    guided, unguided = base + 0.3 + rng.normal(0, 0.1, 400), base + rng.normal(0, 0.1, 400)
+    imp, frac = paired_improvement(guided, unguided)
+    assert imp.ci_low < 0.3 < imp.ci_high and imp.excludes_zero() and frac > 0.9
+    assert imp.ci_high - imp.ci_low < 0.1  # pairing removed the spread of 5
+    down, _ = paired_improvement(guided, unguided, direction=-1.0)
+    assert down.value == pytest.approx(-imp.value)
+    gaps = np.array([1.0, np.nan, 3.0])
+    assert bootstrap_mean(gaps).n == 2
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_improvement(np.ones(3), np.ones(4))
+
+
+def test_calibration_error_and_inverse_probability_summary():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.34, 1.0, 20000)
+    labels = np.where(rng.uniform(size=20000) < conf, 0, 1)  # calibrated: P(correct) = confidence
+    probs = np.stack([conf, 1 - conf, np.zeros_like(conf)], 1)
+    assert expected_calibration_error(probs, labels) < 0.02
+    overconfident = np.stack([np.ones_like(conf) * 0.999, 0.001 * np.ones_like(conf), 0 * conf], 1)
+    assert expected_calibration_error(overconfident, labels) > 0.2
+    s = inverse_probability_summary(np.array([0.5, 0.25, 1.0, 0.1]))
+    assert s["inv_prob_mean"] == pytest.approx((2 + 4 + 1 + 10) / 4) and s[
+        "inv_prob_median"
+    ] == pytest.approx(3.0)
