@@ -142,6 +142,7 @@ PIPELINES = {
     "train-classifier": "molguide.pipelines.guidance:train_classifier",
     "train-evaluator": "molguide.pipelines.guidance:train_evaluator",
     "train-reward": "molguide.pipelines.guidance:train_reward",
+    "train-cfg": "molguide.pipelines.guidance:train_cfg",
     "guide": "molguide.pipelines.guidance:guided_sample",
     "toy": "molguide.pipelines.toy:run_toy",
 }

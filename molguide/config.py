@@ -82,6 +82,13 @@ class NetworkSection(_Section):
     holdout: int = Field(2000, ge=10, description="validation molecules for the diagnostics")
 
 
+class CfgSection(_Section):
+    """Conditional score model for classifier-free guidance (label = target class one-hot)."""
+
+    p_uncond: float = Field(0.1, ge=0, le=1, description="probability the label is dropped (null token)")
+    train: TrainSection = Field(default_factory=lambda: TrainSection(steps=1000, lr=5e-4, ema_decay=0.995))
+
+
 class RewardSection(_Section):
     """Reward-reweighted score model: r(x) = exp(beta * z(property)), z standardised."""
 
@@ -123,6 +130,7 @@ class RunConfig(_Section):
     classifier: NetworkSection = Field(default_factory=NetworkSection)
     evaluator: NetworkSection = Field(default_factory=NetworkSection)
     reward: RewardSection = Field(default_factory=RewardSection)
+    cfg: CfgSection = Field(default_factory=CfgSection)
     guide: GuideSection = Field(default_factory=GuideSection)
 
 

@@ -1,4 +1,4 @@
-"""End to end on a tiny config: score, classifier, evaluator, reward model, guided sampling, in SQLite MLflow."""
+"""End to end on a tiny config: every guidance pipeline into a SQLite MLflow store."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ TINY = [
     "evaluator.train={steps: 30, batch_size: 32, lr: 0.001, log_every: 10}",
     "evaluator.holdout=60",
     "reward.train={steps: 10, batch_size: 32, log_every: 5}",
+    "cfg.train={steps: 10, batch_size: 32, log_every: 5}",
+    "guide.diagnostics_molecules=20",
     "guide.n_samples=8",
     "guide.steps=40",
     "guide.batch_size=8",
@@ -38,38 +40,49 @@ def mlflow_store(tmp_path, monkeypatch):
 def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlflow_store, qm9):
     import mlflow
 
-    from molguide.pipelines.guidance import guided_sample, train_classifier, train_evaluator, train_reward
+    from molguide.pipelines.guidance import (
+        guided_sample,
+        train_cfg,
+        train_classifier,
+        train_evaluator,
+        train_reward,
+    )
     from molguide.pipelines.score import train_score
 
     config = load_config(None, [f"output_dir={tmp_path / 'runs'}", *TINY])
     train_score(config, progress=False)
     clf = train_classifier(config, progress=False)
     assert len(clf["noise_levels"]) == 10
-    assert all(0 < row["classifier_ce"] < 5 and 0 <= row["classifier_ece"] <= 1 for row in clf["noise_levels"])
+    assert all(
+        0 < row["classifier_ce"] < 5 and 0 <= row["classifier_ece"] <= 1 for row in clf["noise_levels"]
+    )
     ev = train_evaluator(config, progress=False)
     assert ev["evaluator_mae"] > 0 and ev["naive_mae"] > ev["atoms_mae"] * 0.5
     rw = train_reward(config, progress=False)
     assert 0 < rw["reward_weight_ess_fraction"] <= 1
+    train_cfg(config, progress=False)
     out = guided_sample(config, progress=False)
-    assert set(out["results"]) == {"unguided", "classifier_w1", "reward_w1"}
+    assert set(out["results"]) == {"unguided", "classifier_w1", "reward_w1", "cfg_w0"}
 
     client = mlflow.MlflowClient(mlflow_store)
     parent = client.get_run(out["run_id"])
     history = client.get_metric_history(parent.info.run_id, "classifier_ce")
     assert sorted(m.step for m in history) == list(range(10))
-    assert parent.data.tags["molguide.guidance_mse_kind"] == "bound"
+    assert parent.data.tags["molguide.guidance_mse_kind"] == "cfg"  # a conditional model exists
     assert len(client.get_metric_history(parent.info.run_id, "guidance_mse_est")) == 10
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r.data.metrics for r in children}
-    assert set(by_name) == {"unguided", "classifier_w1", "reward_w1"}
+    assert set(by_name) == {"unguided", "classifier_w1", "reward_w1", "cfg_w0"}
     for name, metrics in by_name.items():
         assert 0 <= metrics["validity"] <= 1 and 0 <= metrics["target_hit_rate"] <= 1, name
         assert metrics["sample_s_per_molecule"] > 0
-    for name in ("classifier_w1", "reward_w1"):
+    for name in ("classifier_w1", "reward_w1", "cfg_w0"):
         m = by_name[name]
-        assert m["target_hit_rate_gain_ci_low"] <= m["target_hit_rate_gain"] <= m["target_hit_rate_gain_ci_high"]
+        assert (
+            m["target_hit_rate_gain_ci_low"] <= m["target_hit_rate_gain"] <= m["target_hit_rate_gain_ci_high"]
+        )
         assert m["guided_step_cost_ratio"] > 0 and "target_hit_rate_unguided" in m
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/property_histograms.png", "plots/improvement_vs_weight.png"} <= arts

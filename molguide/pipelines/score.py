@@ -34,7 +34,11 @@ def training_molecules(config: RunConfig) -> MoleculeSet:
 def build_score_model(model_config: dict) -> ScoreNetwork:
     """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section."""
     try:
-        return ScoreNetwork(backbone=model_config["backbone"], **model_config["backbone_kwargs"])
+        return ScoreNetwork(
+            backbone=model_config["backbone"],
+            context_dim=int(model_config.get("context_dim", 0)),
+            **model_config["backbone_kwargs"],
+        )
     except TypeError as err:
         raise ValueError(f"model.backbone_kwargs: {err}") from err
 
