@@ -104,9 +104,11 @@ def test_rough_classifier_is_caught_by_the_smoothness_diagnostic(gm):
 
 
 def test_networks_trained_by_molguide_recover_the_exact_scores_and_classifier(gm):
-    nets = toy.train_toy_models(gm, n=8000, steps=600, seed=0)
+    nets = toy.train_toy_models(gm, n=20000, steps=1500, seed=0)
     rows = toy.trained_model_errors(gm, nets, n=3000)["rows"]
     for r in rows:
+        # Relative MSE against the closed-form scores (measured: <= 0.04 and <= 0.07 at t = 0.1,
+        # below 0.02 from t = 0.3 on) and the classifier's exact excess CE (measured <= 7e-4).
         assert r["score_rel_mse"] < 0.1, r
         assert r["reward_score_rel_mse"] < 0.15, r
-        assert r["classifier_excess_ce"] < 0.01, r
+        assert r["classifier_excess_ce"] < 0.005, r

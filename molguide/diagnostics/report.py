@@ -23,6 +23,13 @@ from molguide.guidance.targets import PropertyTarget
 from molguide.models.predictor import MoleculePredictor, predict_property
 
 
+def _nanmean(values: np.ndarray) -> float:
+    """Mean of the finite entries; nan (without a warning) when there are none."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
 def class_probability(pred: np.ndarray, rmse: float, target: PropertyTarget) -> np.ndarray:
     """P(value in the target bin) for a Gaussian N(pred, rmse^2) (the evaluator as a classifier)."""
     edges = [-math.inf, *target.edges, math.inf]
@@ -82,18 +89,16 @@ def judge(
     metrics["sample_failures"] = float(len(failures))
     hits = np.where(np.isfinite(pred), target.hits(np.nan_to_num(pred)), False).astype(float)
     metrics["target_hit_rate"] = float(hits.mean())
-    metrics[f"evaluator_{prop}_mean"] = float(np.nanmean(pred)) if np.isfinite(pred).any() else math.nan
+    metrics[f"evaluator_{prop}_mean"] = _nanmean(pred)
     xtb_hits = None
     if xtb and xtb_calibration is not None:
         xtb_hits = np.where(np.isfinite(xtb_values), target.hits(np.nan_to_num(xtb_values)), False).astype(
             float
         )
         metrics["target_hit_rate_xtb"] = float(xtb_hits.mean())
-        metrics[f"xtb_{prop}_mean"] = (
-            float(np.nanmean(xtb_values)) if np.isfinite(xtb_values).any() else math.nan
-        )
+        metrics[f"xtb_{prop}_mean"] = _nanmean(xtb_values)
     if target.target_value is not None:
-        metrics["mae_to_target"] = float(np.nanmean(np.abs(pred - target.target_value)))
+        metrics["mae_to_target"] = _nanmean(np.abs(pred - target.target_value))
     rmse = float(
         evaluator_state.get("reference_rows", {}).get("evaluator_rmse", evaluator_state["std"] * 0.3)
     )
@@ -135,6 +140,6 @@ def paired_report(guided: dict, unguided: dict, target: PropertyTarget, reward_s
         args = (reward_state["beta"], reward_state["direction"], reward_state["mean"], reward_state["std"])
         r_g, r_u = reward_values(guided["evaluator"], *args), reward_values(unguided["evaluator"], *args)
         out.update(paired_improvement(r_g, r_u, 1.0)[0].as_metrics("reward_improvement"))
-        out["reward_mean"] = float(np.nanmean(r_g))
-        out["reward_mean_unguided"] = float(np.nanmean(r_u))
+        out["reward_mean"] = _nanmean(r_g)
+        out["reward_mean_unguided"] = _nanmean(r_u)
     return out

@@ -234,7 +234,7 @@ def smoothness_check(
     return out
 
 
-def train_toy_models(gm: GaussianMixture, n: int = 20000, steps: int = 1000, seed: int = 0) -> dict:
+def train_toy_models(gm: GaussianMixture, n: int = 20000, steps: int = 1500, seed: int = 0) -> dict:
     """Score, classifier and reward-reweighted score MLPs trained by molguide's Trainer on the mixture."""
     schedule = NoiseSchedule()
     gen = torch.Generator().manual_seed(seed)
@@ -277,6 +277,9 @@ def trained_model_errors(gm: GaussianMixture, nets: dict, n: int = 5000, seed: i
             sr_hat = eps_model_score(nets["reward_score"])(zr.float(), t, alpha, sigma).double()
         s, sr = gm.score(z, alpha, sigma), tilted.score(zr, alpha, sigma)
         clf = _mlp_classifier(nets["classifier"])
+        with torch.no_grad():  # held-out CE on (z, y) drawn from the noised joint
+            y = gm.class_log_posterior(z, alpha, sigma).exp().multinomial(1, generator=gen)
+            ce = float(-clf(z, alpha, sigma).gather(1, y).mean())
         rows.append(
             {
                 "t": t,
@@ -284,11 +287,7 @@ def trained_model_errors(gm: GaussianMixture, nets: dict, n: int = 5000, seed: i
                 "score_rel_mse": float(((s_hat - s) ** 2).sum(-1).mean() / (s**2).sum(-1).mean()),
                 "reward_score_rel_mse": float(((sr_hat - sr) ** 2).sum(-1).mean() / (sr**2).sum(-1).mean()),
                 "classifier_excess_ce": theory.excess_cross_entropy(gm, clf, alpha, sigma, z)[0],
-                "classifier_ce": float(
-                    -clf(z, alpha, sigma)
-                    .gather(1, gm.class_log_posterior(z, alpha, sigma).exp().multinomial(1, generator=gen))
-                    .mean()
-                ),
+                "classifier_ce": ce,
                 "classifier_guidance_mse": theory.guidance_mse(gm, clf, alpha, sigma, TARGET, z),
             }
         )
