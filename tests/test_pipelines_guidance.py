@@ -62,7 +62,7 @@ def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlf
     assert 0 < rw["reward_weight_ess_fraction"] <= 1
     train_cfg(config, progress=False)
     out = guided_sample(config, progress=False)
-    assert set(out["results"]) == {"unguided", "classifier_w1", "reward_w1", "cfg_w0"}
+    assert set(out["results"]) == {"unguided", "classifier_w1", "reward_w1", "cfg_unconditional", "cfg_w0"}
 
     client = mlflow.MlflowClient(mlflow_store)
     parent = client.get_run(out["run_id"])
@@ -74,7 +74,7 @@ def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlf
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r.data.metrics for r in children}
-    assert set(by_name) == {"unguided", "classifier_w1", "reward_w1", "cfg_w0"}
+    assert set(by_name) == {"unguided", "classifier_w1", "reward_w1", "cfg_unconditional", "cfg_w0"}
     for name, metrics in by_name.items():
         assert 0 <= metrics["validity"] <= 1 and 0 <= metrics["target_hit_rate"] <= 1, name
         assert metrics["sample_s_per_molecule"] > 0

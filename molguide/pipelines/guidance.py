@@ -420,6 +420,9 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         )
     if cfg_model is not None:
         label = torch.nn.functional.one_hot(torch.tensor(target.target_class), target.n_bins).float()
+        # CFG is judged against the same network's unconditional samples (null label),
+        # so the improvement measures the label and w, not a difference between networks.
+        settings.append(("cfg_unconditional", 0.0, [], cfg_model))
         for w in sorted({gc.cfg, *gc.sweep}):
             term = ClassifierFreeGuidance(cfg_model, label, diffusion.schedule.sigma, w, window)
             settings.append(("cfg", w, [term], cfg_model))
@@ -458,7 +461,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             log_metrics_batch([("reward_weight_ess", ess * len(weights), 0)])
         base_seconds = None
         for kind, w, terms, base in settings:
-            name = kind if kind == "unguided" else f"{kind}_w{w:g}"
+            name = kind if kind in ("unguided", "cfg_unconditional") else f"{kind}_w{w:g}"
             mols, failures, seconds = _sample_paired(
                 base, diffusion, counts, gc, terms, config.device, progress
             )
@@ -481,10 +484,17 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             metrics = dict(j["metrics"])
             metrics["sample_s_per_molecule"] = seconds / gc.n_samples
             metrics["guided_step_cost_ratio"] = seconds / base_seconds if base_seconds else 1.0
-            if kind != "unguided":
-                metrics.update(paired_report(j, judged["unguided"], target, rstate))
+            reference = "cfg_unconditional" if kind == "cfg" else "unguided"
+            if kind not in ("unguided", "cfg_unconditional"):
+                metrics.update(paired_report(j, judged[reference], target, rstate))
+                metrics_tags = {"molguide.reference": reference}
+            else:
+                metrics_tags = {}
             with mlflow_run(
-                EXPERIMENT, name, {"molguide.guidance": kind, "molguide.weight": str(w)}, nested=True
+                EXPERIMENT,
+                name,
+                {"molguide.guidance": kind, "molguide.weight": str(w), **metrics_tags},
+                nested=True,
             ):
                 log_metrics_batch(
                     [(k, v, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
@@ -494,7 +504,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 mlflow.log_artifact(str(sdf), "samples")
             results[name] = metrics
             log.info("%s: %s", name, _short(metrics))
-        main = [n for n in results if n != "unguided"]
+        main = [n for n in results if n not in ("unguided", "cfg_unconditional")]
         parent = {
             f"{n}.{k}": v
             for n in main
