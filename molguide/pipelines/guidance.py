@@ -512,7 +512,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             if k.startswith(("property_improvement", "target_hit_rate", "reward_improvement"))
         }
         log_metrics_batch([(k, v, 0) for k, v in parent.items() if math.isfinite(v)])
-        for kind, w in ((k, w) for k, w, _, _ in settings if k not in ("unguided", "cfg")):
+        for kind, w in ((k, w) for k, w, _, _ in settings if k in ("classifier", "reward")):
             if w == (gc.classifier if kind == "classifier" else gc.reward):
                 log_metrics_batch(
                     [
