@@ -61,6 +61,29 @@ class SampleSection(_Section):
     xtb: bool = False
 
 
+class PredictorTrainSection(TrainSection):
+    """Training defaults of classifiers and evaluators (a partial override keeps the rest)."""
+
+    steps: int = Field(2000, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+
+
+class RewardTrainSection(TrainSection):
+    """Fine-tuning defaults of the reward-reweighted score model."""
+
+    lr: float = Field(2e-4, gt=0)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+
+
+class CfgTrainSection(TrainSection):
+    """Training defaults of the conditional (CFG) score model."""
+
+    lr: float = Field(5e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+
+
 class TargetSection(_Section):
     """Which property guidance aims at and how it becomes classes (see PropertyTarget)."""
 
@@ -78,7 +101,7 @@ class NetworkSection(_Section):
     backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 3})
     time_heads: int = Field(1, ge=1, description="one output head per bucket of t (classifier only)")
     grad_penalty: float = Field(0.0, ge=0, description="smoothness: weight of sigma^2 |grad log p|^2")
-    train: TrainSection = Field(default_factory=lambda: TrainSection(steps=2000, lr=5e-4, ema_decay=0.99))
+    train: PredictorTrainSection = Field(default_factory=PredictorTrainSection)
     holdout: int = Field(2000, ge=10, description="validation molecules for the diagnostics")
 
 
@@ -86,7 +109,7 @@ class CfgSection(_Section):
     """Conditional score model for classifier-free guidance (label = target class one-hot)."""
 
     p_uncond: float = Field(0.1, ge=0, le=1, description="probability the label is dropped (null token)")
-    train: TrainSection = Field(default_factory=lambda: TrainSection(steps=1000, lr=5e-4, ema_decay=0.995))
+    train: CfgTrainSection = Field(default_factory=CfgTrainSection)
 
 
 class RewardSection(_Section):
@@ -94,7 +117,7 @@ class RewardSection(_Section):
 
     beta: float = Field(1.0, description="inverse temperature on the standardised property")
     init_from_score: bool = True
-    train: TrainSection = Field(default_factory=lambda: TrainSection(steps=1000, lr=2e-4, ema_decay=0.99))
+    train: RewardTrainSection = Field(default_factory=RewardTrainSection)
 
 
 class GuideSection(_Section):

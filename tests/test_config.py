@@ -41,3 +41,17 @@ def test_bad_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_config(listy)
+
+
+def test_overriding_one_training_key_keeps_the_sections_own_defaults():
+    """--set cfg.train.max_minutes=6 once reset lr and ema to the generic defaults."""
+    from molguide.config import load_config
+
+    cfg = load_config(None, ["cfg.train.max_minutes=6", "reward.train.steps=5", "classifier.train.seed=3"])
+    assert cfg.cfg.train.max_minutes == 6 and cfg.cfg.train.lr == 5e-4 and cfg.cfg.train.ema_decay == 0.995
+    assert cfg.reward.train.steps == 5 and cfg.reward.train.lr == 2e-4
+    assert (
+        cfg.classifier.train.seed == 3
+        and cfg.classifier.train.lr == 5e-4
+        and cfg.classifier.train.steps == 2000
+    )
