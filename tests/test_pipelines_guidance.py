@@ -70,6 +70,7 @@ def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlf
     assert sorted(m.step for m in history) == list(range(10))
     assert parent.data.tags["molguide.guidance_mse_kind"] == "cfg"  # a conditional model exists
     assert len(client.get_metric_history(parent.info.run_id, "guidance_mse_est")) == 10
+    assert parent.data.metrics["reward_weight_ess"] == pytest.approx(rw["reward_weight_ess"])
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )

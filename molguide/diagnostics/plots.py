@@ -85,7 +85,7 @@ def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
     """Property improvement (with its interval) and hit rate against the guidance weight."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for kind, marker in (("classifier", "o"), ("reward", "s"), ("cfg", "^")):
+    for kind, marker, color in (("classifier", "o", "C0"), ("reward", "s", "C1"), ("cfg", "^", "C2")):
         named = sorted(
             ((float(n.split("_w")[1]), m) for n, m in results.items() if n.startswith(kind + "_w"))
         )
@@ -96,13 +96,20 @@ def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
         lo = [0.0] + [m.get("property_improvement_ci_low", math.nan) for _, m in named]
         hi = [0.0] + [m.get("property_improvement_ci_high", math.nan) for _, m in named]
         axes[0].errorbar(
-            w, imp, yerr=[np.subtract(imp, lo), np.subtract(hi, imp)], marker=marker, capsize=3, label=kind
+            w,
+            imp,
+            yerr=[np.subtract(imp, lo), np.subtract(hi, imp)],
+            marker=marker,
+            color=color,
+            capsize=3,
+            label=kind,
         )
         base = results.get("unguided", {}).get("target_hit_rate", math.nan)
         axes[1].plot(
             w,
             [base] + [m.get("target_hit_rate", math.nan) for _, m in named],
             marker=marker,
+            color=color,
             label=f"{kind} (evaluator)",
         )
         if "target_hit_rate_xtb" in results.get("unguided", {}):
@@ -111,6 +118,7 @@ def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
                 w,
                 [xb] + [m.get("target_hit_rate_xtb", math.nan) for _, m in named],
                 marker=marker,
+                color=color,
                 linestyle="--",
                 label=f"{kind} (xTB)",
             )

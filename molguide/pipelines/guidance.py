@@ -161,30 +161,25 @@ def train_classifier(config: RunConfig, progress: bool | None = None) -> dict:
 
 
 def _log_noise_levels(rows: list) -> None:
+    """Per-bin diagnostics (NoiseLevelRow objects or their stored dicts) with step = bin."""
     import mlflow
 
-    metrics = []
-    for r in rows:
-        d = r.as_dict() if hasattr(r, "as_dict") else r
-        for key in (
-            "classifier_ce",
-            "classifier_accuracy",
-            "classifier_ece",
-            "guidance_mse_est",
-            "guidance_mse_bound",
-            "grad_lipschitz",
-            "lipschitz_bound",
-        ):
-            if d[key] is not None and math.isfinite(d[key]):
-                metrics.append((key, d[key], d["bin"]))
-    log_metrics_batch(metrics)
+    rows = [r.as_dict() if hasattr(r, "as_dict") else r for r in rows]
+    keys = (
+        "classifier_ce",
+        "classifier_accuracy",
+        "classifier_ece",
+        "guidance_mse_est",
+        "guidance_mse_bound",
+        "grad_lipschitz",
+        "lipschitz_bound",
+    )
+    log_metrics_batch(
+        [(k, d[k], d["bin"]) for d in rows for k in keys if d[k] is not None and math.isfinite(d[k])]
+    )
     if rows:
-        d0 = rows[0].as_dict() if hasattr(rows[0], "as_dict") else rows[0]
-        mlflow.set_tag("molguide.guidance_mse_kind", d0["guidance_mse_kind"])
-        mlflow.set_tag(
-            "molguide.noise_bins",
-            " ".join(f"{(d.as_dict() if hasattr(d, 'as_dict') else d)['t_low']:.2f}" for d in rows),
-        )
+        mlflow.set_tag("molguide.guidance_mse_kind", rows[0]["guidance_mse_kind"])
+        mlflow.set_tag("molguide.noise_bins", " ".join(f"{d['t_low']:.2f}" for d in rows))
 
 
 # ----------------------------------------------------------------------------- evaluator
@@ -289,6 +284,7 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
         "direction": direction,
         "mean": float(mols.properties[prop].mean()),
         "std": float(mols.properties[prop].std()),
+        "reward_weight_ess": ess_fraction * len(mols),
     }
     trainer = Trainer(
         model,
@@ -327,8 +323,8 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
     return summary
 
 
-def load_reward_model(path: str | Path, device: str = "cpu"):
-    """(reward-reweighted score network with EMA weights, checkpoint state)."""
+def load_score_network(path: str | Path, device: str = "cpu"):
+    """(score network with EMA weights, checkpoint state) of a train-reward or train-cfg checkpoint."""
     state = load_checkpoint(path, map_location=device)
     model = build_score_model(state["model_config"])
     model.load_state_dict(ema_weights(state["ema"]))
@@ -398,10 +394,10 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         raise ValueError(f"the evaluator predicts {estate['property']}, the classifier {target.name}")
     reward_model = rstate = None
     if _path(config, "reward").exists():
-        reward_model, rstate = load_reward_model(_path(config, "reward"), config.device)
+        reward_model, rstate = load_score_network(_path(config, "reward"), config.device)
     cfg_model = None
     if _path(config, "cfg").exists():
-        cfg_model, cfg_state = load_reward_model(_path(config, "cfg"), config.device)
+        cfg_model, cfg_state = load_score_network(_path(config, "cfg"), config.device)
         if PropertyTarget.from_dict(cfg_state["target"]).edges != target.edges:
             raise ValueError("the CFG model and the classifier were trained with different target bins")
     window = TimeWindow(gc.t_min, gc.t_max)
@@ -454,11 +450,8 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             _log_noise_levels(rows)
         else:
             _log_noise_levels(cstate.get("noise_levels", []))
-        if rstate is not None:
-            weights, ess = reward_weights(
-                split_molecules(config).properties[target.name], rstate["beta"], rstate["direction"]
-            )
-            log_metrics_batch([("reward_weight_ess", ess * len(weights), 0)])
+        if rstate is not None and "reward_weight_ess" in rstate:
+            log_metrics_batch([("reward_weight_ess", rstate["reward_weight_ess"], 0)])
         base_seconds = None
         for kind, w, terms, base in settings:
             name = kind if kind in ("unguided", "cfg_unconditional") else f"{kind}_w{w:g}"

@@ -20,6 +20,7 @@ from molguide.diffusion.training import DiffusionTrainer
 from molguide.models import ScoreNetwork
 from molguide.pipelines.common import run_training, split_molecules, train_config
 from molguide.tracking import flatten, log_metrics_batch, mlflow_run
+from molguide.training import ema_weights
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def load_score_model(path: str | Path, use_ema: bool = True, device: str = "cpu"
     state = load_checkpoint(path, map_location=device)
     model = build_score_model(state["model_config"])
     if use_ema:
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+        weights = ema_weights(state["ema"])
     else:
         weights = state["model"]
     model.load_state_dict(weights)
