@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,35 +138,91 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 PIPELINES = {
+    "quickstart": "molguide.pipelines.workflow:quickstart",
+    "full": "molguide.pipelines.workflow:full",
+    "toy": "molguide.pipelines.toy:run_toy",
     "train-score": "molguide.pipelines.score:train_score",
-    "sample": "molguide.pipelines.score:sample_and_evaluate",
     "train-classifier": "molguide.pipelines.guidance:train_classifier",
     "train-evaluator": "molguide.pipelines.guidance:train_evaluator",
     "train-reward": "molguide.pipelines.guidance:train_reward",
     "train-cfg": "molguide.pipelines.guidance:train_cfg",
+    "sample": "molguide.pipelines.score:sample_and_evaluate",
     "guide": "molguide.pipelines.guidance:guided_sample",
-    "toy": "molguide.pipelines.toy:run_toy",
+    "evaluate": "molguide.pipelines.workflow:evaluate_file",
 }
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    parts = ["molguide", "run", args.pipeline]
+    if args.config:
+        parts += ["-c", args.config]
+    for item in args.set:
+        parts += ["--set", item]
+    return shlex.join(parts)
+
+
 def run_pipeline(args: argparse.Namespace) -> int:
-    """``molguide run PIPELINE``: resolve the config, run, print the summary as JSON."""
+    """``molguide run PIPELINE``: resolve the config, check the tracking store, run, print the summary."""
     import importlib
 
-    from molguide.config import load_config
-    from molguide.tracking import tracking_uri
+    from molguide.config import dump_config, load_config
+    from molguide.tracking import check_tracking, ui_command
 
-    config = load_config(args.config, args.set)
+    base = None
+    if args.pipeline == "quickstart":
+        from molguide.pipelines.workflow import quickstart_defaults
+
+        base = quickstart_defaults()
+    overrides = [*args.set, *shlex.split(args.overrides or "")]
+    config = load_config(args.config or None, overrides, base=base)
+    uri = check_tracking()  # an unreachable server fails here, before any training
     module, func = PIPELINES[args.pipeline].split(":")
-    log.info(
-        "running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", tracking_uri()
-    )
+    log.info("running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", uri)
+    log.debug("resolved config:\n%s", dump_config(config))
+    progress = False if args.no_progress else None
     try:
-        summary = getattr(importlib.import_module(module), func)(config)
+        summary = getattr(importlib.import_module(module), func)(config, progress=progress)
     except ValueError as err:  # configuration values the schema cannot check (e.g. backbone kwargs)
         raise UserError(str(err)) from err
-    print(json.dumps(summary, indent=2, default=str))
-    log.info("see the runs with: mlflow ui --backend-store-uri %s", tracking_uri())
+    except (KeyboardInterrupt, Exception) as err:
+        if not any(Path(config.output_dir).glob("*/last.pt")):
+            raise
+        what = (
+            "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed ({type(err).__name__}: {err})"
+        )
+        print(
+            f"molguide: {args.pipeline} {what}; the MLflow run is marked "
+            f"{'KILLED' if isinstance(err, KeyboardInterrupt) else 'FAILED'}, checkpoints are kept in "
+            f"{config.output_dir}.\nmolguide: resume with: {_resume_command(args)}",
+            file=sys.stderr,
+        )
+        raise
+    if args.pipeline == "guide" and not args.json:
+        from molguide.pipelines.workflow import summary_table
+
+        summary["table"] = summary_table({"pipeline": "guide", "steps": {"guide": summary}}, config)
+        summary["mlflow_ui"] = ui_command(uri)
+    if args.json or "table" not in summary:
+        print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2, default=str))
+    else:
+        print(summary["table"])
+        print(f"\nMLflow run {summary['run_id']}; open the UI with:\n  {summary['mlflow_ui']}")
+        return 0
+    log.info("see the runs with: %s", ui_command(uri))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``molguide compare``: the runs of the store and their key metrics, as a table or CSV."""
+    from molguide.compare import compare_runs, to_csv, to_table
+    from molguide.tracking import check_tracking
+
+    check_tracking()
+    try:
+        rows = compare_runs(args.experiment, include_nested=args.all)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    print(to_csv(rows) if args.csv else to_table(rows), end="" if args.csv else "\n")
     return 0
 
 
@@ -194,8 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline and log it to MLflow")
     run.add_argument("pipeline", choices=sorted(PIPELINES), help="which pipeline")
     run.add_argument("-c", "--config", help="YAML run configuration (default: built-in defaults)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set train.steps=200 (repeatable)")  # fmt: skip
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (repeatable)"
+    )
+    run.add_argument("--overrides", help="several KEY=VALUE in one string (for MLproject entry points)")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (default: only on a tty)")
+
+    cmp = sub.add_parser("compare", help="runs of the MLflow store and their key metrics")
+    cmp.add_argument("--experiment", help="one experiment (default: every molguide-* experiment)")
+    cmp.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    cmp.add_argument("--all", action="store_true", help="include nested runs (steps, sweep settings)")
 
     ev = sub.add_parser("evaluate", help="chemistry metrics of molecules in an SDF or XYZ file")
     ev.add_argument("file", help="molecule file: .sdf, .xyz, or .csv/.smi of SMILES")
@@ -214,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from molguide.config import ConfigError
     from molguide.data.io import MoleculeFileError
     from molguide.data.qm9 import DataError
+    from molguide.tracking import TrackingError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -233,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluate(args)
         if args.command == "run":
             return run_pipeline(args)
-    except (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError) as err:
+        if args.command == "compare":
+            return run_compare(args)
+    except (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError, TrackingError) as err:
         print(f"molguide: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

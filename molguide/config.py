@@ -6,6 +6,7 @@ key path and what is allowed (pydantic does the checking).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,14 +109,18 @@ class NetworkSection(_Section):
 class CfgSection(_Section):
     """Conditional score model for classifier-free guidance (label = target class one-hot)."""
 
+    enabled: bool = Field(False, description="train it in the full pipeline")
     p_uncond: float = Field(0.1, ge=0, le=1, description="probability the label is dropped (null token)")
     train: CfgTrainSection = Field(default_factory=CfgTrainSection)
 
 
 class RewardSection(_Section):
-    """Reward-reweighted score model: r(x) = exp(beta * z(property)), z standardised."""
+    """Reward-reweighted score model: r(x) = exp(beta * z(property)), z standardised and clipped."""
 
     beta: float = Field(1.0, description="inverse temperature on the standardised property")
+    clip_z: float | None = Field(
+        3.0, gt=0, description="clip the standardised property to +-clip_z (None: no clip)"
+    )
     init_from_score: bool = True
     train: RewardTrainSection = Field(default_factory=RewardTrainSection)
 
@@ -138,6 +143,14 @@ class GuideSection(_Section):
     diagnostics_molecules: int = Field(1000, ge=10)
 
 
+class EvaluateSection(_Section):
+    """``molguide run evaluate``: chemistry metrics of a molecule file, logged to MLflow."""
+
+    file: str | None = Field(None, description="SDF, XYZ or SMILES CSV to evaluate")
+    xtb: bool = True
+    novelty: bool = True
+
+
 class RunConfig(_Section):
     """Everything a run needs; ``molguide run PIPELINE -c FILE --set a.b=c`` builds one."""
 
@@ -155,6 +168,7 @@ class RunConfig(_Section):
     reward: RewardSection = Field(default_factory=RewardSection)
     cfg: CfgSection = Field(default_factory=CfgSection)
     guide: GuideSection = Field(default_factory=GuideSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
 
 class ConfigError(ValueError):
@@ -171,19 +185,42 @@ def _set_path(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML config (or the defaults) and apply ``key.path=value`` overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections")
+def read_yaml_tree(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a nested dict; unreadable or malformed files name the file."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    return tree
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Read a YAML config (or the defaults) and apply ``key.path=value`` overrides.
+
+    ``base`` (a pipeline's own defaults, e.g. the quickstart's) lies under the file:
+    the file's keys replace the base's one by one, sections merge.
+    """
+    tree: dict[str, Any] = copy.deepcopy(base or {})
+    if path:
+        tree = _merge(tree, read_yaml_tree(path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")

@@ -18,6 +18,14 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def ui_command(uri: str | None = None) -> str:
+    """The command that opens the MLflow UI on this store (SQLite paths made absolute)."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -44,16 +52,51 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (e.g. a server that does not answer)."""
+
+
+def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
+    """Fail fast, before any training, when an HTTP tracking server does not answer.
+
+    Returns the URI. SQLite and other local stores need no check (MLflow creates them).
+    """
+    import urllib.error
+    import urllib.request
+
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return uri
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as reply:  # noqa: S310 (the user's own URI)
+            if reply.status != 200:
+                raise TrackingError(f"MLflow tracking server {uri} answered {reply.status} on /health")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is not reachable: {reason}. "
+            "Start it, or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
+        ) from None
+    return uri
+
+
 @contextmanager
 def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = None, nested: bool = False):
-    """Start (or nest) an MLflow run with the git commit as a tag; yields the active run.
+    """Start an MLflow run with the git commit as a tag; yields the active run.
 
-    A crash marks the run FAILED, Ctrl-C marks it KILLED (MLflow's own end_run states).
+    Inside another run (a quickstart step, a sweep setting) the run is nested under it
+    and stays in the parent's experiment. Under ``mlflow run`` (``MLFLOW_RUN_ID`` set)
+    the outermost run is the one MLflow created for the project. A crash marks the run
+    FAILED, Ctrl-C marks it KILLED (MLflow's own end_run states).
     """
     import mlflow
 
+    # stdout carries molguide's summary (or its --json); MLflow would print run URLs there.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(tracking_uri())
-    if not nested:
+    nested = nested or mlflow.active_run() is not None
+    if not nested and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
     all_tags = {"molguide.git_commit": _git_commit() or "unknown", **(tags or {})}
     run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags)
@@ -67,6 +110,16 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def log_config(config) -> None:
+    """Log a RunConfig as flat params plus the resolved YAML (artifact ``config.yaml``)."""
+    import mlflow
+
+    from molguide.config import dump_config
+
+    mlflow.log_params(flatten(config.model_dump()))
+    mlflow.log_text(dump_config(config), "config.yaml")
 
 
 def log_metrics_batch(rows: Iterable[tuple[str, float, int]]) -> None:

@@ -57,3 +57,17 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path):
         assert "Traceback" not in proc.stderr
         assert proc.stderr.strip().startswith("molguide: error:")
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_run_config_problems_are_one_line_naming_the_key(tmp_path, capsys):
+    cases = {
+        "guide.clasifier=1": "guide.clasifier: Extra inputs are not permitted",
+        "guide.n_samples=-1": "guide.n_samples: Input should be greater than or equal to 2",
+        "target.property=gap": "target.property: Input should be 'gap_eV'",
+        "classifier.train.lr=fast": "classifier.train.lr: Input should be a valid number",
+    }
+    for override, message in cases.items():
+        assert main(["run", "quickstart", "--set", override, "--set", f"output_dir={tmp_path}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not any(tmp_path.iterdir())  # nothing ran

@@ -55,3 +55,19 @@ def test_overriding_one_training_key_keeps_the_sections_own_defaults():
         and cfg.classifier.train.lr == 5e-4
         and cfg.classifier.train.steps == 2000
     )
+
+
+def test_quickstart_defaults_validate_and_layer_under_file_and_overrides(tmp_path):
+    from molguide.pipelines.workflow import full_steps, quickstart_defaults
+
+    base = quickstart_defaults()
+    config = load_config(None, [], base=base)
+    assert config.name == "quickstart" and config.train.steps == 1200 and config.reward.clip_z == 3.0
+    layer = tmp_path / "layer.yaml"
+    layer.write_text("guide:\n  n_samples: 50\n")
+    config = load_config(layer, ["classifier.train.steps=7"], base=base)
+    assert config.guide.n_samples == 50 and config.guide.classifier == 2.0  # sections merge
+    assert config.classifier.train.steps == 7 and config.classifier.train.seed == 1
+    assert base["guide"]["n_samples"] == 500  # the defaults are not modified
+    assert full_steps(config)[-2:] == ("sample", "guide") and "train-cfg" not in full_steps(config)
+    assert "train-cfg" in full_steps(load_config(None, ["cfg.enabled=true"]))

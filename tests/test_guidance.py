@@ -55,6 +55,18 @@ def test_reward_weights_and_their_effective_sample_size():
     assert reward_weights(values, beta=0.0)[1] == pytest.approx(1.0)
 
 
+def test_clipping_z_bounds_the_weights_of_a_long_tail():
+    # A long upper tail like QM9's gap: a few molecules many standard deviations up.
+    values = np.concatenate([np.random.default_rng(1).normal(0, 1, 5000), [12.0, 15.0]])
+    w_raw, ess_raw = reward_weights(values, beta=1.0)
+    w, ess = reward_weights(values, beta=1.0, clip_z=3.0)
+    assert ess_raw < 0.05 and ess > 0.3  # two molecules carried the unclipped training
+    z = (values - values.mean()) / values.std()
+    assert w.max() / w.min() == pytest.approx(math.exp(min(z.max(), 3) - max(z.min(), -3)))
+    inside = np.abs(z) < 3  # unclipped molecules keep exp(z) ratios
+    assert np.allclose(np.log(w[inside]) - z[inside], (np.log(w[inside]) - z[inside])[0])
+
+
 # ----------------------------------------------------------------------------- predictor
 
 

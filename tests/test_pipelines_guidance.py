@@ -95,5 +95,31 @@ def test_guide_without_a_classifier_checkpoint_names_the_file(tmp_path, mlflow_s
     from molguide.pipelines.guidance import guided_sample
 
     config = load_config(None, [f"output_dir={tmp_path / 'nothing'}"])
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such run folder"):
         guided_sample(config, progress=False)
+
+
+def test_a_longer_run_resumes_a_finished_evaluator_exactly(tmp_path, mlflow_store, qm9):
+    """A finished run's checkpoint keeps the raw weights, so extending it equals training longer at once."""
+    import torch
+
+    from molguide.checkpoint import load_checkpoint
+    from molguide.pipelines.guidance import train_evaluator
+
+    tiny = [
+        "data.max_molecules=200",
+        "evaluator.backbone_kwargs={hidden: 16, num_layers: 2}",
+        "evaluator.holdout=20",
+        "evaluator.train.batch_size=16",
+        "evaluator.train.log_every=5",
+    ]
+    resumed = [f"output_dir={tmp_path / 'resumed'}", *tiny]
+    train_evaluator(load_config(None, [*resumed, "evaluator.train.steps=10"]), progress=False)
+    train_evaluator(load_config(None, [*resumed, "evaluator.train.steps=20"]), progress=False)
+    once = [f"output_dir={tmp_path / 'once'}", *tiny, "evaluator.train.steps=20"]
+    train_evaluator(load_config(None, once), progress=False)
+    a = load_checkpoint(tmp_path / "resumed" / "evaluator" / "last.pt")
+    b = load_checkpoint(tmp_path / "once" / "evaluator" / "last.pt")
+    assert a["step"] == b["step"] == 20
+    for key in b["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

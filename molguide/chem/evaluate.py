@@ -196,11 +196,11 @@ def evaluate(
     return Evaluation(metrics, results, errors, n + len(read_errors), summary)
 
 
-def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:
-    """SDF of evaluated molecules with their input properties and per-molecule results
-    (valid, mol_stable, atom_stable_fraction, smiles, oracle values, notes) as SD tags.
-    Molecules whose bonds were perceived are written with those bonds."""
-    from molguide.data.io import molecule_to_rdkit, write_sdf
+def annotated_mols(evaluation: Evaluation, molecules: Sequence[Molecule]) -> list:
+    """RDKit Mols (3D conformer; perceived bonds where bonds were assigned) carrying the
+    molecule's properties and the per-molecule results (valid, mol_stable,
+    atom_stable_fraction, smiles, oracle values, notes) as properties."""
+    from molguide.data.io import molecule_to_rdkit
 
     out = []
     for molecule, result in zip(molecules, evaluation.molecules):
@@ -220,4 +220,11 @@ def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], p
         if result.notes:
             mol.SetProp("notes", "; ".join(result.notes))
         out.append(mol)
-    return write_sdf(out, path)
+    return out
+
+
+def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:
+    """SDF of evaluated molecules with the properties of :func:`annotated_mols` as SD tags."""
+    from molguide.data.io import write_sdf
+
+    return write_sdf(annotated_mols(evaluation, molecules), path)

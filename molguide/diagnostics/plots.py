@@ -184,3 +184,30 @@ def plot_toy(curve: dict, cfg: dict, reward: dict, trained: dict, path: str | Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_molecule_grid(
+    rows: dict[str, list], path: str | Path, label_prop: str | None = None, per_row: int = 6
+) -> Path:
+    """A grid image of molecules, one row per setting (first ``per_row`` valid molecules each).
+
+    ``rows`` maps a setting name to RDKit Mols (as returned by ``annotated_mols``); the
+    legend shows the setting and ``label_prop`` when the molecule carries it.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, Draw
+
+    mols, legends = [], []
+    for name, candidates in rows.items():
+        chosen = [m for m in candidates if m.HasProp("valid") and m.GetProp("valid") == "1"][:per_row]
+        for mol in chosen:
+            flat = Chem.RemoveHs(Chem.Mol(mol), sanitize=False)
+            AllChem.Compute2DCoords(flat)
+            value = f" {float(mol.GetProp(label_prop)):.2f}" if label_prop and mol.HasProp(label_prop) else ""
+            mols.append(flat)
+            legends.append(f"{name}{value}")
+        mols += [Chem.Mol()] * (per_row - len(chosen))  # keep one setting per row
+        legends += [""] * (per_row - len(chosen))
+    image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(220, 180), legends=legends)
+    image.save(str(path))
+    return Path(path)

@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 
-from molguide.chem.evaluate import evaluate, write_annotated_sdf
+from molguide.chem.evaluate import annotated_mols, evaluate, write_annotated_sdf
 from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.diagnostics.statistics import bootstrap_mean, inverse_probability_summary, paired_improvement
-from molguide.guidance.targets import PropertyTarget
+from molguide.guidance.targets import PropertyTarget, reward_logits
 from molguide.models.predictor import MoleculePredictor, predict_property
 
 
@@ -39,9 +39,11 @@ def class_probability(pred: np.ndarray, rmse: float, target: PropertyTarget) -> 
     return norm.cdf((hi - pred) / rmse) - norm.cdf((lo - pred) / rmse)
 
 
-def reward_values(values: np.ndarray, beta: float, direction: float, mean: float, std: float) -> np.ndarray:
-    """r(x) = exp(beta * direction * (v - mean) / std), the reward the reward model was trained with."""
-    return np.exp(beta * direction * (values - mean) / std)
+def reward_values(
+    values: np.ndarray, beta: float, direction: float, mean: float, std: float, clip_z: float | None = None
+) -> np.ndarray:
+    """r(x) = exp(beta * direction * z(v)), the reward the reward model was trained with."""
+    return np.exp(reward_logits(values, beta, direction, mean, std, clip_z))
 
 
 def judge(
@@ -116,6 +118,7 @@ def judge(
         "xtb_hits": xtb_hits,
         "valid": valid,
         "write_sdf": write_sdf,
+        "rdkit": lambda: annotated_mols(ev, mols),
     }
 
 
@@ -138,6 +141,7 @@ def paired_report(guided: dict, unguided: dict, target: PropertyTarget, reward_s
         )
     if reward_state is not None:
         args = (reward_state["beta"], reward_state["direction"], reward_state["mean"], reward_state["std"])
+        args += (reward_state.get("clip_z"),)
         r_g, r_u = reward_values(guided["evaluator"], *args), reward_values(unguided["evaluator"], *args)
         out.update(paired_improvement(r_g, r_u, 1.0)[0].as_metrics("reward_improvement"))
         out["reward_mean"] = _nanmean(r_g)

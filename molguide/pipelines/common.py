@@ -46,7 +46,14 @@ def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: 
         trainer.resume()
         log.info("%s: resuming %s at step %d of %d", desc, ckpt, trainer.step, section.steps)
 
+    last_line = [time.monotonic()]
+
     def on_log(entries: list[StepLog]) -> None:
+        # Without a progress bar (logs, CI), a line every 30 s shows the run is alive.
+        if not progress and time.monotonic() - last_line[0] > 30:
+            last_line[0] = time.monotonic()
+            loss = float(np.mean([e.loss for e in entries]))
+            log.info("%s: step %d of %d, loss %.4f", desc, entries[-1].step, section.steps, loss)
         rows = []
         for e in entries:
             rows += [("loss", e.loss, e.step), ("grad_norm", e.grad_norm, e.step), ("lr", e.lr, e.step)]

@@ -10,6 +10,7 @@ independent of every learned model.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sys
@@ -20,21 +21,27 @@ import numpy as np
 import torch
 
 from molguide.checkpoint import load_checkpoint
-from molguide.config import RunConfig, dump_config
+from molguide.components import (
+    build_predictor,
+    build_score_model,
+    diffusion_from_config,
+    inference_state,
+    load_components,
+    log_component,
+)
+from molguide.config import RunConfig
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import sample
-from molguide.diffusion.schedule import NoiseSchedule
 from molguide.diffusion.training import DenoisingObjective
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
 from molguide.guidance.targets import PropertyTarget, reward_weights
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
-from molguide.models.predictor import MoleculePredictor, predict_property
+from molguide.models.predictor import predict_property
 from molguide.pipelines.common import run_training, split_molecules, train_config
 from molguide.pipelines.score import _checkpoint_path as score_checkpoint_path
-from molguide.pipelines.score import build_score_model, load_score_model
-from molguide.tracking import flatten, log_metrics_batch, mlflow_run
+from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import Trainer, ema_weights
 
 log = logging.getLogger(__name__)
@@ -52,8 +59,7 @@ def _progress(progress: bool | None) -> bool:
 
 
 def _diffusion(config: RunConfig) -> VPDiffusion:
-    dc = config.diffusion
-    return VPDiffusion(NoiseSchedule(dc.schedule, dc.steps, dc.precision))
+    return diffusion_from_config(config.diffusion.model_dump())
 
 
 def fitted_target(config: RunConfig, values: np.ndarray) -> PropertyTarget:
@@ -62,37 +68,19 @@ def fitted_target(config: RunConfig, values: np.ndarray) -> PropertyTarget:
     return PropertyTarget(tc.property, tc.n_bins, tc.thresholds, tc.target, tc.target_value).fit(values)
 
 
-def build_predictor(section: dict, out_dim: int, time_input: bool) -> MoleculePredictor:
-    """A MoleculePredictor from a classifier/evaluator section (as a dict)."""
-    try:
-        return MoleculePredictor(
-            out_dim=out_dim,
-            time_input=time_input,
-            time_heads=section.get("time_heads", 1) if time_input else 1,
-            backbone=section["backbone"],
-            **section["backbone_kwargs"],
-        )
-    except TypeError as err:
-        raise ValueError(f"backbone_kwargs: {err}") from err
+def averaged_copy(trainer: Trainer) -> torch.nn.Module:
+    """The trained network with EMA weights, as a copy in eval mode.
 
-
-def load_predictor(path: str | Path, device: str = "cpu") -> tuple[MoleculePredictor, dict]:
-    """(predictor with EMA weights, checkpoint state) from a train-classifier/-evaluator checkpoint."""
-    state = load_checkpoint(path, map_location=device)
-    model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
-    model.load_state_dict(ema_weights(state["ema"]))
-    return model.to(device).eval(), state
+    A copy, because the trainer's own model must keep its raw weights: they go into the
+    checkpoint that a later, longer run resumes from.
+    """
+    model = copy.deepcopy(trainer.model)
+    model.load_state_dict(trainer.averaged_weights())
+    return model.eval()
 
 
 def _tags(pipeline: str, split: str) -> dict[str, str]:
     return {"molguide.pipeline": pipeline, "molguide.dataset": "qm9", "molguide.split_half": split}
-
-
-def _log_config(config: RunConfig) -> None:
-    import mlflow
-
-    mlflow.log_params(flatten(config.model_dump()))
-    mlflow.log_text(dump_config(config), "config.yaml")
 
 
 # ----------------------------------------------------------------------------- classifier
@@ -111,6 +99,7 @@ def train_classifier(config: RunConfig, progress: bool | None = None) -> dict:
     target = fitted_target(config, mols.properties[config.target.property])
     labels = target.labels(mols.properties[config.target.property])
     diffusion = _diffusion(config)
+    torch.manual_seed(section.train.seed)  # the initial weights, so a run is reproducible alone
     model = build_predictor(section.model_dump(), target.n_bins, time_input=True)
     ckpt = _path(config, "classifier")
     extra = {
@@ -131,12 +120,12 @@ def train_classifier(config: RunConfig, progress: bool | None = None) -> dict:
     )
     log.info("classifier: %s; %d training molecules", target.describe(), len(mols))
     with mlflow_run(EXPERIMENT, f"{config.name}-classifier", _tags("train-classifier", config.data.split)):
-        _log_config(config)
+        log_config(config)
         summary = run_training(trainer, section.train, progress, "train classifier")
-        model.load_state_dict(trainer.averaged_weights())
+        averaged = averaged_copy(trainer)
         held = split_molecules(config, "valid", section.holdout)
         rows = noise_level_diagnostics(
-            model.eval(),
+            averaged,
             diffusion,
             held,
             target.labels(held.properties[config.target.property]),
@@ -147,6 +136,7 @@ def train_classifier(config: RunConfig, progress: bool | None = None) -> dict:
         trainer.extra_state["noise_levels"] = [r.as_dict() for r in rows]
         trainer.save()
         mlflow.log_artifact(str(ckpt), "checkpoint")
+        log_component("classifier", inference_state(trainer.state_dict()))
         png = ckpt.parent / "noise_levels.png"
         plot_noise_levels(rows, png, f"{config.target.property} classifier")
         mlflow.log_artifact(str(png), "plots")
@@ -160,7 +150,7 @@ def train_classifier(config: RunConfig, progress: bool | None = None) -> dict:
     return summary
 
 
-def _log_noise_levels(rows: list) -> None:
+def _log_noise_levels(rows: list) -> list[dict]:
     """Per-bin diagnostics (NoiseLevelRow objects or their stored dicts) with step = bin."""
     import mlflow
 
@@ -180,6 +170,7 @@ def _log_noise_levels(rows: list) -> None:
     if rows:
         mlflow.set_tag("molguide.guidance_mse_kind", rows[0]["guidance_mse_kind"])
         mlflow.set_tag("molguide.noise_bins", " ".join(f"{d['t_low']:.2f}" for d in rows))
+    return rows
 
 
 # ----------------------------------------------------------------------------- evaluator
@@ -194,6 +185,7 @@ def train_evaluator(config: RunConfig, progress: bool | None = None) -> dict:
     mols = split_molecules(config, "evaluator_half")
     values = mols.properties[prop]
     mean, std = float(values.mean()), float(values.std())
+    torch.manual_seed(section.train.seed)
     model = build_predictor(section.model_dump(), 1, time_input=False)
     ckpt = _path(config, "evaluator")
     extra = {
@@ -215,10 +207,9 @@ def train_evaluator(config: RunConfig, progress: bool | None = None) -> dict:
         config.device,
     )
     with mlflow_run(EXPERIMENT, f"{config.name}-evaluator", _tags("train-evaluator", "evaluator_half")):
-        _log_config(config)
+        log_config(config)
         summary = run_training(trainer, section.train, progress, "train evaluator")
-        model.load_state_dict(trainer.averaged_weights())
-        model.eval()
+        model = averaged_copy(trainer)
         # Reference rows on molecules of the generator half (design.md section 8).
         gen = split_molecules(config, "generator_half", section.holdout)
         truth = gen.properties[prop]
@@ -234,6 +225,7 @@ def train_evaluator(config: RunConfig, progress: bool | None = None) -> dict:
         trainer.extra_state["reference_rows"] = rows
         trainer.save()
         mlflow.log_artifact(str(ckpt), "checkpoint")
+        log_component("evaluator", inference_state(trainer.state_dict()))
         summary.update(rows)
         summary["run_id"] = mlflow.active_run().info.run_id
     log.info(
@@ -267,7 +259,8 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
     mols = split_molecules(config)
     target = fitted_target(config, mols.properties[prop])
     direction = target.direction or 1.0
-    weights, ess_fraction = reward_weights(mols.properties[prop], section.beta, direction)
+    weights, ess_fraction = reward_weights(mols.properties[prop], section.beta, direction, section.clip_z)
+    torch.manual_seed(section.train.seed)
     model = build_score_model(config.model.model_dump())
     if section.init_from_score:
         base = score_checkpoint_path(config)
@@ -281,6 +274,7 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
         "diffusion_config": config.diffusion.model_dump(),
         "property": prop,
         "beta": section.beta,
+        "clip_z": section.clip_z,
         "direction": direction,
         "mean": float(mols.properties[prop].mean()),
         "std": float(mols.properties[prop].std()),
@@ -296,15 +290,16 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
         config.device,
     )
     log.info(
-        "reward model: r = exp(%g * %+g * z(%s)); ESS %.1f%% of %d molecules",
+        "reward model: r = exp(%g * %+g * z(%s)), z clipped at %s; ESS %.1f%% of %d molecules",
         section.beta,
         direction,
         prop,
+        section.clip_z,
         100 * ess_fraction,
         len(mols),
     )
     with mlflow_run(EXPERIMENT, f"{config.name}-reward", _tags("train-reward", config.data.split)):
-        _log_config(config)
+        log_config(config)
         log_metrics_batch(
             [
                 ("reward_weight_ess", ess_fraction * len(mols), 0),
@@ -313,6 +308,7 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
         )
         summary = run_training(trainer, section.train, progress, "train reward")
         mlflow.log_artifact(str(ckpt), "checkpoint")
+        log_component("reward", inference_state(trainer.state_dict()))
         summary.update(
             {
                 "reward_weight_ess": ess_fraction * len(mols),
@@ -321,14 +317,6 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
             }
         )
     return summary
-
-
-def load_score_network(path: str | Path, device: str = "cpu"):
-    """(score network with EMA weights, checkpoint state) of a train-reward or train-cfg checkpoint."""
-    state = load_checkpoint(path, map_location=device)
-    model = build_score_model(state["model_config"])
-    model.load_state_dict(ema_weights(state["ema"]))
-    return model.to(device).eval(), state
 
 
 # ----------------------------------------------------------------------------- CFG model
@@ -344,6 +332,7 @@ def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
     target = fitted_target(config, mols.properties[config.target.property])
     onehot = np.eye(target.n_bins, dtype=np.float32)[target.labels(mols.properties[config.target.property])]
     model_config = {**config.model.model_dump(), "context_dim": target.n_bins}
+    torch.manual_seed(section.train.seed)
     model = build_score_model(model_config)
     diffusion = _diffusion(config)
     ckpt = _path(config, "cfg")
@@ -364,9 +353,10 @@ def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
         config.device,
     )
     with mlflow_run(EXPERIMENT, f"{config.name}-cfg", _tags("train-cfg", config.data.split)):
-        _log_config(config)
+        log_config(config)
         summary = run_training(trainer, section.train, progress, "train CFG model")
         mlflow.log_artifact(str(ckpt), "checkpoint")
+        log_component("cfg", inference_state(trainer.state_dict()))
         summary.update({"target": target.describe(), "run_id": mlflow.active_run().info.run_id})
     return summary
 
@@ -379,27 +369,20 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     import mlflow
 
     from molguide.chem.smiles import qm9_training_smiles
-    from molguide.diagnostics.plots import plot_histograms, plot_sweep
+    from molguide.diagnostics.noise_levels import noise_level_diagnostics
+    from molguide.diagnostics.plots import plot_histograms, plot_molecule_grid, plot_noise_levels, plot_sweep
     from molguide.diagnostics.report import judge, paired_report
 
     progress = _progress(progress)
     gc = config.guide
-    score_model, diffusion, nodes, score_state = load_score_model(
-        score_checkpoint_path(config), True, config.device
-    )
-    classifier, cstate = load_predictor(_path(config, "classifier"), config.device)
-    target = PropertyTarget.from_dict(cstate["target"])
-    evaluator, estate = load_predictor(_path(config, "evaluator"), config.device)
-    if estate["property"] != target.name:
-        raise ValueError(f"the evaluator predicts {estate['property']}, the classifier {target.name}")
-    reward_model = rstate = None
-    if _path(config, "reward").exists():
-        reward_model, rstate = load_score_network(_path(config, "reward"), config.device)
-    cfg_model = None
-    if _path(config, "cfg").exists():
-        cfg_model, cfg_state = load_score_network(_path(config, "cfg"), config.device)
-        if PropertyTarget.from_dict(cfg_state["target"]).edges != target.edges:
-            raise ValueError("the CFG model and the classifier were trained with different target bins")
+    parts = load_components(config.output_dir, config.device)
+    score_model, diffusion, nodes = parts.network("score"), parts.diffusion, parts.nodes
+    classifier, cstate = parts.network("classifier"), parts.states["classifier"]
+    target = parts.target
+    evaluator, estate = parts.network("evaluator"), parts.states["evaluator"]
+    reward_model = parts.networks.get("reward")
+    rstate = parts.states.get("reward")
+    cfg_model = parts.networks.get("cfg")
     window = TimeWindow(gc.t_min, gc.t_max)
     # (kind, weight, terms, base model): every setting shares the seeds of the unguided one.
     settings: list[tuple[str, float, list, torch.nn.Module]] = [("unguided", 0.0, [], score_model)]
@@ -411,9 +394,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             term = RewardGuidance(reward_model, diffusion.schedule.sigma, w, window)
             settings.append(("reward", w, [term], score_model))
     elif gc.reward:
-        log.warning(
-            "no reward model at %s: reward guidance skipped (run train-reward)", _path(config, "reward")
-        )
+        log.warning("no reward model in %s: reward guidance skipped (run train-reward)", config.output_dir)
     if cfg_model is not None:
         label = torch.nn.functional.one_hot(torch.tensor(target.target_class), target.n_bins).float()
         # CFG is judged against the same network's unconditional samples (null label),
@@ -430,12 +411,12 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     judged: dict[str, dict] = {}
-    with mlflow_run(EXPERIMENT, f"{config.name}-guide", _tags("sample", config.data.split)):
-        _log_config(config)
+    with mlflow_run(EXPERIMENT, f"{config.name}-guide", _tags("guide", config.data.split)):
+        log_config(config)
+        for kind, state in parts.states.items():  # this run id alone loads the designer again
+            log_component(kind, state)
         mlflow.set_tag("molguide.target", target.describe())
         if cfg_model is not None:  # the CFG-implied guidance gives the better error estimate
-            from molguide.diagnostics.noise_levels import noise_level_diagnostics
-
             held = split_molecules(config, "valid", gc.diagnostics_molecules)
             rows = noise_level_diagnostics(
                 classifier,
@@ -447,9 +428,9 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 num_classes=target.n_bins,
                 progress=progress,
             )
-            _log_noise_levels(rows)
         else:
-            _log_noise_levels(cstate.get("noise_levels", []))
+            rows = cstate.get("noise_levels", [])
+        noise_rows = _log_noise_levels(rows)
         if rstate is not None and "reward_weight_ess" in rstate:
             log_metrics_batch([("reward_weight_ess", rstate["reward_weight_ess"], 0)])
         base_seconds = None
@@ -505,29 +486,44 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             if k.startswith(("property_improvement", "target_hit_rate", "reward_improvement"))
         }
         log_metrics_batch([(k, v, 0) for k, v in parent.items() if math.isfinite(v)])
-        for kind, w in ((k, w) for k, w, _, _ in settings if k in ("classifier", "reward")):
-            if w == (gc.classifier if kind == "classifier" else gc.reward):
-                log_metrics_batch(
-                    [
-                        (k, v, 0)
-                        for k, v in results[f"{kind}_w{w:g}"].items()
-                        if k.startswith(
-                            ("property_improvement", "target_hit_rate", "reward_improvement", "inv_prob")
-                        )
-                    ]
-                )
-                break
+        headline = headline_settings(gc, results)
+        if headline:  # the parent run carries design.md's metric names for the first headline setting
+            log_metrics_batch(
+                [
+                    (k, v, 0)
+                    for k, v in results[headline[0]].items()
+                    if k.startswith(
+                        ("property_improvement", "target_hit_rate", "reward_improvement", "inv_prob")
+                    )
+                    and math.isfinite(v)
+                ]
+            )
         plot_histograms(judged, target, out_dir / "property_histograms.png")
         plot_sweep(results, out_dir / "improvement_vs_weight.png")
-        for png in ("property_histograms.png", "improvement_vs_weight.png"):
-            mlflow.log_artifact(str(out_dir / png), "plots")
+        grid = {n: judged[n]["rdkit"]() for n in ("unguided", *headline)}
+        plot_molecule_grid(grid, out_dir / "sample_molecules.png", f"evaluator_{target.name}")
+        plot_noise_levels(noise_rows, out_dir / "noise_levels.png", f"{target.name} classifier")
+        for png in ("property_histograms", "improvement_vs_weight", "sample_molecules", "noise_levels"):
+            mlflow.log_artifact(str(out_dir / f"{png}.png"), "plots")
         run_id = mlflow.active_run().info.run_id
     return {
         "target": target.describe(),
-        "trained_steps": int(score_state["step"]),
+        "headline": headline,
+        "noise_levels": noise_rows,
+        "n_samples": gc.n_samples,
+        "sampling_steps": gc.steps,
+        "trained_steps": int(parts.states["score"]["step"]),
         "results": results,
         "run_id": run_id,
     }
+
+
+def headline_settings(gc, results: dict) -> list[str]:
+    """The settings at the configured weights (not the sweep), classifier first, that were run."""
+    names = [
+        f"{kind}_w{getattr(gc, kind):g}" for kind in ("classifier", "reward", "cfg") if getattr(gc, kind) > 0
+    ]
+    return [n for n in names if n in results]
 
 
 def _sample_paired(model, diffusion, counts, gc, terms, device, progress):

@@ -10,16 +10,14 @@ from pathlib import Path
 import torch
 
 from molguide.checkpoint import load_checkpoint
-from molguide.config import RunConfig, dump_config
+from molguide.components import build_score_model, diffusion_from_config, inference_state, log_component
+from molguide.config import RunConfig
 from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import sample
-from molguide.diffusion.schedule import NoiseSchedule
 from molguide.diffusion.training import DiffusionTrainer
-from molguide.models import ScoreNetwork
 from molguide.pipelines.common import run_training, split_molecules, train_config
-from molguide.tracking import flatten, log_metrics_batch, mlflow_run
+from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import ema_weights
 
 log = logging.getLogger(__name__)
@@ -30,18 +28,6 @@ EXPERIMENT = "molguide-score"
 def training_molecules(config: RunConfig) -> MoleculeSet:
     """The split that trains the generator (EDM protocol), optionally cut or without H."""
     return split_molecules(config)
-
-
-def build_score_model(model_config: dict) -> ScoreNetwork:
-    """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section."""
-    try:
-        return ScoreNetwork(
-            backbone=model_config["backbone"],
-            context_dim=int(model_config.get("context_dim", 0)),
-            **model_config["backbone_kwargs"],
-        )
-    except TypeError as err:
-        raise ValueError(f"model.backbone_kwargs: {err}") from err
 
 
 def _checkpoint_path(config: RunConfig) -> Path:
@@ -56,9 +42,7 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
     torch.manual_seed(config.train.seed)
     mols = training_molecules(config)
     model = build_score_model(config.model.model_dump())
-    diffusion = VPDiffusion(
-        NoiseSchedule(config.diffusion.schedule, config.diffusion.steps, config.diffusion.precision)
-    )
+    diffusion = diffusion_from_config(config.diffusion.model_dump())
     nodes = NodeCountDistribution(mols.num_atoms)
     ckpt = _checkpoint_path(config)
     extra = {
@@ -86,13 +70,13 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
             "molguide.split_half": config.data.split,
         },
     ):
-        mlflow.log_params(flatten(config.model_dump()))
+        log_config(config)
         mlflow.log_param("n_parameters", n_params)
-        mlflow.log_text(dump_config(config), "config.yaml")
 
         summary = run_training(trainer, config.train, progress, "train score")
         summary.update({"n_parameters": n_params, "n_molecules": len(mols)})
         mlflow.log_artifact(str(ckpt), "checkpoint")
+        log_component("score", inference_state(trainer.state_dict()))
         summary["run_id"] = mlflow.active_run().info.run_id
     return summary
 
@@ -107,8 +91,7 @@ def load_score_model(path: str | Path, use_ema: bool = True, device: str = "cpu"
         weights = state["model"]
     model.load_state_dict(weights)
     model.to(device).eval()
-    dc = state["diffusion_config"]
-    diffusion = VPDiffusion(NoiseSchedule(dc["schedule"], dc["steps"], dc["precision"]))
+    diffusion = diffusion_from_config(state["diffusion_config"])
     nodes = NodeCountDistribution.from_state_dict(state["node_counts"])
     return model, diffusion, nodes, state
 
@@ -136,9 +119,8 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
     with mlflow_run(
         EXPERIMENT, f"{config.name}-sample", {"molguide.pipeline": "sample", "molguide.checkpoint": str(ckpt)}
     ):
-        mlflow.log_params(flatten({"sample": sc.model_dump()}))
+        log_config(config)
         mlflow.log_param("trained_steps", int(state["step"]))
-        mlflow.log_text(dump_config(config), "config.yaml")
         for steps in sc.steps:
             gen = torch.Generator().manual_seed(sc.seed)
             counts = nodes.sample(sc.n_samples, gen)

@@ -1,0 +1,210 @@
+"""Trained networks as loadable parts: built from their config, exported for inference,
+loaded again from a run folder or from an MLflow run id.
+
+A *component* is one trained network plus the metadata that rebuilds it (its config,
+the diffusion settings, the label binning, the property scaling). Its inference state
+is the training checkpoint without optimiser and raw weights: ``weights`` holds the
+EMA weights. Components are logged to MLflow with ``mlflow.pytorch.log_state_dict``
+under ``models/<kind>`` and read back with ``weights_only=True`` (no pickled code).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from molguide.checkpoint import CheckpointError, load_checkpoint
+from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.schedule import NoiseSchedule
+from molguide.guidance.targets import PropertyTarget
+from molguide.models import ScoreNetwork
+from molguide.models.predictor import MoleculePredictor
+from molguide.training import ema_weights
+
+log = logging.getLogger(__name__)
+
+KINDS = ("score", "classifier", "evaluator", "reward", "cfg")
+_TRAINING_ONLY = ("model", "ema", "optimizer", "losses")
+
+
+def build_score_model(model_config: Mapping) -> ScoreNetwork:
+    """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section."""
+    try:
+        return ScoreNetwork(
+            backbone=model_config["backbone"],
+            context_dim=int(model_config.get("context_dim", 0)),
+            **model_config["backbone_kwargs"],
+        )
+    except TypeError as err:
+        raise ValueError(f"model.backbone_kwargs: {err}") from err
+
+
+def build_predictor(section: Mapping, out_dim: int, time_input: bool) -> MoleculePredictor:
+    """A MoleculePredictor from a classifier/evaluator section (as a dict)."""
+    try:
+        return MoleculePredictor(
+            out_dim=out_dim,
+            time_input=time_input,
+            time_heads=section.get("time_heads", 1) if time_input else 1,
+            backbone=section["backbone"],
+            **section["backbone_kwargs"],
+        )
+    except TypeError as err:
+        raise ValueError(f"backbone_kwargs: {err}") from err
+
+
+def diffusion_from_config(diffusion_config: Mapping) -> VPDiffusion:
+    """The VP diffusion a network was trained with (from its stored ``diffusion_config``)."""
+    dc = diffusion_config
+    return VPDiffusion(NoiseSchedule(dc["schedule"], dc["steps"], dc["precision"]))
+
+
+def inference_state(checkpoint_state: Mapping) -> dict:
+    """A training checkpoint reduced to what inference needs: EMA ``weights`` plus metadata."""
+    out = {k: v for k, v in checkpoint_state.items() if k not in _TRAINING_ONLY}
+    out["weights"] = ema_weights(checkpoint_state["ema"])
+    return out
+
+
+def network_from_state(kind: str, state: Mapping, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the network of one component from its inference state (eval mode)."""
+    if kind in ("score", "reward", "cfg"):
+        model = build_score_model(state["model_config"])
+    elif kind in ("classifier", "evaluator"):
+        model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
+    else:
+        raise ValueError(f"unknown component {kind!r}; one of {KINDS}")
+    model.load_state_dict(state["weights"])
+    return model.to(device).eval()
+
+
+@dataclass
+class Components:
+    """The trained parts of a molguide run; any but ``score`` may be missing."""
+
+    states: dict[str, dict]
+    source: str
+    device: str = "cpu"
+    networks: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "score" not in self.states:
+            raise CheckpointError(f"{self.source}: no score model found (models/score or score/last.pt)")
+        for kind, state in self.states.items():
+            self.networks[kind] = network_from_state(kind, state, self.device)
+
+    def has(self, kind: str) -> bool:
+        return kind in self.networks
+
+    def network(self, kind: str) -> torch.nn.Module:
+        """The network of ``kind``; a clear error when this run did not train one."""
+        if kind not in self.networks:
+            raise ValueError(f"{self.source} has no {kind} model (it has: {', '.join(self.networks)})")
+        return self.networks[kind]
+
+    @property
+    def diffusion(self) -> VPDiffusion:
+        return diffusion_from_config(self.states["score"]["diffusion_config"])
+
+    @property
+    def nodes(self) -> NodeCountDistribution:
+        return NodeCountDistribution.from_state_dict(self.states["score"]["node_counts"])
+
+    @property
+    def target(self) -> PropertyTarget | None:
+        """The classifier's (else the CFG model's) target binning."""
+        for kind in ("classifier", "cfg"):
+            if kind in self.states:
+                return PropertyTarget.from_dict(self.states[kind]["target"])
+        return None
+
+    def check_consistent(self) -> None:
+        """Raise when the parts were trained for different targets or properties."""
+        target = self.target
+        if target is None:
+            return
+        if "evaluator" in self.states and self.states["evaluator"]["property"] != target.name:
+            raise ValueError(
+                f"{self.source}: the evaluator predicts {self.states['evaluator']['property']}, "
+                f"the classifier {target.name}"
+            )
+        cfg_target = PropertyTarget.from_dict(self.states["cfg"]["target"]) if "cfg" in self.states else None
+        if cfg_target is not None and cfg_target.edges != target.edges:
+            raise ValueError(f"{self.source}: the CFG model and the classifier use different target bins")
+        if "reward" in self.states and self.states["reward"]["property"] != target.name:
+            raise ValueError(
+                f"{self.source}: the reward model rewards {self.states['reward']['property']}, "
+                f"the classifier {target.name}"
+            )
+
+
+def states_from_folder(folder: str | Path, device: str = "cpu") -> dict[str, dict]:
+    """Inference states of the components found in a run folder (``<kind>/last.pt``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such run folder")
+    states = {}
+    for kind in KINDS:
+        path = folder / kind / "last.pt"
+        if path.exists():
+            states[kind] = inference_state(load_checkpoint(path, map_location=device))
+    return states
+
+
+def log_component(kind: str, state: Mapping) -> None:
+    """Log one component's inference state to the active MLflow run under ``models/<kind>``."""
+    import mlflow.pytorch
+
+    mlflow.pytorch.log_state_dict(dict(state), f"models/{kind}")
+
+
+def states_from_run(run_id: str, device: str = "cpu") -> dict[str, dict]:
+    """Components logged to an MLflow run or its descendants (nearest first).
+
+    A quickstart or full run holds no models itself; its child runs (train-score,
+    train-classifier, ...) do, so the search walks down the run tree breadth first.
+    """
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    from molguide.tracking import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri())
+    try:
+        root = client.get_run(run_id)
+    except MlflowException as err:
+        raise CheckpointError(f"runs:/{run_id}: no such run in {tracking_uri()} ({err.message})") from err
+    states: dict[str, dict] = {}
+    queue = [root]
+    while queue:
+        run = queue.pop(0)
+        rid = run.info.run_id
+        for art in client.list_artifacts(rid, "models"):
+            kind = Path(art.path).name
+            if art.is_dir and kind in KINDS and kind not in states:
+                uri = f"runs:/{rid}/models/{kind}"
+                states[kind] = mlflow.pytorch.load_state_dict(uri, map_location=device, weights_only=True)
+                log.info("loaded %s model from %s", kind, uri)
+        queue += client.search_runs(
+            [run.info.experiment_id], f"tags.mlflow.parentRunId = '{rid}'", order_by=["start_time ASC"]
+        )
+    return states
+
+
+def load_components(source: str | Path, device: str = "cpu") -> Components:
+    """Components from ``runs:/<run_id>`` (MLflow) or a run folder (``output_dir``)."""
+    source = str(source)
+    if source.startswith("runs:/"):
+        run_id = source.removeprefix("runs:/").strip("/").split("/")[0]
+        states = states_from_run(run_id, device)
+    else:
+        states = states_from_folder(source, device)
+    components = Components(states, source, device)
+    components.check_consistent()
+    return components

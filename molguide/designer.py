@@ -1,0 +1,233 @@
+"""The designer: a trained molguide run as one object that generates RDKit molecules.
+
+    designer = molguide.load("runs:/<run_id>")        # or a run folder such as runs/quickstart
+    mols = designer.generate(100, target={"gap_eV": "high"}, guidance={"classifier": 2.0}, seed=0)
+
+Each returned molecule is an RDKit Mol with a 3D conformer (bonds perceived from the
+coordinates where that succeeds) and properties: ``valid``, ``smiles``,
+``mol_stable``, ``atom_stable_fraction``, RDKit descriptors, the evaluator's
+prediction ``evaluator_<property>`` when the run trained an evaluator, and
+``molguide_guidance`` / ``molguide_seed`` recording how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping
+
+import torch
+
+from molguide.components import Components, load_components
+from molguide.data.molecules import Molecule, MoleculeSet
+from molguide.diffusion.sampling import sample
+from molguide.guidance.targets import PropertyTarget
+from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
+
+log = logging.getLogger(__name__)
+
+GUIDANCE_KINDS = ("classifier", "reward", "cfg")
+
+
+class Designer:
+    """Generates molecules from a trained run, optionally guided towards a property class."""
+
+    def __init__(self, components: Components) -> None:
+        self.components = components
+        self.last_failures: dict[int, str] = {}
+
+    @classmethod
+    def load(cls, source: str, device: str = "cpu") -> Designer:
+        """A designer from ``runs:/<run_id>`` or a run folder (see :func:`molguide.load`)."""
+        return cls(load_components(source, device))
+
+    @property
+    def target(self) -> PropertyTarget | None:
+        """The property binning the guidance networks were trained with (None: unguided only)."""
+        return self.components.target
+
+    @property
+    def guidance_kinds(self) -> list[str]:
+        """The guidance terms this run can apply."""
+        return [k for k in GUIDANCE_KINDS if self.components.has(k)]
+
+    def __repr__(self) -> str:
+        target = self.target.describe() if self.target else "no guidance networks"
+        return f"Designer({self.components.source}: {target}; guidance {self.guidance_kinds})"
+
+    # ------------------------------------------------------------------ arguments
+    def resolve_target(self, target: Mapping[str, str | int] | None) -> PropertyTarget | None:
+        """``{"gap_eV": "high" | "low" | bin}`` -> the trained binning with that goal."""
+        trained = self.target
+        if target is None:
+            return trained
+        if not isinstance(target, Mapping) or len(target) != 1:
+            raise ValueError(f"target: give one property, e.g. {{'gap_eV': 'high'}}; got {target!r}")
+        ((name, goal),) = target.items()
+        if trained is None:
+            raise ValueError(f"target {name!r}: {self.components.source} has no classifier or CFG model")
+        if name != trained.name:
+            raise ValueError(
+                f"target {name!r}: this run's guidance networks were trained for {trained.name!r}"
+            )
+        return dataclasses.replace(trained, target=goal)
+
+    def resolve_guidance(
+        self, guidance: Mapping[str, float] | None, target: Mapping | None
+    ) -> dict[str, float]:
+        """Weights by kind; a target without weights means classifier guidance at weight 1."""
+        if guidance is None:
+            if target is None:
+                return {}
+            guidance = {"classifier": 1.0}
+        unknown = set(guidance) - set(GUIDANCE_KINDS)
+        if unknown:
+            raise ValueError(f"guidance: unknown term(s) {sorted(unknown)}; allowed: {list(GUIDANCE_KINDS)}")
+        weights = {}
+        for kind, w in guidance.items():
+            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"guidance[{kind!r}]: a weight must be a finite number >= 0, got {w!r}")
+            if w > 0 and not self.components.has(kind):
+                raise ValueError(f"guidance[{kind!r}]: {self.components.source} has no {kind} model")
+            if w > 0:
+                weights[kind] = float(w)
+        return weights
+
+    def _terms(self, weights: dict[str, float], target: PropertyTarget | None, window: TimeWindow):
+        c = self.components
+        sigma = c.diffusion.schedule.sigma
+        if weights and target is None:
+            raise ValueError("guidance needs a target")
+        terms, base = [], c.network("score")
+        if "cfg" in weights:  # CFG's base score is its own network with the null label
+            base = c.network("cfg")
+            label = torch.nn.functional.one_hot(torch.tensor(target.target_class), target.n_bins).float()
+            terms.append(ClassifierFreeGuidance(base, label, sigma, weights["cfg"], window))
+        if "classifier" in weights:
+            terms.append(
+                ClassifierGuidance(
+                    c.network("classifier"), target.target_class, weights["classifier"], window
+                )
+            )
+        if "reward" in weights:
+            trained_direction = float(c.states["reward"]["direction"])
+            if target.direction != trained_direction:
+                raise ValueError(
+                    f"guidance['reward']: the reward model was trained to make {target.name} "
+                    f"{'higher' if trained_direction > 0 else 'lower'}, the target asks the opposite"
+                )
+            terms.append(RewardGuidance(c.network("reward"), sigma, weights["reward"], window))
+        return terms, base
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        n: int,
+        target: Mapping[str, str | int] | None = None,
+        guidance: Mapping[str, float] | None = None,
+        seed: int = 0,
+        steps: int = 100,
+        method: str = "ancestral",
+        t_min: float = 0.0,
+        t_max: float = 1.0,
+        batch_size: int = 250,
+        evaluate: bool = True,
+        progress: bool = False,
+    ) -> list:
+        """Generate ``n`` molecules; returns RDKit Mols with 3D conformers and properties.
+
+        Args:
+            target: ``{property: "high" | "low" | bin index}``; default: the trained target.
+            guidance: weights, e.g. ``{"classifier": 2.0, "reward": 1.0, "cfg": 0.5}``;
+                default: none, or classifier weight 1 when a target is given.
+            seed: the same seed gives the same molecule sizes and noise, so guided and
+                unguided calls with one seed are paired sample by sample.
+            steps, method: sampler steps and "ancestral" or "ddim".
+            evaluate: perceive bonds and add validity, stability and descriptors
+                (otherwise atoms and coordinates only).
+
+        Samples whose coordinates diverge are not returned; their reasons are in
+        ``last_failures`` and a warning says how many.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        resolved = self.resolve_target(target)
+        weights = self.resolve_guidance(guidance, target)
+        terms, base = self._terms(weights, resolved, TimeWindow(t_min, t_max))
+        c = self.components
+        counts = c.nodes.sample(n, torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed + 1)
+        context_dim = getattr(base, "context_dim", 0)
+        molecules: list[Molecule] = []
+        self.last_failures = {}
+        for start in range(0, n, batch_size):
+            chunk = counts[start : start + batch_size]
+            null = torch.zeros(len(chunk), context_dim) if context_dim else None
+            part = sample(
+                base,
+                c.diffusion,
+                chunk,
+                steps,
+                method,
+                terms,
+                null,
+                generator,
+                device=c.device,
+                progress=progress,
+            )
+            for m in part.molecules:
+                m.name = f"sample_{start + int(m.name.split('_')[1])}"
+            molecules += part.molecules
+            self.last_failures.update({start + k: v for k, v in part.failures.items()})
+        if self.last_failures:
+            log.warning(
+                "%d of %d samples diverged and are not returned (see last_failures)",
+                len(self.last_failures),
+                n,
+            )
+        label = ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
+        if weights:
+            label += f"; target {resolved.name} class {resolved.target_class}"
+        for m in molecules:
+            m.tags["molguide_guidance"] = label
+            m.tags["molguide_seed"] = str(seed)
+        self._predict(molecules)
+        return self._to_rdkit(molecules, evaluate)
+
+    def _predict(self, molecules: list[Molecule]) -> None:
+        if not molecules or not self.components.has("evaluator"):
+            return
+        from molguide.models.predictor import predict_property
+
+        state = self.components.states["evaluator"]
+        values = predict_property(
+            self.components.network("evaluator"),
+            MoleculeSet.from_molecules(molecules),
+            state["mean"],
+            state["std"],
+            self.components.diffusion.onehot_scale,
+        )
+        for m, v in zip(molecules, values):
+            m.properties[f"evaluator_{state['property']}"] = float(v)
+
+    @staticmethod
+    def _to_rdkit(molecules: list[Molecule], evaluate: bool) -> list:
+        from molguide.chem.evaluate import annotated_mols
+        from molguide.chem.evaluate import evaluate as evaluate_molecules
+        from molguide.data.io import molecule_to_rdkit
+
+        if not evaluate or not molecules:
+            return [molecule_to_rdkit(m) for m in molecules]
+        ev = evaluate_molecules(molecules, reference_smiles=[], descriptors=True, xtb=False, progress=False)
+        mols = annotated_mols(ev, molecules)
+        for mol, m in zip(mols, molecules):
+            for key, value in m.tags.items():
+                mol.SetProp(key, value)
+        return mols
+
+
+def load(source: str, device: str = "cpu") -> Designer:
+    """A :class:`Designer` from ``"runs:/<run_id>"`` (MLflow, any run of a quickstart,
+    full or guide pipeline, or a training run) or a run folder (``output_dir``)."""
+    return Designer.load(source, device)

@@ -1,0 +1,79 @@
+"""Plain-text summary tables that pipelines print at the end and log as ``summary.txt``."""
+
+from __future__ import annotations
+
+import math
+
+
+def _num(value, fmt: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _interval(metrics: dict, key: str) -> str:
+    if key not in metrics:
+        return "-"
+    return (
+        f"{_num(metrics[key], '+.3f')} [{_num(metrics.get(key + '_ci_low'), '+.3f')}, "
+        f"{_num(metrics.get(key + '_ci_high'), '+.3f')}]"
+    )
+
+
+def guidance_table(guide: dict, unit: str = "") -> str:
+    """One line per sampling setting: improvement with its 95 % interval, hit rates, quality."""
+    results = guide["results"]
+    lines = [
+        f"target: {guide['target']}; {guide['n_samples']} paired samples, {guide['sampling_steps']} steps",
+        f"{'setting':<18} {'improvement ' + unit + ' [95% CI]':<32} {'hit rate':>9} {'unguided':>9} "
+        f"{'validity':>9} {'atom stab':>9} {'mol stab':>9}",
+    ]
+    for name, m in results.items():
+        ref = m.get("target_hit_rate_unguided")
+        lines.append(
+            f"{name:<18} {_interval(m, 'property_improvement'):<32} {_num(m.get('target_hit_rate')):>9} "
+            f"{_num(ref):>9} {_num(m.get('validity')):>9} {_num(m.get('atom_stability')):>9} "
+            f"{_num(m.get('mol_stability')):>9}"
+        )
+    reward = [(n, m) for n, m in results.items() if n.startswith("reward") and "reward_improvement" in m]
+    for name, m in reward:
+        lines.append(f"reward_improvement ({name}): {_interval(m, 'reward_improvement')}")
+    return "\n".join(lines)
+
+
+def noise_level_table(rows: list[dict]) -> str:
+    """Classifier cross-entropy, accuracy, ECE and estimated guidance error per noise-level bin."""
+    if not rows:
+        return "no noise-level diagnostics (no classifier)"
+    kind = rows[0].get("guidance_mse_kind", "")
+    lines = [
+        f"{'noise level t':<14} {'classifier_ce':>13} {'accuracy':>9} {'ece':>7} "
+        f"{'guidance_mse_est (' + kind + ')':>26}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['t_low']:.1f}-{r['t_high']:.1f}{'':<7} {_num(r['classifier_ce']):>13} "
+            f"{_num(r['classifier_accuracy']):>9} {_num(r['classifier_ece']):>7} "
+            f"{_num(r['guidance_mse_est'], '.3g'):>26}"
+        )
+    return "\n".join(lines)
+
+
+def training_table(steps: dict[str, dict]) -> str:
+    """Steps, minutes and final loss of each training step of a composite pipeline."""
+    lines = [f"{'trained':<18} {'steps':>7} {'minutes':>8} {'final loss':>11}  extra"]
+    if not any("final_loss" in s for s in steps.values()):
+        return ""
+    for name, s in steps.items():
+        if "final_loss" not in s:
+            continue
+        extra = []
+        if "evaluator_mae" in s:
+            extra.append(
+                f"MAE {s['evaluator_mae']:.3f} (naive {s['naive_mae']:.3f}, #atoms {s['atoms_mae']:.3f})"
+            )
+        if "reward_weight_ess_fraction" in s:
+            extra.append(f"reward ESS {100 * s['reward_weight_ess_fraction']:.1f}%")
+        numbers = f"{s['steps']:>7} {_num(s['minutes'], '.1f'):>8} {_num(s['final_loss'], '.4f'):>11}"
+        lines.append(f"{name:<18} {numbers}  {'; '.join(extra)}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,203 @@
+"""Composite pipelines: ``quickstart`` and ``full`` (every step under one parent run) and
+``evaluate`` (a molecule file, judged and logged).
+
+A composite pipeline is a thin sequence of the single pipelines: each step opens its
+own MLflow run, nested under the parent, and writes its checkpoint into the shared
+``output_dir``; running the same command again resumes every unfinished training
+and redoes only the work after it. The parent run carries the headline metrics of
+design.md section 3, the plots and a plain-text summary table.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from molguide.config import RunConfig
+from molguide.pipelines import guidance, score
+from molguide.pipelines.summary import guidance_table, noise_level_table, training_table
+from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
+
+log = logging.getLogger(__name__)
+
+STEPS: dict[str, Callable[[RunConfig, bool | None], dict]] = {
+    "train-score": score.train_score,
+    "train-classifier": guidance.train_classifier,
+    "train-evaluator": guidance.train_evaluator,
+    "train-reward": guidance.train_reward,
+    "train-cfg": guidance.train_cfg,
+    "sample": score.sample_and_evaluate,
+    "guide": guidance.guided_sample,
+}
+QUICKSTART_STEPS = ("train-score", "train-classifier", "train-evaluator", "train-reward", "guide")
+HEADLINE_PREFIXES = (
+    "property_improvement",
+    "target_hit_rate",
+    "reward_improvement",
+    "inv_prob",
+    "mae_to_target",
+)
+QUALITY = ("validity", "atom_stability", "mol_stability", "uniqueness", "novelty", "sample_s_per_molecule")
+
+
+def quickstart_defaults() -> dict:
+    """The quickstart's own configuration (``molguide/pipelines/quickstart.yaml``)."""
+    text = importlib.resources.files("molguide.pipelines").joinpath("quickstart.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def full_steps(config: RunConfig) -> tuple[str, ...]:
+    """The steps of ``full``: every training, unconditional sampling, then guided sampling."""
+    steps = ["train-score", "train-classifier", "train-evaluator", "train-reward"]
+    if config.cfg.enabled:
+        steps.append("train-cfg")
+    return (*steps, "sample", "guide")
+
+
+def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress: bool | None = None) -> dict:
+    """Run ``steps`` as nested runs of one parent run; returns every step's summary and a table."""
+    import mlflow
+
+    out: dict = {"pipeline": pipeline, "steps": {}}
+    tags = {"molguide.pipeline": pipeline, "molguide.dataset": config.data.dataset}
+    tags["molguide.split_half"] = config.data.split
+    with mlflow_run(f"molguide-{pipeline}", config.name, tags) as run:
+        log_config(config)
+        for k, name in enumerate(steps, start=1):
+            log.info("%s step %d of %d: %s", pipeline, k, len(steps), name)
+            out["steps"][name] = STEPS[name](config, progress)
+        guide = out["steps"].get("guide")
+        if guide is not None:
+            _log_headline(guide, Path(config.output_dir) / "guided")
+        out["table"] = summary_table(out, config)
+        mlflow.log_text(out["table"], "summary.txt")
+        mlflow.log_text(json.dumps(out, indent=2, default=_jsonable), "summary.json")
+        out["run_id"] = run.info.run_id
+    out["mlflow_ui"] = ui_command()
+    return out
+
+
+def _jsonable(value):
+    return str(value)
+
+
+def _log_headline(guide: dict, plots_dir: Path) -> None:
+    """Copy the headline setting's design.md metrics, the noise-level rows and the plots to the parent."""
+    import mlflow
+
+    rows = []
+    if guide["headline"]:
+        head = guide["results"][guide["headline"][0]]
+        rows += [(k, v, 0) for k, v in head.items() if k.startswith(HEADLINE_PREFIXES)]
+    for name, metrics in guide["results"].items():
+        rows += [(f"{name}.{k}", v, 0) for k, v in metrics.items() if k.startswith(HEADLINE_PREFIXES)]
+        rows += [(f"{name}.{k}", metrics[k], 0) for k in QUALITY if k in metrics]
+    unguided = guide["results"].get("unguided", {})
+    rows += [(k, unguided[k], 0) for k in QUALITY if k in unguided]
+    keys = ("classifier_ce", "classifier_accuracy", "classifier_ece", "guidance_mse_est")
+    rows += [(k, r[k], r["bin"]) for r in guide["noise_levels"] for k in keys if r.get(k) is not None]
+    log_metrics_batch([(k, v, s) for k, v, s in rows if v is not None and math.isfinite(v)])
+    for png in sorted(plots_dir.glob("*.png")):
+        mlflow.log_artifact(str(png), "plots")
+
+
+def summary_table(out: dict, config: RunConfig) -> str:
+    """The text a user reads at the end: training, guidance results, noise-level diagnostics."""
+    from molguide.data.qm9 import PROPERTIES
+
+    units = {p.name: p.unit for p in PROPERTIES}
+    parts = [f"molguide {out['pipeline']} ({config.name}, output in {config.output_dir})"]
+    parts.append(training_table(out["steps"]))
+    sample = out["steps"].get("sample")
+    if sample:
+        parts.append(
+            "unguided sampling: "
+            + "; ".join(
+                f"{tag}: validity {m['validity']:.3f}, atom stab {m['atom_stability']:.3f}"
+                for tag, m in sample["results"].items()
+            )
+        )
+    guide = out["steps"].get("guide")
+    if guide:
+        parts.append(guidance_table(guide, f"({units.get(config.target.property, '')})"))
+        parts.append(noise_level_table(guide["noise_levels"]))
+    return "\n\n".join(p for p in parts if p)
+
+
+def quickstart(config: RunConfig, progress: bool | None = None) -> dict:
+    """Everything, small: score model, classifier, evaluator, reward model, guided sampling."""
+    return run_steps(config, "quickstart", QUICKSTART_STEPS, progress)
+
+
+def full(config: RunConfig, progress: bool | None = None) -> dict:
+    """Every training step (CFG when ``cfg.enabled``), unconditional and guided sampling."""
+    return run_steps(config, "full", full_steps(config), progress)
+
+
+def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
+    """``molguide run evaluate``: metrics of ``evaluate.file`` logged to MLflow with the molecules.
+
+    When the run folder holds an evaluator, its property predictions are added
+    (SD tag ``evaluator_<property>``, metric ``evaluator_<property>_mean``).
+    """
+    import mlflow
+    import numpy as np
+
+    from molguide.chem.evaluate import annotated_mols, evaluate
+    from molguide.data.io import read_molecules, write_sdf
+    from molguide.data.molecules import MoleculeSet
+    from molguide.diagnostics.plots import plot_molecule_grid
+
+    ec = config.evaluate
+    if not ec.file:
+        raise ValueError("evaluate.file: name the molecules to evaluate, e.g. --set evaluate.file=mols.sdf")
+    report = read_molecules(ec.file)
+    if report.errors:
+        log.warning("%s", report.summary())
+    if not report.molecules:
+        raise ValueError(f"{ec.file}: none of the {report.n_records} records could be read")
+    mols = report.molecules
+    extra: dict[str, float] = {}
+    evaluator_path = Path(config.output_dir) / "evaluator" / "last.pt"
+    if evaluator_path.exists():
+        from molguide.checkpoint import load_checkpoint
+        from molguide.components import diffusion_from_config, inference_state, network_from_state
+        from molguide.models.predictor import predict_property
+
+        state = inference_state(load_checkpoint(evaluator_path))
+        model = network_from_state("evaluator", state)
+        onehot = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
+        pred = predict_property(model, MoleculeSet.from_molecules(mols), state["mean"], state["std"], onehot)
+        for m, v in zip(mols, pred):
+            m.properties[f"evaluator_{state['property']}"] = float(v)
+        extra[f"evaluator_{state['property']}_mean"] = float(np.mean(pred))
+    ev = evaluate(
+        mols,
+        reference_smiles=None if ec.novelty else [],
+        xtb=ec.xtb,
+        read_errors=report.errors,
+        progress=bool(progress),
+    )
+    result = ev.to_dict()
+    out_dir = Path(config.output_dir) / "evaluate"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tags = {"molguide.pipeline": "evaluate", "molguide.input": str(ec.file)}
+    with mlflow_run("molguide-evaluate", f"evaluate-{Path(ec.file).name}", tags) as run:
+        log_config(config)
+        numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
+        log_metrics_batch([(k, v, 0) for k, v in {**numbers, **extra}.items() if math.isfinite(v)])
+        rdkit_mols = annotated_mols(ev, mols)
+        write_sdf(rdkit_mols, out_dir / "evaluated.sdf")
+        plot_molecule_grid({"": rdkit_mols}, out_dir / "sample_molecules.png", per_row=6)
+        mlflow.log_artifact(str(out_dir / "evaluated.sdf"), "samples")
+        mlflow.log_artifact(str(out_dir / "sample_molecules.png"), "plots")
+        mlflow.log_dict(result, "evaluation.json")
+        result["run_id"] = run.info.run_id
+    result.update(extra)
+    return result

@@ -1,0 +1,172 @@
+"""Tracking against a real ``mlflow server``, an unreachable server, Ctrl-C, and the MLflow Project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from molguide.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SCORE = [
+    "data.max_molecules=200",
+    "model.backbone_kwargs={hidden: 16, num_layers: 2}",
+    "train.steps=20",
+    "train.batch_size=16",
+    "train.log_every=5",
+    "train.checkpoint_every=10",
+]
+
+
+def _sets(items: list[str]) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, served artifacts), stopped by its pid."""
+    port = _free_port()
+    exe = Path(sys.executable).parent / "mlflow"
+    cmd = [
+        str(exe),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its worker processes
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_a_pipeline_logs_to_a_real_mlflow_server_and_its_run_id_loads_the_model(
+    mlflow_server, tmp_path, monkeypatch, capsys
+):
+    import mlflow
+
+    import molguide
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    args = ["-q", "run", "train-score", "--json", "--no-progress"]
+    assert main([*args, *_sets([f"output_dir={tmp_path / 'runs'}", *TINY_SCORE])]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    run = mlflow.MlflowClient(mlflow_server).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["train_steps_per_s"] > 0
+    assert len(mlflow.MlflowClient(mlflow_server).get_metric_history(run_id, "loss")) == 20
+    designer = molguide.load(f"runs:/{run_id}")  # the model comes back through the server's artifacts
+    assert designer.target is None and designer.guidance_kinds == []
+    mols = designer.generate(2, steps=5, evaluate=False)
+    assert len(mols) + len(designer.last_failures) == 2
+
+
+def test_an_unreachable_server_is_one_clear_error_before_any_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    out = tmp_path / "runs"
+    assert main(["run", "train-score", *_sets([f"output_dir={out}", *TINY_SCORE])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not reachable" in err[0] and "MLFLOW_TRACKING_URI" in err[0]
+    assert not out.exists()  # nothing trained
+
+
+def test_ctrl_c_marks_the_run_killed_keeps_the_checkpoint_and_prints_the_resume_command(
+    tmp_path, monkeypatch, capsys
+):
+    import mlflow
+
+    from molguide.checkpoint import load_checkpoint
+    from molguide.training import Trainer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    args = ["run", "train-score", "--no-progress", *_sets([f"output_dir={tmp_path / 'runs'}", *TINY_SCORE])]
+    real_step = Trainer.train_step
+
+    def interrupted_step(self):
+        if self.step == 15:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "resume with: molguide run train-score" in err and "KILLED" in err
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("molguide-score")
+    (killed,) = client.search_runs([exp.experiment_id])
+    assert killed.info.status == "KILLED"
+    ckpt = tmp_path / "runs" / "score" / "last.pt"
+    assert load_checkpoint(ckpt)["step"] == 10  # the last checkpoint before Ctrl-C
+
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    resume = shlex.split(err.split("resume with: ")[1].splitlines()[0])
+    assert resume[:3] == ["molguide", "run", "train-score"]
+    assert main(["-q", *resume[1:], "--json"]) == 0
+    assert load_checkpoint(ckpt)["step"] == 20
+    statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
+    assert statuses == ["FINISHED", "KILLED"]
+
+
+def test_the_mlflow_project_entry_point_runs_the_pipeline_in_the_project_run(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bin_dir = str(Path(sys.executable).parent)  # as in an activated virtual environment
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    overrides = shlex.join([f"output_dir={tmp_path / 'runs'}", *TINY_SCORE])
+    cmd = [str(Path(bin_dir) / "mlflow"), "run", "pipelines", "-e", "train-score", "--env-manager", "local"]
+    cmd += ["--experiment-name", "molguide-score", "-P", f"overrides={overrides}"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("molguide-score")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["molguide.pipeline"] == "train-score"  # molguide logged into MLflow's project run
+    assert "mlflow.project.entryPoint" in run.data.tags and run.data.metrics["final_loss"] > 0
+    assert (tmp_path / "runs" / "score" / "last.pt").exists()
