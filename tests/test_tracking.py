@@ -158,6 +158,8 @@ def test_the_mlflow_project_entry_point_runs_the_pipeline_in_the_project_run(tmp
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     bin_dir = str(Path(sys.executable).parent)  # as in an activated virtual environment
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    for leaked in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):  # set by earlier runs
+        env.pop(leaked, None)
     overrides = shlex.join([f"output_dir={tmp_path / 'runs'}", *TINY_SCORE])
     cmd = [str(Path(bin_dir) / "mlflow"), "run", "pipelines", "-e", "train-score", "--env-manager", "local"]
     cmd += ["--experiment-name", "molguide-score", "-P", f"overrides={overrides}"]

@@ -211,3 +211,61 @@ def test_run_evaluate_logs_a_molecule_file(quickstart_run, capsys):
     assert run.data.metrics["n_evaluated"] == result["n_evaluated"]
     assert main([*args]) == 2
     assert "evaluate.file" in capsys.readouterr().err
+
+
+def test_toy_pipeline_prints_its_checks_and_logs_the_theory_metrics(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["-q", "run", "toy", "--no-progress", "--set", f"output_dir={tmp_path / 'runs'}"]) == 0
+    out = capsys.readouterr().out
+    assert "classifier guidance, exact classifier, w = 1" in out and "inv_prob exact" in out
+    run_id = out.split("MLflow run ")[1].split(";")[0]
+    client = mlflow.MlflowClient(uri)
+    counts = {
+        name: len(client.get_metric_history(run_id, name))
+        for name in ("guidance_mse_exact", "guidance_mse_est", "excess_ce_exact", "classifier_ce")
+    }
+    assert all(n >= 5 for n in counts.values()), counts
+    inv = sorted(client.get_metric_history(run_id, "inv_prob_mean"), key=lambda m: m.step)
+    assert len(inv) == 5 and inv[0].value > inv[-1].value  # E[1/p] falls as the CFG weight grows
+    reward = sorted(client.get_metric_history(run_id, "reward_improvement"), key=lambda m: m.step)
+    assert [round(m.value, 6) for m in reward][0] == 0 and reward[-1].value > reward[1].value > 0
+    assert "plots/toy_theory.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
+
+
+def test_full_runs_every_step_including_cfg_and_unconditional_sampling(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    extra = ["cfg.enabled=true", "cfg.train.steps=10", "cfg.train.batch_size=32"]
+    extra += ["sample.n_samples=6", "sample.steps=[20]", "sample.batch_size=6"]
+    sets = _sets([f"output_dir={tmp_path / 'runs'}", *TINY_QUICKSTART, *extra])
+    assert main(["-q", "run", "full", "--no-progress", "--json", *sets]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["steps"]) == [
+        "train-score",
+        "train-classifier",
+        "train-evaluator",
+        "train-reward",
+        "train-cfg",
+        "sample",
+        "guide",
+    ]
+    assert set(out["steps"]["guide"]["results"]) == {
+        "unguided",
+        "classifier_w1",
+        "reward_w1",
+        "cfg_unconditional",
+        "cfg_w0",
+    }
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(out["run_id"])
+    assert client.get_experiment(parent.info.experiment_id).name == "molguide-full"
+    guide_id = out["steps"]["guide"]["run_id"]
+    assert client.get_run(guide_id).data.tags["molguide.guidance_mse_kind"] == "cfg"  # CFG-based estimate
+    assert client.get_run(guide_id).data.tags["mlflow.parentRunId"] == out["run_id"]
+    assert len(client.get_metric_history(out["run_id"], "guidance_mse_est")) == 10
+    assert "ancestral20" in out["steps"]["sample"]["results"]

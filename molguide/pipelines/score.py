@@ -117,7 +117,14 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     with mlflow_run(
-        EXPERIMENT, f"{config.name}-sample", {"molguide.pipeline": "sample", "molguide.checkpoint": str(ckpt)}
+        EXPERIMENT,
+        f"{config.name}-sample",
+        {
+            "molguide.pipeline": "sample",
+            "molguide.checkpoint": str(ckpt),
+            "molguide.dataset": config.data.dataset,
+            "molguide.split_half": config.data.split,
+        },
     ):
         log_config(config)
         mlflow.log_param("trained_steps", int(state["step"]))

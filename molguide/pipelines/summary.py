@@ -41,6 +41,17 @@ def guidance_table(guide: dict, unit: str = "") -> str:
     return "\n".join(lines)
 
 
+def sampling_table(sample: dict) -> str:
+    """Quality of unconditional samples per sampler setting (the ``sample`` step)."""
+    lines = [f"{'unguided sampling':<18} {'validity':>9} {'atom stab':>9} {'mol stab':>9} {'s/molecule':>11}"]
+    for tag, m in sample["results"].items():
+        lines.append(
+            f"{tag:<18} {_num(m.get('validity')):>9} {_num(m.get('atom_stability')):>9} "
+            f"{_num(m.get('mol_stability')):>9} {_num(m.get('sample_s_per_molecule')):>11}"
+        )
+    return "\n".join(lines)
+
+
 def noise_level_table(rows: list[dict]) -> str:
     """Classifier cross-entropy, accuracy, ECE and estimated guidance error per noise-level bin."""
     if not rows:
@@ -76,4 +87,42 @@ def training_table(steps: dict[str, dict]) -> str:
             extra.append(f"reward ESS {100 * s['reward_weight_ess_fraction']:.1f}%")
         numbers = f"{s['steps']:>7} {_num(s['minutes'], '.1f'):>8} {_num(s['final_loss'], '.4f'):>11}"
         lines.append(f"{name:<18} {numbers}  {'; '.join(extra)}".rstrip())
+    return "\n".join(lines)
+
+
+def toy_table(toy: dict) -> str:
+    """The Gaussian-mixture checks of ``molguide run toy``, each beside its exact value."""
+    cg = toy["classifier_guidance_w1"]
+    mean, exact, se = cg["mean_sampled"], cg["mean_exact"], cg["mean_se"]
+    lines = [
+        "classifier guidance, exact classifier, w = 1 (must sample p(x | y)):",
+        f"  mean ({mean[0]:.4f}, {mean[1]:.4f}) vs exact ({exact[0]:.4f}, {exact[1]:.4f}), SE {max(se):.4f}; "
+        f"class fraction {cg['class_fraction_sampled']:.4f} vs {cg['class_fraction_exact']:.4f}",
+        "reward guidance, exact scores:  w   E[r]      reward_improvement",
+    ]
+    for row in toy["reward_guidance"]["rows"]:
+        lines.append(f"{'':<32}{row['w']:<4g}{row['reward_mean']:<10.3f}{row['reward_improvement']:+.3f}")
+    lines.append(f"  closed form E_p^r[r] at w = 1: {toy['reward_guidance']['reward_exact_w1']:.3f}")
+    cfg = toy["cfg"]
+    lines.append("CFG:  w     inv_prob exact  inv_prob_mean  inv_prob_median (samples)")
+    for w, ex, s in zip(cfg["weights"], cfg["inv_prob_exact"], cfg["samples"]):
+        lines.append(f"      {w:<6g}{ex:<16.3f}{s['inv_prob_mean']:<15.3f}{s['inv_prob_median']:.3f}")
+    lines.append(
+        f"guidance_mse vs excess CE: log-log slope {toy['slope']:.2f}, "
+        f"max MSE / (d sqrt(excess CE)) {toy['max_ratio']:.1f}"
+    )
+    lines.append(
+        "trained networks:  t     classifier_ce  excess_ce_exact  guidance_mse_exact  score rel. MSE"
+    )
+    for r in toy["trained"]["rows"]:
+        lines.append(
+            f"{'':<19}{r['t']:<6.2f}{r['classifier_ce']:<15.4f}{r['classifier_excess_ce']:<17.2e}"
+            f"{r['classifier_guidance_mse']:<20.3g}{r['score_rel_mse']:.3f}"
+        )
+    rows = toy["smoothness"]
+    lines.append(
+        f"smoothness check: the high-frequency perturbation is flagged at "
+        f"{sum(r['rough_flagged'] for r in rows)} of {len(rows)} noise levels, the exact classifier at "
+        f"{sum(r['exact_flagged'] for r in rows)}"
+    )
     return "\n".join(lines)

@@ -311,7 +311,8 @@ def run_toy(config=None, progress: bool | None = None, out_dir: str | Path | Non
     import mlflow
 
     from molguide.diagnostics.plots import plot_toy
-    from molguide.tracking import log_metrics_batch, mlflow_run
+    from molguide.pipelines.summary import toy_table
+    from molguide.tracking import log_metrics_batch, mlflow_run, ui_command
 
     gm = default_mixture()
     out_dir = Path(out_dir or (Path(config.output_dir) if config is not None else Path("runs/toy"))) / "toy"
@@ -370,4 +371,7 @@ def run_toy(config=None, progress: bool | None = None, out_dir: str | Path | Non
             "run_id": mlflow.active_run().info.run_id,
             "plot": str(png),
         }
+        summary["table"] = toy_table(summary)
+        mlflow.log_text(summary["table"], "summary.txt")
+    summary["mlflow_ui"] = ui_command()
     return summary

@@ -21,7 +21,7 @@ import yaml
 
 from molguide.config import RunConfig
 from molguide.pipelines import guidance, score
-from molguide.pipelines.summary import guidance_table, noise_level_table, training_table
+from molguide.pipelines.summary import guidance_table, noise_level_table, sampling_table, training_table
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
 
 log = logging.getLogger(__name__)
@@ -114,15 +114,8 @@ def summary_table(out: dict, config: RunConfig) -> str:
     units = {p.name: p.unit for p in PROPERTIES}
     parts = [f"molguide {out['pipeline']} ({config.name}, output in {config.output_dir})"]
     parts.append(training_table(out["steps"]))
-    sample = out["steps"].get("sample")
-    if sample:
-        parts.append(
-            "unguided sampling: "
-            + "; ".join(
-                f"{tag}: validity {m['validity']:.3f}, atom stab {m['atom_stability']:.3f}"
-                for tag, m in sample["results"].items()
-            )
-        )
+    if "sample" in out["steps"]:
+        parts.append(sampling_table(out["steps"]["sample"]))
     guide = out["steps"].get("guide")
     if guide:
         parts.append(guidance_table(guide, f"({units.get(config.target.property, '')})"))
