@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,8 +154,17 @@ PIPELINES = {
 }
 
 
+# Pipelines that train one score network and may run data-parallel under torchrun.
+DATA_PARALLEL_PIPELINES = ("train-score", "train-reward", "train-cfg")
+
+
 def _resume_command(args: argparse.Namespace) -> str:
+    from molguide.distributed import launched_by_torchrun
+
     parts = ["molguide", "run", args.pipeline]
+    if launched_by_torchrun():
+        world = os.environ["WORLD_SIZE"]
+        parts = ["torchrun", f"--nproc-per-node={world}", shutil.which("molguide") or "molguide", *parts[1:]]
     if args.config:
         parts += ["-c", args.config]
     for item in args.set:
@@ -165,6 +176,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     """``molguide run PIPELINE``: resolve the config, check the tracking store, run, print the summary."""
     import importlib
 
+    from molguide import distributed
     from molguide.config import dump_config, load_config
     from molguide.tracking import check_tracking, ui_command
 
@@ -176,12 +188,24 @@ def run_pipeline(args: argparse.Namespace) -> int:
     overrides = [*args.set, *shlex.split(args.overrides or "")]
     config = load_config(args.config or None, overrides, base=base)
     uri = check_tracking()  # an unreachable server fails here, before any training
+    if distributed.launched_by_torchrun():
+        if args.pipeline not in DATA_PARALLEL_PIPELINES:
+            raise UserError(
+                f"{args.pipeline} runs in one process; data-parallel (torchrun) pipelines are "
+                + ", ".join(DATA_PARALLEL_PIPELINES)
+            )
+        _, device = distributed.init_from_env(config.device)
+        config = config.model_copy(update={"device": device})
+    is_main = distributed.context().is_main
+    if not is_main:  # rank 0 speaks for the job
+        logging.getLogger().setLevel(logging.WARNING)
     module, func = PIPELINES[args.pipeline].split(":")
     log.info("running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", uri)
     log.debug("resolved config:\n%s", dump_config(config))
     progress = False if args.no_progress else None
     try:
         summary = getattr(importlib.import_module(module), func)(config, progress=progress)
+        distributed.shutdown()
     except ValueError as err:  # configuration values the schema cannot check (e.g. backbone kwargs)
         raise UserError(str(err)) from err
     except (KeyboardInterrupt, Exception) as err:
@@ -197,6 +221,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
+    if not is_main:
+        return 0
     if args.pipeline == "guide" and not args.json:
         from molguide.pipelines.workflow import summary_table
 

@@ -10,6 +10,11 @@ seeded by (seed, e), and the objective's randomness at step k (times, noise, lab
 dropping) comes from a generator seeded by (seed, k). A run resumed from its
 checkpoint therefore continues with exactly the losses an uninterrupted run would
 have had, without saving RNG states.
+
+Under ``torchrun`` (see :mod:`molguide.distributed`) the model is wrapped in
+DistributedDataParallel; every process draws the same global batch and keeps its
+contiguous part, so N processes take the same steps as one process would on the
+global batch. Only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from molguide import distributed
 from molguide.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,10 @@ class BatchSource(Protocol):
 
     def __call__(self, indices: np.ndarray) -> dict[str, torch.Tensor]: ...
 
+    def num_nodes(self, indices: np.ndarray) -> np.ndarray:
+        """Atoms (graph nodes) of each example; 1 per example for plain tensors."""
+        ...
+
 
 class Objective(Protocol):
     """Loss of ``model`` on ``batch``; may also return named scalars to log (e.g. accuracy)."""
@@ -80,6 +90,9 @@ class TensorBatches:
         out = {k: v[idx] for k, v in self.tensors.items()}
         out["num_graphs"] = torch.tensor(len(idx))
         return out
+
+    def num_nodes(self, indices: np.ndarray) -> np.ndarray:
+        return np.ones(len(indices), dtype=np.int64)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -133,6 +146,24 @@ class Trainer:
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
         self.step = 0
         self.history: list[StepLog] = []
+        self.dist = distributed.context()
+        self.network = self._data_parallel(self.model) if self.dist.enabled else self.model
+
+    def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not getattr(self.objective, "supports_sharding", False):
+            raise ValueError(
+                f"{type(self.objective).__name__} cannot be trained data-parallel yet: "
+                "run this pipeline in one process (without torchrun)"
+            )
+        if self.config.batch_size < self.dist.world_size:
+            raise ValueError(
+                f"train.batch_size {self.config.batch_size} is smaller than the "
+                f"{self.dist.world_size} processes that share it"
+            )
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
 
     # ------------------------------------------------------------------ data order
     def _batch_indices(self, step: int) -> np.ndarray:
@@ -150,13 +181,24 @@ class Trainer:
     def train_step(self) -> StepLog:
         """One optimisation step; returns its log entry."""
         t0 = time.perf_counter()
-        batch = {k: v.to(self.device) for k, v in self.data(self._batch_indices(self.step)).items()}
+        indices = self._batch_indices(self.step)
+        global_size = len(indices)
+        shard = None
+        if self.dist.enabled:  # this process's contiguous part of the global batch
+            counts = self.data.num_nodes(indices)
+            indices, shard = distributed.split_global_batch(
+                indices, counts, self.dist.rank, self.dist.world_size
+            )
+        batch = {k: v.to(self.device) for k, v in self.data(indices).items()}
         gen = step_generator(self.config.seed, self.step)
         self.model.train()
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = self.objective(self.model, batch, gen)
+        if shard is None:
+            out = self.objective(self.network, batch, gen)
+        else:
+            out = self.objective(self.network, batch, gen, shard=shard)
         loss, extras = out if isinstance(out, tuple) else (out, {})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
@@ -167,9 +209,10 @@ class Trainer:
         self.optimizer.step()
         self.ema.update_parameters(self.model)
         self.step += 1
-        size = int(batch["num_graphs"]) if "num_graphs" in batch else self.config.batch_size
+        # The logged loss is the global batch's: the mean of the processes' scaled losses.
+        loss_value = float(distributed.all_reduce_sum(loss.detach())) / self.dist.world_size
         entry = StepLog(
-            self.step, float(loss.detach()), float(grad_norm), lr, size / (time.perf_counter() - t0), extras
+            self.step, loss_value, float(grad_norm), lr, global_size / (time.perf_counter() - t0), extras
         )
         self.history.append(entry)
         return entry
@@ -192,10 +235,11 @@ class Trainer:
 
         until = until_step if until_step is not None else self.config.steps
         pending: list[StepLog] = []
-        bar = tqdm(total=until, initial=self.step, desc=desc, unit="step", disable=not progress)
+        show = progress and self.dist.is_main
+        bar = tqdm(total=until, initial=self.step, desc=desc, unit="step", disable=not show)
         try:
             while self.step < until:
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and self._past(deadline):
                     log.info("time limit reached at step %d", self.step)
                     until = self.step
                     break
@@ -219,6 +263,11 @@ class Trainer:
             self.save()
         return self.history
 
+    def _past(self, deadline: float) -> bool:
+        """Whether the deadline has passed; in data-parallel runs, whether it has for any process."""
+        late = torch.tensor(float(time.monotonic() >= deadline))
+        return bool(distributed.all_reduce_sum(late) > 0)
+
     def recent_loss(self, last: int = 50) -> float:
         """Mean loss of the last ``last`` steps (nan before any step)."""
         recent = [e.loss for e in self.history[-last:]]
@@ -237,10 +286,12 @@ class Trainer:
         }
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the checkpoint atomically (to ``checkpoint_path`` by default)."""
+        """Write the checkpoint atomically (to ``checkpoint_path`` by default); rank 0 only."""
         target = Path(path) if path else self.checkpoint_path
         if target is None:
             raise ValueError("no checkpoint path given")
+        if not self.dist.is_main:  # every process holds the same weights
+            return target
         return save_checkpoint(self.state_dict(), target)
 
     def resume(self, path: str | Path | None = None) -> int:

@@ -182,3 +182,7 @@ class MoleculeBatches:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         batch.update({k: v[idx] for k, v in self.extras.items()})
         return batch
+
+    def num_nodes(self, indices: np.ndarray) -> np.ndarray:
+        """Atom count of each molecule in ``indices`` (how data-parallel runs split the atoms)."""
+        return np.asarray(self.molecules.num_atoms)[np.asarray(indices, dtype=np.int64)]

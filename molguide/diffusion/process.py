@@ -15,7 +15,8 @@ from torch_geometric.utils import scatter
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.geometry import centered_gaussian, remove_mean
+from molguide.distributed import Shard, all_reduce_sum
+from molguide.geometry import remove_mean
 
 ONEHOT_SCALE = 0.25
 
@@ -38,9 +39,13 @@ class VPDiffusion:
         self.schedule = schedule
         self.onehot_scale = onehot_scale
 
-    def sample_times(self, num_graphs: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Times uniform on the grid {0, 1/T, ..., 1}."""
-        steps = torch.randint(0, self.schedule.steps + 1, (num_graphs,), generator=generator)
+    def sample_times(
+        self, num_graphs: int, generator: torch.Generator | None = None, shard: Shard | None = None
+    ) -> torch.Tensor:
+        """Times uniform on the grid {0, 1/T, ..., 1} (``shard``: this process's rows of the global draw)."""
+        total = shard.total_graphs if shard else num_graphs
+        steps = torch.randint(0, self.schedule.steps + 1, (total,), generator=generator)
+        steps = shard.graph_rows(steps) if shard else steps
         return steps.double() / self.schedule.steps
 
     def noise(
@@ -50,14 +55,26 @@ class VPDiffusion:
         batch: torch.Tensor,
         t: torch.Tensor,
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
     ) -> NoisedBatch:
-        """z_t from clean centred positions and unscaled one-hots at per-molecule times t."""
-        n, dtype = x0.shape[0], x0.dtype
+        """z_t from clean centred positions and unscaled one-hots at per-molecule times t.
+
+        The noise is drawn on the generator's device (CPU generators keep runs
+        reproducible across devices); with a ``shard`` it is drawn for the whole global
+        batch and this process keeps its atoms' rows.
+        """
+        n, dtype, num_graphs = x0.shape[0], x0.dtype, int(t.shape[0])
         alpha = self.schedule.alpha(t).to(dtype)[batch].unsqueeze(-1)
         sigma = self.schedule.sigma(t).to(dtype)[batch].unsqueeze(-1)
-        eps_x = centered_gaussian(n, batch, generator, dtype, x0.device)
-        eps_h = torch.randn(onehot.shape, generator=generator, dtype=dtype).to(x0.device)
-        zx = alpha * remove_mean(x0, batch, int(t.shape[0])) + sigma * eps_x
+        source = generator.device if generator is not None else x0.device
+        total = shard.total_nodes if shard else n
+        raw_x = torch.randn(total, 3, generator=generator, dtype=dtype, device=source)
+        raw_h = torch.randn(total, onehot.shape[1], generator=generator, dtype=dtype, device=source)
+        if shard:
+            raw_x, raw_h = shard.node_rows(raw_x), shard.node_rows(raw_h)
+        eps_x = remove_mean(raw_x.to(x0.device), batch, num_graphs)
+        eps_h = raw_h.to(x0.device)
+        zx = alpha * remove_mean(x0, batch, num_graphs) + sigma * eps_x
         zh = alpha * (onehot * self.onehot_scale) + sigma * eps_h
         return NoisedBatch(zx, zh, eps_x, eps_h, t)
 
@@ -72,14 +89,18 @@ class VPDiffusion:
         context: torch.Tensor | None = None,
         edge_index: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
+        shard: Shard | None = None,
     ) -> torch.Tensor:
         """Mean squared error of the predicted noise, averaged over molecules.
 
         Each molecule's error is the mean over its 3 + K features per atom (EDM's l2
         loss); ``sample_weight`` (B,) reweights molecules (reward-weighted training).
+        With a ``shard`` (data-parallel training) the batch is this process's part of
+        a global batch and the returned loss is scaled so that DDP's gradient average
+        equals the gradient of the global batch's loss.
         """
-        t = self.sample_times(num_graphs, generator).to(x0.device)
-        noised = self.noise(x0, onehot, batch, t, generator)
+        t = self.sample_times(num_graphs, generator, shard).to(x0.device)
+        noised = self.noise(x0, onehot, batch, t, generator, shard)
         if edge_index is None:
             edge_index = fully_connected_edges(batch)
         eps_x, eps_h = model(noised.zx, noised.zh, t, batch, edge_index, context)
@@ -87,6 +108,11 @@ class VPDiffusion:
         per_mol = scatter(sq, batch, dim=0, dim_size=num_graphs, reduce="sum")
         dims = scatter(torch.full_like(sq, 3.0 + onehot.shape[1]), batch, dim=0, dim_size=num_graphs)
         per_mol = per_mol / dims
+        if shard is not None:
+            if sample_weight is None:
+                return shard.data_parallel_loss(per_mol.sum(), shard.total_graphs)
+            total_weight = all_reduce_sum(sample_weight.sum())
+            return shard.data_parallel_loss((per_mol * sample_weight).sum(), total_weight)
         if sample_weight is not None:
             return (per_mol * sample_weight).sum() / sample_weight.sum()
         return per_mol.mean()

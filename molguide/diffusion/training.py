@@ -13,6 +13,7 @@ import torch
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.process import VPDiffusion
+from molguide.distributed import Shard
 from molguide.training import StepLog, TrainConfig, Trainer
 
 __all__ = ["DenoisingObjective", "DiffusionTrainer", "StepLog", "TrainConfig"]
@@ -28,6 +29,8 @@ class DenoisingObjective:
         weight_key: batch key of (B,) per-molecule weights (reward-weighted training).
     """
 
+    supports_sharding = True  # data-parallel training: see molguide.distributed.Shard
+
     def __init__(
         self,
         diffusion: VPDiffusion,
@@ -42,12 +45,15 @@ class DenoisingObjective:
         self.p_uncond = p_uncond
         self.weight_key = weight_key
 
-    def __call__(self, model: torch.nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self, model: torch.nn.Module, batch: dict, generator: torch.Generator, shard: Shard | None = None
+    ) -> torch.Tensor:
         num_graphs = int(batch["num_graphs"])
         context = None
         if self.context_key is not None:
             context = batch[self.context_key].float()
-            keep = torch.rand(num_graphs, generator=generator) >= self.p_uncond
+            draw = torch.rand(shard.total_graphs if shard else num_graphs, generator=generator)
+            keep = (shard.graph_rows(draw) if shard else draw) >= self.p_uncond
             context = context * keep.to(context.device, context.dtype).unsqueeze(-1)
         weight = batch[self.weight_key].float() if self.weight_key is not None else None
         return self.diffusion.loss(
@@ -59,6 +65,7 @@ class DenoisingObjective:
             generator=generator,
             context=context,
             sample_weight=weight,
+            shard=shard,
         )
 
 

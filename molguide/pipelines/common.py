@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 
+from molguide import distributed
 from molguide.config import RunConfig, TrainSection
 from molguide.data.molecules import MoleculeSet
-from molguide.tracking import log_metrics_batch
+from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import StepLog, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -88,4 +91,36 @@ def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: 
         summary["minutes"],
         summary["final_loss"],
     )
+    return summary
+
+
+@contextmanager
+def training_run(experiment: str, run_name: str, tags: Mapping[str, str], config: RunConfig) -> Iterator:
+    """The MLflow run of a training pipeline, with its resolved config; yields the run.
+
+    In a data-parallel job only rank 0 logs: the other processes get ``None`` and
+    train without touching the tracking store (their metric batches are no-ops).
+    """
+    if not distributed.context().is_main:
+        yield None
+        return
+    with mlflow_run(experiment, run_name, tags) as run:
+        log_config(config)
+        yield run
+
+
+def log_trained_component(run, kind: str, trainer: Trainer, summary: dict) -> dict:
+    """Log the finished checkpoint and the inference weights (``models/<kind>``) to ``run``.
+
+    Adds ``run_id`` to ``summary``; does nothing on data-parallel ranks other than 0.
+    """
+    import mlflow
+
+    from molguide.components import inference_state, log_component
+
+    if run is None:
+        return summary
+    mlflow.log_artifact(str(trainer.checkpoint_path), "checkpoint")
+    log_component(kind, inference_state(trainer.state_dict()))
+    summary["run_id"] = run.info.run_id
     return summary

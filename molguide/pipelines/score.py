@@ -10,13 +10,19 @@ from pathlib import Path
 import torch
 
 from molguide.checkpoint import load_checkpoint
-from molguide.components import build_score_model, diffusion_from_config, inference_state, log_component
+from molguide.components import build_score_model, diffusion_from_config
 from molguide.config import RunConfig
 from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.sampling import sample
 from molguide.diffusion.training import DiffusionTrainer
-from molguide.pipelines.common import run_training, split_molecules, train_config
+from molguide.pipelines.common import (
+    log_trained_component,
+    run_training,
+    split_molecules,
+    train_config,
+    training_run,
+)
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import ema_weights
 
@@ -61,23 +67,14 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
         config.data.split,
     )
 
-    with mlflow_run(
-        EXPERIMENT,
-        f"{config.name}-train",
-        {
-            "molguide.pipeline": "train-score",
-            "molguide.dataset": "qm9",
-            "molguide.split_half": config.data.split,
-        },
-    ):
-        log_config(config)
-        mlflow.log_param("n_parameters", n_params)
-
+    tags = {"molguide.pipeline": "train-score", "molguide.dataset": "qm9"}
+    tags["molguide.split_half"] = config.data.split
+    with training_run(EXPERIMENT, f"{config.name}-train", tags, config) as run:
+        if run is not None:
+            mlflow.log_param("n_parameters", n_params)
         summary = run_training(trainer, config.train, progress, "train score")
         summary.update({"n_parameters": n_params, "n_molecules": len(mols)})
-        mlflow.log_artifact(str(ckpt), "checkpoint")
-        log_component("score", inference_state(trainer.state_dict()))
-        summary["run_id"] = mlflow.active_run().info.run_id
+        log_trained_component(run, "score", trainer, summary)
     return summary
 
 
