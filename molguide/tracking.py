@@ -67,11 +67,26 @@ def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
     uri = uri or tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return uri
-    health = uri.rstrip("/") + "/health"
+    base = uri.rstrip("/")
     try:
-        with urllib.request.urlopen(health, timeout=timeout_s) as reply:  # noqa: S310 (the user's own URI)
+        with urllib.request.urlopen(base + "/health", timeout=timeout_s) as reply:  # noqa: S310 (the user's URI)
             if reply.status != 200:
                 raise TrackingError(f"MLflow tracking server {uri} answered {reply.status} on /health")
+        # /health answers even when the API refuses this host name or user: ask the API once too.
+        probe = base + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+        with urllib.request.urlopen(probe, timeout=timeout_s):  # noqa: S310
+            pass
+    except urllib.error.HTTPError as err:
+        if err.code == 404:  # the API answered: no experiment of that name, which is fine
+            return uri
+        detail = err.read(300).decode("utf-8", "replace").strip()
+        hint = {
+            403: " (a server started without this host name in --allowed-hosts refuses it)",
+            401: " (the server wants credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)",
+        }.get(err.code, "")
+        raise TrackingError(
+            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) refuses requests: {err.code} {detail}{hint}"
+        ) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingError(
@@ -95,11 +110,17 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
     # stdout carries molguide's summary (or its --json); MLflow would print run URLs there.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(tracking_uri())
-    nested = nested or mlflow.active_run() is not None
-    if not nested and not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(experiment)
+    parent = mlflow.active_run()
+    nested = nested or parent is not None
+    # The experiment id goes to start_run explicitly: when another worker creates the experiment
+    # at the same moment, MLflow 3.17's set_experiment returns it without making it active.
+    experiment_id = None
+    if parent is not None:
+        experiment_id = parent.info.experiment_id
+    elif not nested and not os.environ.get("MLFLOW_RUN_ID"):
+        experiment_id = mlflow.set_experiment(experiment).experiment_id
     all_tags = {"molguide.git_commit": _git_commit() or "unknown", **(tags or {})}
-    run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags)
+    run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags, experiment_id=experiment_id)
     try:
         yield run
     except KeyboardInterrupt:

@@ -114,6 +114,36 @@ def test_an_unreachable_server_is_one_clear_error_before_any_training(tmp_path, 
     assert not out.exists()  # nothing trained
 
 
+def test_a_server_whose_api_refuses_this_host_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    """MLflow 3 answers /health but refuses API calls for host names not in --allowed-hosts."""
+    import http.server
+    import threading
+
+    class RefusingHost(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's API)
+            ok = self.path == "/health"
+            body = b"OK" if ok else b"Invalid Host header"
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), RefusingHost)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+        out = tmp_path / "runs"
+        assert main(["run", "train-score", *_sets([f"output_dir={out}", *TINY_SCORE])]) == 2
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refuses requests: 403 Invalid Host header" in err[0]
+    assert "--allowed-hosts" in err[0] and not out.exists()
+
+
 def test_ctrl_c_marks_the_run_killed_keeps_the_checkpoint_and_prints_the_resume_command(
     tmp_path, monkeypatch, capsys
 ):
