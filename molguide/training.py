@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
+    mixed_precision: bool = False  # bf16 autocast of the objective's forward pass
 
 
 class BatchSource(Protocol):
@@ -195,10 +196,11 @@ class Trainer:
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if shard is None:
-            out = self.objective(self.network, batch, gen)
-        else:
-            out = self.objective(self.network, batch, gen, shard=shard)
+        kwargs = {"shard": shard} if shard is not None else {}
+        # bf16 autocast runs the linear layers in bf16; elementwise work on float32 inputs
+        # (positions, distances, the loss) stays float32, and the weights stay float32.
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.mixed_precision):
+            out = self.objective(self.network, batch, gen, **kwargs)
         loss, extras = out if isinstance(out, tuple) else (out, {})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
