@@ -52,6 +52,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     mixed_precision: bool = False  # bf16 autocast of the objective's forward pass
+    prefetch: bool | None = None  # build the next batch in a thread (None: on CUDA devices only)
 
 
 class BatchSource(Protocol):
@@ -149,6 +150,8 @@ class Trainer:
         self.history: list[StepLog] = []
         self.dist = distributed.context()
         self.network = self._data_parallel(self.model) if self.dist.enabled else self.model
+        self._executor = None  # the batch-prefetching thread, started on first use
+        self._ahead = None  # (step, future of its batch)
 
     def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
         if not getattr(self.objective, "supports_sharding", False):
@@ -174,6 +177,38 @@ class Trainer:
         perm = np.random.default_rng([self.config.seed, epoch]).permutation(n)
         return perm[pos * bs : (pos + 1) * bs]
 
+    def _make_batch(self, step: int) -> tuple[dict[str, torch.Tensor], distributed.Shard | None, int]:
+        """(CPU batch of this process, its shard of the global batch or None, global batch size)."""
+        indices = self._batch_indices(step)
+        global_size, shard = len(indices), None
+        if self.dist.enabled:  # this process's contiguous part of the global batch
+            counts = self.data.num_nodes(indices)
+            indices, shard = distributed.split_global_batch(
+                indices, counts, self.dist.rank, self.dist.world_size
+            )
+        batch = self.data(indices)
+        if self.device.type == "cuda":  # pinned memory makes the copy to the GPU asynchronous
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch, shard, global_size
+
+    def _take_batch(self, step: int):
+        """The batch of ``step`` (prefetched when possible) and, with prefetching, start the next one.
+
+        The batch of a step depends only on (seed, step), so building it ahead in a
+        thread while the device computes changes nothing but the wait.
+        """
+        prefetch = self.config.prefetch if self.config.prefetch is not None else self.device.type == "cuda"
+        if not prefetch:
+            return self._make_batch(step)
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="molguide-batches")
+        ahead = self._ahead
+        result = ahead[1].result() if ahead is not None and ahead[0] == step else self._make_batch(step)
+        self._ahead = (step + 1, self._executor.submit(self._make_batch, step + 1))
+        return result
+
     def _lr(self, step: int) -> float:
         warm = self.config.warmup_steps
         return self.config.lr * min(1.0, (step + 1) / warm) if warm else self.config.lr
@@ -182,15 +217,8 @@ class Trainer:
     def train_step(self) -> StepLog:
         """One optimisation step; returns its log entry."""
         t0 = time.perf_counter()
-        indices = self._batch_indices(self.step)
-        global_size = len(indices)
-        shard = None
-        if self.dist.enabled:  # this process's contiguous part of the global batch
-            counts = self.data.num_nodes(indices)
-            indices, shard = distributed.split_global_batch(
-                indices, counts, self.dist.rank, self.dist.world_size
-            )
-        batch = {k: v.to(self.device) for k, v in self.data(indices).items()}
+        batch, shard, global_size = self._take_batch(self.step)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         gen = step_generator(self.config.seed, self.step)
         self.model.train()
         lr = self._lr(self.step)
@@ -259,6 +287,9 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            if self._executor is not None:  # the batch built ahead for a step that will not come
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor, self._ahead = None, None
         if pending and on_log is not None:
             on_log(pending)
         if self.checkpoint_path and deadline is not None:

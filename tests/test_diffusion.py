@@ -180,6 +180,18 @@ def test_mixed_precision_trains_with_float32_weights_and_close_losses(qm9):
     assert not np.array_equal(a, b)  # autocast really ran in bf16
 
 
+def test_prefetched_batches_change_nothing(qm9):
+    """The next batch built in a thread (default on GPUs) gives the same training, bit for bit."""
+    small = qm9.subset(np.arange(200))
+    plain, ahead = _trainer(small, None, 5), _trainer(small, None, 5)
+    ahead.config.prefetch = True
+    plain.train()
+    ahead.train(until_step=2)
+    ahead.train()  # a second call starts the thread again
+    assert [e.loss for e in ahead.history] == [e.loss for e in plain.history]
+    assert ahead._executor is None
+
+
 def test_collate_matches_the_molecule_set(qm9):
     idx = np.array([5, 100, 7])
     b = collate_molecules(qm9, idx, property_names=["gap_eV"])
