@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+PropertyName = Literal["gap_eV", "homo_eV", "lumo_eV", "mu_D", "alpha_bohr3", "cv_calmolK"]
 
 
 class DataConfig(_Section):
@@ -49,6 +52,9 @@ class TrainSection(_Section):
     log_every: int = Field(50, ge=1)
     resume: bool = True
     max_minutes: float | None = Field(None, gt=0, description="stop (with a checkpoint) after this long")
+    mixed_precision: bool = Field(
+        False, description="bf16 autocast of the network forward (positions and the loss stay float32)"
+    )
 
 
 class SampleSection(_Section):
@@ -88,7 +94,7 @@ class CfgTrainSection(TrainSection):
 class TargetSection(_Section):
     """Which property guidance aims at and how it becomes classes (see PropertyTarget)."""
 
-    property: Literal["gap_eV", "homo_eV", "lumo_eV", "mu_D", "alpha_bohr3", "cv_calmolK"] = "gap_eV"
+    property: PropertyName = "gap_eV"
     n_bins: int = Field(3, ge=2, le=20, description="quantile bins (ignored with thresholds)")
     thresholds: list[float] | None = None
     target: Literal["high", "low"] | int = "high"
@@ -143,6 +149,49 @@ class GuideSection(_Section):
     diagnostics_molecules: int = Field(1000, ge=10)
 
 
+class ProtocolSection(_Section):
+    """EDM's QM9 protocol in ``molguide run full`` (design.md sections 8 and 9).
+
+    Per property: a noise-level classifier (``classifier`` section, ``n_bins`` quantile
+    bins of the generator half) and an evaluator (``evaluator`` section, evaluator half);
+    with ``cfg.enabled`` also a conditional score model. Then ``n_samples`` (N, value)
+    pairs of generator-half molecules are sampled unguided and guided, judged by the
+    evaluator, and logged as the stability and conditional-MAE tables.
+    """
+
+    enabled: bool = Field(False, description="run the protocol steps in the full pipeline")
+    properties: list[PropertyName] = Field(
+        default_factory=lambda: ["alpha_bohr3", "gap_eV", "homo_eV", "lumo_eV", "mu_D", "cv_calmolK"],
+        min_length=1,
+    )
+    n_samples: int = Field(10000, ge=2, description="(N, value) pairs, one sample each per setting")
+    n_bins: int = Field(10, ge=2, le=20, description="quantile bins of each property's classifier")
+    classifier_weights: list[float] = Field(
+        default_factory=lambda: [1.0], description="classifier-guidance weights, one row each"
+    )
+    cfg_weights: list[float] = Field(
+        default_factory=lambda: [0.0], description="CFG weights (with cfg.enabled); 0 = conditional model"
+    )
+    n_reference: int = Field(10000, ge=2, description="random generator-half molecules of the data row")
+    steps: int = Field(1000, ge=1, description="sampling steps")
+    method: Literal["ancestral", "ddim"] = "ancestral"
+    seed: int = 0
+
+    @field_validator("classifier_weights", "cfg_weights")
+    @classmethod
+    def _non_negative(cls, weights: list[float]) -> list[float]:
+        if any(w < 0 for w in weights):
+            raise ValueError(f"weights must be >= 0, got {weights}")
+        return sorted(set(weights))
+
+    @field_validator("properties")
+    @classmethod
+    def _distinct(cls, properties: list[str]) -> list[str]:
+        if len(set(properties)) != len(properties):
+            raise ValueError(f"each property once, got {properties}")
+        return properties
+
+
 class EvaluateSection(_Section):
     """``molguide run evaluate``: chemistry metrics of a molecule file, logged to MLflow."""
 
@@ -169,6 +218,7 @@ class RunConfig(_Section):
     cfg: CfgSection = Field(default_factory=CfgSection)
     guide: GuideSection = Field(default_factory=GuideSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    protocol: ProtocolSection = Field(default_factory=ProtocolSection)
 
 
 class ConfigError(ValueError):

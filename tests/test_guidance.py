@@ -142,6 +142,26 @@ def test_classifier_guidance_is_the_weighted_centred_gradient_and_respects_its_w
     assert torch.all(wx[second] == 0) and torch.allclose(wx[~second], gx[~second])
 
 
+def test_classifier_guidance_with_one_class_per_molecule_equals_the_per_molecule_int_gradients():
+    gen = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
+    clf = MoleculePredictor(5, 4, time_input=True, hidden=16, num_layers=2)
+    state = _state(gen)
+    classes = torch.tensor([3, 1])
+    gx, gh = ClassifierGuidance(clf, classes, weight=2.0)(state)
+    for mol, c in enumerate(classes.tolist()):
+        # Molecule m's rows of the int-class term (every molecule towards class c).
+        ix, ih = ClassifierGuidance(clf, c, weight=2.0)(state)
+        rows = state.batch == mol
+        assert torch.allclose(gx[rows], ix[rows], atol=1e-6) and torch.allclose(gh[rows], ih[rows], atol=1e-6)
+    assert max_abs_mean(gx, state.batch) < 1e-6
+    # A 0-d tensor is the int form; a wrong number of classes is named.
+    same = ClassifierGuidance(clf, torch.tensor(1), weight=2.0)
+    assert same.target_class == 1 and isinstance(same.target_class, int)
+    with pytest.raises(ValueError, match="3 target classes for a batch of 2"):
+        ClassifierGuidance(clf, torch.tensor([0, 1, 2]))(state)
+
+
 class GaussianEps(torch.nn.Module):
     """Exact noise predictor for clean data N(0, v I); an optional context selects v (CFG tests)."""
 
@@ -216,6 +236,32 @@ def test_cfg_term_gives_conditional_plus_w_times_difference():
     s_c, s_u = -state.zx / (a2 * 0.5 + s2), -state.zx / (a2 * 2.0 + s2)
     guided = s_c + 2.0 * (s_c - s_u)
     assert torch.allclose(state.score_x + gx, guided, atol=1e-10)
+
+
+def test_cfg_term_takes_one_label_per_molecule():
+    """A (B, K) context gives each molecule the term its own label would give it alone."""
+    gen = torch.Generator().manual_seed(5)
+    sched = NoiseSchedule("polynomial_2", 1000)
+    model = GaussianEps(sched, v=2.0, v_context=0.5)
+    state = _state(gen)
+    state = GuidanceState(
+        state.zx.double(),
+        state.zh.double(),
+        state.t,
+        state.batch,
+        2,
+        state.edge_index,
+        torch.zeros_like(state.zx.double()),
+        torch.zeros_like(state.zh.double()),
+    )
+    labels = torch.tensor([[0.0, 0.0], [0.0, 1.0]])  # molecule 0: null label, molecule 1: class 1
+    gx, gh = ClassifierFreeGuidance(model, labels, sched.sigma, weight=1.5)(state)
+    for mol in range(2):
+        ix, ih = ClassifierFreeGuidance(model, labels[mol], sched.sigma, weight=1.5)(state)
+        rows = state.batch == mol
+        assert torch.allclose(gx[rows], ix[rows]) and torch.allclose(gh[rows], ih[rows])
+    with pytest.raises(ValueError, match="3 CFG labels for a batch of 2"):
+        ClassifierFreeGuidance(model, torch.zeros(3, 2), sched.sigma)(state)
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -105,6 +105,7 @@ def noise_level_diagnostics(
     if len(labels) != len(molecules):
         raise ValueError(f"{len(labels)} labels for {len(molecules)} molecules")
     classifier.eval()
+    device = next(classifier.parameters()).device  # batches go where the classifier is
     spread = data_spread(molecules, diffusion.onehot_scale)
     rows = []
     for b in tqdm(range(n_bins), desc="noise-level diagnostics", disable=not progress):
@@ -113,17 +114,18 @@ def noise_level_diagnostics(
         probs, ys, mse_cfg, lips, dims = [], [], [], [], []
         for start in range(0, len(molecules), batch_size):
             idx = np.arange(start, min(start + batch_size, len(molecules)))
-            batch = collate_molecules(molecules, idx)
+            batch = {k: v.to(device) for k, v in collate_molecules(molecules, idx).items()}
             bvec, ng = batch["batch"], int(batch["num_graphs"])
             t = (lo + (hi - lo) * torch.rand(ng, generator=gen, dtype=torch.float64)).clamp(1e-3, 1.0)
+            t = t.to(device)
             noised = diffusion.noise(batch["pos"], batch["onehot"], bvec, t, gen)
             edges = fully_connected_edges(bvec)
             with torch.no_grad():
                 logits = classifier(noised.zx, noised.zh, t, bvec, ng, edges)
-            probs.append(torch.softmax(logits.double(), -1).numpy())
+            probs.append(torch.softmax(logits.double(), -1).cpu().numpy())
             ys.append(labels[idx])
             counts = torch.bincount(bvec, minlength=ng).double()
-            dims.append(((3 + noised.zh.shape[1]) * counts - 3).numpy())
+            dims.append(((3 + noised.zh.shape[1]) * counts - 3).cpu().numpy())
             state = GuidanceState(noised.zx, noised.zh, t, bvec, ng, edges, noised.zx, noised.zh)
             if cfg_model is not None:
                 mse_cfg.append(
@@ -164,19 +166,23 @@ def _cfg_disagreement(classifier, cfg_model, diffusion, state, target_class, num
     """Per molecule |grad log p_hat(y|z) - (s(z|y) - s(z))|^2 (the CFG-implied guidance)."""
     gx, gh = classifier_log_prob_gradient(classifier, state, target_class)
     sigma_fn = diffusion.schedule.sigma
-    onehot = F.one_hot(torch.tensor(target_class), num_classes).to(state.zx.dtype)
+    onehot = F.one_hot(torch.tensor(target_class), num_classes).to(state.zx.device, state.zx.dtype)
     cx, ch = score_of(cfg_model, sigma_fn, state, onehot.expand(state.num_graphs, -1))
-    ux, uh = score_of(cfg_model, sigma_fn, state, torch.zeros(state.num_graphs, num_classes))
+    null = torch.zeros(state.num_graphs, num_classes, dtype=state.zx.dtype, device=state.zx.device)
+    ux, uh = score_of(cfg_model, sigma_fn, state, null)
     sq = ((gx - (cx - ux)) ** 2).sum(-1) + ((gh - (ch - uh)) ** 2).sum(-1)
-    return torch.zeros(state.num_graphs, dtype=sq.dtype).index_add_(0, state.batch, sq.detach()).numpy()
+    per_mol = torch.zeros(state.num_graphs, dtype=sq.dtype, device=sq.device)
+    return per_mol.index_add_(0, state.batch, sq.detach()).cpu().numpy()
 
 
 def _lipschitz(classifier, state: GuidanceState, target_class: int, gen: torch.Generator) -> np.ndarray:
     """Per molecule |grad(z + delta u) - grad(z)| / delta, u a random unit direction, delta = 0.01."""
-    ux = remove_mean(torch.randn(state.zx.shape, generator=gen, dtype=state.zx.dtype), state.batch)
-    uh = torch.randn(state.zh.shape, generator=gen, dtype=state.zh.dtype)
+    device = state.zx.device  # drawn on the CPU generator, used where the state lives
+    ux = torch.randn(state.zx.shape, generator=gen, dtype=state.zx.dtype).to(device)
+    ux = remove_mean(ux, state.batch)
+    uh = torch.randn(state.zh.shape, generator=gen, dtype=state.zh.dtype).to(device)
     sq = (ux**2).sum(-1) + (uh**2).sum(-1)
-    norm = torch.zeros(state.num_graphs, dtype=sq.dtype).index_add_(0, state.batch, sq).sqrt()
+    norm = torch.zeros(state.num_graphs, dtype=sq.dtype, device=device).index_add_(0, state.batch, sq).sqrt()
     delta = 1e-2
     ux, uh = ux / norm[state.batch].unsqueeze(-1), uh / norm[state.batch].unsqueeze(-1)
     g0 = classifier_log_prob_gradient(classifier, state, target_class)
@@ -192,5 +198,6 @@ def _lipschitz(classifier, state: GuidanceState, target_class: int, gen: torch.G
     )
     g1 = classifier_log_prob_gradient(classifier, moved, target_class)
     sq = ((g1[0] - g0[0]) ** 2).sum(-1) + ((g1[1] - g0[1]) ** 2).sum(-1)
-    per_mol = torch.zeros(state.num_graphs, dtype=sq.dtype).index_add_(0, state.batch, sq.detach())
-    return (per_mol.sqrt() / delta).numpy()
+    per_mol = torch.zeros(state.num_graphs, dtype=sq.dtype, device=device)
+    per_mol.index_add_(0, state.batch, sq.detach())
+    return (per_mol.sqrt() / delta).cpu().numpy()

@@ -147,3 +147,52 @@ def paired_report(guided: dict, unguided: dict, target: PropertyTarget, reward_s
         out["reward_mean"] = _nanmean(r_g)
         out["reward_mean_unguided"] = _nanmean(r_u)
     return out
+
+
+# ----------------------------------------------------------------------------- EDM's conditional protocol
+
+# The units of EDM's conditional-MAE table (design.md section 9) and the factor from
+# molguide's property units to them: energies are in eV here, meV there.
+TABLE_UNITS: dict[str, tuple[str, float]] = {
+    "alpha_bohr3": ("bohr^3", 1.0),
+    "gap_eV": ("meV", 1000.0),
+    "homo_eV": ("meV", 1000.0),
+    "lumo_eV": ("meV", 1000.0),
+    "mu_D": ("D", 1.0),
+    "cv_calmolK": ("cal/mol K", 1.0),
+}
+
+
+def to_table_units(prop: str, value: float) -> float:
+    """A value (or MAE) of ``prop`` in molguide's unit, converted to the published table's unit."""
+    if prop not in TABLE_UNITS:
+        raise ValueError(f"no published unit for {prop!r}; one of {sorted(TABLE_UNITS)}")
+    return float(value) * TABLE_UNITS[prop][1]
+
+
+def mean_absolute_error(pred: np.ndarray, targets: np.ndarray) -> float:
+    """Mean |pred - target| over the entries where ``pred`` is finite (NaN marks a lost sample)."""
+    pred, targets = np.asarray(pred, dtype=float), np.asarray(targets, dtype=float)
+    if pred.shape != targets.shape:
+        raise ValueError(f"{pred.shape} predictions for {targets.shape} targets")
+    return _nanmean(np.abs(pred - targets))
+
+
+def reference_maes(
+    pred_real: np.ndarray, targets: np.ndarray, atoms_pred: np.ndarray, rng: np.random.Generator
+) -> dict[str, float]:
+    """EDM's three reference rows on real molecules whose own property values are ``targets``.
+
+    - ``naive``: the evaluator's predictions against the targets shuffled (a permutation
+      that breaks the molecule-target pairing): what a generator that ignores the
+      target would score;
+    - ``atoms``: a predictor that sees only the atom count, against the targets;
+    - ``lower_bound``: the evaluator's predictions against the molecules' own values
+      (its error on real molecules, which no generator judged by it can beat on average).
+    """
+    targets = np.asarray(targets, dtype=float)
+    return {
+        "naive": mean_absolute_error(pred_real, rng.permutation(targets)),
+        "atoms": mean_absolute_error(atoms_pred, targets),
+        "lower_bound": mean_absolute_error(pred_real, targets),
+    }

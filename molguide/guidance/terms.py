@@ -53,19 +53,21 @@ class ClassifierGuidance(_WeightedTerm):
 
     Args:
         classifier: a :class:`~molguide.models.predictor.MoleculePredictor` with time input.
-        target_class: the class y to steer towards.
+        target_class: the class y to steer towards: one int for every molecule, or a
+            (B,) integer tensor with one class per molecule of the sampled batch (EDM's
+            conditional protocol, where each molecule has its own target).
     """
 
     def __init__(
         self,
         classifier: torch.nn.Module,
-        target_class: int,
+        target_class: int | torch.Tensor,
         weight: float = 1.0,
         window: TimeWindow | None = None,
     ) -> None:
         super().__init__(weight, window)
         self.classifier = classifier
-        self.target_class = int(target_class)
+        self.target_class = _class_or_classes(target_class)
 
     def __call__(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self._scale(state)
@@ -75,15 +77,40 @@ class ClassifierGuidance(_WeightedTerm):
         return scale * gx, scale * gh
 
 
+def _class_or_classes(target_class: int | torch.Tensor) -> int | torch.Tensor:
+    """An int stays an int; a tensor of classes becomes a flat int64 tensor."""
+    if isinstance(target_class, torch.Tensor):
+        if target_class.dim() == 0:
+            return int(target_class)
+        if target_class.dim() != 1 or target_class.dtype.is_floating_point:
+            raise ValueError(f"target_class: expected an int or a (B,) integer tensor, got {target_class}")
+        return target_class.long()
+    return int(target_class)
+
+
 def classifier_log_prob_gradient(
-    classifier: torch.nn.Module, state: GuidanceState, target_class: int
+    classifier: torch.nn.Module, state: GuidanceState, target_class: int | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_x, grad_h) of log p_hat_t(y | z_t), the position part centred."""
+    """(grad_x, grad_h) of log p_hat_t(y | z_t), the position part centred.
+
+    ``target_class`` is one class for every molecule or a (B,) tensor of per-molecule
+    classes. Each molecule's log-probability depends on its own atoms only, so the
+    gradient of the summed log-probabilities is every molecule's own gradient.
+    """
     zx = state.zx.detach().requires_grad_(True)
     zh = state.zh.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = classifier(zx, zh, state.t, state.batch, state.num_graphs, state.edge_index)
-        logp = torch.log_softmax(logits, -1)[:, target_class].sum()
+        logp_all = torch.log_softmax(logits, -1)
+        if isinstance(target_class, torch.Tensor):
+            if len(target_class) != state.num_graphs:
+                raise ValueError(
+                    f"{len(target_class)} target classes for a batch of {state.num_graphs} molecules"
+                )
+            index = target_class.to(logits.device).long().unsqueeze(-1)
+            logp = logp_all.gather(1, index).sum()
+        else:
+            logp = logp_all[:, target_class].sum()
         gx, gh = torch.autograd.grad(logp, (zx, zh))
     return remove_mean(gx, state.batch, state.num_graphs), gh
 
@@ -97,7 +124,8 @@ class ClassifierFreeGuidance(_WeightedTerm):
 
     Args:
         model: the conditional score network (``context_dim`` = number of classes).
-        context: (context_dim,) the label's one-hot.
+        context: (context_dim,) the label's one-hot for every molecule, or (B, context_dim)
+            one label per molecule of the sampled batch.
         sigma_fn: t -> sigma_t of the diffusion the model was trained with.
     """
 
@@ -116,7 +144,10 @@ class ClassifierFreeGuidance(_WeightedTerm):
         scale = self._scale(state)
         if scale is None:
             return torch.zeros_like(state.zx), torch.zeros_like(state.zh)
-        ctx = self.context.to(state.zx).expand(state.num_graphs, -1)
+        ctx = self.context.to(state.zx)
+        if ctx.dim() == 2 and len(ctx) != state.num_graphs:
+            raise ValueError(f"{len(ctx)} CFG labels for a batch of {state.num_graphs} molecules")
+        ctx = ctx.expand(state.num_graphs, -1)
         sx, sh = score_of(self.model, self.sigma_fn, state, ctx)
         gamma = 1.0 + scale  # (1 + w) on the molecules where the term is on
         on = scale != 0

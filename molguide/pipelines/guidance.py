@@ -39,7 +39,13 @@ from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObj
 from molguide.guidance.targets import PropertyTarget, reward_weights
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
 from molguide.models.predictor import predict_property
-from molguide.pipelines.common import run_training, split_molecules, train_config
+from molguide.pipelines.common import (
+    log_trained_component,
+    run_training,
+    split_molecules,
+    train_config,
+    training_run,
+)
 from molguide.pipelines.score import _checkpoint_path as score_checkpoint_path
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import Trainer, ema_weights
@@ -252,8 +258,6 @@ def _atom_count_predictor(mols: MoleculeSet, prop: str):
 
 def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
     """Train the reward-reweighted score model by weighted denoising score matching."""
-    import mlflow
-
     progress = _progress(progress)
     section, prop = config.reward, config.target.property
     mols = split_molecules(config)
@@ -298,24 +302,13 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
         100 * ess_fraction,
         len(mols),
     )
-    with mlflow_run(EXPERIMENT, f"{config.name}-reward", _tags("train-reward", config.data.split)):
-        log_config(config)
-        log_metrics_batch(
-            [
-                ("reward_weight_ess", ess_fraction * len(mols), 0),
-                ("reward_weight_ess_fraction", ess_fraction, 0),
-            ]
-        )
+    tags = _tags("train-reward", config.data.split)
+    with training_run(EXPERIMENT, f"{config.name}-reward", tags, config) as run:
+        ess = {"reward_weight_ess": ess_fraction * len(mols), "reward_weight_ess_fraction": ess_fraction}
+        log_metrics_batch([(k, v, 0) for k, v in ess.items()])
         summary = run_training(trainer, section.train, progress, "train reward")
-        mlflow.log_artifact(str(ckpt), "checkpoint")
-        log_component("reward", inference_state(trainer.state_dict()))
-        summary.update(
-            {
-                "reward_weight_ess": ess_fraction * len(mols),
-                "reward_weight_ess_fraction": ess_fraction,
-                "run_id": mlflow.active_run().info.run_id,
-            }
-        )
+        summary.update(ess)
+        log_trained_component(run, "reward", trainer, summary)
     return summary
 
 
@@ -324,8 +317,6 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
 
 def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
     """Train a conditional score model on (molecule, class one-hot), the label dropped with p_uncond."""
-    import mlflow
-
     progress = _progress(progress)
     section = config.cfg
     mols = split_molecules(config)
@@ -352,12 +343,10 @@ def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
         extra,
         config.device,
     )
-    with mlflow_run(EXPERIMENT, f"{config.name}-cfg", _tags("train-cfg", config.data.split)):
-        log_config(config)
+    with training_run(EXPERIMENT, f"{config.name}-cfg", _tags("train-cfg", config.data.split), config) as run:
         summary = run_training(trainer, section.train, progress, "train CFG model")
-        mlflow.log_artifact(str(ckpt), "checkpoint")
-        log_component("cfg", inference_state(trainer.state_dict()))
-        summary.update({"target": target.describe(), "run_id": mlflow.active_run().info.run_id})
+        summary["target"] = target.describe()
+        log_trained_component(run, "cfg", trainer, summary)
     return summary
 
 
@@ -535,7 +524,7 @@ def _sample_paired(model, diffusion, counts, gc, terms, device, progress):
     context_dim = getattr(model, "context_dim", 0)
     for start in range(0, len(counts), gc.batch_size):
         chunk = counts[start : start + gc.batch_size]
-        null = torch.zeros(len(chunk), context_dim) if context_dim else None  # the unconditional score
+        null = torch.zeros(len(chunk), context_dim, device=device) if context_dim else None  # unconditional
         part = sample(
             model, diffusion, chunk, gc.steps, gc.method, terms, null, gen, device=device, progress=progress
         )

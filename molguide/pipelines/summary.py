@@ -71,14 +71,19 @@ def noise_level_table(rows: list[dict]) -> str:
 
 
 def training_table(steps: dict[str, dict]) -> str:
-    """Steps, minutes and final loss of each training step of a composite pipeline."""
-    lines = [f"{'trained':<18} {'steps':>7} {'minutes':>8} {'final loss':>11}  extra"]
+    """Steps, minutes and final loss of each training step of a composite pipeline.
+
+    A step marked ``reused`` finished in an earlier run of the same command (its numbers
+    are that run's).
+    """
     if not any("final_loss" in s for s in steps.values()):
         return ""
+    width = max(18, *(len(n) + 1 for n, s in steps.items() if "final_loss" in s))
+    lines = [f"{'trained':<{width}} {'steps':>7} {'minutes':>8} {'final loss':>11}  extra"]
     for name, s in steps.items():
         if "final_loss" not in s:
             continue
-        extra = []
+        extra = ["finished earlier, reused"] if s.get("reused") else []
         if "evaluator_mae" in s:
             extra.append(
                 f"MAE {s['evaluator_mae']:.3f} (naive {s['naive_mae']:.3f}, #atoms {s['atoms_mae']:.3f})"
@@ -86,8 +91,62 @@ def training_table(steps: dict[str, dict]) -> str:
         if "reward_weight_ess_fraction" in s:
             extra.append(f"reward ESS {100 * s['reward_weight_ess_fraction']:.1f}%")
         numbers = f"{s['steps']:>7} {_num(s['minutes'], '.1f'):>8} {_num(s['final_loss'], '.4f'):>11}"
-        lines.append(f"{name:<18} {numbers}  {'; '.join(extra)}".rstrip())
+        lines.append(f"{name:<{width}} {numbers}  {'; '.join(extra)}".rstrip())
     return "\n".join(lines)
+
+
+# Column labels and number formats of EDM's conditional table (design.md section 9 order).
+MAE_COLUMNS: dict[str, tuple[str, str]] = {
+    "alpha_bohr3": ("alpha", ".2f"),
+    "gap_eV": ("gap", ".0f"),
+    "homo_eV": ("HOMO", ".0f"),
+    "lumo_eV": ("LUMO", ".0f"),
+    "mu_D": ("mu", ".3f"),
+    "cv_calmolK": ("Cv", ".3f"),
+}
+STABILITY_COLUMNS = (
+    ("atom_stability", "atom stab %"),
+    ("mol_stability", "mol stab %"),
+    ("validity", "valid %"),
+    ("valid_unique", "valid*unique %"),
+)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table (readable as plain text too)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(header), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)])
+
+
+def stability_table(rows: list[dict]) -> str:
+    """EDM's unconditional table: one row per source (fractions in, percentages out).
+
+    Each row: ``source`` (measured / published), ``row`` (what), ``n`` (molecules, or
+    None) and the fractions ``atom_stability``, ``mol_stability``, ``validity``,
+    ``valid_unique`` (None where not reported).
+    """
+    header = ["source", "row", "n", *(label for _, label in STABILITY_COLUMNS)]
+    body = []
+    for r in rows:
+        cells = [_num(100 * r[k] if r.get(k) is not None else None, ".2f") for k, _ in STABILITY_COLUMNS]
+        body.append([r["source"], r["row"], "-" if r.get("n") is None else f"{r['n']:,}", *cells])
+    return markdown_table(header, body)
+
+
+def conditional_mae_table(rows: list[dict], units: dict[str, tuple[str, float]]) -> str:
+    """EDM's conditional table: MAE per property (columns) for each row (a method or a reference).
+
+    Each row: ``source``, ``row`` and ``mae`` = {property: MAE in the table's unit};
+    ``units`` maps a property to (unit, factor) as in ``diagnostics.report.TABLE_UNITS``.
+    """
+    props = list(MAE_COLUMNS)
+    header = ["source", "row", *(f"{MAE_COLUMNS[p][0]} ({units[p][0]})" for p in props)]
+    body = [[r["source"], r["row"], *(_num(r["mae"].get(p), MAE_COLUMNS[p][1]) for p in props)] for r in rows]
+    return markdown_table(header, body)
 
 
 def toy_table(toy: dict) -> str:

@@ -5,7 +5,9 @@ A composite pipeline is a thin sequence of the single pipelines: each step opens
 own MLflow run, nested under the parent, and writes its checkpoint into the shared
 ``output_dir``; running the same command again resumes every unfinished training
 and redoes only the work after it. The parent run carries the headline metrics of
-design.md section 3, the plots and a plain-text summary table.
+design.md section 3, the plots and a plain-text summary table. With
+``protocol.enabled``, ``full`` is EDM's QM9 protocol (:mod:`molguide.pipelines.protocol`),
+whose finished trainings, sample batches and results a rerun skips.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from molguide.config import RunConfig
-from molguide.pipelines import guidance, score
+from molguide.pipelines import guidance, protocol, score
 from molguide.pipelines.summary import guidance_table, noise_level_table, sampling_table, training_table
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
 
@@ -34,6 +36,8 @@ STEPS: dict[str, Callable[[RunConfig, bool | None], dict]] = {
     "train-cfg": guidance.train_cfg,
     "sample": score.sample_and_evaluate,
     "guide": guidance.guided_sample,
+    "protocol-train": protocol.train_protocol_models,
+    "protocol": protocol.run_protocol,
 }
 QUICKSTART_STEPS = ("train-score", "train-classifier", "train-evaluator", "train-reward", "guide")
 HEADLINE_PREFIXES = (
@@ -53,7 +57,15 @@ def quickstart_defaults() -> dict:
 
 
 def full_steps(config: RunConfig) -> tuple[str, ...]:
-    """The steps of ``full``: every training, unconditional sampling, then guided sampling."""
+    """The steps of ``full``: every training, unconditional sampling, then guided sampling.
+
+    With ``protocol.enabled``: the score model, the per-property models of EDM's
+    protocol (``protocol-train``: classifier, evaluator, CFG model per property) and
+    the protocol's sampling and tables (``protocol``, whose unguided samples are the
+    unconditional ones).
+    """
+    if config.protocol.enabled:
+        return ("train-score", "protocol-train", "protocol")
     steps = ["train-score", "train-classifier", "train-evaluator", "train-reward"]
     if config.cfg.enabled:
         steps.append("train-cfg")
@@ -75,6 +87,8 @@ def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress
         guide = out["steps"].get("guide")
         if guide is not None:
             _log_headline(guide, Path(config.output_dir) / "guided")
+        if "protocol" in out["steps"]:  # the parent carries the protocol's tables and metrics
+            protocol.log_protocol(out["steps"]["protocol"])
         out["table"] = summary_table(out, config)
         mlflow.log_text(out["table"], "summary.txt")
         mlflow.log_text(json.dumps(out, indent=2, default=_jsonable), "summary.json")
@@ -113,13 +127,25 @@ def summary_table(out: dict, config: RunConfig) -> str:
 
     units = {p.name: p.unit for p in PROPERTIES}
     parts = [f"molguide {out['pipeline']} ({config.name}, output in {config.output_dir})"]
-    parts.append(training_table(out["steps"]))
+    trained = {name: s for name, s in out["steps"].items() if name != "protocol-train"}
+    trained.update(out["steps"].get("protocol-train", {}).get("parts", {}))
+    parts.append(training_table(trained))
     if "sample" in out["steps"]:
         parts.append(sampling_table(out["steps"]["sample"]))
     guide = out["steps"].get("guide")
     if guide:
         parts.append(guidance_table(guide, f"({units.get(config.target.property, '')})"))
         parts.append(noise_level_table(guide["noise_levels"]))
+    edm = out["steps"].get("protocol")
+    if edm:
+        parts.append(edm["header"])
+        parts.append("unconditional (%)\n" + edm["stability_table"])
+        parts.append(
+            "conditional MAE (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K)\n"
+            + edm["conditional_mae_table"]
+        )
+        if edm.get("reused"):
+            parts.append("reused from an earlier run of this command: " + ", ".join(edm["reused"]))
     return "\n\n".join(p for p in parts if p)
 
 

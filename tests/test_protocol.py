@@ -1,0 +1,306 @@
+"""EDM's QM9 protocol: the tables' maths, resumable batched sampling, and the published
+config run end to end at tiny sizes (``molguide run full -c configs/qm9_edm_protocol.yaml``
+with --set overrides) into a SQLite MLflow store, then run again to show it resumes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from molguide.cli import main
+from molguide.data.molecules import Molecule
+from molguide.diagnostics.report import TABLE_UNITS, mean_absolute_error, reference_maes, to_table_units
+from molguide.pipelines.protocol import PUBLISHED_MAE, BatchedSamples, batch_seed
+from molguide.pipelines.summary import conditional_mae_table, stability_table
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "qm9_edm_protocol.yaml"
+PROPERTIES = ("alpha_bohr3", "gap_eV")
+
+# The published config made tiny: two properties, 24 samples of 50 steps, networks of a few
+# dozen steps. The score model stays close to its initial weights (low lr, slow EMA):
+# a few dozen steps at a high rate give a model whose samples explode at the first step.
+TINY = [
+    "device=cpu",
+    "data.max_molecules=300",
+    "model.backbone_kwargs={hidden: 16, num_layers: 2}",
+    "train={steps: 40, batch_size: 32, lr: 5.0e-4, warmup_steps: 100, ema_decay: 0.995, log_every: 20}",
+    "classifier.backbone_kwargs={hidden: 16, num_layers: 2}",
+    "classifier.train={steps: 30, batch_size: 32, lr: 1.0e-3, ema_decay: 0.9, log_every: 10}",
+    "classifier.holdout=20",
+    "evaluator.backbone_kwargs={hidden: 16, num_layers: 2}",
+    "evaluator.train={steps: 60, batch_size: 32, lr: 2.0e-3, ema_decay: 0.9, log_every: 20}",
+    "evaluator.holdout=50",
+    f"protocol.properties=[{', '.join(PROPERTIES)}]",
+    "protocol.n_samples=24",
+    "protocol.n_bins=4",
+    "protocol.classifier_weights=[2.0]",
+    "cfg.enabled=true",
+    "cfg.train={steps: 10, batch_size: 32, warmup_steps: 0, ema_decay: 0.9, log_every: 10}",
+    "protocol.cfg_weights=[1.0]",
+    "protocol.n_reference=50",
+    "protocol.steps=50",
+    "sample.batch_size=12",
+]
+ROWS = ("naive", "atoms", "lower_bound", "unguided", "classifier_w2", "cfg_w1")
+
+
+# ----------------------------------------------------------------------------- maths
+
+
+def test_units_of_the_published_table():
+    assert to_table_units("gap_eV", 0.655) == pytest.approx(655.0)  # eV -> meV
+    assert to_table_units("homo_eV", 0.356) == pytest.approx(356.0)
+    assert to_table_units("mu_D", 1.111) == 1.111 and to_table_units("alpha_bohr3", 2.76) == 2.76
+    assert set(TABLE_UNITS) == {"alpha_bohr3", "gap_eV", "homo_eV", "lumo_eV", "mu_D", "cv_calmolK"}
+    with pytest.raises(ValueError, match="no published unit"):
+        to_table_units("zpve_eV", 1.0)
+
+
+def test_reference_rows_naive_shuffles_targets_atoms_and_lower_bound():
+    rng = np.random.default_rng(0)
+    values = rng.normal(5.0, 2.0, 500)
+    pred = values + rng.normal(0.0, 0.1, 500)  # a good evaluator
+    atoms = np.full(500, values.mean())  # a predictor that knows nothing but the mean
+    rows = reference_maes(pred, values, atoms, np.random.default_rng(7))
+    # Naive: the evaluator's predictions against a permutation of the targets.
+    shuffled = np.random.default_rng(7).permutation(values)
+    assert rows["naive"] == pytest.approx(np.abs(pred - shuffled).mean())
+    assert rows["lower_bound"] == pytest.approx(np.abs(pred - values).mean()) and rows["lower_bound"] < 0.1
+    assert rows["atoms"] == pytest.approx(np.abs(values - values.mean()).mean())
+    # Shuffling pairs independent draws: E|X - Y| = 2 sigma / sqrt(pi) for Gaussians.
+    assert rows["naive"] == pytest.approx(2 * 2.0 / math.sqrt(math.pi), rel=0.1)
+    # A lost sample (NaN prediction) is left out, not counted as zero error.
+    assert mean_absolute_error(np.array([1.0, np.nan, 3.0]), np.array([0.0, 100.0, 1.0])) == 1.5
+
+
+def test_tables_carry_published_rows_in_their_units():
+    rows = [{"source": "measured", "row": "molguide unguided", "mae": {"gap_eV": 812.4, "mu_D": 1.2345}}]
+    rows += [{"source": "published", "row": name, "mae": v} for name, v in PUBLISHED_MAE.items()]
+    table = conditional_mae_table(rows, TABLE_UNITS)
+    lines = table.splitlines()
+    assert "gap (meV)" in lines[0] and "alpha (bohr^3)" in lines[0] and "Cv (cal/mol K)" in lines[0]
+    assert "| 812 " in lines[2] and "| 1.234 " in lines[2] and lines[2].count(" - ") == 4
+    edm = next(line for line in lines if "EDM (conditional model)" in line)
+    assert "| 655 " in edm and "| 2.76 " in edm and "| 1.101 " in edm
+    stab = stability_table([{"source": "measured", "row": "x", "n": 10000, "atom_stability": 0.987}])
+    assert "| 98.70 " in stab and "10,000" in stab
+
+
+def test_protocol_config_steps_and_per_property_copies(tmp_path):
+    from molguide.config import ConfigError, load_config
+    from molguide.pipelines.protocol import property_config
+    from molguide.pipelines.workflow import full_steps
+
+    config = load_config(
+        CONFIG, ["device=cpu", f"output_dir={tmp_path}", "protocol.classifier_weights=[3, 1, 1]"]
+    )
+    assert config.protocol.enabled and config.protocol.n_samples == 10000 and config.protocol.steps == 1000
+    assert config.protocol.properties == ["alpha_bohr3", "gap_eV", "homo_eV", "lumo_eV", "mu_D", "cv_calmolK"]
+    assert config.protocol.classifier_weights == [1.0, 3.0]
+    assert full_steps(config) == ("train-score", "protocol-train", "protocol")
+    mu = property_config(config, "mu_D")
+    assert mu.target.property == "mu_D" and mu.target.n_bins == 10 and mu.target.thresholds is None
+    assert mu.output_dir == str(tmp_path / "protocol" / "mu_D") and mu.name == "qm9-edm-protocol-mu_D"
+    assert config.target.property == "gap_eV" and config.output_dir == str(
+        tmp_path
+    )  # the original is untouched
+    for bad, message in (
+        ("protocol.properties=[gap_eV, gap_eV]", "each property once"),
+        ("protocol.n_bins=1", "n_bins"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(CONFIG, [bad])
+
+
+# ----------------------------------------------------------------------------- batched samples
+
+
+def _fake_batch(k: int, start: int, end: int):
+    """Deterministic 'samples' from the batch's seed; sample 1 of every batch is lost."""
+    rng = np.random.default_rng(batch_seed(0, k))
+    mols = [Molecule(np.ones(3, dtype=int), rng.normal(size=(3, 3))) for _ in range(start, end)]
+    mols[1] = None
+    return mols, {1: "exploded"}
+
+
+def test_batched_samples_resume_after_an_interruption_with_the_same_molecules(tmp_path):
+    calls = []
+
+    def interrupted(k, start, end):
+        if k == 2:
+            raise KeyboardInterrupt
+        calls.append(k)
+        return _fake_batch(k, start, end)
+
+    store = BatchedSamples(tmp_path / "a", {"steps": 5}, n=11, batch_size=3)
+    with pytest.raises(KeyboardInterrupt):
+        store.fill(interrupted, "test", progress=False)
+    assert calls == [0, 1]
+    again = BatchedSamples(tmp_path / "a", {"steps": 5}, n=11, batch_size=3)
+    again.fill(lambda k, s, e: (calls.append(k), _fake_batch(k, s, e))[1], "test", progress=False)
+    assert calls == [0, 1, 2, 3]  # only the missing batches
+    straight = BatchedSamples(tmp_path / "b", {"steps": 5}, n=11, batch_size=3)
+    straight.fill(_fake_batch, "test", progress=False)
+    (resumed, fails, _), (plain, fails_plain, _) = again.load(), straight.load()
+    assert fails == fails_plain == {k: "exploded" for k in (1, 4, 7, 10)}
+    for a, b in zip(resumed, plain):
+        assert (a is None and b is None) or np.allclose(a.positions, b.positions, atol=1e-6)
+    # Other inputs: the old batches are discarded, not mixed in.
+    BatchedSamples(tmp_path / "a", {"steps": 6}, n=11, batch_size=3)
+    assert not list((tmp_path / "a").glob("batch_*.npz"))
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def protocol_runs(tmp_path_factory, molguide_cache):
+    """The tiny protocol run twice with the same command; yields what the tests look at."""
+    tmp = tmp_path_factory.mktemp("protocol")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    old_uri, threads = os.environ.get("MLFLOW_TRACKING_URI"), torch.get_num_threads()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    # Tiny networks run as fast on one thread, and one thread does not stall when other
+    # processes share the two cores (OpenMP threads spin-waiting on a busy core).
+    torch.set_num_threads(1)
+    sets = [arg for item in [*TINY, f"output_dir={tmp / 'runs'}"] for arg in ("--set", item)]
+    command = ["-q", "run", "full", "-c", str(CONFIG), "--no-progress", *sets]
+    runs = []
+    try:
+        for extra in ([], ["--json"]):
+            out = io.StringIO()
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(out):
+                assert main([*command, *extra]) == 0
+            runs.append((time.perf_counter() - t0, out.getvalue()))
+        yield {"uri": uri, "runs": runs, "folder": tmp / "runs"}
+    finally:
+        torch.set_num_threads(threads)
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
+    import mlflow
+
+    _, text = protocol_runs["runs"][0]
+    assert "unconditional (%)" in text and "conditional MAE" in text
+    assert "| published | EDM (1000 steps)" in text and "| published | EEGSDE" in text
+    run_id = text.split("MLflow run ")[1].split(";")[0]
+    client = mlflow.MlflowClient(protocol_runs["uri"])
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert client.get_experiment(parent.info.experiment_id).name == "molguide-full"
+    artifacts = {a.path for a in client.list_artifacts(run_id, "protocol")}
+    assert {
+        "protocol/stability_table.md",
+        "protocol/conditional_mae_table.md",
+        "protocol/tables.json",
+    } <= artifacts
+    stability = mlflow.artifacts.load_text(f"runs:/{run_id}/protocol/stability_table.md")
+    assert "| measured  | molguide (EGNN 16x2, 40 training steps; ancestral sampler, 50 steps)" in stability
+    assert "| measured  | QM9 data (generator_half)" in stability and "| published | GeoBFN" in stability
+    tables = mlflow.artifacts.load_dict(f"runs:/{run_id}/protocol/tables.json")
+    assert [r["row"] for r in tables["conditional_mae"] if r["source"] == "measured"] == [
+        "Naive (shuffled targets)",
+        "#Atoms",
+        "molguide unguided",
+        "molguide classifier-guided, w = 2",
+        "molguide CFG, w = 1",
+        "lower bound (evaluator on data)",
+    ]
+
+    m = parent.data.metrics
+    for prop in PROPERTIES:
+        for row in ROWS:
+            value = m[f"mae_{prop}_{row}"]
+            assert math.isfinite(value) and value > 0, (prop, row)
+    # alpha grows with molecule size: the atom count alone beats shuffled targets, and the
+    # evaluator (trained on the other half) beats them on real molecules.
+    assert m["mae_alpha_bohr3_atoms"] < m["mae_alpha_bohr3_naive"]
+    assert m["mae_alpha_bohr3_lower_bound"] < m["mae_alpha_bohr3_naive"]
+    for key in ("validity", "mol_stability", "valid_unique", "uniqueness", "atom_stability"):
+        if key in m:  # atom_stability and uniqueness are undefined when every sample is lost or invalid
+            assert 0 <= m[key] <= 1, key
+    assert m["qm9_data_atom_stability"] > 0.95 and m["qm9_data_validity"] > 0.9  # real molecules
+    assert 0 <= m["validity"] <= 1 and m["sample_failures"] < 24
+
+    # The parent's table-unit MAE is the nested run's property-unit MAE times 1000 (eV -> meV).
+    protocol_run = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{run_id}' and tags.`molguide.pipeline` = 'protocol'",
+    )[0]
+    settings = {
+        r.info.run_name: r
+        for r in client.search_runs(
+            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{protocol_run.info.run_id}'"
+        )
+    }
+    assert set(settings) == {
+        "unconditional",
+        *(f"{p}-{s}" for p in PROPERTIES for s in ("classifier_w2", "cfg_w1")),
+    }
+    gap = settings["gap_eV-classifier_w2"].data.metrics
+    assert gap["mae_table_units"] == pytest.approx(1000 * gap["mae_to_target"])
+    assert m["mae_gap_eV_classifier_w2"] == pytest.approx(gap["mae_table_units"])
+    sdfs = [a.path for a in client.list_artifacts(settings["unconditional"].info.run_id, "samples")]
+    assert sdfs == ["samples/samples.sdf"]
+
+
+def test_protocol_trains_each_half_separately_under_one_parent(protocol_runs):
+    import mlflow
+
+    _, text = protocol_runs["runs"][0]
+    run_id = text.split("MLflow run ")[1].split(";")[0]
+    client = mlflow.MlflowClient(protocol_runs["uri"])
+    exp = client.get_run(run_id).info.experiment_id
+
+    def children(rid):
+        return client.search_runs([exp], f"tags.mlflow.parentRunId = '{rid}'", order_by=["start_time ASC"])
+
+    steps = [r.info.run_name for r in children(run_id)]
+    assert steps == ["qm9-edm-protocol-train", "protocol-alpha_bohr3", "protocol-gap_eV", "protocol"]
+    group = next(r for r in children(run_id) if r.info.run_name == "protocol-gap_eV")
+    halves = {
+        r.data.tags["molguide.pipeline"]: r.data.tags["molguide.split_half"]
+        for r in children(group.info.run_id)
+    }
+    assert halves == {
+        "train-classifier": "generator_half",
+        "train-evaluator": "evaluator_half",
+        "train-cfg": "generator_half",
+    }
+    folder = protocol_runs["folder"] / "protocol"
+    for prop in PROPERTIES:
+        results = json.loads((folder / prop / "results.json").read_text())
+        assert results["unit"] == TABLE_UNITS[prop][0] and set(results["mae"]) == set(ROWS)
+        assert (folder / prop / "classifier" / "last.pt").exists() and (
+            folder / prop / "evaluator" / "last.pt"
+        ).exists()
+
+
+def test_the_same_command_again_skips_finished_work_and_gives_the_same_tables(protocol_runs):
+    (first_s, text), (second_s, raw) = protocol_runs["runs"]
+    again = json.loads(raw)
+    assert list(again["steps"]) == ["train-score", "protocol-train", "protocol"]
+    parts = again["steps"]["protocol-train"]["parts"]
+    assert set(parts) == {f"{p} {k}" for p in PROPERTIES for k in ("classifier", "evaluator", "cfg")}
+    assert all(part["reused"] for part in parts.values())
+    edm = again["steps"]["protocol"]
+    assert edm["reused"] == ["unconditional", *PROPERTIES]
+    assert math.isnan(again["steps"]["train-score"]["train_steps_per_s"])  # resumed at its last step
+    first_table = text.split("conditional MAE")[1].split("MLflow run")[0].strip()
+    assert edm["conditional_mae_table"] in first_table
+    assert second_s < first_s / 2, (first_s, second_s)
