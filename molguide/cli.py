@@ -163,8 +163,9 @@ def _resume_command(args: argparse.Namespace) -> str:
 
     parts = ["molguide", "run", args.pipeline]
     if launched_by_torchrun():
-        world = os.environ["WORLD_SIZE"]
-        parts = ["torchrun", f"--nproc-per-node={world}", shutil.which("molguide") or "molguide", *parts[1:]]
+        world, local = os.environ["WORLD_SIZE"], os.environ.get("LOCAL_WORLD_SIZE", "")
+        launcher = ["--standalone", f"--nproc-per-node={world}"] if world == local else ["<launcher options>"]
+        parts = ["torchrun", *launcher, shutil.which("molguide") or "molguide", *parts[1:]]
     if args.config:
         parts += ["-c", args.config]
     for item in args.set:
@@ -209,8 +210,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     except ValueError as err:  # configuration values the schema cannot check (e.g. backbone kwargs)
         raise UserError(str(err)) from err
     except (KeyboardInterrupt, Exception) as err:
-        if not any(Path(config.output_dir).glob("*/last.pt")):
-            raise
+        if not is_main or not any(Path(config.output_dir).glob("*/last.pt")):
+            raise  # under torchrun, rank 0 alone says how to resume
         what = (
             "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed ({type(err).__name__}: {err})"
         )

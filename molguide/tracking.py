@@ -72,28 +72,50 @@ def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
         with urllib.request.urlopen(base + "/health", timeout=timeout_s) as reply:  # noqa: S310 (the user's URI)
             if reply.status != 200:
                 raise TrackingError(f"MLflow tracking server {uri} answered {reply.status} on /health")
-        # /health answers even when the API refuses this host name or user: ask the API once too.
-        probe = base + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
-        with urllib.request.urlopen(probe, timeout=timeout_s):  # noqa: S310
-            pass
-    except urllib.error.HTTPError as err:
-        if err.code == 404:  # the API answered: no experiment of that name, which is fine
-            return uri
-        detail = err.read(300).decode("utf-8", "replace").strip()
-        hint = {
-            403: " (a server started without this host name in --allowed-hosts refuses it)",
-            401: " (the server wants credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)",
-        }.get(err.code, "")
-        raise TrackingError(
-            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) refuses requests: {err.code} {detail}{hint}"
-        ) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingError(
             f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is not reachable: {reason}. "
             "Start it, or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
         ) from None
+    _check_api(uri, timeout_s)
     return uri
+
+
+def _check_api(uri: str, timeout_s: float) -> None:
+    """One API call the way MLflow makes them (credentials, TLS settings from the environment).
+
+    /health answers even when the API refuses this client (a host name missing from the
+    server's --allowed-hosts, missing or wrong credentials).
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        reply = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/get-by-name",
+            "GET",
+            params={"experiment_name": "Default"},
+            max_retries=0,
+            timeout=timeout_s,
+            raise_on_status=False,
+        )
+    except Exception as err:  # noqa: BLE001 (any transport failure is the same message)
+        raise TrackingError(
+            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) failed an API call: {err}"
+        ) from None
+    if reply.status_code in (200, 404):  # 404: no experiment of that name, the API answered
+        return
+    hint = {
+        403: " (this host name is not in the server's --allowed-hosts, or the user lacks rights)",
+        401: " (check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)",
+    }.get(reply.status_code, "")
+    detail = reply.text[:300].strip()
+    raise TrackingError(
+        f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) refuses requests: "
+        f"{reply.status_code} {detail}{hint}"
+    )
 
 
 @contextmanager

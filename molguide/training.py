@@ -203,7 +203,12 @@ class Trainer:
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="molguide-batches")
+            # Pinning memory in the thread needs the thread to know the process's GPU.
+            setup = None
+            if self.device.type == "cuda":
+                gpu = self.device.index if self.device.index is not None else torch.cuda.current_device()
+                setup = lambda: torch.cuda.set_device(gpu)  # noqa: E731
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="molguide-batches", initializer=setup)
         ahead = self._ahead
         result = ahead[1].result() if ahead is not None and ahead[0] == step else self._make_batch(step)
         self._ahead = (step + 1, self._executor.submit(self._make_batch, step + 1))
@@ -230,8 +235,11 @@ class Trainer:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.mixed_precision):
             out = self.objective(self.network, batch, gen, **kwargs)
         loss, extras = out if isinstance(out, tuple) else (out, {})
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+        # The global batch's loss (the mean of the processes' scaled losses), checked on every
+        # process alike: one process raising alone would leave the others waiting in DDP.
+        loss_value = float(distributed.all_reduce_sum(loss.detach())) / self.dist.world_size
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -239,8 +247,6 @@ class Trainer:
         self.optimizer.step()
         self.ema.update_parameters(self.model)
         self.step += 1
-        # The logged loss is the global batch's: the mean of the processes' scaled losses.
-        loss_value = float(distributed.all_reduce_sum(loss.detach())) / self.dist.world_size
         entry = StepLog(
             self.step, loss_value, float(grad_norm), lr, global_size / (time.perf_counter() - t0), extras
         )
@@ -298,7 +304,8 @@ class Trainer:
 
     def _past(self, deadline: float) -> bool:
         """Whether the deadline has passed; in data-parallel runs, whether it has for any process."""
-        late = torch.tensor(float(time.monotonic() >= deadline))
+        # On the training device: NCCL reduces CUDA tensors only.
+        late = torch.tensor(float(time.monotonic() >= deadline), device=self.device)
         return bool(distributed.all_reduce_sum(late) > 0)
 
     def recent_loss(self, last: int = 50) -> float:

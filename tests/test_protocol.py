@@ -304,3 +304,20 @@ def test_the_same_command_again_skips_finished_work_and_gives_the_same_tables(pr
     first_table = text.split("conditional MAE")[1].split("MLflow run")[0].strip()
     assert edm["conditional_mae_table"] in first_table
     assert second_s < first_s / 2, (first_s, second_s)
+
+
+def test_a_time_boxed_score_model_stops_the_protocol_before_the_later_steps(tmp_path, monkeypatch, capsys):
+    """max_minutes is a session's time box here: no per-property training or sampling on a half model."""
+    from molguide.pipelines.workflow import unfinished_trainings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sets = [*TINY, f"output_dir={tmp_path / 'runs'}", "train.steps=100000", "train.max_minutes=0.002"]
+    command = ["-q", "run", "full", "-c", str(CONFIG), "--no-progress"]
+    assert main([*command, *[arg for item in sets for arg in ("--set", item)]]) == 0
+    text = capsys.readouterr().out
+    assert "not finished: train-score (step " in text and "Run the same command again" in text
+    assert (tmp_path / "runs" / "score" / "last.pt").exists()
+    assert not (tmp_path / "runs" / "protocol").exists()
+    stopped_part = {"parts": {"gap_eV evaluator": {"finished": False, "steps": 3}}}
+    assert unfinished_trainings("protocol-train", stopped_part) == ["gap_eV evaluator (step 3)"]
+    assert not unfinished_trainings("train-score", {"finished": True, "steps": 40})

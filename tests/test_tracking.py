@@ -114,34 +114,72 @@ def test_an_unreachable_server_is_one_clear_error_before_any_training(tmp_path, 
     assert not out.exists()  # nothing trained
 
 
+class _FakeTrackingServer:
+    """A stdlib HTTP server that answers /health like MLflow and refuses API calls as told.
+
+    ``refuse``: "host" answers every API call 403 (MLflow 3's reply to a host name missing
+    from --allowed-hosts); "auth" answers 401 unless the request carries ``auth``.
+    """
+
+    def __init__(self, refuse: str, auth: str | None = None) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the handler's API)
+                if self.path == "/health":
+                    code, body = 200, b"OK"
+                elif refuse == "host":
+                    code, body = 403, b"Invalid Host header"
+                elif self.headers.get("Authorization") != auth:
+                    code, body = 401, b"You are not authenticated."
+                else:
+                    code, body = 404, b'{"error_code": "RESOURCE_DOES_NOT_EXIST"}'
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.uri = f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_a_server_whose_api_refuses_this_host_is_one_clear_error(tmp_path, monkeypatch, capsys):
     """MLflow 3 answers /health but refuses API calls for host names not in --allowed-hosts."""
-    import http.server
-    import threading
-
-    class RefusingHost(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (the handler's API)
-            ok = self.path == "/health"
-            body = b"OK" if ok else b"Invalid Host header"
-            self.send_response(200 if ok else 403)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), RefusingHost)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+    with _FakeTrackingServer("host") as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
         out = tmp_path / "runs"
         assert main(["run", "train-score", *_sets([f"output_dir={out}", *TINY_SCORE])]) == 2
-    finally:
-        server.shutdown()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refuses requests: 403 Invalid Host header" in err[0]
     assert "--allowed-hosts" in err[0] and not out.exists()
+
+
+def test_the_api_check_sends_mlflow_credentials(monkeypatch):
+    import base64
+
+    from molguide.tracking import TrackingError, check_tracking
+
+    auth = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    with _FakeTrackingServer("auth", auth) as server:
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        with pytest.raises(TrackingError, match="refuses requests: 401.*MLFLOW_TRACKING_USERNAME"):
+            check_tracking(server.uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+        assert check_tracking(server.uri) == server.uri
 
 
 def test_ctrl_c_marks_the_run_killed_keeps_the_checkpoint_and_prints_the_resume_command(

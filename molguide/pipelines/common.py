@@ -75,6 +75,7 @@ def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: 
         "steps": trainer.step,
         "train_steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
         "final_loss": trainer.recent_loss(),
+        "finished": trainer.step >= section.steps,  # False: stopped by max_minutes
         "minutes": elapsed / 60,
         "checkpoint": str(ckpt) if ckpt else None,
     }

@@ -83,6 +83,8 @@ PUBLISHED_MAE: dict[str, dict[str, float]] = {
         ("#Atoms", (3.86, 866, 426, 813, 1.053, 1.971)),
         ("EDM (conditional model)", (2.76, 655, 356, 584, 1.111, 1.101)),
         ("EEGSDE (EDM + energy guidance)", (2.50, 487, 302, 447, 0.777, 0.941)),
+        ("GeoLDM", (2.37, 587, 340, 522, 1.108, 1.025)),
+        ("JODO", (1.42, 335, 226, 256, 0.628, 0.581)),
         ("lower bound (evaluator on data)", (0.10, 64, 39, 36, 0.043, 0.040)),
     )
 }
@@ -391,8 +393,14 @@ def _sample_setting(
     return store
 
 
-def _quality(mols: list[Molecule | None], progress: bool, sdf: Path | None = None) -> dict:
-    """EDM's chemistry metrics over all requested samples (a lost sample is invalid and unstable)."""
+def _quality(
+    mols: list[Molecule | None], progress: bool, sdf: Path | None = None, requested_atoms: int | None = None
+) -> dict:
+    """EDM's chemistry metrics over all requested samples (a lost sample is invalid and unstable).
+
+    ``requested_atoms``: the atoms of every requested sample, lost ones included (their
+    atoms count as unstable); None when nothing can be lost (real molecules).
+    """
     from molguide.chem.evaluate import evaluate, write_annotated_sdf
 
     present = [m for m in mols if m is not None]
@@ -400,8 +408,11 @@ def _quality(mols: list[Molecule | None], progress: bool, sdf: Path | None = Non
     scale = len(present) / len(mols)
     m = ev.metrics
     validity = (m["validity"] or 0.0) * scale
+    atom_scale = 1.0
+    if requested_atoms:
+        atom_scale = sum(p.num_atoms for p in present) / requested_atoms
     out = {
-        "atom_stability": m["atom_stability"],
+        "atom_stability": (m["atom_stability"] or 0.0) * atom_scale if present else 0.0,
         "mol_stability": (m["mol_stability"] or 0.0) * scale,
         "validity": validity,
         "uniqueness": m["uniqueness"],
@@ -529,7 +540,7 @@ def _unconditional(
             _unguided(score, signature), folder, config, diffusion, pairs.counts, progress
         )
         mols, _, seconds = store.load()
-        quality = _quality(mols, progress, sdf)
+        quality = _quality(mols, progress, sdf, int(pairs.counts.sum()))
         quality["sample_s_per_molecule"] = seconds / len(mols)
         result = {"signature": _normalised(signature), "n": len(mols), "quality": quality}
         _write_json(results_path, result)
@@ -604,7 +615,7 @@ def _property_results(
             "mae_table_units": to_table_units(prop, mae),
             "n_evaluated": float(np.isfinite(pred).sum()),
             "sample_s_per_molecule": seconds / len(mols),
-            **_quality(mols, progress, folder / f"samples_{s.name}.sdf"),
+            **_quality(mols, progress, folder / f"samples_{s.name}.sdf", int(pairs.counts.sum())),
         }
         tags = {"molguide.property": prop, "molguide.guidance": s.kind, "molguide.weight": str(s.weight)}
         out_settings[s.name] = {"metrics": metrics, "tags": tags}
@@ -642,6 +653,7 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
         "pairs": pairs.signature,
         "steps": pc.steps,
         "method": pc.method,
+        "batch_size": config.sample.batch_size,  # batches carry their own seeds
         "score_step": int(score_state["step"]),
     }
     tags = {"molguide.pipeline": "protocol", "molguide.split_half": config.data.split}

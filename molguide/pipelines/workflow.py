@@ -84,6 +84,19 @@ def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress
         for k, name in enumerate(steps, start=1):
             log.info("%s step %d of %d: %s", pipeline, k, len(steps), name)
             out["steps"][name] = STEPS[name](config, progress)
+            unfinished = unfinished_trainings(name, out["steps"][name])
+            # The protocol's max_minutes is a session's time box (not a training budget, as in
+            # the CPU configs): sampling 10,000 molecules from half-trained models would be wasted.
+            if unfinished and config.protocol.enabled and k < len(steps):
+                out["unfinished"] = unfinished
+                mlflow.set_tag("molguide.unfinished", ", ".join(unfinished))
+                log.warning(
+                    "%s: %s stopped before its configured steps (time limit); the later steps wait. "
+                    "Run the same command again to continue.",
+                    pipeline,
+                    ", ".join(unfinished),
+                )
+                break
         guide = out["steps"].get("guide")
         if guide is not None:
             _log_headline(guide, Path(config.output_dir) / "guided")
@@ -95,6 +108,14 @@ def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress
         out["run_id"] = run.info.run_id
     out["mlflow_ui"] = ui_command()
     return out
+
+
+def unfinished_trainings(step: str, summary: dict) -> list[str]:
+    """The trainings of a step's summary that stopped before their configured steps."""
+    if summary.get("finished") is False:
+        return [f"{step} (step {summary['steps']})"]
+    parts = summary.get("parts", {})
+    return [f"{name} (step {s['steps']})" for name, s in parts.items() if s.get("finished") is False]
 
 
 def _jsonable(value):
@@ -136,6 +157,11 @@ def summary_table(out: dict, config: RunConfig) -> str:
     if guide:
         parts.append(guidance_table(guide, f"({units.get(config.target.property, '')})"))
         parts.append(noise_level_table(guide["noise_levels"]))
+    if out.get("unfinished"):
+        parts.append(
+            "not finished: " + ", ".join(out["unfinished"]) + " stopped at the time limit; the later "
+            "steps did not run. Run the same command again to continue."
+        )
     edm = out["steps"].get("protocol")
     if edm:
         parts.append(edm["header"])
