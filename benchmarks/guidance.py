@@ -2,24 +2,29 @@
 
     python benchmarks/guidance.py [--molecules 64] [--steps 20] [--repeat 3] [--device cpu|cuda] [--out FILE]
 
-Side by side in one process, on the same node counts and noise: seconds per
-sampling step for the unguided EGNN 64x4 score model, with classifier guidance
-from classifiers of several sizes (EGNN 32x3, 48x3, 64x4) and with reward
-guidance (a second 64x4 score network). The ratio guided / unguided is the number
-the guidance issue's target (<= 1.5 for a classifier smaller than the score
-model) is checked against. Weights are random: cost does not depend on training.
+Side by side in one process, on the same node counts and noise, the variants called
+in rounds (one warm-up call each; per round each variant samples twice in a row and the
+second call is timed, so it follows a call of its own kind): seconds per sampling step for
+the unguided EGNN 64x4 score model, with classifier guidance from classifiers of
+several sizes (EGNN 32x3, 48x3, 64x4) and with reward guidance (a second 64x4 score
+network). The ratio guided / unguided (median over rounds of the same-round ratio) is
+the number the guidance issue's target (<= 1.5 for a classifier smaller than the
+score model) is checked against. Weights are random: the work does not depend on training
+(the time can, a little: extreme activations take slow paths of exp).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import os
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleaved, machine, median_ratio, write_report  # noqa: E402
 
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import sample
@@ -31,12 +36,11 @@ from molguide.models.predictor import MoleculePredictor
 CLASSIFIERS = {"egnn_32x3": (32, 3), "egnn_48x3": (48, 3), "egnn_64x4": (64, 4)}
 
 
-def seconds_per_step(model, diffusion, counts, steps, terms, device, repeat) -> float:
-    times = []
-    for k in range(repeat + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+def sampler(model, diffusion, counts, steps, terms, device):
+    """A function sampling ``steps`` steps; call r of every such function uses seed r."""
+    calls = iter(range(10**9))
+
+    def run() -> None:
         sample(
             model,
             diffusion,
@@ -44,14 +48,11 @@ def seconds_per_step(model, diffusion, counts, steps, terms, device, repeat) -> 
             steps,
             "ancestral",
             terms,
-            generator=torch.Generator().manual_seed(k),
+            generator=torch.Generator().manual_seed(next(calls)),
             device=device,
         )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if k:
-            times.append((time.perf_counter() - t0) / steps)
-    return statistics.median(times)
+
+    return run
 
 
 def main() -> None:
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device(args.device)
+    at_start = machine(device)
     torch.manual_seed(0)
     from molguide.data import edm_splits, load_qm9
     from molguide.diffusion.nodes import NodeCountDistribution
@@ -72,45 +74,33 @@ def main() -> None:
     counts = nodes.sample(args.molecules, torch.Generator().manual_seed(0))
     diffusion = VPDiffusion(NoiseSchedule())
     score = ScoreNetwork(backbone="egnn", hidden=64, num_layers=4).to(device).eval()
-    base = seconds_per_step(score, diffusion, counts, args.steps, [], device, args.repeat)
-    rows = {"unguided_egnn_64x4": {"s_per_step": base, "ratio": 1.0}}
+    terms = {"unguided_egnn_64x4": []}
+    sizes = {}
     for name, (hidden, layers) in CLASSIFIERS.items():
         clf = MoleculePredictor(5, 3, time_input=True, hidden=hidden, num_layers=layers).to(device).eval()
-        s = seconds_per_step(
-            score, diffusion, counts, args.steps, [ClassifierGuidance(clf, 2, 1.0)], device, args.repeat
-        )
-        rows[f"classifier_{name}"] = {
-            "s_per_step": s,
-            "ratio": s / base,
-            "classifier_parameters": sum(p.numel() for p in clf.parameters()),
-        }
+        terms[f"classifier_{name}"] = [ClassifierGuidance(clf, 2, 1.0)]
+        sizes[f"classifier_{name}"] = sum(p.numel() for p in clf.parameters())
     reward = ScoreNetwork(backbone="egnn", hidden=64, num_layers=4).to(device).eval()
-    s = seconds_per_step(
-        score,
-        diffusion,
-        counts,
-        args.steps,
-        [RewardGuidance(reward, diffusion.schedule.sigma)],
-        device,
-        args.repeat,
-    )
-    rows["reward_egnn_64x4"] = {"s_per_step": s, "ratio": s / base}
+    terms["reward_egnn_64x4"] = [RewardGuidance(reward, diffusion.schedule.sigma)]
+    fns = {k: sampler(score, diffusion, counts, args.steps, v, device) for k, v in terms.items()}
+    times = interleaved(fns, args.repeat, device)
+    base = times["unguided_egnn_64x4"]
+    rows = {}
+    for name, t in times.items():
+        rows[name] = {"s_per_step": statistics.median(t) / args.steps, "ratio": median_ratio(t, base)}
+        if name in sizes:
+            rows[name]["classifier_parameters"] = sizes[name]
     result = {
         "benchmark": "guided_sampling_step",
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
+        "machine_at_start": at_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "molecules": args.molecules,
         "atoms": int(counts.sum()),
         "timed_steps": args.steps,
         "score_parameters": sum(p.numel() for p in score.parameters()),
         "results": rows,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -321,3 +321,21 @@ def test_a_time_boxed_score_model_stops_the_protocol_before_the_later_steps(tmp_
     stopped_part = {"parts": {"gap_eV evaluator": {"finished": False, "steps": 3}}}
     assert unfinished_trainings("protocol-train", stopped_part) == ["gap_eV evaluator (step 3)"]
     assert not unfinished_trainings("train-score", {"finished": True, "steps": 40})
+
+
+def test_the_protocol_score_model_does_not_diverge_in_its_first_steps(qm9):
+    """EGNN 256x9 with 15 A per layer diverged at step 2 (loss 1e10); EDM's 15 / 9 per layer does not."""
+    from molguide.components import build_score_model, diffusion_from_config
+    from molguide.config import load_config
+    from molguide.diffusion.training import DiffusionTrainer
+    from molguide.training import TrainConfig
+
+    config = load_config(CONFIG, [])
+    torch.manual_seed(0)
+    model = build_score_model(config.model.model_dump())
+    diffusion = diffusion_from_config(config.diffusion.model_dump())
+    train = TrainConfig(steps=4, batch_size=16, lr=config.train.lr, warmup_steps=config.train.warmup_steps)
+    trainer = DiffusionTrainer(model, diffusion, qm9.subset(np.arange(2000)), train)
+    trainer.train()
+    losses = [e.loss for e in trainer.history]
+    assert all(math.isfinite(v) for v in losses) and max(losses[1:]) < 50, losses
