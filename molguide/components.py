@@ -175,6 +175,9 @@ def states_from_run(run_id: str, device: str = "cpu") -> dict[str, dict]:
 
     from molguide.tracking import tracking_uri
 
+    # runs:/ URIs resolve through MLflow's global URI, which an earlier run in this process
+    # may have set to another store: follow $MLFLOW_TRACKING_URI, as every molguide call does.
+    mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient(tracking_uri())
     try:
         root = client.get_run(run_id)
