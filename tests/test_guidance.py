@@ -211,19 +211,21 @@ def test_reward_guidance_at_w1_samples_the_reweighted_model():
     assert expected < _variance(half) < 2.0 * 7 / 8
 
 
+def _in_float64(state: GuidanceState, score_x: torch.Tensor, score_h: torch.Tensor) -> GuidanceState:
+    """The two-molecule state of ``_state`` in float64 with the given base score."""
+    return GuidanceState(
+        state.zx.double(), state.zh.double(), state.t, state.batch, 2, state.edge_index, score_x, score_h
+    )
+
+
 def test_cfg_term_gives_conditional_plus_w_times_difference():
     """CFG term on exact Gaussian scores: base + term equals s(z|c) + w (s(z|c) - s(z))."""
     gen = torch.Generator().manual_seed(4)
     sched = NoiseSchedule("polynomial_2", 1000)
     model = GaussianEps(sched, v=2.0, v_context=0.5)
     state = _state(gen)
-    state = GuidanceState(
-        state.zx.double(),
-        state.zh.double(),
-        state.t,
-        state.batch,
-        2,
-        state.edge_index,
+    state = _in_float64(
+        state,
         *[
             -e / sched.sigma(state.t)[state.batch].unsqueeze(-1)
             for e in model(state.zx.double(), state.zh.double(), state.t, state.batch)
@@ -244,16 +246,7 @@ def test_cfg_term_takes_one_label_per_molecule():
     sched = NoiseSchedule("polynomial_2", 1000)
     model = GaussianEps(sched, v=2.0, v_context=0.5)
     state = _state(gen)
-    state = GuidanceState(
-        state.zx.double(),
-        state.zh.double(),
-        state.t,
-        state.batch,
-        2,
-        state.edge_index,
-        torch.zeros_like(state.zx.double()),
-        torch.zeros_like(state.zh.double()),
-    )
+    state = _in_float64(state, torch.zeros_like(state.zx.double()), torch.zeros_like(state.zh.double()))
     labels = torch.tensor([[0.0, 0.0], [0.0, 1.0]])  # molecule 0: null label, molecule 1: class 1
     gx, gh = ClassifierFreeGuidance(model, labels, sched.sigma, weight=1.5)(state)
     for mol in range(2):
