@@ -6,7 +6,6 @@ resume against ``molguide run train-score`` in one process.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow_server import free_port
 
 from molguide.checkpoint import load_checkpoint
 from molguide.diffusion.process import VPDiffusion
@@ -86,12 +86,6 @@ def test_shard_losses_average_to_the_global_gradient_float64(qm9):
     assert np.mean([loss for _, loss in shard_grads]) == pytest.approx(full_loss, rel=1e-12)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, out_dir: str, cache: str) -> None:
     """One process of the spawned data-parallel Trainer run (module level: spawn pickles it)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
@@ -116,7 +110,7 @@ def test_two_spawned_processes_match_one_process(qm9, tmp_path, molguide_cache):
     """Weighted loss, dropped contexts and unequal shards (7 molecules: 4 + 3) at once."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), str(molguide_cache)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), str(molguide_cache)), nprocs=2, join=True)
 
     objective, data = _objective_and_data(qm9)
     config = TrainConfig(steps=4, batch_size=7, lr=1e-3, seed=7, checkpoint_every=2)

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from mlflow_server import running_mlflow_server
 
 TINY = [
     "data.max_molecules=200",
@@ -39,56 +36,16 @@ TINY = [
 WORKERS = ("alice", "bob")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def shared_folder_server(request, tmp_path_factory):
     """``mlflow server`` with a SQLite backend and a shared artifact folder; yields (uri, folder)."""
     tmp = tmp_path_factory.mktemp("server")
-    port = _free_port()
     shared = tmp / "shared_artifacts"
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
-        "--default-artifact-root", str(shared),
-        "--no-serve-artifacts",
-    ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log_path = tmp / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        request.getfixturevalue("qm9")  # build the QM9 cache while the server starts (workers share it)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = f"exited with {proc.returncode}" if proc.poll() is not None else "no /health in 90 s"
-                pytest.fail(f"mlflow server did not start ({state}):\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+    store = ["--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+             "--default-artifact-root", str(shared), "--no-serve-artifacts"]  # fmt: skip
+    # Build the QM9 cache while the server starts (the workers share it).
+    with running_mlflow_server(tmp, store, lambda: request.getfixturevalue("qm9")) as uri:
         yield uri, shared
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker, by the group's pid
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # A worker is a Python process that waits for the other worker at one point of MLflow's client,
