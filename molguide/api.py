@@ -37,10 +37,12 @@ def evaluate(
 ) -> dict:
     """Chemistry metrics of RDKit molecules with 3D conformers (or Molecules).
 
-    Returns the same dict as ``molguide evaluate --json``: ``validity``,
-    ``atom_stability``, ``mol_stability``, ``uniqueness``, ``novelty`` (fractions),
-    ``n_input``, ``n_evaluated``, ``errors`` and a ``properties`` summary.
-    Bonds are perceived from the coordinates, not taken from the input.
+    Returns the same dict as ``molguide evaluate --json``: ``validity`` (EDM's:
+    distance-table bonds, no charges), ``validity_strict`` (one neutral closed-shell
+    molecule with every hydrogen), ``atom_stability``, ``mol_stability``,
+    ``uniqueness``, ``novelty`` (fractions), ``n_input``, ``n_evaluated``, ``errors``
+    and a ``properties`` summary. Bonds are perceived from the coordinates, not taken
+    from the input.
     """
     result = _evaluate(
         as_molecules(mols),

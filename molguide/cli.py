@@ -93,7 +93,9 @@ def _fmt(value: float | None) -> str:
 
 def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
     print(f"{path}: {result['n_evaluated']} of {result['n_input']} records evaluated")
-    for key in ("validity", "atom_stability", "mol_stability", "uniqueness", "novelty"):
+    from molguide.chem import METRIC_NAMES
+
+    for key in METRIC_NAMES:
         print(f"  {key:<16} {_fmt(result[key])}")
     if result["properties"]:
         print(f"  {'property':<22} {'n':>6} {'mean':>10} {'median':>10} {'std':>9}")

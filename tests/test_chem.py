@@ -3,6 +3,7 @@ import pytest
 
 import molguide
 from molguide.chem import atom_stability, bond_orders, evaluate
+from molguide.chem.evaluate import annotated_mols
 from molguide.chem.stability import THRESHOLDS_A
 from molguide.data import Molecule
 
@@ -28,23 +29,25 @@ def test_methane_is_stable_and_a_stretched_one_is_not():
 
 def test_qm9_reproduces_edm_data_row(qm9, random_qm9_indices, reference_smiles):
     """EDM's rule on real QM9 DFT geometries: 99.0% atom / 95.2% molecule stability
-    on the full set, 0.994 / 0.955 quoted for 2,000 random molecules."""
+    on the full set, 0.994 / 0.955 quoted for 2,000 random molecules; EDM validity
+    97.7% (its own code gives 97.15% on these 2,000)."""
     mols = list(qm9.subset(random_qm9_indices))
     result = evaluate(mols, reference_smiles=reference_smiles, descriptors=False, progress=False)
     m = result.metrics
     assert 0.988 <= m["atom_stability"] <= 0.997
     assert 0.940 <= m["mol_stability"] <= 0.965
-    assert m["validity"] >= 0.995
+    assert 0.965 <= m["validity"] <= 0.985
+    assert m["validity_strict"] >= 0.99  # QM9's few zwitterions are charged, hence not strict
     assert m["uniqueness"] == 1.0  # QM9 holds each constitution once
     # About 76% of QM9 is the training split, so about 24% of a random sample is novel.
     assert 0.20 <= m["novelty"] <= 0.28
     assert result.to_dict()["n_evaluated"] == 2000
 
 
-def test_validity_of_1000_molecules_with_the_hueckel_fallback(qm9, reference_smiles):
+def test_strict_validity_of_1000_molecules_with_the_hueckel_fallback(qm9, reference_smiles):
     idx = np.random.default_rng(1).choice(len(qm9), 1000, replace=False)
     result = evaluate(list(qm9.subset(idx)), reference_smiles=[], descriptors=False, progress=False)
-    assert result.metrics["validity"] >= 0.995
+    assert result.metrics["validity_strict"] >= 0.99
     methods = {r.bond_method for r in result.molecules}
     assert "hueckel" in methods  # the fallback is exercised on real data
     assert result.metrics["novelty"] is None  # novelty skipped when no reference
@@ -59,9 +62,9 @@ def test_training_molecules_are_not_novel_and_smiles_match_gdb(qm9, reference_sm
     assert result.metrics["novelty"] <= 0.01
     same = [r.smiles == canonicalise(str(s)) for r, s in zip(result.molecules, qm9.smiles[idx])]
     assert np.mean(same) >= 0.99
-    # RDKit descriptors for every valid molecule.
-    qed = [r.properties["qed"] for r in result.molecules if r.valid]
-    assert len(qed) == sum(r.valid for r in result.molecules) and all(0 < q < 1 for q in qed)
+    # RDKit descriptors for every molecule whose perceived bonds sanitise.
+    qed = [r.properties["qed"] for r in result.molecules if r.smiles is not None]
+    assert len(qed) >= 495 and all(0 < q < 1 for q in qed)
 
 
 def test_uniqueness_counts_duplicates_and_garbage_is_invalid(qm9):
@@ -101,9 +104,9 @@ def test_elements_outside_the_edm_table_are_reported_not_dropped():
     mol = Chem.AddHs(Chem.MolFromSmiles("CS"))
     AllChem.EmbedMolecule(mol, randomSeed=0)
     report = molguide.evaluate([mol], novelty=False)
-    assert report["n_evaluated"] == 1 and report["validity"] == 1.0
-    assert report["atom_stability"] is None
-    assert "stability undefined" in report["errors"][0]["reason"]
+    assert report["n_evaluated"] == 1 and report["validity_strict"] == 1.0
+    assert report["atom_stability"] is None and report["validity"] is None
+    assert "EDM validity undefined" in report["errors"][0]["reason"]
 
 
 def test_hueckel_fallback_writes_nothing_to_the_terminal(qm9, capfd):
@@ -122,4 +125,70 @@ def test_hueckel_fallback_writes_nothing_to_the_terminal(qm9, capfd):
     result = evaluate(needing, reference_smiles=[], descriptors=False, progress=False)
     captured = capfd.readouterr()  # file-descriptor level: C code's writes show here
     assert captured.err == "" and captured.out == ""
-    assert all(r.bond_method == "hueckel" and r.valid for r in result.molecules)
+    assert all(r.bond_method == "hueckel" and r.smiles is not None for r in result.molecules)
+
+
+def _edm_reference_sets():
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "edm_validity_reference.json"
+    return json.loads(path.read_text())["sets"]
+
+
+@pytest.mark.parametrize("reference", _edm_reference_sets(), ids=lambda r: f"jitter{r['jitter_angstrom']}")
+def test_edm_validity_agrees_with_edm_code_molecule_by_molecule(qm9, reference):
+    """The fixture holds what EDM's own code (build_molecule + mol2smiles) said about
+    real and jittered QM9 geometries; molguide must say the same of every molecule,
+    validity and largest-fragment SMILES alike."""
+    from molguide.chem.validity import edm_validity
+
+    rng = np.random.default_rng(reference["seed"])
+    rows = reference["molecules"]
+    idx = rng.choice(len(qm9), len(rows), replace=False)
+    assert idx.tolist() == [row[0] for row in rows]  # same molecules as when the fixture was made
+    disagreements = []
+    for i, expected in rows:
+        mol = qm9[i]
+        positions = mol.positions + rng.normal(0, reference["jitter_angstrom"], mol.positions.shape)
+        ours = edm_validity(mol.atomic_numbers, positions)
+        if ours.smiles != expected or ours.valid != (expected is not None):
+            disagreements.append((i, expected, ours.smiles))
+    assert disagreements == []
+    # Sanity of the fixture itself: jitter must make EDM's validity fall well below the data's.
+    valid = np.mean([row[1] is not None for row in rows])
+    assert {0.0: 0.96, 0.03: 0.75, 0.08: 0.3}[reference["jitter_angstrom"]] <= valid
+
+
+def test_strict_validity_flags_fragments_radicals_and_charges(qm9):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from molguide.api import as_molecules
+
+    def embedded(smiles):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        AllChem.EmbedMolecule(mol, randomSeed=0)
+        AllChem.MMFFOptimizeMolecule(mol)
+        return mol
+
+    methyl = Chem.RWMol(embedded("C"))
+    methyl.RemoveAtom(4)  # a radical: EDM's validity lets sanitisation add the hydrogen back
+    apart = Chem.CombineMols(embedded("C"), embedded("O"))
+    conf = apart.GetConformer()
+    for k in range(5, apart.GetNumAtoms()):
+        p = conf.GetAtomPosition(k)
+        conf.SetAtomPosition(k, (p.x + 5.0, p.y, p.z))
+    zwitterion = qm9[int(np.flatnonzero(qm9.names == "gdb_121864")[0])]  # DFT relaxed it to one
+    mols = as_molecules([methyl.GetMol(), apart, embedded("CCO")]) + [zwitterion]
+    result = evaluate(mols, reference_smiles=[], descriptors=False, progress=False)
+    verdicts = [(r.valid, r.valid_strict) for r in result.molecules]
+    assert verdicts == [(True, False), (True, False), (True, True), (False, False)]
+    assert result.molecules[1].strict.n_fragments == 2
+    assert result.molecules[3].strict.n_charged_atoms == 2
+    assert result.metrics["validity"] == pytest.approx(0.75)
+    assert result.metrics["validity_strict"] == pytest.approx(0.25)
+    tagged = annotated_mols(result, mols)
+    assert [m.GetProp("valid_strict") for m in tagged] == ["0", "0", "1", "0"]
+    assert tagged[3].GetProp("charged_atoms") == "2" and tagged[1].GetProp("fragments") == "2"
+    assert "bond perception failed" in tagged[0].GetProp("notes")  # odd electron count: no neutral bonds

@@ -1,13 +1,19 @@
 """Chemistry metrics of a set of 3D molecules (EDM's protocol) plus property oracles.
 
 Fractions are in [0, 1]:
-- ``validity``: molecules whose bonds could be assigned and whose largest fragment
-  sanitises in RDKit, over the molecules evaluated;
+- ``validity``: EDM's validity (validity.py): the molecule built from EDM's
+  distance-table bonds, without charges, sanitises; over the molecules evaluated;
+- ``validity_strict``: the molecule perceived from the coordinates (DetermineBonds,
+  total charge 0) is one fragment, sanitises, has no charged atom, no radical and
+  no missing hydrogen; over the molecules evaluated;
 - ``atom_stability`` / ``mol_stability``: EDM's distance rule (stability.py), over
   all atoms / molecules evaluated that contain only H, C, N, O, F;
-- ``uniqueness``: distinct canonical SMILES among the valid molecules, over valid;
-- ``novelty``: distinct SMILES absent from the QM9 training split, over distinct
-  (EDM's definitions).
+- ``uniqueness``: distinct EDM SMILES (largest fragment, hydrogens as generated)
+  among the EDM-valid molecules, over valid (EDM's definition);
+- ``novelty``: distinct valid molecules absent from the QM9 training split (built
+  from the training geometries by the same EDM validity), over distinct; compared as
+  heavy-atom canonical SMILES so that a user's own reference SMILES compare too
+  (EDM compares its explicit-hydrogen strings).
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ from dataclasses import dataclass, field
 
 from molguide.chem.descriptors import rdkit_descriptors
 from molguide.chem.reconstruct import rebuild_molecule
-from molguide.chem.smiles import canonical_smiles
+from molguide.chem.smiles import canonical_smiles, canonicalise
 from molguide.chem.stability import SUPPORTED, atom_stability
+from molguide.chem.validity import StrictCheck, edm_validity, strict_check
 from molguide.data.io import RecordError, rdkit_messages
 from molguide.data.molecules import Molecule
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("validity", "atom_stability", "mol_stability", "uniqueness", "novelty")
+METRIC_NAMES = ("validity", "validity_strict", "atom_stability", "mol_stability", "uniqueness", "novelty")
 
 
 @dataclass
@@ -35,8 +42,8 @@ class MoleculeResult:
     """Per-molecule outcome: what the metrics were computed from."""
 
     name: str
-    valid: bool
-    smiles: str | None
+    valid: bool  # EDM validity
+    smiles: str | None  # canonical SMILES of the perceived molecule (None if it does not sanitise)
     bond_method: str | None
     n_atoms: int
     n_stable_atoms: int | None  # None when stability is undefined (unsupported element)
@@ -44,6 +51,9 @@ class MoleculeResult:
     properties: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     mol: object | None = None  # RDKit Mol with bonds and conformer, when bonds were assigned
+    edm_smiles: str | None = None  # EDM's largest-fragment SMILES, when EDM-valid
+    valid_strict: bool = False
+    strict: StrictCheck | None = None
 
 
 @dataclass
@@ -75,7 +85,7 @@ def _largest_fragment(mol):
 
 
 def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeResult:
-    """Validity, SMILES, EDM stability and RDKit descriptors of one molecule."""
+    """EDM validity and stability, strict validity, SMILES and RDKit descriptors of one molecule."""
     from rdkit import Chem
 
     result = MoleculeResult(
@@ -91,25 +101,34 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         stable = atom_stability(molecule.atomic_numbers, molecule.positions)
         result.n_stable_atoms = int(stable.sum())
         result.mol_stable = bool(stable.all())
+        edm = edm_validity(molecule.atomic_numbers, molecule.positions)
+        result.valid, result.edm_smiles = edm.valid, edm.smiles
+        if edm.reason:
+            result.notes.append(f"EDM-invalid: {edm.reason}")
     else:
-        result.notes.append("stability undefined: elements outside H, C, N, O, F")
+        result.notes.append("stability and EDM validity undefined: elements outside H, C, N, O, F")
     rebuilt = rebuild_molecule(molecule)
     result.bond_method = rebuilt.method
     if rebuilt.mol is None:
         result.notes.append(rebuilt.reason or "bond perception failed")
+        result.strict = strict_check(None)
         return result
     result.mol = rebuilt.mol
-    fragment = _largest_fragment(rebuilt.mol)
-    with rdkit_messages() as messages:
+    result.strict = strict_check(rebuilt.mol)
+    result.valid_strict = result.strict.valid
+    if result.strict.reason:
+        result.notes.append(f"not strictly valid: {result.strict.reason}")
+    sanitised = Chem.Mol(rebuilt.mol)
+    with rdkit_messages():
+        try:
+            Chem.SanitizeMol(sanitised)
+        except (ValueError, RuntimeError):
+            return result
+    result.smiles = canonical_smiles(sanitised)
+    if descriptors:
+        fragment = _largest_fragment(sanitised)
         try:
             Chem.SanitizeMol(fragment)
-        except (ValueError, RuntimeError) as err:
-            result.notes.append(f"sanitisation failed: {messages[-1] if messages else err}")
-            return result
-    result.valid = True
-    result.smiles = canonical_smiles(fragment)
-    if descriptors:
-        try:
             result.properties.update(rdkit_descriptors(fragment))
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             result.notes.append(f"descriptors failed: {err}")
@@ -172,11 +191,12 @@ def evaluate(
                 results[k].properties.update({f"xtb_{key}": v for key, v in out.items()})
 
     n = len(results)
-    valid = [r for r in results if r.valid]
-    judged = [r for r in results if r.n_stable_atoms is not None]
-    unique = {r.smiles for r in valid if r.smiles}
+    judged = [r for r in results if r.n_stable_atoms is not None]  # H, C, N, O, F only
+    valid = [r for r in judged if r.valid]
+    unique = {r.edm_smiles for r in valid}
     metrics: dict[str, float | None] = {
-        "validity": len(valid) / n if n else None,
+        "validity": len(valid) / len(judged) if judged else None,
+        "validity_strict": sum(r.valid_strict for r in results) / n if n else None,
         "atom_stability": (
             sum(r.n_stable_atoms for r in judged) / sum(r.n_atoms for r in judged) if judged else None
         ),
@@ -190,7 +210,8 @@ def evaluate(
         reference_smiles = qm9_training_smiles()
     reference = reference_smiles if isinstance(reference_smiles, (set, frozenset)) else set(reference_smiles)
     if reference and unique:
-        metrics["novelty"] = len(unique - reference) / len(unique)
+        distinct = {canonicalise(smiles) for smiles in unique}
+        metrics["novelty"] = len(distinct - reference) / len(distinct)
     keys = sorted({k for r in results for k in r.properties})
     summary = {k: _summary(r.properties.get(k, float("nan")) for r in results) for k in keys}
     return Evaluation(metrics, results, errors, n + len(read_errors), summary)
@@ -198,8 +219,12 @@ def evaluate(
 
 def annotated_mols(evaluation: Evaluation, molecules: Sequence[Molecule]) -> list:
     """RDKit Mols (3D conformer; perceived bonds where bonds were assigned) carrying the
-    molecule's properties and the per-molecule results (valid, mol_stable,
-    atom_stable_fraction, smiles, oracle values, notes) as properties."""
+    molecule's properties and the per-molecule results as properties (SD tags when
+    written): ``valid`` (EDM), ``valid_strict``, ``charged_atoms``,
+    ``radical_electrons``, ``fragments``, ``missing_h`` (what strict validity looked
+    at; a charged or radical molecule says so here), ``mol_stable``,
+    ``atom_stable_fraction``, ``smiles`` (perceived molecule), ``edm_smiles``, oracle
+    values and ``notes``."""
     from molguide.data.io import molecule_to_rdkit
 
     out = []
@@ -210,11 +235,19 @@ def annotated_mols(evaluation: Evaluation, molecules: Sequence[Molecule]) -> lis
         for key, value in molecule.properties.items():
             mol.SetProp(key, repr(float(value)))
         mol.SetProp("valid", str(int(result.valid)))
+        mol.SetProp("valid_strict", str(int(result.valid_strict)))
+        if result.strict is not None and result.mol is not None:
+            mol.SetProp("charged_atoms", str(result.strict.n_charged_atoms))
+            mol.SetProp("radical_electrons", str(result.strict.n_radical_electrons))
+            mol.SetProp("fragments", str(result.strict.n_fragments))
+            mol.SetProp("missing_h", str(result.strict.n_implicit_h))
         if result.mol_stable is not None:
             mol.SetProp("mol_stable", str(int(result.mol_stable)))
             mol.SetProp("atom_stable_fraction", repr(result.n_stable_atoms / result.n_atoms))
         if result.smiles:
             mol.SetProp("smiles", result.smiles)
+        if result.edm_smiles:
+            mol.SetProp("edm_smiles", result.edm_smiles)
         for key, value in result.properties.items():
             mol.SetProp(key, repr(float(value)))
         if result.notes:

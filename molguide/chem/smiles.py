@@ -14,7 +14,7 @@ from molguide.data.splits import edm_splits
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FORMAT = 1
+REFERENCE_FORMAT = 2
 
 
 def canonical_smiles(mol) -> str | None:
@@ -40,13 +40,17 @@ def canonicalise(smiles: str) -> str | None:
     return None if mol is None else canonical_smiles(mol)
 
 
-def qm9_training_smiles(cache_dir: str | Path | None = None) -> frozenset[str]:
+def qm9_training_smiles(cache_dir: str | Path | None = None, progress: bool = False) -> frozenset[str]:
     """Canonical SMILES of the QM9 training split (EDM protocol), cached after the first call.
 
-    Built from QM9's GDB SMILES, which agree with the molecules rebuilt from the DFT
-    geometries for over 99% of records; the residue shows as the novelty of real data.
+    As EDM's code builds its reference: every training geometry through EDM's
+    validity (distance-table bonds, largest fragment), the valid ones kept; here in
+    the heavy-atom canonical form of :func:`canonical_smiles`, so that a user's own
+    SMILES compare too. About 45 s for the 100,000 molecules on one core.
     """
-    from rdkit import RDLogger
+    from tqdm.auto import tqdm
+
+    from molguide.chem.validity import edm_validity
 
     cache = Path(cache_dir or default_cache_dir())
     path = cache / f"qm9_train_smiles_v{REFERENCE_FORMAT}.json"
@@ -56,12 +60,13 @@ def qm9_training_smiles(cache_dir: str | Path | None = None) -> frozenset[str]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("reference SMILES cache %s is unreadable (%s); rebuilding it", path, err)
     qm9 = load_qm9(cache)
-    train = edm_splits(len(qm9))["train"]
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        reference = {canonicalise(str(s)) for s in qm9.smiles[np.sort(train)]}
-    finally:
-        RDLogger.EnableLog("rdApp.*")
+    train = np.sort(edm_splits(len(qm9))["train"])
+    log.info("building the QM9 training-split reference SMILES (%d molecules, once)", len(train))
+    reference = set()
+    for mol in tqdm(qm9.subset(train), total=len(train), desc="reference SMILES", disable=not progress):
+        verdict = edm_validity(mol.atomic_numbers, mol.positions)
+        if verdict.valid:
+            reference.add(canonicalise(verdict.smiles))
     reference.discard(None)
     payload = json.dumps({"format": REFERENCE_FORMAT, "smiles": sorted(reference)}).encode()
     atomic_write(path, lambda fh: fh.write(payload))
