@@ -19,7 +19,7 @@ import torch
 
 from molguide.checkpoint import CheckpointError, load_checkpoint
 from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.process import LossSettings, VPDiffusion
 from molguide.diffusion.schedule import NoiseSchedule
 from molguide.guidance.targets import PropertyTarget
 from molguide.models import ScoreNetwork
@@ -38,6 +38,8 @@ def build_score_model(model_config: Mapping) -> ScoreNetwork:
         return ScoreNetwork(
             backbone=model_config["backbone"],
             context_dim=int(model_config.get("context_dim", 0)),
+            parameterisation=model_config.get("parameterisation", "eps"),
+            self_condition=bool(model_config.get("self_condition", False)),
             **model_config["backbone_kwargs"],
         )
     except TypeError as err:
@@ -61,7 +63,8 @@ def build_predictor(section: Mapping, out_dim: int, time_input: bool) -> Molecul
 def diffusion_from_config(diffusion_config: Mapping) -> VPDiffusion:
     """The VP diffusion a network was trained with (from its stored ``diffusion_config``)."""
     dc = diffusion_config
-    return VPDiffusion(NoiseSchedule(dc["schedule"], dc["steps"], dc["precision"]))
+    settings = LossSettings(**dc.get("loss", {}))  # checkpoints before x0 networks have none
+    return VPDiffusion(NoiseSchedule(dc["schedule"], dc["steps"], dc["precision"]), loss_settings=settings)
 
 
 def inference_state(checkpoint_state: Mapping) -> dict:

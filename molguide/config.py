@@ -31,12 +31,31 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     backbone: Literal["egnn", "e3nn"] = "egnn"
     backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 4})
+    parameterisation: Literal["eps", "x0"] = Field(
+        "eps", description="network predicts the noise (EDM) or the clean molecule (positions + type logits)"
+    )
+    self_condition: bool = Field(False, description="feed the previous clean estimate back in (EGNN only)")
+
+
+class LossSection(_Section):
+    """Training of x0 networks (see molguide.diffusion.process.LossSettings); time_power,
+    align_noise and self_condition_prob apply to eps networks too."""
+
+    weighting: Literal["uniform", "snr_clamp"] = "snr_clamp"
+    snr_min: float = Field(0.05, gt=0)
+    snr_max: float = Field(1.5, gt=0)
+    type_loss: Literal["ce", "mse"] = "ce"
+    type_weight: float = Field(1.0, ge=0)
+    time_power: float = Field(1.0, gt=0, description="t = u^power: > 1 trains more near the data")
+    align_noise: bool = Field(False, description="rotate position noise onto the data (Kabsch)")
+    self_condition_prob: float = Field(0.5, ge=0, le=1)
 
 
 class DiffusionConfig(_Section):
     schedule: Literal["polynomial_2", "cosine"] = "polynomial_2"
     steps: int = Field(1000, ge=10)
     precision: float = Field(1e-5, gt=0, lt=0.5)
+    loss: LossSection = Field(default_factory=LossSection)
 
 
 class TrainSection(_Section):

@@ -1,9 +1,18 @@
-"""The variance-preserving diffusion on z = [x, h] and its denoising loss (EDM conventions).
+"""The variance-preserving diffusion on z = [x, h], its denoising losses and its score.
 
 x are positions in the zero-centre-of-mass subspace (scale 1); h are atom-type
 one-hots scaled by 1/4 (without this scaling EDM's molecule stability fell from
 82% to 47%). z_t = alpha_t z_0 + sigma_t eps with the position noise centred.
-Training predicts eps with an unweighted mean squared error, t uniform on the grid.
+
+Two parameterisations of the network (design.md section 5), one score:
+- "eps" (EDM): the network predicts eps; trained with an unweighted mean squared
+  error, t uniform on the grid (EDM's loss, kept exactly);
+- "x0": the network predicts the clean positions and atom-type logits; x0_h is
+  ``onehot_scale * softmax(logits)``. Trained on |x0_hat - x0|^2 plus the types'
+  cross-entropy (or their squared error), each molecule weighted by w(t) (by default
+  clamp(SNR, 0.05, 1.5), EQGAT-diff's), optionally with self-conditioning, times
+  drawn towards the data end and position noise rotated onto the data (Kabsch).
+Either way s_t(z) = (alpha_t x0_hat - z_t) / sigma_t^2 = -eps_hat / sigma_t.
 """
 
 from __future__ import annotations
@@ -11,14 +20,107 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 from torch_geometric.utils import scatter
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.diffusion.schedule import NoiseSchedule
 from molguide.distributed import Shard, all_reduce_sum
-from molguide.geometry import remove_mean
+from molguide.geometry import kabsch_align, remove_mean
 
 ONEHOT_SCALE = 0.25
+LOSS_WEIGHTINGS = ("uniform", "snr_clamp")
+TYPE_LOSSES = ("ce", "mse")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """How an x0-parameterised network is trained (ignored by EDM's eps loss).
+
+    Args:
+        weighting: "snr_clamp" (w(t) = clamp(alpha^2/sigma^2, snr_min, snr_max)) or
+            "uniform" (w = 1: plain x0 regression).
+        type_loss: "ce" (cross-entropy of the type logits) or "mse" (squared error of
+            the scaled type probabilities, like the positions).
+        type_weight: factor on the type term.
+        time_power: times are u^time_power on the grid, u uniform: > 1 draws more
+            times near the data (t = 0); 1 is uniform.
+        align_noise: rotate each molecule's position noise onto its positions
+            (Kabsch) before noising.
+        self_condition_prob: with a self-conditioned network, the share of molecules
+            whose input carries the network's own first estimate (no gradient).
+    """
+
+    weighting: str = "snr_clamp"
+    snr_min: float = 0.05
+    snr_max: float = 1.5
+    type_loss: str = "ce"
+    type_weight: float = 1.0
+    time_power: float = 1.0
+    align_noise: bool = False
+    self_condition_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss weighting must be one of {list(LOSS_WEIGHTINGS)}, not {self.weighting!r}")
+        if self.type_loss not in TYPE_LOSSES:
+            raise ValueError(f"type loss must be one of {list(TYPE_LOSSES)}, not {self.type_loss!r}")
+        if not 0 < self.snr_min <= self.snr_max:
+            raise ValueError(f"need 0 < snr_min <= snr_max, got {self.snr_min}, {self.snr_max}")
+        if self.time_power <= 0:
+            raise ValueError(f"time_power must be > 0, got {self.time_power}")
+        if not 0.0 <= self.self_condition_prob <= 1.0:
+            raise ValueError(f"self_condition_prob must be in [0, 1], got {self.self_condition_prob}")
+
+
+@dataclass
+class Denoised:
+    """The network's estimate at z_t in both forms, and the score it implies.
+
+    ``x0_h`` is in the scaled one-hot space of z_h; ``type_probs`` are the
+    unscaled type probabilities (the self-conditioning input); ``logits`` are the
+    type logits of an x0 network (None for eps networks).
+    """
+
+    eps_x: torch.Tensor
+    eps_h: torch.Tensor
+    x0_x: torch.Tensor
+    x0_h: torch.Tensor
+    score_x: torch.Tensor
+    score_h: torch.Tensor
+    logits: torch.Tensor | None = None
+
+    @property
+    def type_probs(self) -> torch.Tensor:
+        return self.x0_h / ONEHOT_SCALE if self.logits is None else torch.softmax(self.logits, -1)
+
+    def self_condition(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, type probabilities) as the next call's self-conditioning input."""
+        return self.x0_x.detach(), self.type_probs.detach()
+
+
+def denoised_from_output(
+    parameterisation: str,
+    output: tuple[torch.Tensor, torch.Tensor],
+    zx: torch.Tensor,
+    zh: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    onehot_scale: float = ONEHOT_SCALE,
+) -> Denoised:
+    """Both forms of a network's output; ``alpha``/``sigma`` are per node, shaped (N, 1)."""
+    first, second = output
+    if parameterisation == "eps":
+        eps_x, eps_h = first, second
+        x0_x, x0_h = (zx - sigma * eps_x) / alpha, (zh - sigma * eps_h) / alpha
+        return Denoised(eps_x, eps_h, x0_x, x0_h, -eps_x / sigma, -eps_h / sigma)
+    if parameterisation != "x0":
+        raise ValueError(f"unknown parameterisation {parameterisation!r}")
+    x0_x, logits = first, second
+    x0_h = onehot_scale * torch.softmax(logits, -1)
+    var = sigma * sigma
+    score_x, score_h = (alpha * x0_x - zx) / var, (alpha * x0_h - zh) / var
+    return Denoised(-sigma * score_x, -sigma * score_h, x0_x, x0_h, score_x, score_h, logits)
 
 
 @dataclass
@@ -35,9 +137,40 @@ class NoisedBatch:
 class VPDiffusion:
     """Forward process, loss and score of the variance-preserving diffusion."""
 
-    def __init__(self, schedule: NoiseSchedule, onehot_scale: float = ONEHOT_SCALE) -> None:
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        onehot_scale: float = ONEHOT_SCALE,
+        loss_settings: LossSettings | None = None,
+    ) -> None:
         self.schedule = schedule
         self.onehot_scale = onehot_scale
+        self.loss_settings = loss_settings or LossSettings()
+
+    def coefficients(self, t: torch.Tensor, batch: torch.Tensor, dtype: torch.dtype):
+        """(alpha_t, sigma_t) per node, shaped (N, 1)."""
+        alpha = self.schedule.alpha(t).to(dtype)[batch].unsqueeze(-1)
+        sigma = self.schedule.sigma(t).to(dtype)[batch].unsqueeze(-1)
+        return alpha, sigma
+
+    def denoise(
+        self,
+        model: torch.nn.Module,
+        zx: torch.Tensor,
+        zh: torch.Tensor,
+        t: torch.Tensor,
+        batch: torch.Tensor,
+        edge_index: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Denoised:
+        """Run ``model`` at z_t and return its estimate in both forms and its score."""
+        extra = {"self_cond": self_cond} if getattr(model, "self_condition", False) else {}
+        output = model(zx, zh, t, batch, edge_index, context, **extra)
+        alpha, sigma = self.coefficients(t, batch, zx.dtype)
+        return denoised_from_output(
+            getattr(model, "parameterisation", "eps"), output, zx, zh, alpha, sigma, self.onehot_scale
+        )
 
     def sample_times(
         self, num_graphs: int, generator: torch.Generator | None = None, shard: Shard | None = None
@@ -48,6 +181,19 @@ class VPDiffusion:
         steps = shard.graph_rows(steps) if shard else steps
         return steps.double() / self.schedule.steps
 
+    def sample_times_towards_data(
+        self,
+        num_graphs: int,
+        power: float,
+        generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+    ) -> torch.Tensor:
+        """Times u^power rounded to the grid, u uniform on [0, 1] (power > 1: nearer the data)."""
+        total = shard.total_graphs if shard else num_graphs
+        u = torch.rand(total, generator=generator, dtype=torch.float64)
+        u = shard.graph_rows(u) if shard else u
+        return torch.round(u**power * self.schedule.steps) / self.schedule.steps
+
     def noise(
         self,
         x0: torch.Tensor,
@@ -56,16 +202,18 @@ class VPDiffusion:
         t: torch.Tensor,
         generator: torch.Generator | None = None,
         shard: Shard | None = None,
+        align: bool = False,
     ) -> NoisedBatch:
         """z_t from clean centred positions and unscaled one-hots at per-molecule times t.
+
+        ``align``: rotate each molecule's position noise onto its positions (Kabsch).
 
         The noise is drawn on the generator's device (CPU generators keep runs
         reproducible across devices); with a ``shard`` it is drawn for the whole global
         batch and this process keeps its atoms' rows.
         """
         n, dtype, num_graphs = x0.shape[0], x0.dtype, int(t.shape[0])
-        alpha = self.schedule.alpha(t).to(dtype)[batch].unsqueeze(-1)
-        sigma = self.schedule.sigma(t).to(dtype)[batch].unsqueeze(-1)
+        alpha, sigma = self.coefficients(t, batch, dtype)
         source = generator.device if generator is not None else x0.device
         total = shard.total_nodes if shard else n
         raw_x = torch.randn(total, 3, generator=generator, dtype=dtype, device=source)
@@ -74,7 +222,10 @@ class VPDiffusion:
             raw_x, raw_h = shard.node_rows(raw_x), shard.node_rows(raw_h)
         eps_x = remove_mean(raw_x.to(x0.device), batch, num_graphs)
         eps_h = raw_h.to(x0.device)
-        zx = alpha * remove_mean(x0, batch, num_graphs) + sigma * eps_x
+        x0 = remove_mean(x0, batch, num_graphs)
+        if align:
+            eps_x = kabsch_align(eps_x, x0, batch, num_graphs)
+        zx = alpha * x0 + sigma * eps_x
         zh = alpha * (onehot * self.onehot_scale) + sigma * eps_h
         return NoisedBatch(zx, zh, eps_x, eps_h, t)
 
@@ -91,23 +242,43 @@ class VPDiffusion:
         sample_weight: torch.Tensor | None = None,
         shard: Shard | None = None,
     ) -> torch.Tensor:
-        """Mean squared error of the predicted noise, averaged over molecules.
+        """The denoising loss of one batch, averaged over molecules.
 
-        Each molecule's error is the mean over its 3 + K features per atom (EDM's l2
-        loss); ``sample_weight`` (B,) reweights molecules (reward-weighted training).
-        With a ``shard`` (data-parallel training) the batch is this process's part of
-        a global batch and the returned loss is scaled so that DDP's gradient average
-        equals the gradient of the global batch's loss.
+        eps networks: EDM's loss, each molecule's squared noise error averaged over
+        its 3 + K features per atom. x0 networks: per molecule w(t) times the mean
+        over atoms of |x0_hat - x0|^2 + type_weight * (type cross-entropy or squared
+        error), with the :class:`LossSettings` of this diffusion. ``sample_weight`` (B,)
+        reweights molecules (reward-weighted training). With a ``shard``
+        (data-parallel training) the batch is this process's part of a global batch
+        and the returned loss is scaled so that DDP's gradient average equals the
+        gradient of the global batch's loss.
         """
-        t = self.sample_times(num_graphs, generator, shard).to(x0.device)
-        noised = self.noise(x0, onehot, batch, t, generator, shard)
+        ls = self.loss_settings
+        if ls.time_power == 1.0:
+            t = self.sample_times(num_graphs, generator, shard)
+        else:
+            t = self.sample_times_towards_data(num_graphs, ls.time_power, generator, shard)
+        t = t.to(x0.device)
+        noised = self.noise(x0, onehot, batch, t, generator, shard, align=ls.align_noise)
         if edge_index is None:
             edge_index = fully_connected_edges(batch)
-        eps_x, eps_h = model(noised.zx, noised.zh, t, batch, edge_index, context)
-        sq = ((eps_x - noised.eps_x) ** 2).sum(-1) + ((eps_h - noised.eps_h) ** 2).sum(-1)
-        per_mol = scatter(sq, batch, dim=0, dim_size=num_graphs, reduce="sum")
-        dims = scatter(torch.full_like(sq, 3.0 + onehot.shape[1]), batch, dim=0, dim_size=num_graphs)
-        per_mol = per_mol / dims
+        self_cond = None
+        if getattr(model, "self_condition", False):
+            draw = torch.rand(shard.total_graphs if shard else num_graphs, generator=generator)
+            use = ((shard.graph_rows(draw) if shard else draw) < ls.self_condition_prob).to(x0.device)
+            with torch.no_grad():
+                first = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context)
+            keep = use[batch].unsqueeze(-1).to(x0.dtype)
+            prev_x, prev_p = first.self_condition()
+            self_cond = (prev_x * keep, prev_p * keep)
+        d = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context, self_cond)
+        if getattr(model, "parameterisation", "eps") == "eps":
+            sq = ((d.eps_x - noised.eps_x) ** 2).sum(-1) + ((d.eps_h - noised.eps_h) ** 2).sum(-1)
+            per_mol = scatter(sq, batch, dim=0, dim_size=num_graphs, reduce="sum")
+            dims = scatter(torch.full_like(sq, 3.0 + onehot.shape[1]), batch, dim=0, dim_size=num_graphs)
+            per_mol = per_mol / dims
+        else:
+            per_mol = self._x0_error(d, x0, onehot, batch, num_graphs) * self._weights(t).to(x0.dtype)
         if shard is not None:
             if sample_weight is None:
                 return shard.data_parallel_loss(per_mol.sum(), shard.total_graphs)
@@ -116,3 +287,21 @@ class VPDiffusion:
         if sample_weight is not None:
             return (per_mol * sample_weight).sum() / sample_weight.sum()
         return per_mol.mean()
+
+    def _x0_error(self, d: Denoised, x0, onehot, batch, num_graphs) -> torch.Tensor:
+        """Per molecule: mean over atoms of |x0_hat - x0|^2 + type_weight * type error."""
+        ls = self.loss_settings
+        pos = ((d.x0_x - remove_mean(x0, batch, num_graphs)) ** 2).sum(-1)
+        if ls.type_loss == "ce":
+            types = F.cross_entropy(d.logits, onehot.argmax(-1), reduction="none")
+        else:
+            types = ((d.type_probs - onehot) ** 2).sum(-1)
+        return scatter(pos + ls.type_weight * types, batch, dim=0, dim_size=num_graphs, reduce="mean")
+
+    def _weights(self, t: torch.Tensor) -> torch.Tensor:
+        """w(t) per molecule: clamp(alpha^2 / sigma^2, snr_min, snr_max), or 1."""
+        ls = self.loss_settings
+        if ls.weighting == "uniform":
+            return torch.ones_like(t)
+        alpha2 = self.schedule.alpha(t) ** 2
+        return (alpha2 / (1 - alpha2)).clamp(ls.snr_min, ls.snr_max)

@@ -1,7 +1,9 @@
 """Samplers: ancestral (any number of steps) and deterministic DDIM, with a guidance hook.
 
 Both walk a grid t_S = 1 > ... > t_0 = 0 and use the score
-s_t(z) = -eps_hat(z, t) / sigma_t plus the sum of the guidance terms. Guidance adds
+s_t(z) = -eps_hat(z, t) / sigma_t = (alpha_t x0_hat - z) / sigma_t^2 of the network
+(eps or x0 parameterised) plus the sum of the guidance terms. A self-conditioned
+network gets its own previous estimate of the clean molecule at every step. Guidance adds
 to the score only (scaled by the step's own sigma_{t|s}^2 factor) and leaves the
 noise alone. A molecule whose coordinates turn non-finite or explode is frozen,
 counted and reported; the rest of the batch goes on.
@@ -36,8 +38,10 @@ EXPLODED_ANGSTROM = 100.0  # no QM9-like molecule spans this; beyond it the samp
 class GuidanceState:
     """What a guidance term sees at one step: the noisy batch and the unguided score.
 
-    ``score_x``/``score_h`` is the base model's score -eps_hat / sigma_t (before any
-    term), so terms that need s_t(z) (CFG, reward) do not run the base model again.
+    ``score_x``/``score_h`` is the base model's score (before any term), so terms that
+    need s_t(z) (CFG, reward) do not run the base model again. ``self_cond`` is the
+    previous clean-molecule estimate the base model was given (None at the first
+    step or without self-conditioning); self-conditioned term networks get it too.
     """
 
     zx: torch.Tensor
@@ -48,6 +52,7 @@ class GuidanceState:
     edge_index: torch.Tensor
     score_x: torch.Tensor
     score_h: torch.Tensor
+    self_cond: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class GuidanceTerm(Protocol):
@@ -75,19 +80,19 @@ class SampleResult:
         return len(self.molecules) + len(self.failures)
 
 
-def _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance):
-    eps_x, eps_h = model(zx, zh, t, batch, edges, context)
-    sigma = diffusion.schedule.sigma(t).to(zx.dtype)[batch].unsqueeze(-1)
-    sx, sh = -eps_x / sigma, -eps_h / sigma
+def _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance, self_cond):
+    """(guided score_x, guided score_h, the base model's Denoised)."""
+    denoised = diffusion.denoise(model, zx, zh, t, batch, edges, context, self_cond)
+    sx, sh = denoised.score_x, denoised.score_h
     if not guidance:
-        return sx, sh
-    state = GuidanceState(zx, zh, t, batch, num_graphs, edges, sx, sh)
+        return sx, sh, denoised
+    state = GuidanceState(zx, zh, t, batch, num_graphs, edges, sx, sh, self_cond)
     gx_total, gh_total = torch.zeros_like(sx), torch.zeros_like(sh)
     for term in guidance:
         with torch.enable_grad():  # classifier terms differentiate through their network
             gx, gh = term(state)
         gx_total, gh_total = gx_total + gx.detach(), gh_total + gh.detach()
-    return sx + gx_total, sh + gh_total
+    return sx + gx_total, sh + gh_total, denoised
 
 
 @torch.no_grad()
@@ -128,11 +133,16 @@ def sample(
     failures: dict[int, str] = {}
     grid = time_grid(steps, diffusion.schedule.steps)
     sched = diffusion.schedule
+    self_cond = None
 
     for idx in tqdm(range(steps), desc=f"sample ({method})", unit="step", disable=not progress):
         t = torch.full((num_graphs,), float(grid[idx]), dtype=torch.float64, device=device)
         coef = StepCoefficients.between(sched, float(grid[idx]), float(grid[idx + 1]))
-        sx, sh = _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance)
+        sx, sh, denoised = _score(
+            model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance, self_cond
+        )
+        if getattr(model, "self_condition", False):
+            self_cond = denoised.self_condition()
         if method == "ddim":
             zx, zh = ddim_step(zx, sx, coef), ddim_step(zh, sh, coef)
         else:
@@ -144,13 +154,14 @@ def sample(
         zx = remove_mean(zx, batch, num_graphs)
         zx, zh = _freeze_failures(zx, zh, batch, num_graphs, alive, failures, idx)
 
-    # Decode at t = 0: positions from the predicted clean sample, types by argmax.
+    # Decode at t = 0: positions from the predicted clean sample; types by argmax of
+    # z_h (eps networks, EDM's decoding) or of the predicted type logits (x0 networks).
     t0 = torch.zeros(num_graphs, dtype=torch.float64, device=device)
-    eps_x, _ = model(zx, zh, t0, batch, edges, context)
-    a0, sg0 = sched.alpha(t0[:1]).item(), sched.sigma(t0[:1]).item()
-    x = remove_mean((zx - sg0 * eps_x) / a0, batch, num_graphs)
-    x, zh = _freeze_failures(x, zh, batch, num_graphs, alive, failures, steps)
-    types = torch.as_tensor(list(atom_types))[zh.argmax(-1).cpu()]
+    final = diffusion.denoise(model, zx, zh, t0, batch, edges, context, self_cond)
+    x = remove_mean(final.x0_x, batch, num_graphs)
+    type_scores = zh if final.logits is None else final.logits
+    x, type_scores = _freeze_failures(x, type_scores, batch, num_graphs, alive, failures, steps)
+    types = torch.as_tensor(list(atom_types))[type_scores.argmax(-1).cpu()]
     molecules = []
     offsets = torch.cumsum(counts, 0) - counts
     for m in range(num_graphs):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from molguide.diffusion.process import denoised_from_output
 from molguide.diffusion.sampling import GuidanceState
 from molguide.geometry import remove_mean
 
@@ -177,8 +178,17 @@ class RewardGuidance(_WeightedTerm):
 
 
 def score_of(model: torch.nn.Module, sigma_fn, state: GuidanceState, context: torch.Tensor | None):
-    """Score -eps_hat / sigma_t of a noise-prediction network at the state's z_t."""
+    """Score of a score network (eps or x0 parameterised) at the state's z_t.
+
+    alpha_t = sqrt(1 - sigma_t^2) (variance preserving); a self-conditioned network
+    gets the estimate the base model was given at this step.
+    """
+    extra = {"self_cond": state.self_cond} if getattr(model, "self_condition", False) else {}
     with torch.no_grad():
-        eps_x, eps_h = model(state.zx, state.zh, state.t, state.batch, state.edge_index, context)
-    sigma = sigma_fn(state.t).to(state.zx.dtype)[state.batch].unsqueeze(-1)
-    return -eps_x / sigma, -eps_h / sigma
+        output = model(state.zx, state.zh, state.t, state.batch, state.edge_index, context, **extra)
+    sigma64 = sigma_fn(state.t).double()
+    sigma = sigma64.to(state.zx.dtype)[state.batch].unsqueeze(-1)
+    alpha = torch.sqrt(1 - sigma64 * sigma64).to(state.zx.dtype)[state.batch].unsqueeze(-1)
+    parameterisation = getattr(model, "parameterisation", "eps")
+    d = denoised_from_output(parameterisation, output, state.zx, state.zh, alpha, sigma)
+    return d.score_x, d.score_h

@@ -70,18 +70,19 @@ class EdgeGraph:
     """Index tensors of one edge set, built once per forward pass and shared by all layers.
 
     ``embedding_bag`` in sum mode gathers rows and sums them per bag in one pass:
-    with bags [i, N + j, 2N, 2N + 1] over the rows of [P; Q; W_e^T] and weights
-    [1, 1, e_ij] it gives P_i + Q_j + W_e e_ij; with the edges of node i as its bag
+    with bags [i, N + j, 2N, ..., 2N + D - 1] over the rows of [P; Q; W_e^T] and
+    weights [1, 1, e_ij] (D edge features) it gives P_i + Q_j + W_e e_ij; with the edges of node i as its bag
     it is the (optionally weighted) sum over neighbours.
     """
 
-    def __init__(self, edge_index: torch.Tensor, num_nodes: int) -> None:
+    def __init__(self, edge_index: torch.Tensor, num_nodes: int, edge_dim: int = EDGE_FEATURES) -> None:
         self.i, self.j = edge_index[0], edge_index[1]
         self.num_nodes = num_nodes
         n, num_edges = num_nodes, self.i.numel()
         corner = torch.full_like(self.i, 2 * n)
-        self.gather_index = torch.stack([self.i, self.j + n, corner, corner + 1], 1).reshape(-1)
-        self.gather_offsets = torch.arange(0, 4 * num_edges, 4, device=self.i.device)
+        rows = [self.i, self.j + n] + [corner + k for k in range(edge_dim)]
+        self.gather_index = torch.stack(rows, 1).reshape(-1)
+        self.gather_offsets = torch.arange(0, len(rows) * num_edges, len(rows), device=self.i.device)
         self.ones = None
         self.by_i = self._segments(self.i)
         self.by_j = self._segments(self.j)
@@ -269,6 +270,7 @@ class EGNNLayer(nn.Module):
         norm_constant: float = 1.0,
         aggregation_norm: float = 1.0,
         edge_input: str = "projected",
+        extra_edge_features: int = 0,
     ) -> None:
         super().__init__()
         self.attention = attention
@@ -276,11 +278,12 @@ class EGNNLayer(nn.Module):
         self.norm_constant = norm_constant
         self.aggregation_norm = aggregation_norm
         act = nn.SiLU()
-        self.edge_in = EdgeInput(hidden, EDGE_FEATURES, hidden, edge_input)
+        edge_dim = EDGE_FEATURES + extra_edge_features
+        self.edge_in = EdgeInput(hidden, edge_dim, hidden, edge_input)
         self.edge_out = nn.Sequential(act, nn.Linear(hidden, hidden), act)
         self.gate = nn.Linear(hidden, 1) if attention else None
         self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), act, nn.Linear(hidden, hidden))
-        self.coord_in = EdgeInput(hidden, EDGE_FEATURES, hidden, edge_input)
+        self.coord_in = EdgeInput(hidden, edge_dim, hidden, edge_input)
         last = nn.Linear(hidden, 1, bias=False)
         nn.init.xavier_uniform_(last.weight, gain=0.001)  # start close to the identity map on x
         self.coord_out = nn.Sequential(act, nn.Linear(hidden, hidden), act, last)
@@ -294,7 +297,8 @@ class EGNNLayer(nn.Module):
         j: torch.Tensor,
         graph: EdgeGraph | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``graph`` (the fused per-edge path) is used where given and the input is projected."""
+        """``graph`` (the fused per-edge path) is used where given and the input is projected;
+        ``e0`` holds the fixed edge features (squared input distance, then any extra ones)."""
         diff = x.index_select(0, i) - x.index_select(0, j)
         d2 = (diff * diff).sum(-1, keepdim=True)
         e = torch.cat([d2, e0], dim=-1)
@@ -344,6 +348,8 @@ class EGNN(EquivariantBackbone):
         num_layers: number of equivariant blocks (EDM: 9).
         attention, coords_range, norm_constant, aggregation_norm: as in EDM.
         edge_input: "projected" (fast) or "concat" (EDM's naive form; same maths).
+        extra_edge_features: width of invariant per-edge inputs passed to forward as
+            ``edge_attr`` (e.g. distances of a self-conditioning estimate); 0: none.
 
     ``fused`` (attribute, default True) selects the hand-written per-edge functions
     for the projected form; False runs the same maths as plain autograd operations.
@@ -362,13 +368,23 @@ class EGNN(EquivariantBackbone):
         norm_constant: float = 1.0,
         aggregation_norm: float = 1.0,
         edge_input: str = "projected",
+        extra_edge_features: int = 0,
     ) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
+        self.extra_edge_features = extra_edge_features
         self.embed = nn.Linear(in_features, hidden)
         self.layers = nn.ModuleList(
-            EGNNLayer(hidden, attention, coords_range, norm_constant, aggregation_norm, edge_input)
+            EGNNLayer(
+                hidden,
+                attention,
+                coords_range,
+                norm_constant,
+                aggregation_norm,
+                edge_input,
+                extra_edge_features,
+            )
             for _ in range(num_layers)
         )
         self.readout = nn.Linear(hidden, out_features)
@@ -379,13 +395,20 @@ class EGNN(EquivariantBackbone):
         features: torch.Tensor,
         batch: torch.Tensor,
         edge_index: torch.Tensor,
+        edge_attr: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         i, j = edge_index[0], edge_index[1]
         diff0 = pos.index_select(0, i) - pos.index_select(0, j)
         e0 = (diff0 * diff0).sum(-1, keepdim=True)
+        extra = getattr(self, "extra_edge_features", 0)
+        if extra:
+            if edge_attr is None or edge_attr.shape != (i.numel(), extra):
+                got = None if edge_attr is None else tuple(edge_attr.shape)
+                raise ValueError(f"this EGNN takes edge_attr of shape ({i.numel()}, {extra}), got {got}")
+            e0 = torch.cat([e0, edge_attr.to(e0.dtype)], dim=-1)
         h, x = self.embed(features), pos
         use_fused = self.fused and i.numel() > 0 and not torch.is_autocast_enabled(pos.device.type)
-        graph = EdgeGraph(edge_index, pos.shape[0]) if use_fused else None
+        graph = EdgeGraph(edge_index, pos.shape[0], EDGE_FEATURES + extra) if use_fused else None
         for layer in self.layers:
             h, x = layer(h, x, e0, i, j, graph)
         return x - pos, self.readout(h)

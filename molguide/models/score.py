@@ -1,4 +1,11 @@
-"""Noise-prediction (score) network: an equivariant backbone with time as node input."""
+"""Score network: an equivariant backbone with time as node input.
+
+It predicts either the noise (``parameterisation="eps"``, EDM's form) or the clean
+molecule (``"x0"``: centred positions and atom-type logits). Either way
+:meth:`molguide.diffusion.process.VPDiffusion.denoise` turns the output into the
+score s = (alpha_t x0_hat - z_t) / sigma_t^2 = -eps_hat / sigma_t that samplers and
+guidance terms use.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +18,24 @@ from molguide.data.graphs import fully_connected_edges
 from molguide.geometry import remove_mean
 from molguide.models.registry import build_backbone
 
+PARAMETERISATIONS = ("eps", "x0")
+
 
 class ScoreNetwork(nn.Module):
-    """Predicts the noise (eps_x, eps_h) of a noised molecule z_t = (x_t, h_t) at time t.
+    """Predicts eps or x0 of a noised molecule z_t = (x_t, h_t) at time t.
 
     The position part is equivariant and centred (zero mean per molecule); the
-    atom-type part is invariant. The score is s_t(z) = -eps_hat / sigma_t.
+    atom-type part is invariant.
 
     Args:
         num_atom_types: width of the atom-type one-hot (5 for QM9: H, C, N, O, F).
         backbone: "egnn" or "e3nn".
         context_dim: width of an optional per-molecule condition (for CFG; 0 = none).
+        parameterisation: "eps" (outputs eps_x, eps_h) or "x0" (outputs the clean
+            positions and the atom-type logits).
+        self_condition: take the previous clean-molecule estimate (positions and type
+            probabilities) as extra input: its pair distances as edge features and its
+            type probabilities as node features (EGNN only).
         backbone_kwargs: sizes of the backbone (hidden, num_layers, ...).
     """
 
@@ -30,15 +44,26 @@ class ScoreNetwork(nn.Module):
         num_atom_types: int = 5,
         backbone: str = "egnn",
         context_dim: int = 0,
+        parameterisation: str = "eps",
+        self_condition: bool = False,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
+        if parameterisation not in PARAMETERISATIONS:
+            raise ValueError(
+                f"parameterisation must be one of {list(PARAMETERISATIONS)}, not {parameterisation!r}"
+            )
+        if self_condition and backbone != "egnn":
+            raise ValueError(f"self_condition needs the egnn backbone (edge inputs), not {backbone!r}")
         self.num_atom_types = num_atom_types
         self.context_dim = context_dim
         self.backbone_name = backbone
-        self.backbone = build_backbone(
-            backbone, num_atom_types + 1 + context_dim, num_atom_types, **backbone_kwargs
-        )
+        self.parameterisation = parameterisation
+        self.self_condition = bool(self_condition)
+        in_features = num_atom_types + 1 + context_dim + (num_atom_types if self_condition else 0)
+        if self_condition:
+            backbone_kwargs = {**backbone_kwargs, "extra_edge_features": 1}
+        self.backbone = build_backbone(backbone, in_features, num_atom_types, **backbone_kwargs)
 
     def forward(
         self,
@@ -48,9 +73,14 @@ class ScoreNetwork(nn.Module):
         batch: torch.Tensor,
         edge_index: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
+        self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3) centred positions; h: (N, K) scaled types; t: (B,) times in [0, 1];
-        context: (B, context_dim) or None. Returns (eps_x (N, 3) centred, eps_h (N, K))."""
+        context: (B, context_dim) or None; self_cond: (x0 positions (N, 3), type
+        probabilities (N, K)) of the previous estimate, or None (zeros: no estimate).
+
+        Returns (eps_x, eps_h) for "eps", (x0_x, type logits) for "x0"; positions centred.
+        """
         if edge_index is None:
             edge_index = fully_connected_edges(batch)
         parts = [h, t.to(h.dtype)[batch].unsqueeze(-1)]
@@ -58,5 +88,15 @@ class ScoreNetwork(nn.Module):
             if context is None:
                 raise ValueError("this score network is conditional: pass a context")
             parts.append(context.to(h.dtype)[batch])
-        vectors, scalars = self.backbone(x, torch.cat(parts, dim=-1), batch, edge_index)
+        extra = {}
+        if self.self_condition:
+            prev_x, prev_p = (
+                self_cond if self_cond is not None else (torch.zeros_like(x), torch.zeros_like(h))
+            )
+            parts.append(prev_p.to(h.dtype))
+            diff = prev_x.index_select(0, edge_index[0]) - prev_x.index_select(0, edge_index[1])
+            extra["edge_attr"] = (diff * diff).sum(-1, keepdim=True).to(x.dtype)
+        vectors, scalars = self.backbone(x, torch.cat(parts, dim=-1), batch, edge_index, **extra)
+        if self.parameterisation == "x0":
+            return remove_mean(x + vectors, batch, int(t.shape[0])), scalars
         return remove_mean(vectors, batch, int(t.shape[0])), scalars
