@@ -16,6 +16,7 @@ KEY_METRICS = (
     "target_hit_rate_unguided",
     "reward_improvement",
     "validity",
+    "validity_strict",
     "atom_stability",
     "mol_stability",
     "final_loss",

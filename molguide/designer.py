@@ -4,10 +4,19 @@
     mols = designer.generate(100, target={"gap_eV": "high"}, guidance={"classifier": 2.0}, seed=0)
 
 Each returned molecule is an RDKit Mol with a 3D conformer (bonds perceived from the
-coordinates where that succeeds) and properties: ``valid``, ``smiles``,
-``mol_stable``, ``atom_stable_fraction``, RDKit descriptors, the evaluator's
-prediction ``evaluator_<property>`` when the run trained an evaluator, and
-``molguide_guidance`` / ``molguide_seed`` recording how it was made.
+coordinates with total charge 0 where that succeeds) and properties (those of
+:func:`molguide.chem.evaluate.annotated_mols`):
+
+- ``valid``: EDM's validity (distance-table bonds, no charges; what the published
+  tables count), ``edm_smiles`` (its largest fragment) when valid;
+- ``valid_strict``: one connected, neutral, closed-shell molecule with every hydrogen,
+  judged on the perceived bonds; with ``charged_atoms``, ``radical_electrons``,
+  ``fragments`` and ``missing_h`` (what it looked at, set where bonds were perceived),
+  so a molecule that needed charges or radicals says so;
+- ``smiles`` (the perceived molecule), ``mol_stable``, ``atom_stable_fraction``,
+  RDKit descriptors and ``notes`` (why a molecule is not valid);
+- the evaluator's prediction ``evaluator_<property>`` when the run trained an
+  evaluator, and ``molguide_guidance`` / ``molguide_seed`` recording how it was made.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ class Designer:
     def __init__(self, components: Components) -> None:
         self.components = components
         self.last_failures: dict[int, str] = {}
+        self.last_metrics: dict[str, float | None] = {}  # of the last generate(evaluate=True)
 
     @classmethod
     def load(cls, source: str, device: str = "cpu") -> Designer:
@@ -144,8 +154,11 @@ class Designer:
             seed: the same seed gives the same molecule sizes and noise, so guided and
                 unguided calls with one seed are paired sample by sample.
             steps, method: sampler steps and "ancestral" or "ddim".
-            evaluate: perceive bonds and add validity, stability and descriptors
-                (otherwise atoms and coordinates only).
+            evaluate: perceive bonds and add the properties of the module docstring
+                (``valid``, ``valid_strict`` and what it looked at, stability, SMILES,
+                descriptors; otherwise atoms and coordinates only); the returned molecules'
+                ``validity``, ``validity_strict`` and stability are logged (INFO) and kept
+                in ``last_metrics``.
 
         Samples whose coordinates diverge are not returned; their reasons are in
         ``last_failures`` and a warning says how many.
@@ -193,6 +206,7 @@ class Designer:
             m.tags["molguide_guidance"] = label
             m.tags["molguide_seed"] = str(seed)
         self._predict(molecules)
+        self.last_metrics = {}
         return self._to_rdkit(molecules, evaluate)
 
     def _predict(self, molecules: list[Molecule]) -> None:
@@ -211,15 +225,20 @@ class Designer:
         for m, v in zip(molecules, values):
             m.properties[f"evaluator_{state['property']}"] = float(v)
 
-    @staticmethod
-    def _to_rdkit(molecules: list[Molecule], evaluate: bool) -> list:
-        from molguide.chem.evaluate import annotated_mols
+    def _to_rdkit(self, molecules: list[Molecule], evaluate: bool) -> list:
+        from molguide.chem.evaluate import METRIC_NAMES, annotated_mols
         from molguide.chem.evaluate import evaluate as evaluate_molecules
         from molguide.data.io import molecule_to_rdkit
 
         if not evaluate or not molecules:
             return [molecule_to_rdkit(m) for m in molecules]
         ev = evaluate_molecules(molecules, reference_smiles=[], descriptors=True, xtb=False, progress=False)
+        self.last_metrics = {k: ev.metrics.get(k) for k in METRIC_NAMES if k != "novelty"}
+        log.info(
+            "%d molecules: %s",
+            len(molecules),
+            ", ".join(f"{k} {v:.3f}" for k, v in self.last_metrics.items() if v is not None),
+        )
         mols = annotated_mols(ev, molecules)
         for mol, m in zip(mols, molecules):
             for key, value in m.tags.items():

@@ -78,6 +78,7 @@ def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlf
     assert set(by_name) == {"unguided", "classifier_w1", "reward_w1", "cfg_unconditional", "cfg_w0"}
     for name, metrics in by_name.items():
         assert 0 <= metrics["validity"] <= 1 and 0 <= metrics["target_hit_rate"] <= 1, name
+        assert 0 <= metrics["validity_strict"] <= 1, name
         assert metrics["sample_s_per_molecule"] > 0
     for name in ("classifier_w1", "reward_w1", "cfg_w0"):
         m = by_name[name]

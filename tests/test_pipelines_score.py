@@ -37,6 +37,7 @@ def test_train_then_sample_through_the_cli(qm9, reference_smiles, tmp_path, trac
     metrics = result["results"]["ancestral4"]
     assert result["trained_steps"] == 12
     assert 0.0 <= metrics["validity"] <= 1.0 and metrics["sample_s_per_molecule"] > 0
+    assert 0.0 <= metrics["validity_strict"] <= 1.0
 
     mlflow.set_tracking_uri(tracking)
     runs = mlflow.search_runs(experiment_names=["molguide-score"], output_format="list")
@@ -48,11 +49,12 @@ def test_train_then_sample_through_the_cli(qm9, reference_smiles, tmp_path, trac
     assert [m.step for m in losses][:3] == [1, 2, 3] and len(losses) == 12  # two runs, second empty
     assert "molguide.git_commit" in train_run.data.tags
     child = by_name["molguide-ancestral4"]
-    for key in ("validity", "mol_stability", "sample_failures", "sample_s_per_molecule"):
+    for key in ("validity", "validity_strict", "mol_stability", "sample_failures", "sample_s_per_molecule"):
         assert key in child.data.metrics
     # A 12-step model may lose samples (they explode); lost ones count as invalid.
     lost = child.data.metrics["sample_failures"]
     assert 0 <= lost <= 6 and child.data.metrics["validity"] <= (6 - lost) / 6
+    assert child.data.metrics["validity_strict"] <= (6 - lost) / 6
     if lost < 6:
         assert "atom_stability" in child.data.metrics
     artifacts = [a.path for a in client.list_artifacts(child.info.run_id, "samples")]

@@ -19,7 +19,7 @@ import torch
 from molguide.cli import main
 from molguide.data.molecules import Molecule
 from molguide.diagnostics.report import TABLE_UNITS, mean_absolute_error, reference_maes, to_table_units
-from molguide.pipelines.protocol import PUBLISHED_MAE, BatchedSamples, batch_seed
+from molguide.pipelines.protocol import PUBLISHED_MAE, PUBLISHED_STABILITY, BatchedSamples, batch_seed
 from molguide.pipelines.summary import conditional_mae_table, stability_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +94,38 @@ def test_tables_carry_published_rows_in_their_units():
     assert "| 655 " in edm and "| 2.76 " in edm and "| 1.101 " in edm
     stab = stability_table([{"source": "measured", "row": "x", "n": 10000, "atom_stability": 0.987}])
     assert "| 98.70 " in stab and "10,000" in stab
+
+
+def test_stability_table_has_strict_validity_beside_validity_and_none_published():
+    measured = {"source": "measured", "row": "molguide", "n": 100, "atom_stability": 0.99}
+    measured.update(mol_stability=0.9, validity=0.95, validity_strict=0.8123, valid_unique=0.94)
+    rows = [measured, *({"source": "published", "n": None, **r} for r in PUBLISHED_STABILITY)]
+    lines = stability_table(rows).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[3:] == ["atom stab %", "mol stab %", "valid %", "strict valid %", "valid*unique %"]
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    assert cells(lines[2])[5:7] == ["95.00", "81.23"]
+    published = [cells(line) for line in lines[3:]]
+    assert [c[1] for c in published] == ["QM9 data", "EDM (1000 steps)", "GeoLDM", "GeoBFN (1000 steps)"]
+    assert all(c[6] == "-" for c in published)  # the papers report no strict validity
+    assert published[1][3:8] == ["98.70", "82.00", "91.90", "-", "90.70"]  # EDM's row, in its columns
+
+
+def test_the_data_row_is_measured_again_when_its_cache_is_of_an_older_quality_version(qm9, molguide_cache):
+    from molguide.config import load_config
+    from molguide.pipelines.protocol import QUALITY_VERSION, qm9_reference_row
+
+    config = load_config(CONFIG, ["device=cpu", "data.max_molecules=300", "protocol.n_reference=8"])
+    row = qm9_reference_row(config, progress=False)
+    assert row["n"] == 8 and 0 <= row["validity_strict"] <= 1 and row["validity"] > 0.5
+    (path,) = [p for p in (molguide_cache / "protocol").glob("*_n8_*.json")]
+    assert json.loads(path.read_text()) == {"quality_version": QUALITY_VERSION, "row": row}
+    path.write_text(json.dumps({"n": 8, "validity": 0.0, "atom_stability": 0.0}))  # an older cache
+    assert qm9_reference_row(config, progress=False) == row
+    assert json.loads(path.read_text())["quality_version"] == QUALITY_VERSION
 
 
 def test_protocol_config_steps_and_per_property_copies(tmp_path):
@@ -212,6 +244,7 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
     stability = mlflow.artifacts.load_text(f"runs:/{run_id}/protocol/stability_table.md")
     assert "| measured  | molguide (EGNN 16x2, 40 training steps; ancestral sampler, 50 steps)" in stability
     assert "| measured  | QM9 data (generator_half)" in stability and "| published | GeoBFN" in stability
+    assert "| strict valid % |" in stability
     tables = mlflow.artifacts.load_dict(f"runs:/{run_id}/protocol/tables.json")
     assert [r["row"] for r in tables["conditional_mae"] if r["source"] == "measured"] == [
         "Naive (shuffled targets)",
@@ -231,11 +264,21 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
     # evaluator (trained on the other half) beats them on real molecules.
     assert m["mae_alpha_bohr3_atoms"] < m["mae_alpha_bohr3_naive"]
     assert m["mae_alpha_bohr3_lower_bound"] < m["mae_alpha_bohr3_naive"]
-    for key in ("validity", "mol_stability", "valid_unique", "uniqueness", "atom_stability"):
+    for key in (
+        "validity",
+        "validity_strict",
+        "mol_stability",
+        "valid_unique",
+        "uniqueness",
+        "atom_stability",
+    ):
         if key in m:  # atom_stability and uniqueness are undefined when every sample is lost or invalid
             assert 0 <= m[key] <= 1, key
     assert m["qm9_data_atom_stability"] > 0.95 and m["qm9_data_validity"] > 0.9  # real molecules
     assert 0 <= m["validity"] <= 1 and m["sample_failures"] < 24
+    assert 0 <= m["validity_strict"] <= 1 and 0.5 < m["qm9_data_validity_strict"] <= 1
+    for prop in PROPERTIES:
+        assert 0 <= m[f"{prop}.classifier_w2.validity_strict"] <= 1
 
     # The parent's table-unit MAE is the nested run's property-unit MAE times 1000 (eV -> meV).
     protocol_run = client.search_runs(

@@ -77,7 +77,16 @@ def quickstart_run(tmp_path_factory, molguide_cache):
 
 def test_quickstart_prints_the_summary_table_and_the_ui_command(quickstart_run):
     _, uri, _, text = quickstart_run
-    for heading in ("trained", "train-score", "improvement", "classifier_w2", "reward_w2", "classifier_ce"):
+    for heading in (
+        "trained",
+        "train-score",
+        "improvement",
+        "classifier_w2",
+        "reward_w2",
+        "validity",
+        "strict val",
+        "classifier_ce",
+    ):
         assert heading in text
     assert "mlflow ui --backend-store-uri sqlite:///" in text and uri.split("///")[1] in text
 
@@ -95,7 +104,13 @@ def test_quickstart_logs_metrics_plots_models_and_nested_steps(quickstart_run):
     assert "molguide.git_commit" in tags
     m = parent.data.metrics
     assert m["property_improvement_ci_low"] <= m["property_improvement"] <= m["property_improvement_ci_high"]
-    for key in ("target_hit_rate", "target_hit_rate_unguided", "validity", "atom_stability"):
+    for key in (
+        "target_hit_rate",
+        "target_hit_rate_unguided",
+        "validity",
+        "validity_strict",
+        "atom_stability",
+    ):
         assert 0 <= m[key] <= 1, key
     assert m["inv_prob_median"] >= 1
     ce = client.get_metric_history(run_id, "classifier_ce")
@@ -139,8 +154,11 @@ def test_load_a_run_id_or_folder_and_generate_rdkit_molecules(quickstart_run, tm
     assert (
         mol.HasProp("evaluator_gap_eV")
         and mol.HasProp("valid")
+        and mol.HasProp("valid_strict")
         and "classifier=2" in mol.GetProp("molguide_guidance")
     )
+    strict = [int(m.GetProp("valid_strict")) for m in guided]
+    assert designer.last_metrics["validity_strict"] == pytest.approx(sum(strict) / len(guided))
     again = designer.generate(6, seed=3, steps=20)  # same seed, same molecules
     assert [m.GetNumAtoms() for m in again] == [m.GetNumAtoms() for m in plain]
     assert molguide.write_sdf(guided, tmp_path / "g.sdf") == len(guided)
@@ -189,9 +207,10 @@ def test_compare_lists_the_quickstart_run_as_a_table_and_as_csv(quickstart_run, 
     mine = [r for r in rows if r["run_id"] == run_id]
     assert len(mine) == 1 and mine[0]["experiment"] == "molguide-quickstart"
     assert float(mine[0]["property_improvement_ci_low"]) <= float(mine[0]["property_improvement"])
+    assert 0 <= float(mine[0]["validity_strict"]) <= 1  # logged beside validity
     assert main(["compare", "--experiment", "molguide-quickstart"]) == 0
     table = capsys.readouterr().out
-    assert run_id[:8] in table and "property_improvement" in table
+    assert run_id[:8] in table and "property_improvement" in table and "validity_strict" in table
     assert main(["compare", "--experiment", "no-such-experiment"]) == 2
     assert "no experiment 'no-such-experiment'" in capsys.readouterr().err
 

@@ -1,4 +1,5 @@
-"""PNG figures for MLflow: noise-level diagnostics, property histograms, improvement vs weight.
+"""PNG figures for MLflow: noise-level diagnostics, property histograms, improvement vs weight,
+sample molecules.
 
 matplotlib with the Agg backend (no display needed); every function writes one file.
 """
@@ -186,28 +187,118 @@ def plot_toy(curve: dict, cfg: dict, reward: dict, trained: dict, path: str | Pa
     return Path(path)
 
 
+def strict_problems(mol) -> str:
+    """What keeps a molecule from strict validity, read from its ``annotated_mols`` tags.
+
+    A short label for a legend, e.g. "charged", "radical", "2 frags", "missing H",
+    "EDM-invalid", "no bonds" (bond perception failed, so no strict tags), joined by
+    commas; "" for a strictly valid molecule; "not evaluated" without tags.
+    """
+    if not mol.HasProp("valid_strict"):
+        return "not evaluated"
+    if mol.GetProp("valid_strict") == "1":
+        return ""
+    problems = []
+    if mol.HasProp("valid") and mol.GetProp("valid") != "1":
+        problems.append("EDM-invalid")
+    if not mol.HasProp("fragments"):  # no perceived bonds: strict validity had nothing to look at
+        problems.append("no bonds")
+    else:
+
+        def count(key: str) -> int:
+            return int(mol.GetProp(key)) if mol.HasProp(key) else 0
+
+        fragments = count("fragments")
+        if fragments == 0:  # the strict check could not sanitise the perceived molecule
+            problems.append("unsanitisable")
+        if count("charged_atoms"):
+            problems.append("charged")
+        if count("radical_electrons"):
+            problems.append("radical")
+        if fragments > 1:
+            problems.append(f"{fragments} frags")
+        if count("missing_h"):
+            problems.append("missing H")
+    return ", ".join(problems) or "not strictly valid"
+
+
+def grid_cells(rows: dict[str, list], per_row: int = 6, label_prop: str | None = None) -> list[tuple]:
+    """The cells of :func:`plot_molecule_grid`: (molecule or None for an empty cell, legend).
+
+    Per row (setting), the strictly valid molecules first (tag ``valid_strict`` == "1",
+    in their order), then the others (EDM-invalid ones and those without bonds
+    included) up to ``per_row``, each labelled by what is wrong
+    (:func:`strict_problems`); short rows are padded with empty cells.
+    """
+    cells: list[tuple] = []
+    for name, candidates in rows.items():
+        strict = [m for m in candidates if m.HasProp("valid_strict") and m.GetProp("valid_strict") == "1"]
+        others = [
+            m for m in candidates if not (m.HasProp("valid_strict") and m.GetProp("valid_strict") == "1")
+        ]
+        chosen = (strict + others)[:per_row]
+        for mol in chosen:
+            value = f" {float(mol.GetProp(label_prop)):.2f}" if label_prop and mol.HasProp(label_prop) else ""
+            problems = strict_problems(mol)
+            legend = f"{name}{value}" + (f" ({problems})" if problems else "")
+            cells.append((mol, legend.strip()))
+        cells += [(None, "")] * (per_row - len(chosen))  # keep one setting per row
+    return cells
+
+
+def _drawable(mol):
+    """A 2D copy to draw: heavy atoms with 2D coordinates; without bonds, the heavy atoms
+    (all atoms when there are none) at their 3D positions projected on their main plane."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    from rdkit.Geometry import Point3D
+
+    from molguide.data.io import rdkit_messages
+
+    with rdkit_messages():
+        if mol.GetNumBonds() == 0:
+            heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() != 1]
+            keep = heavy or list(range(mol.GetNumAtoms()))
+            flat = Chem.RWMol()
+            for i in keep:
+                atom = Chem.Atom(mol.GetAtomWithIdx(i).GetAtomicNum())
+                atom.SetNoImplicit(True)
+                flat.AddAtom(atom)
+            flat = flat.GetMol()
+            if keep and mol.GetNumConformers():
+                xyz = mol.GetConformer().GetPositions()[keep]
+                xyz = xyz - xyz.mean(axis=0)
+                axes = np.linalg.svd(xyz, full_matrices=False)[2] if len(keep) > 1 else np.eye(3)
+                plane = xyz @ axes[:2].T
+                conf = Chem.Conformer(len(keep))
+                for i, (x, y) in enumerate(plane):
+                    conf.SetAtomPosition(i, Point3D(float(x), float(y), 0.0))
+                flat.AddConformer(conf, assignId=True)
+            else:
+                AllChem.Compute2DCoords(flat)
+        else:
+            flat = Chem.RemoveHs(Chem.Mol(mol), sanitize=False)
+            AllChem.Compute2DCoords(flat)
+        flat.UpdatePropertyCache(strict=False)
+    return flat
+
+
 def plot_molecule_grid(
     rows: dict[str, list], path: str | Path, label_prop: str | None = None, per_row: int = 6
 ) -> Path:
-    """A grid image of molecules, one row per setting (first ``per_row`` valid molecules each).
+    """A grid image of molecules, one row per setting (:func:`grid_cells` chooses them).
 
-    ``rows`` maps a setting name to RDKit Mols (as returned by ``annotated_mols``); the
-    legend shows the setting and ``label_prop`` when the molecule carries it.
+    ``rows`` maps a setting name to RDKit Mols (as returned by ``annotated_mols``): the
+    strictly valid ones are drawn first, then the others with what is wrong in the
+    legend; a molecule without bonds is drawn as its atoms. The legend shows the setting
+    and ``label_prop`` when the molecule carries it.
     """
     from rdkit import Chem
-    from rdkit.Chem import AllChem, Draw
+    from rdkit.Chem import Draw
 
-    mols, legends = [], []
-    for name, candidates in rows.items():
-        chosen = [m for m in candidates if m.HasProp("valid") and m.GetProp("valid") == "1"][:per_row]
-        for mol in chosen:
-            flat = Chem.RemoveHs(Chem.Mol(mol), sanitize=False)
-            AllChem.Compute2DCoords(flat)
-            value = f" {float(mol.GetProp(label_prop)):.2f}" if label_prop and mol.HasProp(label_prop) else ""
-            mols.append(flat)
-            legends.append(f"{name}{value}")
-        mols += [Chem.Mol()] * (per_row - len(chosen))  # keep one setting per row
-        legends += [""] * (per_row - len(chosen))
+    cells = grid_cells(rows, per_row, label_prop)
+    mols = [Chem.Mol() if mol is None else _drawable(mol) for mol, _ in cells]
+    legends = [legend for _, legend in cells]
     image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(220, 180), legends=legends)
     image.save(str(path))
     return Path(path)

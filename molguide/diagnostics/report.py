@@ -59,7 +59,12 @@ def judge(
     xtb_calibration: tuple[float, float] | None,
     progress: bool = False,
 ) -> dict:
-    """Quality metrics and per-sample oracle values of one set of samples."""
+    """Quality metrics and per-sample arrays of one set of samples.
+
+    Per-sample arrays (length ``n_requested``): ``evaluator`` and ``xtb`` values (NaN
+    where lost), ``hits``, ``valid`` (EDM validity) and ``valid_strict`` (False where
+    lost). ``validity``, ``validity_strict`` and ``mol_stability`` are over all requested.
+    """
     prop = target.name
     present = [k for k, m in enumerate(molecules) if m is not None]
     mols = [molecules[k] for k in present]
@@ -76,17 +81,18 @@ def judge(
         for m, v in zip(mols, values):
             m.properties[f"evaluator_{prop}"] = float(v)
     ev = evaluate(mols, reference_smiles=reference_smiles, descriptors=False, xtb=xtb, progress=progress)
-    valid = np.zeros(n_requested, dtype=bool)
+    valid = np.zeros(n_requested, dtype=bool)  # EDM validity
+    valid_strict = np.zeros(n_requested, dtype=bool)
     xtb_values = np.full(n_requested, np.nan)
     for k, r in zip(present, ev.molecules):
-        valid[k] = r.valid
+        valid[k], valid_strict[k] = r.valid, r.valid_strict
         raw = r.properties.get(f"xtb_{prop}")
         if raw is not None and xtb_calibration is not None:
             xtb_values[k] = xtb_calibration[0] * raw + xtb_calibration[1]
     # Chemistry metrics over all requested samples (lost ones are invalid and unstable).
     scale = len(mols) / n_requested
     metrics = {k: v for k, v in ev.metrics.items()}
-    for key in ("validity", "mol_stability"):
+    for key in ("validity", "validity_strict", "mol_stability"):
         metrics[key] = (metrics[key] or 0.0) * scale
     metrics["sample_failures"] = float(len(failures))
     hits = np.where(np.isfinite(pred), target.hits(np.nan_to_num(pred)), False).astype(float)
@@ -117,6 +123,7 @@ def judge(
         "hits": hits,
         "xtb_hits": xtb_hits,
         "valid": valid,
+        "valid_strict": valid_strict,
         "write_sdf": write_sdf,
         "rdkit": lambda: annotated_mols(ev, mols),
     }

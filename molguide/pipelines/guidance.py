@@ -569,6 +569,7 @@ def _short(metrics: dict) -> str:
         "target_hit_rate",
         "target_hit_rate_unguided",
         "validity",
+        "validity_strict",
         "mol_stability",
     )
     return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics and metrics[k] is not None)

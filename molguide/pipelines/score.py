@@ -96,9 +96,10 @@ def load_score_model(path: str | Path, use_ema: bool = True, device: str = "cpu"
 def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict:
     """Sample from a trained score model at each step count in ``sample.steps`` and evaluate.
 
-    One nested MLflow run per step count with `validity`, `atom_stability`,
-    `mol_stability`, `uniqueness`, `novelty`, `sample_s_per_molecule`; the SDF of the
-    samples (with per-molecule results as SD tags) as an artifact.
+    One nested MLflow run per step count with `validity` (EDM's), `validity_strict`,
+    `atom_stability`, `mol_stability`, `uniqueness`, `novelty`, `sample_s_per_molecule`
+    (lost samples count as invalid and unstable); the SDF of the samples (with
+    per-molecule results as SD tags) as an artifact.
     """
     import mlflow
 
@@ -147,7 +148,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
             metrics = dict(ev.metrics)
             # Lost samples count as invalid and unstable: these fractions are over all requested.
             scale = len(molecules) / sc.n_samples
-            for key in ("validity", "mol_stability"):
+            for key in ("validity", "validity_strict", "mol_stability"):
                 metrics[key] = (metrics[key] or 0.0) * scale
             metrics["sample_failures"] = len(failures)
             metrics["sample_s_per_molecule"] = seconds / sc.n_samples

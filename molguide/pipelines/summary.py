@@ -21,19 +21,20 @@ def _interval(metrics: dict, key: str) -> str:
 
 
 def guidance_table(guide: dict, unit: str = "") -> str:
-    """One line per sampling setting: improvement with its 95 % interval, hit rates, quality."""
+    """One line per sampling setting: improvement with its 95 % interval, hit rates, quality
+    (``validity`` is EDM's, ``strict val`` is ``validity_strict``)."""
     results = guide["results"]
     lines = [
         f"target: {guide['target']}; {guide['n_samples']} paired samples, {guide['sampling_steps']} steps",
         f"{'setting':<18} {'improvement ' + unit + ' [95% CI]':<32} {'hit rate':>9} {'unguided':>9} "
-        f"{'validity':>9} {'atom stab':>9} {'mol stab':>9}",
+        f"{'validity':>9} {'strict val':>10} {'atom stab':>9} {'mol stab':>9}",
     ]
     for name, m in results.items():
         ref = m.get("target_hit_rate_unguided")
         lines.append(
             f"{name:<18} {_interval(m, 'property_improvement'):<32} {_num(m.get('target_hit_rate')):>9} "
-            f"{_num(ref):>9} {_num(m.get('validity')):>9} {_num(m.get('atom_stability')):>9} "
-            f"{_num(m.get('mol_stability')):>9}"
+            f"{_num(ref):>9} {_num(m.get('validity')):>9} {_num(m.get('validity_strict')):>10} "
+            f"{_num(m.get('atom_stability')):>9} {_num(m.get('mol_stability')):>9}"
         )
     reward = [(n, m) for n, m in results.items() if n.startswith("reward") and "reward_improvement" in m]
     for name, m in reward:
@@ -43,11 +44,15 @@ def guidance_table(guide: dict, unit: str = "") -> str:
 
 def sampling_table(sample: dict) -> str:
     """Quality of unconditional samples per sampler setting (the ``sample`` step)."""
-    lines = [f"{'unguided sampling':<18} {'validity':>9} {'atom stab':>9} {'mol stab':>9} {'s/molecule':>11}"]
+    lines = [
+        f"{'unguided sampling':<18} {'validity':>9} {'strict val':>10} {'atom stab':>9} {'mol stab':>9} "
+        f"{'s/molecule':>11}"
+    ]
     for tag, m in sample["results"].items():
         lines.append(
-            f"{tag:<18} {_num(m.get('validity')):>9} {_num(m.get('atom_stability')):>9} "
-            f"{_num(m.get('mol_stability')):>9} {_num(m.get('sample_s_per_molecule')):>11}"
+            f"{tag:<18} {_num(m.get('validity')):>9} {_num(m.get('validity_strict')):>10} "
+            f"{_num(m.get('atom_stability')):>9} {_num(m.get('mol_stability')):>9} "
+            f"{_num(m.get('sample_s_per_molecule')):>11}"
         )
     return "\n".join(lines)
 
@@ -108,6 +113,7 @@ STABILITY_COLUMNS = (
     ("atom_stability", "atom stab %"),
     ("mol_stability", "mol stab %"),
     ("validity", "valid %"),
+    ("validity_strict", "strict valid %"),
     ("valid_unique", "valid*unique %"),
 )
 
@@ -126,8 +132,8 @@ def stability_table(rows: list[dict]) -> str:
     """EDM's unconditional table: one row per source (fractions in, percentages out).
 
     Each row: ``source`` (measured / published), ``row`` (what), ``n`` (molecules, or
-    None) and the fractions ``atom_stability``, ``mol_stability``, ``validity``,
-    ``valid_unique`` (None where not reported).
+    None) and the fractions ``atom_stability``, ``mol_stability``, ``validity`` (EDM's),
+    ``validity_strict``, ``valid_unique`` (None or absent where not reported: "-").
     """
     header = ["source", "row", "n", *(label for _, label in STABILITY_COLUMNS)]
     body = []

@@ -47,7 +47,15 @@ HEADLINE_PREFIXES = (
     "inv_prob",
     "mae_to_target",
 )
-QUALITY = ("validity", "atom_stability", "mol_stability", "uniqueness", "novelty", "sample_s_per_molecule")
+QUALITY = (
+    "validity",
+    "validity_strict",
+    "atom_stability",
+    "mol_stability",
+    "uniqueness",
+    "novelty",
+    "sample_s_per_molecule",
+)
 
 
 def quickstart_defaults() -> dict:
