@@ -23,7 +23,7 @@ def test_evaluate_json_is_one_object_with_design_keys(qm9, capsys):
     assert main(["evaluate", str(FIXTURES / "mixed_bad.xyz"), "--json", "--no-xtb"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out)  # exactly one JSON document
-    for key in ("validity", "atom_stability", "mol_stability", "uniqueness", "novelty"):
+    for key in ("validity", "validity_strict", "atom_stability", "mol_stability", "uniqueness", "novelty"):
         assert 0.0 <= result[key] <= 1.0
     assert result["n_input"] == 8 and result["n_evaluated"] == 5
     assert [e["record"] for e in result["errors"]] == [2, 4, 6]
@@ -36,7 +36,11 @@ def test_evaluate_qm9_sample_with_xtb_and_annotated_output(qm9, capsys, tmp_path
     result = json.loads(capsys.readouterr().out)
     assert result["n_evaluated"] == 100 and result["validity"] >= 0.99
     assert result["atom_stability"] > 0.98 and result["mol_stability"] > 0.9
-    assert result["novelty"] == 1.0  # the sample comes from the test split
+    # The sample comes from the test split; EDM's distance-table bonds (with the hydrogens
+    # sanitisation adds) turn one of them (gdb_126217, a triazole) into a training
+    # molecule's SMILES, as EDM's own novelty would.
+    assert result["novelty"] >= 0.98
+    assert result["validity_strict"] >= 0.98
     assert result["properties"]["xtb_gap_eV"]["n"] == 100
     from molguide.data import read_sdf
 
