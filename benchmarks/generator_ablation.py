@@ -160,7 +160,7 @@ def _trainer(name: str, args, mols, workdir: Path):
 STEP_TIMES = RESULTS / "ablation_step_times.json"
 
 
-def calibrate(names: list[str], args, mols, rounds: int = 5, steps_per_round: int = 6) -> dict:
+def calibrate(names: list[str], args, mols, rounds: int = 8, steps_per_round: int = 8) -> dict:
     """Seconds per training step of each variant, timed in interleaved rounds (median)."""
     trainers = {name: _trainer(name, args, mols, None)[0] for name in names}
     for trainer in trainers.values():  # warm-up

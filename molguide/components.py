@@ -19,8 +19,9 @@ import torch
 
 from molguide.checkpoint import CheckpointError, load_checkpoint
 from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.diffusion.process import LossSettings, VPDiffusion
+from molguide.diffusion.process import ONEHOT_SCALE, LossSettings, VPDiffusion
 from molguide.diffusion.schedule import NoiseSchedule
+from molguide.elements import QM9_ATOMIC_NUMBERS
 from molguide.guidance.targets import PropertyTarget
 from molguide.models import ScoreNetwork
 from molguide.models.predictor import MoleculePredictor
@@ -36,6 +37,7 @@ def build_score_model(model_config: Mapping) -> ScoreNetwork:
     """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section."""
     try:
         return ScoreNetwork(
+            num_atom_types=int(model_config.get("num_atom_types", len(QM9_ATOMIC_NUMBERS))),
             backbone=model_config["backbone"],
             context_dim=int(model_config.get("context_dim", 0)),
             parameterisation=model_config.get("parameterisation", "eps"),
@@ -64,7 +66,8 @@ def diffusion_from_config(diffusion_config: Mapping) -> VPDiffusion:
     """The VP diffusion a network was trained with (from its stored ``diffusion_config``)."""
     dc = diffusion_config
     settings = LossSettings(**dc.get("loss", {}))  # checkpoints before x0 networks have none
-    return VPDiffusion(NoiseSchedule(dc["schedule"], dc["steps"], dc["precision"]), loss_settings=settings)
+    schedule = NoiseSchedule(dc["schedule"], dc["steps"], dc["precision"])
+    return VPDiffusion(schedule, float(dc.get("onehot_scale", ONEHOT_SCALE)), settings)
 
 
 def inference_state(checkpoint_state: Mapping) -> dict:
@@ -113,6 +116,11 @@ class Components:
     @property
     def diffusion(self) -> VPDiffusion:
         return diffusion_from_config(self.states["score"]["diffusion_config"])
+
+    @property
+    def atom_types(self) -> tuple[int, ...]:
+        """Atomic numbers of the score model's type channels (QM9's for older checkpoints)."""
+        return tuple(int(z) for z in self.states["score"].get("atom_types", QM9_ATOMIC_NUMBERS))
 
     @property
     def nodes(self) -> NodeCountDistribution:
@@ -204,9 +212,15 @@ def states_from_run(run_id: str, device: str = "cpu") -> dict[str, dict]:
 
 
 def load_components(source: str | Path, device: str = "cpu") -> Components:
-    """Components from ``runs:/<run_id>`` (MLflow) or a run folder (``output_dir``)."""
+    """Components from a shipped name (``"qm9"``), a saved model folder
+    (:func:`molguide.pretrained.save_pretrained`), ``runs:/<run_id>`` (MLflow) or a run
+    folder (``output_dir``)."""
+    from molguide.pretrained import CONFIG_FILE, SHIPPED, load_pretrained
+
     source = str(source)
-    if source.startswith("runs:/"):
+    if source in SHIPPED or (Path(source) / CONFIG_FILE).is_file():
+        states = {"score": load_pretrained(source, device).component_state()}
+    elif source.startswith("runs:/"):
         run_id = source.removeprefix("runs:/").strip("/").split("/")[0]
         states = states_from_run(run_id, device)
     else:

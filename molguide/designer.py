@@ -1,5 +1,6 @@
 """The designer: a trained molguide run as one object that generates RDKit molecules.
 
+    designer = molguide.load("qm9")                   # the generator shipped in the package
     designer = molguide.load("runs:/<run_id>")        # or a run folder such as runs/quickstart
     mols = designer.generate(100, target={"gap_eV": "high"}, guidance={"classifier": 2.0}, seed=0)
 
@@ -186,6 +187,7 @@ class Designer:
                 terms,
                 null,
                 generator,
+                atom_types=c.atom_types,
                 device=c.device,
                 progress=progress,
             )
@@ -247,6 +249,8 @@ class Designer:
 
 
 def load(source: str, device: str = "cpu") -> Designer:
-    """A :class:`Designer` from ``"runs:/<run_id>"`` (MLflow, any run of a quickstart,
-    full or guide pipeline, or a training run) or a run folder (``output_dir``)."""
+    """A :class:`Designer` from a shipped generator (``"qm9"``: the QM9 score model in
+    the package, unguided), a saved model folder, ``"runs:/<run_id>"`` (MLflow, any run
+    of a quickstart, full or guide pipeline, or a training run) or a run folder
+    (``output_dir``)."""
     return Designer.load(source, device)

@@ -1,0 +1,183 @@
+"""Self-describing score models on disk, and the generators shipped inside the package.
+
+A saved model is a folder with
+- ``model.safetensors``: the (EMA) weights, nothing else (no pickled code);
+- ``config.json``: everything that rebuilds and decodes it: the network
+  (backbone and sizes, parameterisation, self-conditioning, context width), the
+  atom types its type channels stand for (atomic numbers, in order), the diffusion
+  (schedule, steps, precision, one-hot scaling, loss settings), the distribution of
+  atom counts it samples, and how it was trained (data split, steps, epochs,
+  CPU-hours);
+- optionally ``MODEL_CARD.md``.
+
+Loading needs nothing else, and a model whose atom types are not the ones a caller
+decodes with is refused instead of being read as H, C, N, O, F.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from molguide.atomic import atomic_write
+from molguide.checkpoint import CheckpointError
+from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.process import VPDiffusion
+
+FORMAT = "molguide-score-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "MODEL_CARD.md"
+SHIPPED_ROOT = Path(__file__).resolve().parent / "weights"
+SHIPPED = {"qm9": SHIPPED_ROOT / "qm9"}  # name -> folder inside the package
+
+
+@dataclass
+class PretrainedScoreModel:
+    """A score network with everything needed to sample from it."""
+
+    model: torch.nn.Module
+    diffusion: VPDiffusion
+    nodes: NodeCountDistribution
+    atom_types: tuple[int, ...]
+    config: dict = field(default_factory=dict)
+    source: str = ""
+
+    def component_state(self) -> dict:
+        """The inference state :class:`molguide.components.Components` works with."""
+        return {
+            "model_config": self.config["model"],
+            "diffusion_config": self.config["diffusion"],
+            "node_counts": self.nodes.state_dict(),
+            "atom_types": list(self.atom_types),
+            "weights": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "training": self.config.get("training", {}),
+            "source": self.source,
+        }
+
+
+def save_pretrained(
+    directory: str | Path,
+    model: torch.nn.Module,
+    model_config: Mapping,
+    diffusion_config: Mapping,
+    nodes: NodeCountDistribution,
+    atom_types: Sequence[int],
+    training: Mapping | None = None,
+    card: str | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a self-describing model folder (weights as safetensors, config as JSON).
+
+    ``weights`` defaults to the model's own state dict (pass the EMA weights to ship those).
+    """
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atom_types = [int(z) for z in atom_types]
+    num_types = getattr(model, "num_atom_types", len(atom_types))
+    if num_types != len(atom_types):
+        raise ValueError(
+            f"the model has {num_types} atom-type channels but {len(atom_types)} atom types were given"
+        )
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in (weights or model.state_dict()).items()}
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {**dict(model_config), "num_atom_types": len(atom_types)},
+        "atom_types": atom_types,
+        "diffusion": {**dict(diffusion_config)},
+        "node_count_probs": [float(p) for p in nodes.probs],
+        "training": dict(training or {}),
+    }
+    payload = save(tensors)
+    atomic_write(directory / WEIGHTS_FILE, lambda fh: fh.write(payload))
+    text = json.dumps(config, indent=1).encode()
+    atomic_write(directory / CONFIG_FILE, lambda fh: fh.write(text))
+    if card is not None:
+        atomic_write(directory / CARD_FILE, lambda fh: fh.write(card.encode()))
+    return directory
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not a saved molguide model (no {CONFIG_FILE})")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable ({err})") from err
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} config (format {config.get('format')!r})")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {config['format_version']} is newer than this molguide reads "
+            f"({FORMAT_VERSION}); upgrade molguide"
+        )
+    for key in ("model", "atom_types", "diffusion", "node_count_probs"):
+        if key not in config:
+            raise CheckpointError(f"{path}: missing key {key!r}")
+    return config
+
+
+def load_pretrained(
+    source: str | Path, device: str | torch.device = "cpu", expect_atom_types: Sequence[int] | None = None
+) -> PretrainedScoreModel:
+    """A saved model folder or a shipped name (``"qm9"``) -> :class:`PretrainedScoreModel`.
+
+    ``expect_atom_types``: the atomic numbers the caller will decode the type channels
+    as; a model trained on other atom types raises instead of being misread.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from molguide.components import build_score_model, diffusion_from_config
+
+    name = str(source)
+    directory = SHIPPED[name] if name in SHIPPED else Path(source)
+    if name in SHIPPED and not (directory / WEIGHTS_FILE).is_file():
+        raise CheckpointError(
+            f"shipped model {name!r}: {directory / WEIGHTS_FILE} is missing from this install"
+        )
+    if not directory.is_dir():
+        known = ", ".join(sorted(SHIPPED))
+        raise CheckpointError(f"{source}: neither a model folder nor a shipped model (shipped: {known})")
+    config = _read_config(directory)
+    atom_types = tuple(int(z) for z in config["atom_types"])
+    if expect_atom_types is not None and tuple(int(z) for z in expect_atom_types) != atom_types:
+        raise ValueError(
+            f"{directory}: the model's atom types are {list(atom_types)}, not {list(expect_atom_types)}"
+        )
+    model_config = dict(config["model"])
+    if int(model_config.get("num_atom_types", len(atom_types))) != len(atom_types):
+        raise CheckpointError(
+            f"{directory}: {CONFIG_FILE} gives {len(atom_types)} atom types but a network for "
+            f"{model_config['num_atom_types']}"
+        )
+    try:
+        weights = load_file(str(directory / WEIGHTS_FILE), device=str(device))
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot read weights ({err})") from err
+    model = build_score_model(model_config)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{directory}: the weights do not fit the network in {CONFIG_FILE} ({first})"
+        ) from err
+    nodes = NodeCountDistribution.from_state_dict({"probs": torch.tensor(config["node_count_probs"])})
+    return PretrainedScoreModel(
+        model.to(device).eval(),
+        diffusion_from_config(config["diffusion"]),
+        nodes,
+        atom_types,
+        config,
+        name if name in SHIPPED else str(directory),
+    )
