@@ -300,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=None, help="xTB worker processes (default: cores)")
     ev.add_argument("--xtb-timeout", type=float, default=60.0, help="seconds per molecule for xTB")
     ev.add_argument("--out", help="also write the molecules with per-molecule results as SDF tags")
+
+    ex = sub.add_parser("export", help="a train-score checkpoint as a self-describing model folder")
+    ex.add_argument("checkpoint", help="output_dir/score/last.pt of a train-score run")
+    ex.add_argument(
+        "out", help="folder to write (model.safetensors, config.json); molguide.load(out) reads it"
+    )
+    ex.add_argument("--card", help="a Markdown model card to copy in as MODEL_CARD.md")
     return parser
 
 
@@ -331,6 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_pipeline(args)
         if args.command == "compare":
             return run_compare(args)
+        if args.command == "export":
+            from molguide.pretrained import export_checkpoint
+
+            if args.card and not Path(args.card).is_file():
+                raise UserError(f"{args.card}: no such model card")
+            card = Path(args.card).read_text() if args.card else None
+            folder = export_checkpoint(args.checkpoint, args.out, card=card)
+            print(f"wrote {folder} (load it with molguide.load({str(folder)!r}))")
+            return 0
     except (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError, TrackingError) as err:
         print(f"molguide: error: {err}", file=sys.stderr)
         return 2

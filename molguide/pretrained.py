@@ -181,3 +181,40 @@ def load_pretrained(
         config,
         name if name in SHIPPED else str(directory),
     )
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    directory: str | Path,
+    training: Mapping | None = None,
+    card: str | None = None,
+) -> Path:
+    """A ``train-score`` checkpoint (``output_dir/score/last.pt``) -> a saved model folder
+    with its EMA weights; the checkpoint's step and data settings go into ``training``."""
+    from molguide.checkpoint import load_checkpoint
+    from molguide.components import build_score_model
+    from molguide.elements import QM9_ATOMIC_NUMBERS
+    from molguide.training import ema_weights
+
+    state = load_checkpoint(checkpoint)
+    missing = [k for k in ("model_config", "diffusion_config", "node_counts", "ema") if k not in state]
+    if missing:
+        raise CheckpointError(f"{checkpoint}: not a score-model checkpoint (missing {', '.join(missing)})")
+    model = build_score_model(state["model_config"])
+    weights = ema_weights(state["ema"])
+    model.load_state_dict(weights)
+    record = {
+        "steps": int(state.get("step", 0)),
+        "data": state.get("data_config", {}),
+        **dict(training or {}),
+    }
+    return save_pretrained(
+        directory,
+        model,
+        state["model_config"],
+        state["diffusion_config"],
+        NodeCountDistribution.from_state_dict(state["node_counts"]),
+        state.get("atom_types", QM9_ATOMIC_NUMBERS),
+        record,
+        card,
+    )

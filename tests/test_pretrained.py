@@ -78,3 +78,35 @@ def test_broken_saved_models_are_one_clear_error(tmp_path):
         load_pretrained(other)
     with pytest.raises(CheckpointError, match="neither a model folder nor a shipped model"):
         load_pretrained(tmp_path / "nowhere")
+
+
+def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
+    from molguide.cli import main
+    from molguide.components import diffusion_from_config
+    from molguide.diffusion.training import DiffusionTrainer, TrainConfig
+    from molguide.training import ema_weights
+
+    mols = qm9.subset(range(32))
+    torch.manual_seed(0)
+    model = build_score_model(MODEL)
+    extra = {
+        "model_config": MODEL,
+        "diffusion_config": DIFFUSION,
+        "node_counts": NodeCountDistribution(mols.num_atoms).state_dict(),
+        "data_config": {"split": "generator_half"},
+    }
+    ckpt = tmp_path / "score" / "last.pt"
+    trainer = DiffusionTrainer(
+        model, diffusion_from_config(DIFFUSION), mols, TrainConfig(steps=3, batch_size=8), ckpt, extra
+    )
+    trainer.train()
+    assert main(["export", str(ckpt), str(tmp_path / "exported")]) == 0
+    assert "molguide.load" in capsys.readouterr().out
+    loaded = load_pretrained(tmp_path / "exported")
+    assert loaded.config["training"]["steps"] == 3
+    assert loaded.config["training"]["data"]["split"] == "generator_half"
+    ema = ema_weights(trainer.ema.state_dict())
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, ema[key])  # the EMA weights are what ships
+    assert main(["export", str(ckpt), str(tmp_path / "x"), "--card", str(tmp_path / "none.md")]) == 2
+    assert "no such model card" in capsys.readouterr().err
