@@ -148,6 +148,7 @@ def _trainer(name: str, args, mols, workdir: Path):
         batch_size=args.batch_size,
         lr=args.lr,
         ema_decay=0.999,
+        ema_warmup=False,  # the rule these runs started with (fixed decay from the init)
         seed=args.seed,
         checkpoint_every=500,
         log_every=100,

@@ -47,6 +47,7 @@ class TrainConfig:
     weight_decay: float = 1e-12
     warmup_steps: int = 0
     ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
     grad_clip: float = 2.0
     seed: int = 0
     checkpoint_every: int = 500
@@ -150,7 +151,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=True
         )
-        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+        average = (
+            warmup_ema(config.ema_decay) if config.ema_warmup else get_ema_multi_avg_fn(config.ema_decay)
+        )
+        self.ema = AveragedModel(model, multi_avg_fn=average)
         self.step = 0
         self.history: list[StepLog] = []
         self.dist = distributed.context()
@@ -356,6 +360,23 @@ class Trainer:
     def averaged_weights(self) -> dict[str, torch.Tensor]:
         """The EMA weights as a plain state dict of ``model``."""
         return ema_weights(self.ema.state_dict())
+
+
+def warmup_ema(decay: float):
+    """EMA update whose decay grows as min(decay, (1 + n) / (10 + n)) with the update count n.
+
+    With a fixed decay of 0.999 the average still holds 0.999^n of the random initial
+    weights: 30% after 1,200 steps, 8% after 2,500; such blends of untrained and trained
+    weights sampled molecules that exploded where the raw weights did not. The warm-up
+    forgets the start within a few hundred steps and is the fixed decay later on.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = int(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
 
 
 def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
