@@ -54,7 +54,9 @@ from molguide.training import ema_weights  # noqa: E402
 log = logging.getLogger("ablation")
 RESULTS = Path(__file__).resolve().parent / "results"
 
-BASE_MODEL = {"backbone": "egnn", "backbone_kwargs": {"hidden": 64, "num_layers": 4}}
+# EDM's coordinate range: 15 A in all, divided over the layers (EDM's EGNN does this;
+# 15 A per layer made x0 training blow up in its first steps and never recover).
+BASE_MODEL = {"backbone": "egnn", "backbone_kwargs": {"hidden": 64, "num_layers": 4, "coords_range": 3.75}}
 CORE_LOSS = {"weighting": "snr_clamp", "type_loss": "ce"}
 
 # name -> (model overrides, loss settings, description)
@@ -96,7 +98,7 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
         {
             "parameterisation": "x0",
             "self_condition": True,
-            "backbone_kwargs": {"hidden": 128, "num_layers": 6},
+            "backbone_kwargs": {"hidden": 128, "num_layers": 6, "coords_range": 2.5},
         },
         {**CORE_LOSS, "time_power": 2.0, "align_noise": True},
         "all, EGNN 128x6",
