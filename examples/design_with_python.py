@@ -29,10 +29,16 @@ def main(source: str, n: int = 50, out_prefix: str = "") -> dict:
     for name, mols in (("unguided", unguided), ("guided", guided)):
         gap = [float(m.GetProp("evaluator_gap_eV")) for m in mols if m.HasProp("evaluator_gap_eV")]
         report = molguide.evaluate(mols, novelty=False)
-        summary[name] = {"n": len(mols), "gap_eV_mean": float(np.mean(gap)), "validity": report["validity"]}
+        summary[name] = {
+            "n": len(mols),
+            "gap_eV_mean": float(np.mean(gap)),
+            "validity": report["validity"],
+            "validity_strict": report["validity_strict"],
+        }
         print(
             f"{name:>9}: {len(mols)} molecules, predicted gap {np.mean(gap):.3f} eV, "
-            f"validity {report['validity']:.3f}, atom stability {report['atom_stability']:.3f}"
+            f"EDM validity {report['validity']:.3f}, strict validity {report['validity_strict']:.3f}, "
+            f"atom stability {report['atom_stability']:.3f}"
         )
     return summary
 

@@ -196,7 +196,7 @@ def test_readme_example_runs_on_the_quickstart_output(quickstart_run, tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "guided:" in out.stdout and "unguided:" in out.stdout
+    assert "guided:" in out.stdout and "unguided:" in out.stdout and "strict validity" in out.stdout
     assert (tmp_path / "guided.sdf").stat().st_size > 0
 
 
