@@ -26,7 +26,7 @@ import torch
 from molguide.atomic import atomic_write
 from molguide.checkpoint import CheckpointError
 from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.process import ONEHOT_SCALE, VPDiffusion
 
 FORMAT = "molguide-score-model"
 FORMAT_VERSION = 1
@@ -92,7 +92,7 @@ def save_pretrained(
         "format_version": FORMAT_VERSION,
         "model": {**dict(model_config), "num_atom_types": len(atom_types)},
         "atom_types": atom_types,
-        "diffusion": {**dict(diffusion_config)},
+        "diffusion": {"onehot_scale": ONEHOT_SCALE, **dict(diffusion_config)},
         "node_count_probs": [float(p) for p in nodes.probs],
         "training": dict(training or {}),
     }

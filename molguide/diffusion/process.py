@@ -41,12 +41,15 @@ class LossSettings:
         weighting: "snr_clamp" (w(t) = clamp(alpha^2/sigma^2, snr_min, snr_max)) or
             "uniform" (w = 1: plain x0 regression).
         type_loss: "ce" (cross-entropy of the type logits) or "mse" (squared error of
-            the scaled type probabilities, like the positions).
+            the type probabilities against the one-hot).
         type_weight: factor on the type term.
         time_power: times are u^time_power on the grid, u uniform: > 1 draws more
             times near the data (t = 0); 1 is uniform.
         align_noise: rotate each molecule's position noise onto its positions
-            (Kabsch) before noising.
+            (Kabsch) before noising. This changes the forward process: given x0 the
+            noise is no longer isotropic, so the network learns the score of that
+            process, not of the VP one the sampler assumes (exact only in the limit
+            where alignment does not matter); the ablation measures whether it pays.
         self_condition_prob: with a self-conditioned network, the share of molecules
             whose input carries the network's own first estimate (no gradient).
     """
