@@ -35,6 +35,11 @@ class ModelConfig(_Section):
         "eps", description="network predicts the noise (EDM) or the clean molecule (positions + type logits)"
     )
     self_condition: bool = Field(False, description="feed the previous clean estimate back in (EGNN only)")
+    pretrained: str | None = Field(
+        None,
+        description="a shipped generator (qm9) or a saved model folder: train-score uses it instead of "
+        "training (its own architecture and diffusion; the keys above are then ignored)",
+    )
 
 
 class LossSection(_Section):

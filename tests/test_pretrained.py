@@ -110,3 +110,40 @@ def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
         assert torch.equal(value, ema[key])  # the EMA weights are what ships
     assert main(["export", str(ckpt), str(tmp_path / "x"), "--card", str(tmp_path / "none.md")]) == 2
     assert "no such model card" in capsys.readouterr().err
+
+
+def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch, capsys):
+    """model.pretrained: train-score trains nothing and the reward model is fine-tuned
+    from the saved network (its architecture, not the config's), through the CLI."""
+    from molguide.checkpoint import load_checkpoint
+    from molguide.cli import main
+    from molguide.pipelines.score import load_score_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    net, folder = _saved(tmp_path)
+    common = [
+        "--set", f"output_dir={tmp_path / 'run'}",
+        "--set", f"model.pretrained={folder}",
+        "--set", "data.max_molecules=128",
+        "--set", "model.backbone_kwargs={hidden: 8, num_layers: 1}",  # ignored: the saved model's own
+    ]  # fmt: skip
+    assert main(["run", "train-score", *common, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pretrained"] == str(folder) and summary["steps"] == 0
+    model, diffusion, _, state = load_score_model(tmp_path / "run" / "score" / "last.pt")
+    assert model.parameterisation == "x0" and model.self_condition and state["atom_types"] == [1, 6, 7, 8, 9]
+    for key, value in net.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+    reward = [
+        "run",
+        "train-reward",
+        *common,
+        "--set",
+        "reward.train.steps=2",
+        "--set",
+        "reward.train.batch_size=8",
+    ]
+    assert main(reward) == 0
+    reward_state = load_checkpoint(tmp_path / "run" / "reward" / "last.pt")
+    assert reward_state["model_config"]["backbone_kwargs"] == MODEL["backbone_kwargs"]
+    assert build_score_model(reward_state["model_config"]).self_condition

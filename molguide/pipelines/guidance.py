@@ -265,17 +265,25 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
     direction = target.direction or 1.0
     weights, ess_fraction = reward_weights(mols.properties[prop], section.beta, direction, section.clip_z)
     torch.manual_seed(section.train.seed)
-    model = build_score_model(config.model.model_dump())
+    model_config, diffusion_config = config.model.model_dump(), config.diffusion.model_dump()
+    base_weights = None
     if section.init_from_score:
         base = score_checkpoint_path(config)
         if not base.exists():
             raise ValueError(f"reward.init_from_score: no score checkpoint at {base}; run train-score first")
-        model.load_state_dict(ema_weights(load_checkpoint(base)["ema"]))
-    diffusion = _diffusion(config)
+        base_state = load_checkpoint(base)
+        # The fine-tuned copy is the base network: its architecture and diffusion, not the config's
+        # (they differ when the base is a shipped generator, model.pretrained).
+        model_config, diffusion_config = base_state["model_config"], base_state["diffusion_config"]
+        base_weights = ema_weights(base_state["ema"])
+    model = build_score_model(model_config)
+    if base_weights is not None:
+        model.load_state_dict(base_weights)
+    diffusion = diffusion_from_config(diffusion_config)
     ckpt = _path(config, "reward")
     extra = {
-        "model_config": config.model.model_dump(),
-        "diffusion_config": config.diffusion.model_dump(),
+        "model_config": model_config,
+        "diffusion_config": diffusion_config,
         "property": prop,
         "beta": section.beta,
         "clip_z": section.clip_z,

@@ -40,10 +40,36 @@ def _checkpoint_path(config: RunConfig) -> Path:
     return Path(config.output_dir) / "score" / "last.pt"
 
 
+def use_pretrained(config: RunConfig) -> dict:
+    """``model.pretrained``: write the saved model as ``output_dir/score/last.pt`` (the
+    checkpoint every later step reads), so nothing is trained; returns the summary."""
+    from molguide.checkpoint import save_checkpoint
+    from molguide.pretrained import load_pretrained
+
+    loaded = load_pretrained(config.model.pretrained)
+    state = loaded.component_state()
+    weights = state.pop("weights")
+    steps = int(state["training"].get("steps", 0))
+    ema = {f"module.{k}": v for k, v in weights.items()}
+    ema["n_averaged"] = torch.tensor(steps, dtype=torch.long)
+    checkpoint = {**state, "model": weights, "ema": ema, "step": steps, "pretrained": config.model.pretrained}
+    path = _checkpoint_path(config)
+    save_checkpoint(checkpoint, path)
+    log.info("score model: %s (%d training steps), not trained here -> %s", loaded.source, steps, path)
+    return {
+        "pretrained": loaded.source,
+        "steps": steps,
+        "checkpoint": str(path),
+        "training": state["training"],
+    }
+
+
 def train_score(config: RunConfig, progress: bool | None = None) -> dict:
-    """Train the score model on the generator half; returns a summary dict."""
+    """Train the score model on the generator half (or take ``model.pretrained``); returns a summary."""
     import mlflow
 
+    if config.model.pretrained:
+        return use_pretrained(config)
     progress = sys.stderr.isatty() if progress is None else progress
     torch.manual_seed(config.train.seed)
     mols = training_molecules(config)
