@@ -293,7 +293,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workdir", default="runs/ablation")
+    parser.add_argument(
+        "--workdir",
+        default=str(RESULTS / "ablation_state"),
+        help="checkpoints of the runs (those of unfinished variants are committed between sessions)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.list:
