@@ -71,7 +71,7 @@ class TrainSection(_Section):
     warmup_steps: int = Field(0, ge=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_warmup: bool = Field(
-        True, description="EMA decay min(ema_decay, (1 + n) / (10 + n)): forgets the init"
+        False, description="EMA decay min(ema_decay, (1 + n) / (10 + n)): forgets the init"
     )
     grad_clip: float = Field(2.0, gt=0)
     seed: int = 0

@@ -47,7 +47,7 @@ class TrainConfig:
     weight_decay: float = 1e-12
     warmup_steps: int = 0
     ema_decay: float = 0.999
-    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
     grad_clip: float = 2.0
     seed: int = 0
     checkpoint_every: int = 500
