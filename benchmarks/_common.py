@@ -138,3 +138,35 @@ def write_report(report: dict, out: str | Path | None) -> None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+def judge_samples(
+    model, diffusion, nodes, n: int, steps: int, seed: int, reference, batch_size: int = 100, progress=False
+) -> dict:
+    """Sample ``n`` molecules (atom counts from ``nodes``, ancestral, seeded) and judge them by
+    EDM's protocol plus strict validity; lost samples count as invalid and unstable."""
+    from tqdm.auto import tqdm
+
+    from molguide.chem import evaluate
+    from molguide.diffusion.sampling import sample
+
+    t0 = time.perf_counter()
+    molecules, failures = [], 0
+    generator = torch.Generator().manual_seed(seed)
+    counts = nodes.sample(n, generator)
+    for start in tqdm(range(0, n, batch_size), desc=f"sample {n}", unit="batch", disable=not progress):
+        out = sample(model, diffusion, counts[start : start + batch_size], steps=steps, generator=generator)
+        molecules += out.molecules
+        failures += len(out.failures)
+    seconds = time.perf_counter() - t0
+    ev = evaluate(molecules, reference_smiles=reference, descriptors=False, progress=progress)
+    m = dict(ev.metrics)
+    scale = len(molecules) / n
+    for key in ("validity", "validity_strict", "mol_stability"):
+        m[key] = (m[key] or 0.0) * scale
+    m["atom_stability"] = (
+        (m["atom_stability"] or 0.0) * sum(x.num_atoms for x in molecules) / float(counts.sum())
+    )
+    m["valid_unique"] = m["validity"] * (m["uniqueness"] or 0.0)
+    m.update({"n_samples": n, "sample_failures": failures, "sample_s_per_molecule": seconds / n})
+    return m

@@ -90,7 +90,11 @@ def save_pretrained(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": {**dict(model_config), "num_atom_types": len(atom_types)},
+        # "pretrained" names where a run took its model from; the saved model is the model.
+        "model": {
+            **{k: v for k, v in dict(model_config).items() if k != "pretrained"},
+            "num_atom_types": len(atom_types),
+        },
         "atom_types": atom_types,
         "diffusion": {"onehot_scale": ONEHOT_SCALE, **dict(diffusion_config)},
         "node_count_probs": [float(p) for p in nodes.probs],
@@ -203,11 +207,18 @@ def export_checkpoint(
     model = build_score_model(state["model_config"])
     weights = ema_weights(state["ema"])
     model.load_state_dict(weights)
-    record = {
-        "steps": int(state.get("step", 0)),
-        "data": state.get("data_config", {}),
-        **dict(training or {}),
-    }
+    steps = int(state.get("step", 0))
+    record = {"steps": steps, "data": state.get("data_config", {})}
+    optimiser = state.get("train_config", {})
+    record.update({k: optimiser[k] for k in ("lr", "ema_decay") if k in optimiser})
+    batch = optimiser.get("batch_size")
+    if state.get("n_molecules") and batch:
+        record["batch_size"] = int(batch)
+        record["epochs"] = round(steps * int(batch) / int(state["n_molecules"]), 2)
+    if "train_seconds" in state:  # summed over every session that trained it
+        record["train_hours"] = float(state["train_seconds"]) / 3600
+        record["cpu_hours"] = float(state["cpu_seconds"]) / 3600
+    record.update(training or {})
     return save_pretrained(
         directory,
         model,

@@ -157,6 +157,10 @@ class Trainer:
         self.ema = AveragedModel(model, multi_avg_fn=average)
         self.step = 0
         self.history: list[StepLog] = []
+        # Time spent in train() over every session of this run (kept in checkpoints): the
+        # wall clock and the CPU time of this process (all its threads), for model cards.
+        self.train_seconds = 0.0
+        self.cpu_seconds = 0.0
         self.dist = distributed.context()
         self.network = self._data_parallel(self.model) if self.dist.enabled else self.model
         self._executor = None  # the batch-prefetching thread, started on first use
@@ -280,6 +284,7 @@ class Trainer:
 
         until = until_step if until_step is not None else self.config.steps
         pending: list[StepLog] = []
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         show = progress and self.dist.is_main
         bar = tqdm(total=until, initial=self.step, desc=desc, unit="step", disable=not show)
         try:
@@ -290,6 +295,9 @@ class Trainer:
                     break
                 entry = self.train_step()
                 pending.append(entry)
+                self.train_seconds += time.perf_counter() - wall0
+                self.cpu_seconds += time.process_time() - cpu0
+                wall0, cpu0 = time.perf_counter(), time.process_time()
                 bar.update(1)
                 if self.step % self.config.log_every == 0 or self.step == until:
                     bar.set_postfix(loss=f"{np.mean([p.loss for p in pending]):.4f}")
@@ -331,6 +339,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "train_config": asdict(self.config),
             "losses": [e.loss for e in self.history],
+            "train_seconds": self.train_seconds,
+            "cpu_seconds": self.cpu_seconds,
             **self.extra_state,
         }
 
@@ -350,6 +360,8 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.history = [
             StepLog(k + 1, loss, math.nan, math.nan, math.nan)
             for k, loss in enumerate(state.get("losses", []))

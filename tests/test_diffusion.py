@@ -131,6 +131,7 @@ def test_resume_continues_with_the_same_losses(qm9, tmp_path):
 
     first = _trainer(small, tmp_path / "b.pt", 8)
     first.train(until_step=3)  # "killed" after the checkpoint at step 3
+    seconds_at_3 = load_checkpoint(tmp_path / "b.pt")["train_seconds"]
     resumed = _trainer(small, tmp_path / "b.pt", 8)
     assert resumed.resume() == 3
     resumed.train()
@@ -139,6 +140,9 @@ def test_resume_continues_with_the_same_losses(qm9, tmp_path):
         assert k1 == k2 and torch.equal(v1, v2)
     state = load_checkpoint(tmp_path / "b.pt")
     assert state["step"] == 8 and len(state["losses"]) == 8
+    # Training time adds up over the sessions (the model card's CPU-hours).
+    assert state["train_seconds"] > seconds_at_3 > 0 and state["cpu_seconds"] > 0
+    assert state["train_seconds"] == pytest.approx(resumed.train_seconds)
 
 
 def test_broken_checkpoint_is_a_clear_error(tmp_path):

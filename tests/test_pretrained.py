@@ -94,6 +94,7 @@ def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
         "diffusion_config": DIFFUSION,
         "node_counts": NodeCountDistribution(mols.num_atoms).state_dict(),
         "data_config": {"split": "generator_half"},
+        "n_molecules": len(mols),
     }
     ckpt = tmp_path / "score" / "last.pt"
     trainer = DiffusionTrainer(
@@ -105,6 +106,8 @@ def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
     loaded = load_pretrained(tmp_path / "exported")
     assert loaded.config["training"]["steps"] == 3
     assert loaded.config["training"]["data"]["split"] == "generator_half"
+    assert loaded.config["training"]["epochs"] == pytest.approx(3 * 8 / 32)
+    assert loaded.config["training"]["cpu_hours"] > 0
     ema = ema_weights(trainer.ema.state_dict())
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, ema[key])  # the EMA weights are what ships

@@ -24,9 +24,12 @@ def canonical_smiles(mol) -> str | None:
     and the QM9 reference SMILES do not carry it (EDM compares the same way).
     """
     from rdkit import Chem
+    from rdkit.rdBase import BlockLogs
 
     try:
-        heavy = Chem.RemoveHs(mol)
+        # A generated H with no bond stays in (and RDKit says so for every one): quiet.
+        with BlockLogs():
+            heavy = Chem.RemoveHs(mol)
         return Chem.MolToSmiles(heavy, isomericSmiles=False)
     except (ValueError, RuntimeError):
         return None

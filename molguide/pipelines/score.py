@@ -56,12 +56,33 @@ def use_pretrained(config: RunConfig) -> dict:
     path = _checkpoint_path(config)
     save_checkpoint(checkpoint, path)
     log.info("score model: %s (%d training steps), not trained here -> %s", loaded.source, steps, path)
-    return {
+    summary = {
         "pretrained": loaded.source,
         "steps": steps,
         "checkpoint": str(path),
         "training": state["training"],
     }
+    # A run in MLflow all the same: which generator this experiment used, and its model.
+    data = state["training"].get("data", {})
+    tags = {
+        "molguide.pipeline": "train-score",
+        "molguide.dataset": data.get("dataset", "qm9"),
+        "molguide.split_half": data.get("split", "unknown"),
+        "molguide.pretrained": loaded.source,
+    }
+    with training_run(EXPERIMENT, f"{config.name}-pretrained", tags, config) as run:
+        if run is not None:
+            import mlflow
+
+            from molguide.components import inference_state, log_component
+
+            record = state["training"]
+            mlflow.log_params(
+                {f"pretrained.{k}": record[k] for k in ("steps", "epochs", "cpu_hours") if k in record}
+            )
+            log_component("score", inference_state(checkpoint))
+            summary["run_id"] = run.info.run_id
+    return summary
 
 
 def train_score(config: RunConfig, progress: bool | None = None) -> dict:
@@ -82,6 +103,7 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
         "diffusion_config": config.diffusion.model_dump(),
         "node_counts": nodes.state_dict(),
         "data_config": config.data.model_dump(),
+        "n_molecules": len(mols),
     }
     trainer = DiffusionTrainer(model, diffusion, mols, train_config(config.train), ckpt, extra, config.device)
     n_params = sum(p.numel() for p in model.parameters())

@@ -39,6 +39,15 @@ def guidance_table(guide: dict, unit: str = "") -> str:
     reward = [(n, m) for n, m in results.items() if n.startswith("reward") and "reward_improvement" in m]
     for name, m in reward:
         lines.append(f"reward_improvement ({name}): {_interval(m, 'reward_improvement')}")
+    xtb = [(n, m) for n, m in results.items() if "target_hit_rate_xtb" in m]
+    if xtb:  # the physics oracle, independent of every learned model
+        head = f"{'GFN2-xTB judges':<18} {'improvement ' + unit + ' [95% CI]':<32}"
+        lines.append(f"{head} {'hit rate':>9} {'unguided':>9}")
+        for name, m in xtb:
+            lines.append(
+                f"{name:<18} {_interval(m, 'property_improvement_xtb'):<32} "
+                f"{_num(m.get('target_hit_rate_xtb')):>9} {_num(m.get('target_hit_rate_xtb_unguided')):>9}"
+            )
     return "\n".join(lines)
 
 
@@ -86,6 +95,10 @@ def training_table(steps: dict[str, dict]) -> str:
     width = max(18, *(len(n) + 1 for n, s in steps.items() if "final_loss" in s))
     lines = [f"{'trained':<{width}} {'steps':>7} {'minutes':>8} {'final loss':>11}  extra"]
     for name, s in steps.items():
+        if "pretrained" in s:  # model.pretrained: taken as it is, not trained here
+            lines.append(
+                f"{name:<{width}} {s['steps']:>7} {'-':>8} {'-':>11}  {s['pretrained']}, not trained here"
+            )
         if "final_loss" not in s:
             continue
         extra = ["finished earlier, reused"] if s.get("reused") else []
