@@ -17,6 +17,10 @@ MODEL = {
     "parameterisation": "x0",
     "self_condition": True,
 }
+# The shipped generator's 40 molecules of seed 0 (model card: 10,000 samples) measured
+# atom stability 0.87 and strict validity 0.15 at 8,546 training steps; later weights do better.
+SHIPPED_ATOM_STABILITY_FLOOR = 0.75
+SHIPPED_STRICT_FLOOR = 0.05
 DIFFUSION = {"schedule": "polynomial_2", "steps": 100, "precision": 1e-5, "loss": {"time_power": 2.0}}
 
 
@@ -150,3 +154,21 @@ def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch,
     reward_state = load_checkpoint(tmp_path / "run" / "reward" / "last.pt")
     assert reward_state["model_config"]["backbone_kwargs"] == MODEL["backbone_kwargs"]
     assert build_score_model(reward_state["model_config"]).self_condition
+
+
+def test_the_shipped_qm9_generator_describes_itself_and_makes_molecules():
+    """molguide.load("qm9"): the generator inside the package, trained on the generator half."""
+    from molguide.pretrained import CARD_FILE, SHIPPED
+
+    assert (SHIPPED["qm9"] / CARD_FILE).is_file()
+    shipped = load_pretrained("qm9")
+    assert shipped.atom_types == (1, 6, 7, 8, 9) and shipped.source == "qm9"
+    record = shipped.config["training"]
+    assert record["data"]["split"] == "generator_half" and record["steps"] > 0 and record["cpu_hours"] > 0
+    designer = molguide.load("qm9")
+    mols = designer.generate(40, seed=0)
+    m = designer.last_metrics
+    assert len(mols) == 40 and all(mol.HasProp("valid_strict") for mol in mols)
+    # Floors far under the model card's numbers: they catch a broken sampler or decoding.
+    assert m["atom_stability"] > SHIPPED_ATOM_STABILITY_FLOOR
+    assert m["validity_strict"] > SHIPPED_STRICT_FLOOR
