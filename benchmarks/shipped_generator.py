@@ -98,7 +98,8 @@ classifier, classifier-free and reward guidance apply unchanged. Self-conditioni
 {model.get("self_condition", False)}.
 - **Diffusion**: VP, {config["diffusion"]["schedule"]} schedule, {config["diffusion"]["steps"]} \
 steps, one-hot scale {config["diffusion"]["onehot_scale"]}. Loss: {loss["weighting"]} weights \
-(SNR clamped to [{loss["snr_min"]}, {loss["snr_max"]}]), {loss["type_loss"]} on the atom types.
+(SNR clamped to [{loss["snr_min"]}, {loss["snr_max"]}]), {loss["type_loss"]} on the atom types, \
+training times t = u^{loss["time_power"]}, Kabsch-aligned noise: {loss["align_noise"]}.
 - **Data**: QM9, the generator half of EDM's training split (50,000 molecules); the \
 evaluator half and EDM's validation and test splits were never seen.
 - **Training**: {t["steps"]:,} optimiser steps of {t.get("batch_size", "?")} molecules \
