@@ -162,8 +162,9 @@ def judge_samples(
     ev = evaluate(molecules, reference_smiles=reference, descriptors=False, progress=progress)
     m = dict(ev.metrics)
     scale = len(molecules) / n
-    for key in ("validity", "validity_strict", "mol_stability"):
-        m[key] = (m[key] or 0.0) * scale
+    for key in ("validity", "validity_strict", "mol_stability", "validity_strict_predicted_bonds"):
+        if key in m:
+            m[key] = (m[key] or 0.0) * scale
     m["atom_stability"] = (
         (m["atom_stability"] or 0.0) * sum(x.num_atoms for x in molecules) / float(counts.sum())
     )

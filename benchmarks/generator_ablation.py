@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import judge_samples, machine  # noqa: E402
 
 from molguide.atomic import atomic_write  # noqa: E402
+from molguide.chem.bond_orders import cached_bond_table  # noqa: E402
 from molguide.chem.smiles import qm9_training_smiles  # noqa: E402
 from molguide.components import build_score_model, diffusion_from_config  # noqa: E402
 from molguide.data import edm_splits, load_qm9  # noqa: E402
@@ -92,6 +93,11 @@ VARIANTS: dict[str, tuple[dict, dict, str]] = {
         {**CORE_LOSS, "time_power": 2.0, "align_noise": True},
         "core + self-conditioning + time + alignment",
     ),
+    "all_bonds": (
+        {"parameterisation": "x0", "self_condition": True, "bond_head": True},
+        {**CORE_LOSS, "time_power": 2.0, "align_noise": True},
+        "all + bond-order head (returned molecules use its bonds)",
+    ),
     "all_128x6": (
         {
             "parameterisation": "x0",
@@ -131,14 +137,21 @@ def _trainer(name: str, args, mols, workdir: Path):
     )
     extra = {"model_config": model_config(name), "diffusion_config": diffusion_config(name)}
     ckpt = workdir / "last.pt" if workdir else None
-    return DiffusionTrainer(model, diffusion, mols, config, ckpt, extra), diffusion
+    bonds = cached_bond_table(mols) if model_config(name).get("bond_head") else None
+    return DiffusionTrainer(model, diffusion, mols, config, ckpt, extra, bonds=bonds), diffusion
 
 
 STEP_TIMES = RESULTS / "ablation_step_times.json"
 
 
 def calibrate(names: list[str], args, mols, rounds: int = 8, steps_per_round: int = 8) -> dict:
-    """Seconds per training step of each variant, timed in interleaved rounds (median)."""
+    """Seconds per training step of each variant, timed in interleaved rounds (median).
+
+    The times are merged into the file of earlier calibrations. When some of ``names``
+    were calibrated before (anchors), the new times are scaled by the median of their
+    old / new ratios, so that a variant calibrated later on a busier machine still gets
+    the step count of the same quiet-machine budget.
+    """
     trainers = {name: _trainer(name, args, mols, None)[0] for name in names}
     for trainer in trainers.values():  # warm-up
         trainer.train(until_step=2)
@@ -148,14 +161,32 @@ def calibrate(names: list[str], args, mols, rounds: int = 8, steps_per_round: in
             t0 = time.perf_counter()
             trainer.train(until_step=trainer.step + steps_per_round)
             times[name].append((time.perf_counter() - t0) / steps_per_round)
-    result = {
-        "s_per_step": {name: float(np.median(v)) for name, v in times.items()},
-        "rounds": rounds,
-        "steps_per_round": steps_per_round,
-        "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(),
-        "machine": machine(torch.device("cpu")),
-    }
+    measured = {name: float(np.median(v)) for name, v in times.items()}
+    previous = json.loads(STEP_TIMES.read_text()) if STEP_TIMES.exists() else {"s_per_step": {}}
+    anchors = [n for n in names if n in previous["s_per_step"]]
+    anchored = bool(anchors) and len(anchors) < len(names)  # else: a fresh or full recalibration
+    scale = float(np.median([previous["s_per_step"][n] / measured[n] for n in anchors])) if anchored else 1.0
+    new = {n: measured[n] * scale for n in names if not (anchored and n in anchors)}
+    if anchored:  # the file's own settings and machine stay those of the main calibration
+        rescaled = previous.setdefault("rescaled", {})
+        for name in new:
+            rescaled[name] = {
+                "anchors": anchors,
+                "factor": scale,
+                "raw_s_per_step": measured[name],
+                "machine": machine(torch.device("cpu")),
+            }
+        result = {**previous, "s_per_step": {**previous["s_per_step"], **new}}
+    else:
+        result = {
+            **previous,
+            "s_per_step": {**previous["s_per_step"], **new},
+            "rounds": rounds,
+            "steps_per_round": steps_per_round,
+            "batch_size": args.batch_size,
+            "threads": torch.get_num_threads(),
+            "machine": machine(torch.device("cpu")),
+        }
     payload = json.dumps(result, indent=1).encode()
     atomic_write(STEP_TIMES, lambda fh: fh.write(payload))
     return result

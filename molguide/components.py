@@ -42,6 +42,7 @@ def build_score_model(model_config: Mapping) -> ScoreNetwork:
             context_dim=int(model_config.get("context_dim", 0)),
             parameterisation=model_config.get("parameterisation", "eps"),
             self_condition=bool(model_config.get("self_condition", False)),
+            bond_head=bool(model_config.get("bond_head", False)),
             **model_config["backbone_kwargs"],
         )
     except TypeError as err:

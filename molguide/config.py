@@ -35,6 +35,11 @@ class ModelConfig(_Section):
         "eps", description="network predicts the noise (EDM) or the clean molecule (positions + type logits)"
     )
     self_condition: bool = Field(False, description="feed the previous clean estimate back in (EGNN only)")
+    bond_head: bool = Field(
+        False,
+        description="also predict bond orders (x0 + EGNN; trained on bonds perceived from the DFT "
+        "geometries); the returned molecules then carry the predicted bonds",
+    )
     pretrained: str | None = Field(
         None,
         description="a shipped generator (qm9) or a saved model folder: train-score uses it instead of "
@@ -54,6 +59,7 @@ class LossSection(_Section):
     time_power: float = Field(1.0, gt=0, description="t = u^power: > 1 trains more near the data")
     align_noise: bool = Field(False, description="rotate position noise onto the data (Kabsch)")
     self_condition_prob: float = Field(0.5, ge=0, le=1)
+    bond_weight: float = Field(1.0, ge=0, description="factor on the bond-order cross-entropy (bond_head)")
 
 
 class DiffusionConfig(_Section):

@@ -4,9 +4,11 @@
     designer = molguide.load("runs:/<run_id>")        # or a run folder such as runs/quickstart
     mols = designer.generate(100, target={"gap_eV": "high"}, guidance={"classifier": 2.0}, seed=0)
 
-Each returned molecule is an RDKit Mol with a 3D conformer (bonds perceived from the
-coordinates with total charge 0 where that succeeds) and properties (those of
-:func:`molguide.chem.evaluate.annotated_mols`):
+Each returned molecule is an RDKit Mol with a 3D conformer and properties (those of
+:func:`molguide.chem.evaluate.annotated_mols`). Its bonds are the generator's own when
+the score network has a bond-order head (property ``bonds`` = "predicted", judged by
+``valid_strict_predicted_bonds``), otherwise perceived from the coordinates with total
+charge 0 where that succeeds (``bonds`` = "perceived"). Properties:
 
 - ``valid``: EDM's validity (distance-table bonds, no charges; what the published
   tables count), ``edm_smiles`` (its largest fragment) when valid;
@@ -228,14 +230,16 @@ class Designer:
             m.properties[f"evaluator_{state['property']}"] = float(v)
 
     def _to_rdkit(self, molecules: list[Molecule], evaluate: bool) -> list:
-        from molguide.chem.evaluate import METRIC_NAMES, annotated_mols
+        from molguide.chem.evaluate import METRIC_NAMES, PREDICTED_BONDS_METRIC, annotated_mols
         from molguide.chem.evaluate import evaluate as evaluate_molecules
         from molguide.data.io import molecule_to_rdkit
 
         if not evaluate or not molecules:
             return [molecule_to_rdkit(m) for m in molecules]
         ev = evaluate_molecules(molecules, reference_smiles=[], descriptors=True, xtb=False, progress=False)
-        self.last_metrics = {k: ev.metrics.get(k) for k in METRIC_NAMES if k != "novelty"}
+        names = [k for k in METRIC_NAMES if k != "novelty"]
+        names += [PREDICTED_BONDS_METRIC] if PREDICTED_BONDS_METRIC in ev.metrics else []
+        self.last_metrics = {k: ev.metrics.get(k) for k in names}
         log.info(
             "%d molecules: %s",
             len(molecules),

@@ -13,7 +13,10 @@ Fractions are in [0, 1]:
 - ``novelty``: distinct valid molecules absent from the QM9 training split (built
   from the training geometries by the same EDM validity), over distinct; compared as
   heavy-atom canonical SMILES so that a user's own reference SMILES compare too
-  (EDM compares its explicit-hydrogen strings).
+  (EDM compares its explicit-hydrogen strings);
+- ``validity_strict_predicted_bonds`` (only for molecules that carry bond orders
+  predicted by a generator's bond-order head): the same strict test on the molecule
+  built from those bonds, without charges; over the molecules that carry them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from molguide.chem.bond_orders import mol_from_orders
 from molguide.chem.descriptors import rdkit_descriptors
 from molguide.chem.reconstruct import rebuild_molecule
 from molguide.chem.smiles import canonical_smiles, canonicalise
@@ -35,6 +39,7 @@ from molguide.data.molecules import Molecule
 log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("validity", "validity_strict", "atom_stability", "mol_stability", "uniqueness", "novelty")
+PREDICTED_BONDS_METRIC = "validity_strict_predicted_bonds"
 
 
 @dataclass
@@ -54,6 +59,9 @@ class MoleculeResult:
     edm_smiles: str | None = None  # EDM's largest-fragment SMILES, when EDM-valid
     valid_strict: bool = False
     strict: StrictCheck | None = None
+    predicted_mol: object | None = None  # built from a bond-order head's bonds, when given
+    predicted_strict: StrictCheck | None = None
+    predicted_smiles: str | None = None
 
 
 @dataclass
@@ -107,6 +115,8 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
             result.notes.append(f"EDM-invalid: {edm.reason}")
     else:
         result.notes.append("stability and EDM validity undefined: elements outside H, C, N, O, F")
+    if molecule.bond_orders is not None:
+        _judge_predicted_bonds(molecule, result)
     rebuilt = rebuild_molecule(molecule)
     result.bond_method = rebuilt.method
     if rebuilt.mol is None:
@@ -133,6 +143,21 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             result.notes.append(f"descriptors failed: {err}")
     return result
+
+
+def _judge_predicted_bonds(molecule: Molecule, result: MoleculeResult) -> None:
+    """Strict validity (and SMILES) of the molecule built from its predicted bond orders."""
+    from rdkit import Chem
+
+    result.predicted_mol = mol_from_orders(molecule, molecule.bond_orders)
+    result.predicted_strict = strict_check(result.predicted_mol)
+    if result.predicted_strict.reason:
+        result.notes.append(f"predicted bonds not strictly valid: {result.predicted_strict.reason}")
+    if result.predicted_strict.valid:
+        sanitised = Chem.Mol(result.predicted_mol)
+        with rdkit_messages():
+            Chem.SanitizeMol(sanitised)
+        result.predicted_smiles = canonical_smiles(sanitised)
 
 
 def _summary(values: Iterable[float]) -> dict[str, float]:
@@ -204,6 +229,9 @@ def evaluate(
         "uniqueness": len(unique) / len(valid) if valid else None,
         "novelty": None,
     }
+    predicted = [r.predicted_strict.valid for r in results if r.predicted_strict is not None]
+    if predicted:
+        metrics[PREDICTED_BONDS_METRIC] = sum(predicted) / len(predicted)
     if reference_smiles is None:
         from molguide.chem.smiles import qm9_training_smiles
 
@@ -224,12 +252,29 @@ def annotated_mols(evaluation: Evaluation, molecules: Sequence[Molecule]) -> lis
     ``radical_electrons``, ``fragments``, ``missing_h`` (what strict validity looked
     at; a charged or radical molecule says so here), ``mol_stable``,
     ``atom_stable_fraction``, ``smiles`` (perceived molecule), ``edm_smiles``, oracle
-    values and ``notes``."""
+    values and ``notes``.
+
+    A molecule that carries bond orders from a generator's bond-order head is returned
+    with those bonds (``bonds`` = "predicted"; ``valid_strict_predicted_bonds`` and
+    ``smiles_predicted_bonds`` judge them); otherwise with the perceived ones
+    (``bonds`` = "perceived", or "none" where perception failed)."""
+    from rdkit import Chem
+
     from molguide.data.io import molecule_to_rdkit
 
     out = []
     for molecule, result in zip(molecules, evaluation.molecules):
-        mol = molecule_to_rdkit(molecule) if result.mol is None else result.mol
+        if result.predicted_mol is not None:
+            mol, source = Chem.Mol(result.predicted_mol), "predicted"
+        elif result.mol is not None:
+            mol, source = result.mol, "perceived"
+        else:
+            mol, source = molecule_to_rdkit(molecule), "none"
+        mol.SetProp("bonds", source)
+        if result.predicted_strict is not None:
+            mol.SetProp("valid_strict_predicted_bonds", str(int(result.predicted_strict.valid)))
+        if result.predicted_smiles:
+            mol.SetProp("smiles_predicted_bonds", result.predicted_smiles)
         if molecule.name:
             mol.SetProp("_Name", molecule.name)
         for key, value in molecule.properties.items():

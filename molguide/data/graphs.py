@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from molguide.data.bonds import BondTable
 from molguide.data.molecules import MoleculeSet
 from molguide.elements import QM9_ATOMIC_NUMBERS
 
@@ -156,7 +157,9 @@ class MoleculeBatches:
     """A training batch source over a :class:`MoleculeSet` (for :class:`molguide.training.Trainer`).
 
     ``extras`` are per-molecule arrays (labels, sample weights, conditions) that are
-    indexed with the molecules and returned under their own keys.
+    indexed with the molecules and returned under their own keys. ``bonds`` (one row
+    per molecule) adds ``bond_orders`` and ``bond_mask`` over the batch's fully
+    connected edges (training a bond-order head).
     """
 
     def __init__(
@@ -164,12 +167,16 @@ class MoleculeBatches:
         molecules: MoleculeSet,
         property_names: Sequence[str] = (),
         atom_types: Sequence[int] = QM9_ATOMIC_NUMBERS,
+        bonds: BondTable | None = None,
         **extras: np.ndarray | torch.Tensor,
     ) -> None:
         for key, values in extras.items():
             if len(values) != len(molecules):
                 raise ValueError(f"extra {key!r} has {len(values)} entries for {len(molecules)} molecules")
+        if bonds is not None and len(bonds) != len(molecules):
+            raise ValueError(f"bond table has {len(bonds)} rows for {len(molecules)} molecules")
         self.molecules = molecules
+        self.bonds = bonds
         self.property_names = tuple(property_names)
         self.atom_types = tuple(atom_types)
         self.extras = {k: torch.as_tensor(v) for k, v in extras.items()}
@@ -181,6 +188,8 @@ class MoleculeBatches:
         batch = collate_molecules(self.molecules, indices, self.atom_types, self.property_names)
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         batch.update({k: v[idx] for k, v in self.extras.items()})
+        if self.bonds is not None:
+            batch["bond_orders"], batch["bond_mask"] = self.bonds.edge_labels(indices)
         return batch
 
     def num_nodes(self, indices: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ class Molecule:
     properties: dict[str, float] = field(default_factory=dict)
     name: str = ""
     tags: dict[str, str] = field(default_factory=dict)  # non-numeric labels (e.g. SD tags)
+    bond_orders: np.ndarray | None = None  # (n, n) predicted by a bond-order head, if any
 
     def __post_init__(self) -> None:
         self.atomic_numbers = np.asarray(self.atomic_numbers, dtype=np.int64).reshape(-1)

@@ -11,7 +11,9 @@ Two parameterisations of the network (design.md section 5), one score:
   ``onehot_scale * softmax(logits)``. Trained on |x0_hat - x0|^2 plus the types'
   cross-entropy (or their squared error), each molecule weighted by w(t) (by default
   clamp(SNR, 0.05, 1.5), EQGAT-diff's), optionally with self-conditioning, times
-  drawn towards the data end and position noise rotated onto the data (Kabsch).
+  drawn towards the data end and position noise rotated onto the data (Kabsch);
+  a network with a bond-order head adds the cross-entropy of its bond-order logits
+  on every labelled pair, with the same weight w(t).
 Either way s_t(z) = (alpha_t x0_hat - z_t) / sigma_t^2 = -eps_hat / sigma_t.
 """
 
@@ -52,6 +54,7 @@ class LossSettings:
             where alignment does not matter); the ablation measures whether it pays.
         self_condition_prob: with a self-conditioned network, the share of molecules
             whose input carries the network's own first estimate (no gradient).
+        bond_weight: factor on the bond-order cross-entropy (networks with a bond head).
     """
 
     weighting: str = "snr_clamp"
@@ -62,6 +65,7 @@ class LossSettings:
     time_power: float = 1.0
     align_noise: bool = False
     self_condition_prob: float = 0.5
+    bond_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.weighting not in LOSS_WEIGHTINGS:
@@ -74,6 +78,8 @@ class LossSettings:
             raise ValueError(f"time_power must be > 0, got {self.time_power}")
         if not 0.0 <= self.self_condition_prob <= 1.0:
             raise ValueError(f"self_condition_prob must be in [0, 1], got {self.self_condition_prob}")
+        if self.bond_weight < 0:
+            raise ValueError(f"bond_weight must be >= 0, got {self.bond_weight}")
 
 
 @dataclass
@@ -82,7 +88,8 @@ class Denoised:
 
     ``x0_h`` is in the scaled one-hot space of z_h; ``type_probs`` are the
     unscaled type probabilities (the self-conditioning input); ``logits`` are the
-    type logits of an x0 network (None for eps networks).
+    type logits of an x0 network (None for eps networks); ``bond_logits`` the (E, 4)
+    bond-order logits of the edges (networks with a bond head, when asked for).
     """
 
     eps_x: torch.Tensor
@@ -92,6 +99,7 @@ class Denoised:
     score_x: torch.Tensor
     score_h: torch.Tensor
     logits: torch.Tensor | None = None
+    bond_logits: torch.Tensor | None = None
 
     @property
     def type_probs(self) -> torch.Tensor:
@@ -112,7 +120,8 @@ def denoised_from_output(
     onehot_scale: float = ONEHOT_SCALE,
 ) -> Denoised:
     """Both forms of a network's output; ``alpha``/``sigma`` are per node, shaped (N, 1)."""
-    first, second = output
+    first, second = output[0], output[1]
+    bonds = output[2] if len(output) > 2 else None
     if parameterisation == "eps":
         eps_x, eps_h = first, second
         x0_x, x0_h = (zx - sigma * eps_x) / alpha, (zh - sigma * eps_h) / alpha
@@ -123,7 +132,7 @@ def denoised_from_output(
     x0_h = onehot_scale * torch.softmax(logits, -1)
     var = sigma * sigma
     score_x, score_h = (alpha * x0_x - zx) / var, (alpha * x0_h - zh) / var
-    return Denoised(-sigma * score_x, -sigma * score_h, x0_x, x0_h, score_x, score_h, logits)
+    return Denoised(-sigma * score_x, -sigma * score_h, x0_x, x0_h, score_x, score_h, logits, bonds)
 
 
 @dataclass
@@ -166,9 +175,13 @@ class VPDiffusion:
         edge_index: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
+        with_bonds: bool = False,
     ) -> Denoised:
-        """Run ``model`` at z_t and return its estimate in both forms and its score."""
+        """Run ``model`` at z_t and return its estimate in both forms and its score
+        (``with_bonds``: and its bond-order logits on ``edge_index``)."""
         extra = {"self_cond": self_cond} if getattr(model, "self_condition", False) else {}
+        if with_bonds:
+            extra["with_bonds"] = True
         output = model(zx, zh, t, batch, edge_index, context, **extra)
         alpha, sigma = self.coefficients(t, batch, zx.dtype)
         return denoised_from_output(
@@ -244,6 +257,8 @@ class VPDiffusion:
         edge_index: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
         shard: Shard | None = None,
+        bond_orders: torch.Tensor | None = None,
+        bond_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The denoising loss of one batch, averaged over molecules.
 
@@ -254,9 +269,14 @@ class VPDiffusion:
         reweights molecules (reward-weighted training). With a ``shard``
         (data-parallel training) the batch is this process's part of a global batch
         and the returned loss is scaled so that DDP's gradient average equals the
-        gradient of the global batch's loss.
+        gradient of the global batch's loss. ``bond_orders``/``bond_mask`` (E,): labels of
+        the fully connected edges of the batch (:meth:`molguide.data.bonds.BondTable.edge_labels`),
+        for a network with a bond head; required by such a network.
         """
         ls = self.loss_settings
+        with_bonds = getattr(model, "bond_head", None) is not None
+        if with_bonds and (bond_orders is None or bond_mask is None):
+            raise ValueError("this score network has a bond head: its loss needs bond_orders and bond_mask")
         if ls.time_power == 1.0:
             t = self.sample_times(num_graphs, generator, shard)
         else:
@@ -274,14 +294,19 @@ class VPDiffusion:
             keep = use[batch].unsqueeze(-1).to(x0.dtype)
             prev_x, prev_p = first.self_condition()
             self_cond = (prev_x * keep, prev_p * keep)
-        d = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context, self_cond)
+        d = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context, self_cond, with_bonds)
         if getattr(model, "parameterisation", "eps") == "eps":
             sq = ((d.eps_x - noised.eps_x) ** 2).sum(-1) + ((d.eps_h - noised.eps_h) ** 2).sum(-1)
             per_mol = scatter(sq, batch, dim=0, dim_size=num_graphs, reduce="sum")
             dims = scatter(torch.full_like(sq, 3.0 + onehot.shape[1]), batch, dim=0, dim_size=num_graphs)
             per_mol = per_mol / dims
         else:
-            per_mol = self._x0_error(d, x0, onehot, batch, num_graphs) * self._weights(t).to(x0.dtype)
+            per_mol = self._x0_error(d, x0, onehot, batch, num_graphs)
+            if with_bonds:
+                per_mol = per_mol + ls.bond_weight * self._bond_error(
+                    d.bond_logits, bond_orders, bond_mask, batch[edge_index[0]], num_graphs
+                )
+            per_mol = per_mol * self._weights(t).to(x0.dtype)
         if shard is not None:
             if sample_weight is None:
                 return shard.data_parallel_loss(per_mol.sum(), shard.total_graphs)
@@ -300,6 +325,15 @@ class VPDiffusion:
         else:
             types = ((d.type_probs - onehot) ** 2).sum(-1)
         return scatter(pos + ls.type_weight * types, batch, dim=0, dim_size=num_graphs, reduce="mean")
+
+    @staticmethod
+    def _bond_error(logits, orders, mask, edge_mol, num_graphs) -> torch.Tensor:
+        """Per molecule: mean bond-order cross-entropy over its labelled pairs (0 without labels)."""
+        ce = F.cross_entropy(logits, orders.to(logits.device), reduction="none")
+        mask = mask.to(logits.device, logits.dtype)
+        total = scatter(ce * mask, edge_mol, dim=0, dim_size=num_graphs, reduce="sum")
+        count = scatter(mask, edge_mol, dim=0, dim_size=num_graphs, reduce="sum")
+        return total / count.clamp(min=1.0)
 
     def _weights(self, t: torch.Tensor) -> torch.Tensor:
         """w(t) per molecule: clamp(alpha^2 / sigma^2, snr_min, snr_max), or 1."""

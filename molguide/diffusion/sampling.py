@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch_geometric.utils import scatter
 
@@ -155,21 +156,44 @@ def sample(
         zx, zh = _freeze_failures(zx, zh, batch, num_graphs, alive, failures, idx)
 
     # Decode at t = 0: positions from the predicted clean sample; types by argmax of
-    # z_h (eps networks, EDM's decoding) or of the predicted type logits (x0 networks).
+    # z_h (eps networks, EDM's decoding) or of the predicted type logits (x0 networks);
+    # bond orders by argmax of the bond head's logits, where the network has one.
     t0 = torch.zeros(num_graphs, dtype=torch.float64, device=device)
-    final = diffusion.denoise(model, zx, zh, t0, batch, edges, context, self_cond)
+    with_bonds = getattr(model, "bond_head", None) is not None
+    final = diffusion.denoise(model, zx, zh, t0, batch, edges, context, self_cond, with_bonds)
     x = remove_mean(final.x0_x, batch, num_graphs)
     type_scores = zh if final.logits is None else final.logits
     x, type_scores = _freeze_failures(x, type_scores, batch, num_graphs, alive, failures, steps)
     types = torch.as_tensor(list(atom_types))[type_scores.argmax(-1).cpu()]
+    orders = _bond_matrices(final.bond_logits, edges, counts) if with_bonds else None
     molecules = []
     offsets = torch.cumsum(counts, 0) - counts
     for m in range(num_graphs):
         if m in failures:
             continue
         a, b = int(offsets[m]), int(offsets[m] + counts[m])
-        molecules.append(Molecule(types[a:b].numpy(), x[a:b].double().cpu().numpy(), name=f"sample_{m}"))
+        molecule = Molecule(types[a:b].numpy(), x[a:b].double().cpu().numpy(), name=f"sample_{m}")
+        molecule.bond_orders = orders[m] if orders is not None else None
+        molecules.append(molecule)
     return SampleResult(molecules, failures, steps, method)
+
+
+def _bond_matrices(logits: torch.Tensor, edges: torch.Tensor, counts: torch.Tensor) -> list[np.ndarray]:
+    """Per molecule the (n, n) argmax bond orders, from the logits of both directions of
+    each pair (fully connected edges: each molecule's edges are one contiguous run)."""
+    logits, edges = logits.detach().cpu(), edges.cpu()
+    node_starts = (torch.cumsum(counts, 0) - counts).tolist()
+    edge_counts = counts * (counts - 1)
+    edge_starts = (torch.cumsum(edge_counts, 0) - edge_counts).tolist()
+    out = []
+    for start, size, e0, ne in zip(node_starts, counts.tolist(), edge_starts, edge_counts.tolist()):
+        block = torch.zeros(size, size, logits.shape[-1], dtype=logits.dtype)
+        block[edges[0, e0 : e0 + ne] - start, edges[1, e0 : e0 + ne] - start] = logits[e0 : e0 + ne]
+        # The head is symmetric already; summing both directions makes the argmax exactly so.
+        orders = (block + block.transpose(0, 1)).argmax(-1).numpy().astype(np.int8)
+        np.fill_diagonal(orders, 0)
+        out.append(orders)
+    return out
 
 
 def _freeze_failures(zx, zh, batch, num_graphs, alive, failures, step):

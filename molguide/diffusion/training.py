@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from molguide.data.bonds import BondTable
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.process import VPDiffusion
@@ -66,6 +67,8 @@ class DenoisingObjective:
             context=context,
             sample_weight=weight,
             shard=shard,
+            bond_orders=batch.get("bond_orders"),
+            bond_mask=batch.get("bond_mask"),
         )
 
 
@@ -77,12 +80,14 @@ def DiffusionTrainer(  # noqa: N802 - kept as a constructor-like factory for the
     checkpoint_path=None,
     extra_state: dict | None = None,
     device: str | torch.device = "cpu",
+    bonds: BondTable | None = None,
 ) -> Trainer:
-    """A :class:`Trainer` of an unconditional score network on ``molecules``."""
+    """A :class:`Trainer` of an unconditional score network on ``molecules`` (``bonds``:
+    bond-order labels, for a network with a bond head)."""
     return Trainer(
         model,
         DenoisingObjective(diffusion),
-        MoleculeBatches(molecules),
+        MoleculeBatches(molecules, bonds=bonds),
         config,
         checkpoint_path,
         extra_state,

@@ -396,7 +396,9 @@ class EGNN(EquivariantBackbone):
         batch: torch.Tensor,
         edge_index: torch.Tensor,
         edge_attr: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_hidden: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """(x_out - pos, scalars), and the last layer's node features when ``return_hidden``."""
         i, j = edge_index[0], edge_index[1]
         diff0 = pos.index_select(0, i) - pos.index_select(0, j)
         e0 = (diff0 * diff0).sum(-1, keepdim=True)
@@ -411,4 +413,6 @@ class EGNN(EquivariantBackbone):
         graph = EdgeGraph(edge_index, pos.shape[0], EDGE_FEATURES + extra) if use_fused else None
         for layer in self.layers:
             h, x = layer(h, x, e0, i, j, graph)
+        if return_hidden:
+            return x - pos, self.readout(h), h
         return x - pos, self.readout(h)

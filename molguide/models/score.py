@@ -16,6 +16,7 @@ from torch import nn
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.geometry import remove_mean
+from molguide.models.bond_head import BondOrderHead
 from molguide.models.registry import build_backbone
 
 PARAMETERISATIONS = ("eps", "x0")
@@ -36,6 +37,9 @@ class ScoreNetwork(nn.Module):
         self_condition: take the previous clean-molecule estimate (positions and type
             probabilities) as extra input: its pair distances as edge features and its
             type probabilities as node features (EGNN only).
+        bond_head: also predict bond orders of every pair from the last layer's node
+            features and the predicted positions (x0 + EGNN only); read out with
+            ``forward(..., with_bonds=True)``.
         backbone_kwargs: sizes of the backbone (hidden, num_layers, ...).
     """
 
@@ -46,6 +50,7 @@ class ScoreNetwork(nn.Module):
         context_dim: int = 0,
         parameterisation: str = "eps",
         self_condition: bool = False,
+        bond_head: bool = False,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -55,6 +60,11 @@ class ScoreNetwork(nn.Module):
             )
         if self_condition and backbone != "egnn":
             raise ValueError(f"self_condition needs the egnn backbone (edge inputs), not {backbone!r}")
+        if bond_head and (backbone != "egnn" or parameterisation != "x0"):
+            raise ValueError(
+                "bond_head needs the egnn backbone and x0 parameterisation, "
+                f"not {backbone!r}/{parameterisation!r}"
+            )
         self.num_atom_types = num_atom_types
         self.context_dim = context_dim
         self.backbone_name = backbone
@@ -64,6 +74,7 @@ class ScoreNetwork(nn.Module):
         if self_condition:
             backbone_kwargs = {**backbone_kwargs, "extra_edge_features": 1}
         self.backbone = build_backbone(backbone, in_features, num_atom_types, **backbone_kwargs)
+        self.bond_head = BondOrderHead(self.backbone.readout.in_features) if bond_head else None
 
     def forward(
         self,
@@ -74,13 +85,19 @@ class ScoreNetwork(nn.Module):
         edge_index: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with_bonds: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """x: (N, 3) centred positions; h: (N, K) scaled types; t: (B,) times in [0, 1];
         context: (B, context_dim) or None; self_cond: (x0 positions (N, 3), type
         probabilities (N, K)) of the previous estimate, or None (zeros: no estimate).
 
         Returns (eps_x, eps_h) for "eps", (x0_x, type logits) for "x0"; positions centred.
+        ``with_bonds`` (networks with a bond head): a third element, the (E, 4) bond-order
+        logits of the edges in ``edge_index``.
         """
+        # getattr: models pickled before bond heads existed have no such attribute
+        if with_bonds and getattr(self, "bond_head", None) is None:
+            raise ValueError("this score network has no bond head")
         if edge_index is None:
             edge_index = fully_connected_edges(batch)
         parts = [h, t.to(h.dtype)[batch].unsqueeze(-1)]
@@ -96,7 +113,14 @@ class ScoreNetwork(nn.Module):
             parts.append(prev_p.to(h.dtype))
             diff = prev_x.index_select(0, edge_index[0]) - prev_x.index_select(0, edge_index[1])
             extra["edge_attr"] = (diff * diff).sum(-1, keepdim=True).to(x.dtype)
-        vectors, scalars = self.backbone(x, torch.cat(parts, dim=-1), batch, edge_index, **extra)
-        if self.parameterisation == "x0":
-            return remove_mean(x + vectors, batch, int(t.shape[0])), scalars
-        return remove_mean(vectors, batch, int(t.shape[0])), scalars
+        if with_bonds:
+            extra["return_hidden"] = True
+            vectors, scalars, hidden = self.backbone(x, torch.cat(parts, dim=-1), batch, edge_index, **extra)
+        else:
+            vectors, scalars = self.backbone(x, torch.cat(parts, dim=-1), batch, edge_index, **extra)
+        if self.parameterisation == "eps":
+            return remove_mean(vectors, batch, int(t.shape[0])), scalars
+        x0 = remove_mean(x + vectors, batch, int(t.shape[0]))
+        if with_bonds:
+            return x0, scalars, self.bond_head(hidden, x0, edge_index)
+        return x0, scalars

@@ -105,7 +105,18 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
         "data_config": config.data.model_dump(),
         "n_molecules": len(mols),
     }
-    trainer = DiffusionTrainer(model, diffusion, mols, train_config(config.train), ckpt, extra, config.device)
+    bonds = None
+    if config.model.bond_head:
+        if config.data.remove_hydrogens:
+            raise ValueError(
+                "model.bond_head: bond labels need the hydrogens (data.remove_hydrogens is true)"
+            )
+        from molguide.chem.bond_orders import cached_bond_table
+
+        bonds = cached_bond_table(mols, progress=progress)
+    trainer = DiffusionTrainer(
+        model, diffusion, mols, train_config(config.train), ckpt, extra, config.device, bonds
+    )
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "training %s score model (%d parameters) on %d molecules (%s)",
