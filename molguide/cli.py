@@ -94,9 +94,11 @@ def _fmt(value: float | None) -> str:
 def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
     print(f"{path}: {result['n_evaluated']} of {result['n_input']} records evaluated")
     from molguide.chem import METRIC_NAMES
+    from molguide.chem.evaluate import PREDICTED_BONDS_METRIC
 
-    for key in METRIC_NAMES:
-        print(f"  {key:<16} {_fmt(result[key])}")
+    for key in (*METRIC_NAMES, PREDICTED_BONDS_METRIC):
+        if key in result:
+            print(f"  {key:<16} {_fmt(result[key])}")
     if result["properties"]:
         print(f"  {'property':<22} {'n':>6} {'mean':>10} {'median':>10} {'std':>9}")
         for name, s in result["properties"].items():
