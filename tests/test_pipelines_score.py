@@ -66,3 +66,30 @@ def test_bad_backbone_kwargs_are_one_clear_error(tmp_path, tracking, capsys):
                  "model.backbone_kwargs={hiden: 3}", "--set", "data.max_molecules=10"])  # fmt: skip
     assert code == 2
     assert "model.backbone_kwargs" in capsys.readouterr().err
+
+
+def test_a_bond_head_trains_through_the_cli_and_its_exported_model_returns_its_bonds(
+    qm9, tmp_path, tracking, capsys
+):
+    import molguide
+
+    run = tmp_path / "bonds"
+    train = ["run", "train-score", "--set", f"output_dir={run}", "--set", "data.max_molecules=64",
+             "--set", "model.backbone_kwargs={hidden: 16, num_layers: 2, coords_range: 3.75}",
+             "--set", "model.parameterisation=x0", "--set", "model.bond_head=true",
+             "--set", "train.steps=6", "--set", "train.batch_size=16"]  # fmt: skip
+    assert main(train) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 6
+    assert main(["export", str(run / "score" / "last.pt"), str(tmp_path / "model")]) == 0
+    capsys.readouterr()
+    designer = molguide.load(str(tmp_path / "model"))
+    assert designer.components.network("score").bond_head is not None
+    mols = designer.generate(4, steps=5, seed=0)
+    assert "validity_strict_predicted_bonds" in designer.last_metrics
+    assert {m.GetProp("bonds") for m in mols} == {"predicted"}
+    molguide.write_sdf(mols, tmp_path / "out.sdf")
+    assert "valid_strict_predicted_bonds" in (tmp_path / "out.sdf").read_text()
+    # A bond head on an eps network is refused before any training, naming the key.
+    bad = [*train[:-4], "--set", "model.parameterisation=eps", "--set", "output_dir=" + str(tmp_path / "b")]
+    assert main(bad) == 2
+    assert "bond_head" in capsys.readouterr().err
