@@ -158,9 +158,10 @@ class Trainer:
         self.step = 0
         self.history: list[StepLog] = []
         # Time spent in train() over every session of this run (kept in checkpoints): the
-        # wall clock and the CPU time of this process (all its threads), for model cards.
+        # wall clock and the CPU time of all processes (all their threads), for model cards.
         self.train_seconds = 0.0
-        self.cpu_seconds = 0.0
+        self.cpu_seconds = 0.0  # summed over processes, synced at checkpoints and at the end
+        self._cpu_unsynced = 0.0  # this process's CPU time since the last sync
         self.dist = distributed.context()
         self.network = self._data_parallel(self.model) if self.dist.enabled else self.model
         self._executor = None  # the batch-prefetching thread, started on first use
@@ -296,7 +297,7 @@ class Trainer:
                 entry = self.train_step()
                 pending.append(entry)
                 self.train_seconds += time.perf_counter() - wall0
-                self.cpu_seconds += time.process_time() - cpu0
+                self._cpu_unsynced += time.process_time() - cpu0
                 wall0, cpu0 = time.perf_counter(), time.process_time()
                 bar.update(1)
                 if self.step % self.config.log_every == 0 or self.step == until:
@@ -315,9 +316,18 @@ class Trainer:
                 self._executor, self._ahead = None, None
         if pending and on_log is not None:
             on_log(pending)
+        self._sync_cpu_seconds()
         if self.checkpoint_path and deadline is not None:
             self.save()
         return self.history
+
+    def _sync_cpu_seconds(self) -> None:
+        """Add the CPU time every process spent since the last sync to ``cpu_seconds``
+        (data-parallel runs: summed over processes, so CPU-hours count all cores used).
+        Called at the same points by every process (end of training, checkpoints)."""
+        spent = torch.tensor(self._cpu_unsynced, dtype=torch.float64, device=self.device)
+        self.cpu_seconds += float(distributed.all_reduce_sum(spent))
+        self._cpu_unsynced = 0.0
 
     def _past(self, deadline: float) -> bool:
         """Whether the deadline has passed; in data-parallel runs, whether it has for any process."""
@@ -349,6 +359,7 @@ class Trainer:
         target = Path(path) if path else self.checkpoint_path
         if target is None:
             raise ValueError("no checkpoint path given")
+        self._sync_cpu_seconds()
         if not self.dist.is_main:  # every process holds the same weights
             return target
         return save_checkpoint(self.state_dict(), target)

@@ -98,9 +98,16 @@ def _worker(rank: int, world: int, port: int, out_dir: str, cache: str) -> None:
     objective, data = _objective_and_data(load_qm9())
     config = TrainConfig(steps=4, batch_size=7, lr=1e-3, seed=7, checkpoint_every=2)
     trainer = Trainer(_model(), objective, data, config, checkpoint_path=f"{out_dir}/last.pt")
+    cpu0 = time.process_time()
     trainer.train(deadline=time.monotonic() + 3600)  # the deadline check is a collective too
+    own_cpu = time.process_time() - cpu0
     torch.save(
-        {"model": trainer.model.state_dict(), "losses": [e.loss for e in trainer.history]},
+        {
+            "model": trainer.model.state_dict(),
+            "losses": [e.loss for e in trainer.history],
+            "cpu_seconds": trainer.cpu_seconds,
+            "own_cpu": own_cpu,
+        },
         f"{out_dir}/rank{rank}.pt",
     )
     distributed.shutdown()
@@ -124,7 +131,13 @@ def test_two_spawned_processes_match_one_process(qm9, tmp_path, molguide_cache):
     np.testing.assert_allclose(ranks[0]["losses"], [e.loss for e in single.history], rtol=1e-5)
     assert ranks[0]["losses"] == ranks[1]["losses"]
     # Rank 0 wrote the checkpoint (and only one file exists for both).
-    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 4
+    # CPU time counts both processes: the same sum on each, more than either spent alone
+    # within train(), and no more than both together.
+    own = [rank["own_cpu"] for rank in ranks]
+    assert ranks[0]["cpu_seconds"] == ranks[1]["cpu_seconds"] == state["cpu_seconds"]
+    assert max(own) < state["cpu_seconds"] <= sum(own)
 
 
 def test_an_objective_without_sharding_is_refused_under_data_parallel(monkeypatch):
