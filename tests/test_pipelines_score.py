@@ -80,6 +80,10 @@ def test_a_bond_head_trains_through_the_cli_and_its_exported_model_returns_its_b
              "--set", "train.steps=6", "--set", "train.batch_size=16"]  # fmt: skip
     assert main(train) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 6
+    # The reward model fine-tunes the base's score; it needs no bond head (nor bond labels).
+    reward = [*train[:-4], "--set", "reward.train.steps=2", "--set", "reward.train.batch_size=8"]
+    assert main(["run", "train-reward", *reward[2:]]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
     assert main(["export", str(run / "score" / "last.pt"), str(tmp_path / "model")]) == 0
     capsys.readouterr()
     designer = molguide.load(str(tmp_path / "model"))

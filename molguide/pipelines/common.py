@@ -32,6 +32,17 @@ def split_molecules(config: RunConfig, split: str | None = None, limit: int | No
     return mols.without_hydrogens() if config.data.remove_hydrogens else mols
 
 
+def bond_labels(config: RunConfig, mols: MoleculeSet, model_config: Mapping, progress: bool = False):
+    """The bond-order labels of ``mols`` when the network has a bond head (else None)."""
+    if not model_config.get("bond_head"):
+        return None
+    if config.data.remove_hydrogens:
+        raise ValueError("model.bond_head: bond labels need hydrogens (data.remove_hydrogens is true)")
+    from molguide.chem.bond_orders import cached_bond_table
+
+    return cached_bond_table(mols, progress=progress)
+
+
 def train_config(section: TrainSection) -> TrainConfig:
     """The Trainer's settings from a config's train section."""
     fields = TrainConfig.__dataclass_fields__

@@ -40,6 +40,7 @@ from molguide.guidance.targets import PropertyTarget, reward_weights
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
 from molguide.models.predictor import predict_property
 from molguide.pipelines.common import (
+    bond_labels,
     log_trained_component,
     run_training,
     split_molecules,
@@ -276,9 +277,11 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
         # (they differ when the base is a shipped generator, model.pretrained).
         model_config, diffusion_config = base_state["model_config"], base_state["diffusion_config"]
         base_weights = ema_weights(base_state["ema"])
+    # A guidance term needs the reward model's score only: no bond-order head to train.
+    model_config = {**model_config, "bond_head": False}
     model = build_score_model(model_config)
     if base_weights is not None:
-        model.load_state_dict(base_weights)
+        model.load_state_dict({k: v for k, v in base_weights.items() if not k.startswith("bond_head.")})
     diffusion = diffusion_from_config(diffusion_config)
     ckpt = _path(config, "reward")
     extra = {
@@ -342,10 +345,11 @@ def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
         "p_uncond": section.p_uncond,
     }
     objective = DenoisingObjective(diffusion, context_key="context", p_uncond=section.p_uncond)
+    bonds = bond_labels(config, mols, model_config, progress)  # CFG's network is the sampler's base
     trainer = Trainer(
         model,
         objective,
-        MoleculeBatches(mols, context=onehot),
+        MoleculeBatches(mols, bonds=bonds, context=onehot),
         train_config(section.train),
         ckpt,
         extra,

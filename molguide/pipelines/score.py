@@ -17,6 +17,7 @@ from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.sampling import sample
 from molguide.diffusion.training import DiffusionTrainer
 from molguide.pipelines.common import (
+    bond_labels,
     log_trained_component,
     run_training,
     split_molecules,
@@ -105,15 +106,7 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
         "data_config": config.data.model_dump(),
         "n_molecules": len(mols),
     }
-    bonds = None
-    if config.model.bond_head:
-        if config.data.remove_hydrogens:
-            raise ValueError(
-                "model.bond_head: bond labels need the hydrogens (data.remove_hydrogens is true)"
-            )
-        from molguide.chem.bond_orders import cached_bond_table
-
-        bonds = cached_bond_table(mols, progress=progress)
+    bonds = bond_labels(config, mols, config.model.model_dump(), progress)
     trainer = DiffusionTrainer(
         model, diffusion, mols, train_config(config.train), ckpt, extra, config.device, bonds
     )
