@@ -141,10 +141,20 @@ def write_report(report: dict, out: str | Path | None) -> None:
 
 
 def judge_samples(
-    model, diffusion, nodes, n: int, steps: int, seed: int, reference, batch_size: int = 100, progress=False
+    model,
+    diffusion,
+    nodes,
+    n: int,
+    steps: int,
+    seed: int,
+    reference,
+    batch_size: int = 100,
+    progress=False,
+    grid_power: float = 1.0,
 ) -> dict:
-    """Sample ``n`` molecules (atom counts from ``nodes``, ancestral, seeded) and judge them by
-    EDM's protocol plus strict validity; lost samples count as invalid and unstable."""
+    """Sample ``n`` molecules (atom counts from ``nodes``, ancestral, seeded, time grid of
+    ``grid_power``) and judge them by EDM's protocol plus strict validity; lost samples
+    count as invalid and unstable."""
     from tqdm.auto import tqdm
 
     from molguide.chem import evaluate
@@ -155,7 +165,8 @@ def judge_samples(
     generator = torch.Generator().manual_seed(seed)
     counts = nodes.sample(n, generator)
     for start in tqdm(range(0, n, batch_size), desc=f"sample {n}", unit="batch", disable=not progress):
-        out = sample(model, diffusion, counts[start : start + batch_size], steps=steps, generator=generator)
+        chunk = counts[start : start + batch_size]
+        out = sample(model, diffusion, chunk, steps=steps, generator=generator, grid_power=grid_power)
         molecules += out.molecules
         failures += len(out.failures)
     seconds = time.perf_counter() - t0
@@ -170,4 +181,5 @@ def judge_samples(
     )
     m["valid_unique"] = m["validity"] * (m["uniqueness"] or 0.0)
     m.update({"n_samples": n, "sample_failures": failures, "sample_s_per_molecule": seconds / n})
+    m["grid_power"] = grid_power
     return m

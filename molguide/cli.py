@@ -309,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
         "out", help="folder to write (model.safetensors, config.json); molguide.load(out) reads it"
     )
     ex.add_argument("--card", help="a Markdown model card to copy in as MODEL_CARD.md")
+    ex.add_argument(
+        "--grid-power",
+        type=float,
+        help="record the sampler time-grid power the model is meant for (generate's default)",
+    )
     return parser
 
 
@@ -346,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.card and not Path(args.card).is_file():
                 raise UserError(f"{args.card}: no such model card")
             card = Path(args.card).read_text() if args.card else None
-            folder = export_checkpoint(args.checkpoint, args.out, card=card)
+            if args.grid_power is not None and not args.grid_power > 0:
+                raise UserError(f"--grid-power must be > 0, got {args.grid_power}")
+            sampler = {"grid_power": args.grid_power} if args.grid_power is not None else None
+            folder = export_checkpoint(args.checkpoint, args.out, card=card, sampler=sampler)
             print(f"wrote {folder} (load it with molguide.load({str(folder)!r}))")
             return 0
     except (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError, TrackingError) as err:

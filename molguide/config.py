@@ -94,6 +94,9 @@ class SampleSection(_Section):
     n_samples: int = Field(1000, ge=1)
     steps: list[int] = Field(default_factory=lambda: [100])
     method: Literal["ancestral", "ddim"] = "ancestral"
+    grid_power: float = Field(
+        1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
+    )
     batch_size: int = Field(250, ge=1)
     seed: int = 0
     checkpoint: str | None = None
@@ -176,6 +179,9 @@ class GuideSection(_Section):
     n_samples: int = Field(500, ge=2)
     steps: int = Field(100, ge=1)
     method: Literal["ancestral", "ddim"] = "ancestral"
+    grid_power: float = Field(
+        1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
+    )
     batch_size: int = Field(250, ge=1)
     seed: int = 0
     xtb: bool = True

@@ -7,7 +7,8 @@ A saved model is a folder with
   atom types its type channels stand for (atomic numbers, in order), the diffusion
   (schedule, steps, precision, one-hot scaling, loss settings), the distribution of
   atom counts it samples, and how it was trained (data split, steps, epochs,
-  CPU-hours);
+  CPU-hours) and, optionally, how it samples best (``sampler``: e.g. the time-grid
+  power its quality was measured with);
 - optionally ``MODEL_CARD.md``.
 
 Loading needs nothing else, and a model whose atom types are not the ones a caller
@@ -57,6 +58,7 @@ class PretrainedScoreModel:
             "atom_types": list(self.atom_types),
             "weights": {k: v.clone() for k, v in self.model.state_dict().items()},
             "training": self.config.get("training", {}),
+            "sampler": self.config.get("sampler", {}),
             "source": self.source,
         }
 
@@ -71,10 +73,13 @@ def save_pretrained(
     training: Mapping | None = None,
     card: str | None = None,
     weights: Mapping[str, torch.Tensor] | None = None,
+    sampler: Mapping | None = None,
 ) -> Path:
     """Write a self-describing model folder (weights as safetensors, config as JSON).
 
-    ``weights`` defaults to the model's own state dict (pass the EMA weights to ship those).
+    ``weights`` defaults to the model's own state dict (pass the EMA weights to ship those);
+    ``sampler`` records the sampler settings the model is meant to be used with
+    (``{"grid_power": 2.0}``), which ``Designer.generate`` takes as its defaults.
     """
     from safetensors.torch import save
 
@@ -100,6 +105,8 @@ def save_pretrained(
         "node_count_probs": [float(p) for p in nodes.probs],
         "training": dict(training or {}),
     }
+    if sampler:
+        config["sampler"] = dict(sampler)
     payload = save(tensors)
     atomic_write(directory / WEIGHTS_FILE, lambda fh: fh.write(payload))
     text = json.dumps(config, indent=1).encode()
@@ -192,9 +199,11 @@ def export_checkpoint(
     directory: str | Path,
     training: Mapping | None = None,
     card: str | None = None,
+    sampler: Mapping | None = None,
 ) -> Path:
     """A ``train-score`` checkpoint (``output_dir/score/last.pt``) -> a saved model folder
-    with its EMA weights; the checkpoint's step and data settings go into ``training``."""
+    with its EMA weights; the checkpoint's step and data settings go into ``training``;
+    ``sampler`` as in :func:`save_pretrained`."""
     from molguide.checkpoint import load_checkpoint
     from molguide.components import build_score_model
     from molguide.elements import QM9_ATOMIC_NUMBERS
@@ -228,4 +237,5 @@ def export_checkpoint(
         state.get("atom_types", QM9_ATOMIC_NUMBERS),
         record,
         card,
+        sampler=sampler,
     )

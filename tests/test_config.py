@@ -64,6 +64,7 @@ def test_quickstart_defaults_validate_and_layer_under_file_and_overrides(tmp_pat
     config = load_config(None, [], base=base)
     assert config.name == "quickstart" and config.train.steps == 1200 and config.reward.clip_z == 3.0
     assert config.model.pretrained == "qm9" and config.guide.xtb  # the shipped generator, xTB judges
+    assert config.guide.grid_power == 2.0 and load_config(None, []).guide.grid_power == 1.0
     assert load_config(None, ["model.pretrained=null"], base=base).model.pretrained is None  # from scratch
     layer = tmp_path / "layer.yaml"
     layer.write_text("guide:\n  n_samples: 50\n")

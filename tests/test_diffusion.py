@@ -91,6 +91,25 @@ def test_time_grid_lands_on_the_schedule():
         time_grid(2000, 1000)
 
 
+@pytest.mark.parametrize(("steps", "power"), [(100, 2.0), (100, 3.0), (1000, 2.0), (7, 1.5)])
+def test_a_power_grid_crowds_the_data_end_and_stays_on_the_schedule(steps, power):
+    grid = time_grid(steps, 1000, power)
+    ints = grid * 1000
+    assert grid[0] == 1.0 and grid[-1] == 0.0 and len(grid) == steps + 1
+    assert torch.allclose(ints, torch.round(ints)) and bool((ints[1:] < ints[:-1]).all())
+    even = time_grid(steps, 1000)
+    if steps == 1000:  # every point of the schedule: the only such grid
+        assert torch.equal(grid, even)
+    else:  # more of the grid below t = 0.1 than the even grid has
+        assert int((grid < 0.1).sum()) > int((even < 0.1).sum())
+        # Away from the crowded end the points are the rounded u^p.
+        u = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+        assert torch.equal(ints[: steps // 2], torch.round(1000 * u**power)[: steps // 2])
+    assert torch.equal(time_grid(steps, 1000, 1.0), even)
+    with pytest.raises(ValueError, match="power"):
+        time_grid(steps, 1000, 0.0)
+
+
 def test_sampler_is_seeded_handles_mixed_sizes_and_reports_explosions():
     sched = NoiseSchedule("polynomial_2", 100)
     torch.manual_seed(0)

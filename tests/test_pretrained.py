@@ -69,6 +69,24 @@ def test_designer_on_a_saved_model_is_seeded_and_decodes_its_own_atom_types(tmp_
         load_pretrained(folder, expect_atom_types=(1, 6, 7, 8, 9))
 
 
+def test_a_saved_models_sampler_record_is_the_designers_default(tmp_path):
+    torch.manual_seed(0)
+    net = build_score_model(MODEL)
+    nodes = NodeCountDistribution(torch.tensor([5, 6, 6, 7]))
+    folder = save_pretrained(
+        tmp_path / "m", net, MODEL, DIFFUSION, nodes, (1, 6, 7, 8, 9), sampler={"grid_power": 2.0}
+    )
+    assert json.loads((folder / CONFIG_FILE).read_text())["sampler"] == {"grid_power": 2.0}
+    designer = molguide.load(str(folder))
+
+    def positions(**kw):
+        mols = designer.generate(3, seed=1, steps=8, evaluate=False, **kw)
+        return torch.tensor([list(a) for m in mols for a in m.GetConformer().GetPositions()])
+
+    default, power2, even = positions(), positions(grid_power=2.0), positions(grid_power=1.0)
+    assert torch.equal(default, power2) and not torch.allclose(default, even)
+
+
 def test_broken_saved_models_are_one_clear_error(tmp_path):
     _, folder = _saved(tmp_path)
     (folder / WEIGHTS_FILE).write_bytes(b"not safetensors")

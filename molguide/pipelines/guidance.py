@@ -538,7 +538,17 @@ def _sample_paired(model, diffusion, counts, gc, terms, device, progress):
         chunk = counts[start : start + gc.batch_size]
         null = torch.zeros(len(chunk), context_dim, device=device) if context_dim else None  # unconditional
         part = sample(
-            model, diffusion, chunk, gc.steps, gc.method, terms, null, gen, device=device, progress=progress
+            model,
+            diffusion,
+            chunk,
+            gc.steps,
+            gc.method,
+            terms,
+            null,
+            gen,
+            device=device,
+            progress=progress,
+            grid_power=gc.grid_power,
         )
         by_index = {int(m.name.split("_")[1]): m for m in part.molecules}
         for k in range(len(chunk)):

@@ -192,6 +192,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
                     generator=gen,
                     device=config.device,
                     progress=progress,
+                    grid_power=sc.grid_power,
                 )
                 molecules += part.molecules
                 failures.update({start + k: v for k, v in part.failures.items()})
