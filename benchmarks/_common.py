@@ -183,3 +183,30 @@ def judge_samples(
     m.update({"n_samples": n, "sample_failures": failures, "sample_s_per_molecule": seconds / n})
     m["grid_power"] = grid_power
     return m
+
+
+def judge_saved_model(folder: str, n: int, steps: int, seed: int, batch_size: int, grid_power: float) -> dict:
+    """:func:`judge_samples` of a saved model folder on one thread (a process-pool worker:
+    measurements of several samplers then run side by side)."""
+    import logging
+
+    from molguide.chem.smiles import qm9_training_smiles
+    from molguide.pretrained import load_pretrained
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    pretrained = load_pretrained(folder)
+    reference = qm9_training_smiles()
+    args = (pretrained.model, pretrained.diffusion, pretrained.nodes, n, steps, seed, reference, batch_size)
+    return judge_samples(*args, progress=False, grid_power=grid_power)
+
+
+def judge_side_by_side(folder: str, n: int, steps: int, seed: int, batch_size: int, powers, processes: int):
+    """{grid power: judge_saved_model(...)}, one process per measurement (spawned)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(len(powers), processes), mp_context=context) as pool:
+        jobs = [pool.submit(judge_saved_model, folder, n, steps, seed, batch_size, p) for p in powers]
+        return {p: job.result() for p, job in zip(powers, jobs)}

@@ -24,20 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import judge_samples, machine  # noqa: E402
+from _common import judge_side_by_side, machine  # noqa: E402
 
 import molguide  # noqa: E402
 from molguide.atomic import atomic_write  # noqa: E402
-from molguide.chem.smiles import qm9_training_smiles  # noqa: E402
 from molguide.pretrained import CARD_FILE, SHIPPED, export_checkpoint, load_pretrained  # noqa: E402
 
 log = logging.getLogger("shipped")
@@ -299,13 +296,9 @@ def main() -> None:
         export_checkpoint(args.checkpoint, args.out, sampler={"grid_power": powers[0]})
     pretrained = load_pretrained(args.out)
     # One process per grid (one thread each): the measurements run side by side.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(len(powers), args.processes), mp_context=context) as pool:
-        jobs = [
-            pool.submit(_judge, args.out, args.samples, args.steps, args.seed, args.batch_size, p)
-            for p in powers
-        ]
-        by_power = dict(zip(powers, (job.result() for job in jobs)))
+    by_power = judge_side_by_side(
+        args.out, args.samples, args.steps, args.seed, args.batch_size, powers, args.processes
+    )
     metrics = by_power[powers[0]]
     timing = time_designer(100)
     if 1.0 in by_power:  # the history is on EDM's even grid, like its earlier points
@@ -334,16 +327,6 @@ def main() -> None:
     atomic_write(RESULTS, lambda fh: fh.write(payload))
     print(result["quality_table_markdown"])
     print(f"generate(100): {timing['seconds']:.1f} s; wrote {RESULTS} and {Path(args.out) / CARD_FILE}")
-
-
-def _judge(folder: str, n: int, steps: int, seed: int, batch_size: int, grid_power: float) -> dict:
-    """One measurement in its own process (one thread)."""
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    pretrained = load_pretrained(folder)
-    reference = qm9_training_smiles()
-    args = (pretrained.model, pretrained.diffusion, pretrained.nodes, n, steps, seed, reference, batch_size)
-    return judge_samples(*args, progress=False, grid_power=grid_power)
 
 
 if __name__ == "__main__":
