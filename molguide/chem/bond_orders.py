@@ -115,7 +115,10 @@ def _report(table: BondTable, reasons: Counter | None) -> None:
     missing = int((~table.labelled).sum())
     if not missing:
         return
-    detail = "; ".join(f"{n} {why}" for why, n in reasons.most_common()) if reasons else "cached"
+    if reasons:
+        detail = "; ".join(f"{n} with {why}" for why, n in reasons.most_common())
+    else:
+        detail = "the reasons were logged when the cache was built"
     log.info(
         "bond labels: %d of %d molecules have none (not strictly valid when perceived: %s); "
         "they train without a bond loss",
