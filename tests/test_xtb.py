@@ -37,3 +37,14 @@ def test_time_limit_kills_a_slow_molecule_and_the_rest_go_on(qm9):
     out = xtb_properties([cluster, qm9[1]], workers=1, timeout_s=1.0)
     assert isinstance(out[0], str) and "time limit of 1 s" in out[0]
     assert isinstance(out[1], dict) and out[1]["gap_eV"] > 0
+
+
+def test_the_xtb_workers_import_no_torch():
+    """Each worker process imports molguide.chem.xtb; torch would add about a second to every
+    (re)start, which a killed worker's replacement spends inside the next molecule's time limit."""
+    import subprocess
+    import sys
+
+    code = "import sys, molguide.chem.xtb; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where labels are served: evaluation must stay light
+    import torch
 
 BOND_CLASSES = 4  # none, single, double, triple
 
@@ -79,6 +82,8 @@ class BondTable:
     def edge_labels(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(orders, mask) for every ordered pair i != j of the molecules at ``indices``, in the
         edge order of ``fully_connected_edges`` on their batch; mask is False for unlabelled molecules."""
+        import torch
+
         idx = np.asarray(indices, dtype=np.int64)
         parts, masks = [], []
         for i in idx.tolist():
