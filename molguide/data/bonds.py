@@ -85,15 +85,18 @@ class BondTable:
         import torch
 
         idx = np.asarray(indices, dtype=np.int64)
-        parts, masks = [], []
-        for i in idx.tolist():
-            block = self.block(i)
-            off_diagonal = block[~np.eye(len(block), dtype=bool)]
-            parts.append(off_diagonal)
-            masks.append(np.full(len(off_diagonal), self.labelled[i]))
-        orders = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
-        mask = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-        return torch.as_tensor(orders.astype(np.int64)), torch.as_tensor(mask)
+        sizes = np.rint(np.sqrt(np.diff(self.offsets)[idx])).astype(np.int64)
+        # One gather over the flat blocks (no loop over molecules: this runs every training
+        # step): row-major positions of each block with its diagonal (every (n+1)-th) left out.
+        counts = sizes * (sizes - 1)
+        mol = np.repeat(np.arange(len(idx)), counts)
+        local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        n = sizes[mol]
+        row, col = local // (n - 1), local % (n - 1)
+        col = col + (col >= row)  # skip the diagonal entry of each row
+        flat = self.offsets[idx][mol] + row * n + col
+        orders = self.orders[flat].astype(np.int64)
+        return torch.as_tensor(orders), torch.as_tensor(self.labelled[idx][mol])
 
     def save(self, path) -> None:
         """Write as npz (atomically: a crash never leaves half a file)."""
