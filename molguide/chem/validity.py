@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from molguide.chem.stability import bond_orders
-from molguide.data.io import rdkit_messages
+from molguide.data.io import add_bond_orders, rdkit_messages
 from molguide.elements import symbol
 
 
@@ -39,13 +39,10 @@ def edm_molecule(atomic_numbers: np.ndarray, positions: np.ndarray):
     """RDKit RWMol with EDM's distance-table bonds, no charges, not sanitised."""
     from rdkit import Chem
 
-    bond_types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
     mol = Chem.RWMol()
     for z in np.asarray(atomic_numbers).tolist():
         mol.AddAtom(Chem.Atom(symbol(int(z))))
-    orders = bond_orders(atomic_numbers, positions)
-    for i, j in zip(*np.nonzero(np.triu(orders))):
-        mol.AddBond(int(i), int(j), bond_types[int(orders[i, j])])
+    add_bond_orders(mol, bond_orders(atomic_numbers, positions))
     return mol
 
 

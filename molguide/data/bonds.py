@@ -71,14 +71,6 @@ class BondTable:
         n = int(round(np.sqrt(len(flat))))
         return flat.reshape(n, n)
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> BondTable:
-        """The rows at ``indices``, in that order (as MoleculeSet.subset)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return BondTable.from_blocks(
-            [self.block(int(i)) if self.labelled[i] else None for i in idx],
-            [int(round(np.sqrt(self.offsets[i + 1] - self.offsets[i]))) for i in idx],
-        )
-
     def edge_labels(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(orders, mask) for every ordered pair i != j of the molecules at ``indices``, in the
         edge order of ``fully_connected_edges`` on their batch; mask is False for unlabelled molecules."""

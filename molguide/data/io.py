@@ -238,6 +238,16 @@ def _sdf_value(value: float) -> str:
     return repr(float(value))
 
 
+def add_bond_orders(mol, orders: np.ndarray) -> None:
+    """Add a bond for every nonzero entry of the upper triangle of the symmetric bond-order
+    matrix ``orders`` (1, 2, 3: single, double, triple) to the RDKit RWMol ``mol``."""
+    from rdkit import Chem
+
+    bond_types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+    for i, j in zip(*np.nonzero(np.triu(orders, 1))):
+        mol.AddBond(int(i), int(j), bond_types[int(orders[i, j])])
+
+
 def molecule_to_rdkit(molecule: Molecule):
     """An RDKit Mol with the molecule's atoms and 3D conformer, no bonds (see molguide.chem
     for bond perception); properties become SD tags."""
