@@ -265,6 +265,23 @@ from the coordinates; a charged or radical perception is marked in the molecule'
 """
 
 
+def write_card_from_results(folder: Path) -> None:
+    """MODEL_CARD.md again from the saved measurement (after a change of the card's text)."""
+    saved = json.loads(RESULTS.read_text())
+    config = load_pretrained(folder).config
+    if saved["training"]["steps"] != config["training"]["steps"]:
+        raise SystemExit(
+            f"{RESULTS} measured the model at {saved['training']['steps']} steps, but {folder} "
+            f"holds {config['training']['steps']}: measure it again (without --card-only)"
+        )
+    by_power = {float(p): m for p, m in saved["metrics_by_grid_power"].items()}
+    card = model_card(
+        config, by_power, saved["designer_generate_100"], saved["sampler"]["steps"], saved["extrapolation"]
+    )
+    atomic_write(folder / CARD_FILE, lambda fh: fh.write(card.encode()))
+    print(f"wrote {folder / CARD_FILE} from {RESULTS}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -285,12 +302,20 @@ def main() -> None:
     )
     parser.add_argument("--processes", type=int, default=2, help="measurements run side by side")
     parser.add_argument("--results-dir", help="write the JSON, history and curve here instead")
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="rewrite MODEL_CARD.md from the last measurement's JSON (no export, no sampling)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     global RESULTS, HISTORY, CURVE  # noqa: PLW0603 - --results-dir: a trial run elsewhere
     if args.results_dir:
         folder = Path(args.results_dir)
         RESULTS, HISTORY, CURVE = (folder / p.name for p in (RESULTS, HISTORY, CURVE))
+    if args.card_only:
+        write_card_from_results(Path(args.out))
+        return
     powers = args.grid_powers
     if not args.no_export:
         export_checkpoint(args.checkpoint, args.out, sampler={"grid_power": powers[0]})
