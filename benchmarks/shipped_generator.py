@@ -176,6 +176,44 @@ def plot_history(points: list[dict], fit: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _recipe_note() -> str:
+    """Why variant ``all``, in the numbers of the ablation's finished runs."""
+    ablation = Path(__file__).resolve().parent / "results" / "ablation"
+    finished = {p.stem: json.loads(p.read_text())["final"] for p in sorted(ablation.glob("*.json"))}
+    note = (
+        "this model continues the ablation's run of variant `all` (`benchmarks/generator_ablation.py`, "
+        'README "Generator ablation": every variant for 30 quiet CPU-minutes, 1,000 samples)'
+    )
+    if "all" not in finished:
+        return note + "."
+    best = max(finished, key=lambda name: finished[name]["mol_stability"])
+
+    def row(name: str) -> str:
+        m = finished[name]
+        return (
+            f"`{name}` {100 * m['mol_stability']:.1f} % molecule stability, "
+            f"{100 * m['validity']:.1f} % EDM validity, {100 * m['validity_strict']:.1f} % strict"
+        )
+
+    text = f"{note}: {row('all')}"
+    if best != "all":
+        text += f"; the highest molecule stability of the {len(finished)} finished variants is {row(best)}"
+    else:
+        text += f", the highest molecule stability of the {len(finished)} finished variants"
+    rivals = [
+        n
+        for n in finished
+        if n != "all" and finished[n]["validity_strict"] > finished["all"]["validity_strict"]
+    ]
+    if rivals:
+        strictest = max(rivals, key=lambda name: finished[name]["validity_strict"])
+        text += (
+            f", and {row(strictest)} (measured after this training had started; switching "
+            "recipes would mean training again from scratch)"
+        )
+    return text + "."
+
+
 def _forecast(fit: dict) -> str:
     if not fit.get("steps_to_goal"):
         return "Too few measurements yet to extrapolate the curve."
@@ -227,9 +265,7 @@ evaluator half and EDM's validation and test splits were never seen.
 {t.get("cpu_hours", float("nan")):.2f} CPU-hours, across sessions that resumed the checkpoint \
 (the first 8,546 steps are the ablation's run of `all`; their CPU time is that run's \
 calibrated quiet step time, their wall clock what it measured on a shared machine).
-- **Why this recipe**: the best of the variants measured so far at 30 CPU-minutes each \
-(`benchmarks/generator_ablation.py`, README "Generator ablation"); this model continues \
-that run of variant `all`.
+- **Why this recipe**: {_recipe_note()}
 
 ## Quality (EDM's protocol, {steps} sampling steps)
 
