@@ -261,6 +261,47 @@ def run_variant(name: str, args, mols, nodes, reference, s_per_step: float) -> d
     return result
 
 
+def judge_raw_weights(name: str, args, nodes, reference) -> dict | None:
+    """Judge a finished variant's final raw (not averaged) weights as its EMA weights were
+    judged, into its JSON as ``final_raw_weights``; None when its checkpoint is gone.
+
+    The EMA's fixed decay of 0.999 from the initial weights still gives the first steps a
+    share of exp(-steps / 1000) at the end: more for the variants with the fewest (and
+    costliest) steps, whose EMA result the raw weights put in perspective.
+    """
+    out_path = RESULTS / "ablation" / f"{name}.json"
+    if not out_path.exists():
+        log.warning("%s: not finished (no %s); run it first", name, out_path)
+        return None
+    result = json.loads(out_path.read_text())
+    ckpt = Path(args.workdir) / name / "last.pt"
+    if not ckpt.exists():
+        log.warning("%s: no checkpoint at %s, so its raw weights cannot be judged", name, ckpt)
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if int(state["step"]) != int(result["train_steps"]):
+        raise SystemExit(f"{ckpt} is at step {state['step']}, the result at {result['train_steps']}")
+    model = build_score_model(model_config(name))
+    model.load_state_dict(state["model"])
+    model.eval()
+    diffusion = diffusion_from_config(diffusion_config(name))
+    metrics = judge_samples(model, diffusion, nodes, args.samples, args.steps, args.seed + 1, reference)
+    result["final_raw_weights"] = {"step": int(state["step"]), **metrics}
+    payload = json.dumps(result, indent=1).encode()
+    atomic_write(out_path, lambda fh: fh.write(payload))
+    log.info(
+        "%s raw weights (step %d): mol stab %.3f, atom stab %.3f, valid %.3f, strict %.3f, lost %d",
+        name,
+        state["step"],
+        metrics["mol_stability"],
+        metrics["atom_stability"],
+        metrics["validity"],
+        metrics["validity_strict"],
+        metrics["sample_failures"],
+    )
+    return result
+
+
 def promote(name: str, output_dir: Path, mols, s_per_step: float) -> Path:
     """A variant's checkpoint as a ``train-score`` checkpoint in ``output_dir/score/last.pt``, so
     ``molguide run train-score`` with the variant's settings continues it (the generator that
@@ -295,15 +336,20 @@ def summary_table() -> str:
         f = r["final"]
         key = "validity_strict_predicted_bonds"
         predicted = f"{100 * f[key]:.1f}" if f.get(key) is not None else "-"
+        raw = r.get("final_raw_weights")
+        keys = ("mol_stability", "validity", "validity_strict")
+        raw_cells = " | ".join(f"{100 * raw[k]:.1f}" if raw else "-" for k in keys)
         rows.append(
             f"| {r['variant']} | {r['description']} | {r['train_steps']} | {r['minutes']:g} | "
             f"{100 * f['atom_stability']:.1f} | {100 * f['mol_stability']:.1f} | {100 * f['validity']:.1f} | "
-            f"{100 * f['validity_strict']:.1f} | {100 * (f['uniqueness'] or 0):.1f} | {predicted} |"
+            f"{100 * f['validity_strict']:.1f} | {100 * (f['uniqueness'] or 0):.1f} | {predicted} | "
+            f"{raw_cells} |"
         )
     head = (
         "| variant | what | steps | train min | atom stab % | mol stab % | EDM valid % "
-        "| strict valid % | unique % | strict valid, predicted bonds % |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| strict valid % | unique % | strict valid, predicted bonds % "
+        "| raw weights: mol stab % | raw: EDM valid % | raw: strict valid % |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     return head + "\n" + "\n".join(rows)
 
@@ -346,6 +392,11 @@ def main() -> None:
         nargs=2,
         metavar=("VARIANT", "OUTPUT_DIR"),
         help="write the checkpoint of VARIANT as OUTPUT_DIR/score/last.pt for train-score to continue",
+    )
+    parser.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="judge the finished --variants' final raw (not EMA) weights too, into their JSON",
     )
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget per variant")
     parser.add_argument("--curve-minutes", type=float, nargs="*", default=[5.0, 10.0, 20.0])
@@ -398,7 +449,10 @@ def main() -> None:
         nodes = NodeCountDistribution(mols.num_atoms)
         reference = qm9_training_smiles()
         for name in args.variants:
-            run_variant(name, args, mols, nodes, reference, times[name])
+            if args.raw_weights:
+                judge_raw_weights(name, args, nodes, reference)
+            else:
+                run_variant(name, args, mols, nodes, reference, times[name])
     if args.summary:
         table = summary_table()
         print(table)
