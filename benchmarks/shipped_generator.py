@@ -182,7 +182,7 @@ def _recipe_note() -> str:
     finished = {p.stem: json.loads(p.read_text())["final"] for p in sorted(ablation.glob("*.json"))}
     note = (
         "this model continues the ablation's run of variant `all` (`benchmarks/generator_ablation.py`, "
-        'README "Generator ablation": every variant for 30 quiet CPU-minutes, 1,000 samples)'
+        'README "Generator ablation": 30 quiet CPU-minutes each, 1,000 samples of the EMA weights)'
     )
     if "all" not in finished:
         return note + "."
