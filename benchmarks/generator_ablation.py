@@ -223,17 +223,7 @@ def run_variant(name: str, args, mols, nodes, reference, s_per_step: float) -> d
         workdir.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(progress).encode()
         atomic_write(state_path, lambda fh, data=payload: fh.write(data))
-        log.info(
-            "%s at %g min (step %d): mol stab %.3f, atom stab %.3f, valid %.3f, strict %.3f, lost %d",
-            name,
-            mark,
-            target,
-            metrics["mol_stability"],
-            metrics["atom_stability"],
-            metrics["validity"],
-            metrics["validity_strict"],
-            metrics["sample_failures"],
-        )
+        _log_judgement(f"{name} at {mark:g} min (step {target})", metrics)
     losses = [h.loss for h in trainer.history]
     result = {
         "variant": name,
@@ -274,11 +264,13 @@ def judge_raw_weights(name: str, args, nodes, reference) -> dict | None:
         log.warning("%s: not finished (no %s); run it first", name, out_path)
         return None
     result = json.loads(out_path.read_text())
+    from molguide.checkpoint import load_checkpoint
+
     ckpt = Path(args.workdir) / name / "last.pt"
     if not ckpt.exists():
         log.warning("%s: no checkpoint at %s, so its raw weights cannot be judged", name, ckpt)
         return None
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = load_checkpoint(ckpt)
     if int(state["step"]) != int(result["train_steps"]):
         raise SystemExit(f"{ckpt} is at step {state['step']}, the result at {result['train_steps']}")
     model = build_score_model(model_config(name))
@@ -289,17 +281,20 @@ def judge_raw_weights(name: str, args, nodes, reference) -> dict | None:
     result["final_raw_weights"] = {"step": int(state["step"]), **metrics}
     payload = json.dumps(result, indent=1).encode()
     atomic_write(out_path, lambda fh: fh.write(payload))
+    _log_judgement(f"{name} raw weights (step {state['step']})", metrics)
+    return result
+
+
+def _log_judgement(label: str, metrics: dict) -> None:
     log.info(
-        "%s raw weights (step %d): mol stab %.3f, atom stab %.3f, valid %.3f, strict %.3f, lost %d",
-        name,
-        state["step"],
+        "%s: mol stab %.3f, atom stab %.3f, valid %.3f, strict %.3f, lost %d",
+        label,
         metrics["mol_stability"],
         metrics["atom_stability"],
         metrics["validity"],
         metrics["validity_strict"],
         metrics["sample_failures"],
     )
-    return result
 
 
 def promote(name: str, output_dir: Path, mols, s_per_step: float) -> Path:

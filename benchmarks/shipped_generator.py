@@ -200,13 +200,8 @@ def _recipe_note() -> str:
         text += f"; the highest molecule stability of the {len(finished)} finished variants is {row(best)}"
     else:
         text += f", the highest molecule stability of the {len(finished)} finished variants"
-    rivals = [
-        n
-        for n in finished
-        if n != "all" and finished[n]["validity_strict"] > finished["all"]["validity_strict"]
-    ]
-    if rivals:
-        strictest = max(rivals, key=lambda name: finished[name]["validity_strict"])
+    strictest = max(finished, key=lambda name: finished[name]["validity_strict"])
+    if finished[strictest]["validity_strict"] > finished["all"]["validity_strict"]:
         text += (
             f", and {row(strictest)} (measured after this training had started; switching "
             "recipes would mean training again from scratch)"
@@ -303,6 +298,8 @@ from the coordinates; a charged or radical perception is marked in the molecule'
 
 def write_card_from_results(folder: Path) -> None:
     """MODEL_CARD.md again from the saved measurement (after a change of the card's text)."""
+    if not RESULTS.exists():
+        raise SystemExit(f"no measurement at {RESULTS}: run this script without --card-only first")
     saved = json.loads(RESULTS.read_text())
     config = load_pretrained(folder).config
     if saved["training"]["steps"] != config["training"]["steps"]:

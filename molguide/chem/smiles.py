@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,21 +88,18 @@ def qm9_training_smiles(
     workers = max(1, min(workers or os.cpu_count() or 1, 8))
     size = 2000  # about a second of work: enough chunks to keep every worker busy to the end
     chunks = [items[k : k + size] for k in range(0, len(items), size)]
-    bar = tqdm(total=len(items), desc="reference SMILES", unit="mol", disable=not progress)
-    if workers == 1:
-        reference = _collect(map(_reference_chunk, chunks), chunks, bar)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            reference = _collect(pool.map(_reference_chunk, chunks), chunks, bar)
-    bar.close()
+    reference: set[str] = set()
+    with (
+        contextlib.ExitStack() as stack,
+        tqdm(total=len(items), desc="reference SMILES", unit="mol", disable=not progress) as bar,
+    ):
+        if workers == 1:
+            mapper = map
+        else:
+            mapper = stack.enter_context(ProcessPoolExecutor(workers, mp_context=get_context("spawn"))).map
+        for part, chunk in zip(mapper(_reference_chunk, chunks), chunks):
+            reference.update(part)
+            bar.update(len(chunk))
     payload = json.dumps({"format": REFERENCE_FORMAT, "smiles": sorted(reference)}).encode()
     atomic_write(path, lambda fh: fh.write(payload))
     return frozenset(reference)
-
-
-def _collect(parts, chunks: list, bar) -> set[str]:
-    reference: set[str] = set()
-    for part, chunk in zip(parts, chunks):
-        reference.update(part)
-        bar.update(len(chunk))
-    return reference
