@@ -155,20 +155,15 @@ def judge_samples(
     """Sample ``n`` molecules (atom counts from ``nodes``, ancestral, seeded, time grid of
     ``grid_power``) and judge them by EDM's protocol plus strict validity; lost samples
     count as invalid and unstable."""
-    from tqdm.auto import tqdm
-
     from molguide.chem import evaluate
-    from molguide.diffusion.sampling import sample
+    from molguide.design_pipeline import MoleculeDiffusionPipeline
 
     t0 = time.perf_counter()
-    molecules, failures = [], 0
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # sizes, then noise, from one generator
     counts = nodes.sample(n, generator)
-    for start in tqdm(range(0, n, batch_size), desc=f"sample {n}", unit="batch", disable=not progress):
-        chunk = counts[start : start + batch_size]
-        out = sample(model, diffusion, chunk, steps=steps, generator=generator, grid_power=grid_power)
-        molecules += out.molecules
-        failures += len(out.failures)
+    pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, steps=steps, grid_power=grid_power)
+    result = pipe(counts, batch_size=batch_size, generator=generator, progress=progress)
+    molecules, failures = result.molecules, len(result.failures)
     seconds = time.perf_counter() - t0
     ev = evaluate(molecules, reference_smiles=reference, descriptors=False, progress=progress)
     m = dict(ev.metrics)

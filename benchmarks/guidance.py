@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved, machine, median_ratio, write_report  # noqa: E402
 
+from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.process import VPDiffusion
-from molguide.diffusion.sampling import sample
 from molguide.diffusion.schedule import NoiseSchedule
 from molguide.guidance.terms import ClassifierGuidance, RewardGuidance
 from molguide.models import ScoreNetwork
@@ -40,17 +40,10 @@ def sampler(model, diffusion, counts, steps, terms, device):
     """A function sampling ``steps`` steps; call r of every such function uses seed r."""
     calls = iter(range(10**9))
 
+    pipe = MoleculeDiffusionPipeline(model, diffusion, steps=steps, device=device)
+
     def run() -> None:
-        sample(
-            model,
-            diffusion,
-            counts,
-            steps,
-            "ancestral",
-            terms,
-            generator=torch.Generator().manual_seed(next(calls)),
-            device=device,
-        )
+        pipe(counts, terms, batch_size=len(counts), generator=torch.Generator().manual_seed(next(calls)))
 
     return run
 

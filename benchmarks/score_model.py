@@ -129,21 +129,15 @@ def fwd_bwd(model, data: Data, device: torch.device, bf16: bool):
 
 def sampling_s_per_molecule(model, data, counts, device, bf16, steps_list, timed_steps) -> dict:
     """Seconds per molecule for each number of steps (extrapolated from ``timed_steps`` if given)."""
-    from molguide.diffusion.sampling import sample
+    from molguide.design_pipeline import MoleculeDiffusionPipeline
+
+    pipe = MoleculeDiffusionPipeline(model, data.diffusion, device=device)
 
     def seconds(steps: int) -> float:
         sync(device)
         start = time.perf_counter()
         with autocast(device, bf16):
-            sample(
-                model,
-                data.diffusion,
-                counts,
-                steps,
-                "ancestral",
-                generator=torch.Generator().manual_seed(0),
-                device=device,
-            )
+            pipe(counts, batch_size=len(counts), generator=torch.Generator().manual_seed(0), steps=steps)
         sync(device)
         return time.perf_counter() - start
 

@@ -35,32 +35,20 @@ _TRAINING_ONLY = ("model", "ema", "optimizer", "losses")
 
 def build_score_model(model_config: Mapping) -> ScoreNetwork:
     """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section."""
-    try:
-        return ScoreNetwork(
-            num_atom_types=int(model_config.get("num_atom_types", len(QM9_ATOMIC_NUMBERS))),
-            backbone=model_config["backbone"],
-            context_dim=int(model_config.get("context_dim", 0)),
-            parameterisation=model_config.get("parameterisation", "eps"),
-            self_condition=bool(model_config.get("self_condition", False)),
-            bond_head=bool(model_config.get("bond_head", False)),
-            **model_config["backbone_kwargs"],
-        )
-    except TypeError as err:
-        raise ValueError(f"model.backbone_kwargs: {err}") from err
+    return ScoreNetwork.from_config({"num_atom_types": len(QM9_ATOMIC_NUMBERS), **model_config})
 
 
 def build_predictor(section: Mapping, out_dim: int, time_input: bool) -> MoleculePredictor:
     """A MoleculePredictor from a classifier/evaluator section (as a dict)."""
-    try:
-        return MoleculePredictor(
-            out_dim=out_dim,
-            time_input=time_input,
-            time_heads=section.get("time_heads", 1) if time_input else 1,
-            backbone=section["backbone"],
-            **section["backbone_kwargs"],
-        )
-    except TypeError as err:
-        raise ValueError(f"backbone_kwargs: {err}") from err
+    return MoleculePredictor.from_config(
+        {
+            "backbone": section["backbone"],
+            "backbone_kwargs": section["backbone_kwargs"],
+            "out_dim": out_dim,
+            "time_input": time_input,
+            "time_heads": section.get("time_heads", 1) if time_input else 1,
+        }
+    )
 
 
 def diffusion_from_config(diffusion_config: Mapping) -> VPDiffusion:
@@ -78,14 +66,30 @@ def inference_state(checkpoint_state: Mapping) -> dict:
     return out
 
 
+NETWORK_CLASSES = {
+    "score": ScoreNetwork,
+    "reward": ScoreNetwork,
+    "cfg": ScoreNetwork,
+    "classifier": MoleculePredictor,
+    "evaluator": MoleculePredictor,
+}
+
+
 def network_from_state(kind: str, state: Mapping, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the network of one component from its inference state (eval mode)."""
-    if kind in ("score", "reward", "cfg"):
-        model = build_score_model(state["model_config"])
-    elif kind in ("classifier", "evaluator"):
-        model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
-    else:
+    """Rebuild the network of one component from its inference state (eval mode).
+
+    The network's own ``config`` (saved as ``network`` by the trainer) rebuilds it;
+    checkpoints written before networks described themselves carry ``model_config``
+    (score-type networks) or ``network_config`` with ``out_dim`` and ``time_input``.
+    """
+    if kind not in NETWORK_CLASSES:
         raise ValueError(f"unknown component {kind!r}; one of {KINDS}")
+    if "network" in state:
+        model = NETWORK_CLASSES[kind].from_config(state["network"])
+    elif NETWORK_CLASSES[kind] is ScoreNetwork:
+        model = build_score_model(state["model_config"])
+    else:
+        model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
     model.load_state_dict(state["weights"])
     return model.to(device).eval()
 
@@ -126,6 +130,11 @@ class Components:
     @property
     def nodes(self) -> NodeCountDistribution:
         return NodeCountDistribution.from_state_dict(self.states["score"]["node_counts"])
+
+    @property
+    def sampler_settings(self) -> dict:
+        """How the score model samples best (a saved model's ``sampler`` record; empty: defaults)."""
+        return dict(self.states["score"].get("sampler", {}))
 
     @property
     def target(self) -> PropertyTarget | None:

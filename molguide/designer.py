@@ -27,13 +27,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from molguide.components import Components, load_components
 from molguide.data.molecules import Molecule, MoleculeSet
-from molguide.diffusion.sampling import sample
+from molguide.design_pipeline import MoleculeDiffusionPipeline
+from molguide.diffusion.sampling import GuidanceTerm
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
 
@@ -47,6 +48,7 @@ class Designer:
 
     def __init__(self, components: Components) -> None:
         self.components = components
+        self.pipeline = MoleculeDiffusionPipeline.from_components(components)
         self.last_failures: dict[int, str] = {}
         self.last_metrics: dict[str, float | None] = {}  # of the last generate(evaluate=True)
 
@@ -112,9 +114,9 @@ class Designer:
         sigma = c.diffusion.schedule.sigma
         if weights and target is None:
             raise ValueError("guidance needs a target")
-        terms, base = [], c.network("score")
+        terms, base = [], self.pipeline
         if "cfg" in weights:  # CFG's base score is its own network with the null label
-            base = c.network("cfg")
+            base = self.pipeline.with_model(c.network("cfg"))
             label = torch.nn.functional.one_hot(torch.tensor(target.target_class), target.n_bins).float()
             terms.append(ClassifierFreeGuidance(base, label, sigma, weights["cfg"], window))
         if "classifier" in weights:
@@ -138,7 +140,7 @@ class Designer:
         self,
         n: int,
         target: Mapping[str, str | int] | None = None,
-        guidance: Mapping[str, float] | None = None,
+        guidance: Mapping[str, float] | Sequence[GuidanceTerm] | None = None,
         seed: int = 0,
         steps: int = 100,
         method: str = "ancestral",
@@ -153,11 +155,13 @@ class Designer:
 
         Args:
             target: ``{property: "high" | "low" | bin index}``; default: the trained target.
-            guidance: weights, e.g. ``{"classifier": 2.0, "reward": 1.0, "cfg": 0.5}``;
-                default: none, or classifier weight 1 when a target is given.
+            guidance: weights, e.g. ``{"classifier": 2.0, "reward": 1.0, "cfg": 0.5}``
+                (default: none, or classifier weight 1 when a target is given), or your
+                own guidance terms (objects with ``__call__(GuidanceState) -> (g_x, g_h)``,
+                see :mod:`molguide.guidance.terms`), which add to the score as they are.
             seed: the same seed gives the same molecule sizes and noise, so guided and
                 unguided calls with one seed are paired sample by sample.
-            steps, method: sampler steps and "ancestral" or "ddim".
+            steps, method: sampler steps and a registered sampler ("ancestral", "ddim").
             grid_power: spacing of the sampler's time grid (1: EDM's even grid; 2: more
                 steps near the data); default: what the model recommends (a saved model's
                 ``sampler`` record, e.g. the shipped one's), else 1.
@@ -172,47 +176,35 @@ class Designer:
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        resolved = self.resolve_target(target)
-        weights = self.resolve_guidance(guidance, target)
-        terms, base = self._terms(weights, resolved, TimeWindow(t_min, t_max))
-        c = self.components
-        if grid_power is None:
-            grid_power = float(c.states["score"].get("sampler", {}).get("grid_power", 1.0))
-        counts = c.nodes.sample(n, torch.Generator().manual_seed(seed))
-        generator = torch.Generator().manual_seed(seed + 1)
-        context_dim = getattr(base, "context_dim", 0)
-        molecules: list[Molecule] = []
-        self.last_failures = {}
-        for start in range(0, n, batch_size):
-            chunk = counts[start : start + batch_size]
-            null = torch.zeros(len(chunk), context_dim) if context_dim else None
-            part = sample(
-                base,
-                c.diffusion,
-                chunk,
-                steps,
-                method,
-                terms,
-                null,
-                generator,
-                atom_types=c.atom_types,
-                device=c.device,
-                progress=progress,
-                grid_power=grid_power,
-            )
-            for m in part.molecules:
-                m.name = f"sample_{start + int(m.name.split('_')[1])}"
-            molecules += part.molecules
-            self.last_failures.update({start + k: v for k, v in part.failures.items()})
+        window = TimeWindow(t_min, t_max)
+        if _are_terms(guidance):
+            terms, pipe = list(guidance), self.pipeline
+            label = ", ".join(type(term).__name__ for term in terms) or "none"
+        else:
+            resolved = self.resolve_target(target)
+            weights = self.resolve_guidance(guidance, target)
+            terms, pipe = self._terms(weights, resolved, window)
+            label = ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
+            if weights:
+                label += f"; target {resolved.name} class {resolved.target_class}"
+        result = pipe(
+            n,
+            terms,
+            seed,
+            batch_size,
+            steps=steps,
+            sampler=method,
+            grid_power=grid_power,
+            progress=progress,
+        )
+        molecules = result.molecules
+        self.last_failures = dict(result.failures)
         if self.last_failures:
             log.warning(
                 "%d of %d samples diverged and are not returned (see last_failures)",
                 len(self.last_failures),
                 n,
             )
-        label = ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
-        if weights:
-            label += f"; target {resolved.name} class {resolved.target_class}"
         for m in molecules:
             m.tags["molguide_guidance"] = label
             m.tags["molguide_seed"] = str(seed)
@@ -257,6 +249,15 @@ class Designer:
             for key, value in m.tags.items():
                 mol.SetProp(key, value)
         return mols
+
+
+def _are_terms(guidance) -> bool:
+    """Whether ``guidance`` is a sequence of guidance-term objects (not the weights by name)."""
+    if guidance is None or isinstance(guidance, (Mapping, str)):
+        return False
+    if not all(callable(term) for term in guidance):
+        raise ValueError("guidance: give weights by kind, e.g. {'classifier': 2.0}, or guidance-term objects")
+    return True
 
 
 def load(source: str, device: str = "cpu") -> Designer:

@@ -10,8 +10,9 @@ from molguide.checkpoint import CheckpointError, load_checkpoint
 from molguide.data.graphs import collate_molecules
 from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
-from molguide.diffusion.sampling import sample, time_grid
+from molguide.diffusion.sampling import sample
 from molguide.diffusion.schedule import NoiseSchedule
+from molguide.diffusion.steps import time_grid
 from molguide.diffusion.training import DiffusionTrainer, TrainConfig
 from molguide.geometry import max_abs_mean
 from molguide.models import ScoreNetwork

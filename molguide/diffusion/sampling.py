@@ -1,12 +1,16 @@
-"""Samplers: ancestral (any number of steps) and deterministic DDIM, with a guidance hook.
+"""The sampling loop: one batch of molecules from a score network under a sampler.
 
-Both walk a grid t_S = 1 > ... > t_0 = 0 and use the score
+:func:`sample` walks the sampler's time grid (:mod:`molguide.diffusion.samplers`:
+ancestral, DDIM, or any registered one) with the score
 s_t(z) = -eps_hat(z, t) / sigma_t = (alpha_t x0_hat - z) / sigma_t^2 of the network
 (eps or x0 parameterised) plus the sum of the guidance terms. A self-conditioned
 network gets its own previous estimate of the clean molecule at every step. Guidance adds
 to the score only (scaled by the step's own sigma_{t|s}^2 factor) and leaves the
 noise alone. A molecule whose coordinates turn non-finite or explode is frozen,
 counted and reported; the rest of the batch goes on.
+
+Batching, seeds, molecule sizes and guidance per sample are the business of
+:class:`molguide.diffusion.pipeline.MoleculeDiffusionPipeline`, which every caller uses.
 """
 
 from __future__ import annotations
@@ -22,13 +26,7 @@ from torch_geometric.utils import scatter
 from molguide.data.graphs import fully_connected_edges
 from molguide.data.molecules import Molecule
 from molguide.diffusion.process import VPDiffusion
-from molguide.diffusion.steps import (
-    SAMPLERS,
-    StepCoefficients,
-    ancestral_mean_std,
-    ddim_step,
-    time_grid,
-)
+from molguide.diffusion.samplers import build_sampler
 from molguide.elements import QM9_ATOMIC_NUMBERS
 from molguide.geometry import centered_gaussian, remove_mean
 
@@ -61,25 +59,54 @@ class GuidanceTerm(Protocol):
 
     g_x must have zero centre of mass per molecule; the term carries its own weight
     and time schedule. Terms add; the classifier, CFG and reward terms of
-    :mod:`molguide.guidance.terms` implement this.
+    :mod:`molguide.guidance.terms` implement this. A term with one target per sample
+    also has ``for_samples(start, end)``, returning itself cut to those samples, so
+    the pipeline can hand each batch its part.
     """
 
     def __call__(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+def for_samples(term: GuidanceTerm, start: int, end: int) -> GuidanceTerm:
+    """``term`` for samples [start, end) of a call: cut when it has per-sample targets, else itself."""
+    select = getattr(term, "for_samples", None)
+    return select(start, end) if select is not None else term
+
+
 @dataclass
 class SampleResult:
-    """Generated molecules and the ones that failed, with reasons (by sample index)."""
+    """Generated molecules, their sample indices, and the samples that failed, with reasons.
+
+    ``indices[k]`` is the sample number of ``molecules[k]`` (its name is ``sample_<index>``);
+    ``failures`` maps the numbers of lost samples to why they were lost. Sample numbers
+    run over everything one call requested, so guided and unguided calls with one seed
+    pair up by number.
+    """
 
     molecules: list[Molecule]
     failures: dict[int, str] = field(default_factory=dict)
     steps: int = 0
     method: str = ""
     grid_power: float = 1.0
+    indices: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.indices:  # a result built by hand: molecules numbered in order
+            self.indices = list(range(len(self.molecules)))
+        if len(self.indices) != len(self.molecules):
+            raise ValueError(f"{len(self.indices)} sample indices for {len(self.molecules)} molecules")
 
     @property
     def num_requested(self) -> int:
         return len(self.molecules) + len(self.failures)
+
+    def by_index(self) -> list[Molecule | None]:
+        """One entry per requested sample, in sample order: the molecule, or None where it was lost."""
+        out: list[Molecule | None] = [None] * self.num_requested
+        for index, molecule in zip(self.indices, self.molecules):
+            out[index] = molecule
+        return out
 
 
 def _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance, self_cond):
@@ -111,21 +138,25 @@ def sample(
     device: torch.device | str = "cpu",
     progress: bool = False,
     grid_power: float = 1.0,
+    first_index: int = 0,
 ) -> SampleResult:
-    """Generate one molecule per entry of ``node_counts``.
+    """Generate one molecule per entry of ``node_counts``, as one batch.
 
     Args:
-        method: "ancestral" (stochastic, EDM's sampler) or "ddim" (deterministic
+        method: a registered sampler (:data:`molguide.diffusion.samplers.SAMPLERS`):
+            "ancestral" (stochastic, EDM's sampler) or "ddim" (deterministic
             probability-flow discretisation, good at 50-100 steps).
         guidance: terms whose outputs add to the score (empty: the plain sampler).
         generator: seeds the initial noise and the ancestral noise (CPU generator).
         grid_power: spacing of the time grid (:func:`molguide.diffusion.steps.time_grid`):
             1 is EDM's even grid; 2 puts more steps near the data.
+        first_index: the sample number of the batch's first molecule (the pipeline's
+            batches number their samples on from the earlier ones).
     """
     from tqdm.auto import tqdm
 
-    if method not in SAMPLERS:
-        raise ValueError(f"unknown sampler {method!r}; choose one of {list(SAMPLERS)}")
+    sampler = build_sampler(method, diffusion.schedule)
+    grid = sampler.set_timesteps(steps, grid_power)
     counts = torch.as_tensor(node_counts, dtype=torch.long)
     num_graphs, k = len(counts), len(atom_types)
     batch = torch.repeat_interleave(torch.arange(num_graphs), counts).to(device)
@@ -136,26 +167,20 @@ def sample(
     zh = torch.randn(n, k, generator=generator, dtype=dtype).to(device)
     alive = torch.ones(num_graphs, dtype=torch.bool, device=device)
     failures: dict[int, str] = {}
-    grid = time_grid(steps, diffusion.schedule.steps, grid_power)
-    sched = diffusion.schedule
     self_cond = None
+
+    def noise() -> tuple[torch.Tensor, torch.Tensor]:
+        eps_x = centered_gaussian(n, batch, generator, dtype, device)
+        return eps_x, torch.randn(n, k, generator=generator, dtype=dtype).to(device)
 
     for idx in tqdm(range(steps), desc=f"sample ({method})", unit="step", disable=not progress):
         t = torch.full((num_graphs,), float(grid[idx]), dtype=torch.float64, device=device)
-        coef = StepCoefficients.between(sched, float(grid[idx]), float(grid[idx + 1]))
         sx, sh, denoised = _score(
             model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance, self_cond
         )
         if getattr(model, "self_condition", False):
             self_cond = denoised.self_condition()
-        if method == "ddim":
-            zx, zh = ddim_step(zx, sx, coef), ddim_step(zh, sh, coef)
-        else:
-            zx, std = ancestral_mean_std(zx, sx, coef)
-            zh, _ = ancestral_mean_std(zh, sh, coef)
-            if idx < steps - 1:  # the last step lands on t = 0: take its mean
-                zx = zx + std * centered_gaussian(n, batch, generator, dtype, device)
-                zh = zh + std * torch.randn(n, k, generator=generator, dtype=dtype).to(device)
+        zx, zh = sampler.step(idx, (zx, zh), (sx, sh), noise)
         zx = remove_mean(zx, batch, num_graphs)
         zx, zh = _freeze_failures(zx, zh, batch, num_graphs, alive, failures, idx)
 
@@ -170,16 +195,19 @@ def sample(
     x, type_scores = _freeze_failures(x, type_scores, batch, num_graphs, alive, failures, steps)
     types = torch.as_tensor(list(atom_types))[type_scores.argmax(-1).cpu()]
     orders = _bond_matrices(final.bond_logits, edges, counts) if with_bonds else None
-    molecules = []
+    molecules, indices = [], []
     offsets = torch.cumsum(counts, 0) - counts
     for m in range(num_graphs):
         if m in failures:
             continue
         a, b = int(offsets[m]), int(offsets[m] + counts[m])
-        molecule = Molecule(types[a:b].numpy(), x[a:b].double().cpu().numpy(), name=f"sample_{m}")
+        index = first_index + m
+        molecule = Molecule(types[a:b].numpy(), x[a:b].double().cpu().numpy(), name=f"sample_{index}")
         molecule.bond_orders = orders[m] if orders is not None else None
         molecules.append(molecule)
-    return SampleResult(molecules, failures, steps, method, grid_power)
+        indices.append(index)
+    lost = {first_index + m: reason for m, reason in failures.items()}
+    return SampleResult(molecules, lost, steps, method, grid_power, indices)
 
 
 def _bond_matrices(logits: torch.Tensor, edges: torch.Tensor, counts: torch.Tensor) -> list[np.ndarray]:

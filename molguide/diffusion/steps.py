@@ -1,4 +1,5 @@
-"""One reverse step of the VP process, shared by the molecule and the toy samplers.
+"""The arithmetic of one reverse step of the VP process (the samplers of
+:mod:`molguide.diffusion.samplers` are built from it).
 
 From time t to s < t with alpha_{t|s} = alpha_t / alpha_s and
 sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (design.md section 5):
@@ -16,8 +17,6 @@ from dataclasses import dataclass
 import torch
 
 from molguide.diffusion.schedule import NoiseSchedule
-
-SAMPLERS = ("ancestral", "ddim")
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,12 @@ class ClassifierGuidance(_WeightedTerm):
         gx, gh = classifier_log_prob_gradient(self.classifier, state, self.target_class)
         return scale * gx, scale * gh
 
+    def for_samples(self, start: int, end: int) -> ClassifierGuidance:
+        """This term for samples [start, end) of a call (per-sample classes are cut to them)."""
+        if not isinstance(self.target_class, torch.Tensor):
+            return self
+        return ClassifierGuidance(self.classifier, self.target_class[start:end], self.weight, self.window)
+
 
 def _class_or_classes(target_class: int | torch.Tensor) -> int | torch.Tensor:
     """An int stays an int; a tensor of classes becomes a flat int64 tensor."""
@@ -155,6 +161,14 @@ class ClassifierFreeGuidance(_WeightedTerm):
         gx = torch.where(on, gamma * (sx - state.score_x), torch.zeros_like(sx))
         gh = torch.where(on, gamma * (sh - state.score_h), torch.zeros_like(sh))
         return gx, gh
+
+    def for_samples(self, start: int, end: int) -> ClassifierFreeGuidance:
+        """This term for samples [start, end) of a call (one label per sample: cut to them)."""
+        if self.context.dim() != 2:
+            return self
+        return ClassifierFreeGuidance(
+            self.model, self.context[start:end], self.sigma_fn, self.weight, self.window
+        )
 
 
 class RewardGuidance(_WeightedTerm):

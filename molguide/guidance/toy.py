@@ -13,8 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from molguide.diffusion.samplers import build_sampler
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.diffusion.steps import SAMPLERS, StepCoefficients, ancestral_mean_std, ddim_step, time_grid
 from molguide.guidance.mixture import GaussianMixture
 
 # score_fn(z, t, alpha, sigma) -> score (N, d); t, alpha, sigma are floats of the current step
@@ -41,21 +41,18 @@ def sample_vectors(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Reverse-time samples in R^dim under ``score_fn`` (which includes any guidance)."""
-    if method not in SAMPLERS:
-        raise ValueError(f"unknown sampler {method!r}; choose one of {list(SAMPLERS)}")
-    grid = time_grid(steps, schedule.steps)
+    """Reverse-time samples in R^dim under ``score_fn`` (which includes any guidance), with
+    the registered sampler ``method`` on EDM's even time grid."""
+    sampler = build_sampler(method, schedule)
+    grid = sampler.set_timesteps(steps)
     z = torch.randn(n, dim, generator=generator, dtype=dtype)
     for idx in range(steps):
-        coef = StepCoefficients.between(schedule, float(grid[idx]), float(grid[idx + 1]))
+        coef = sampler.coefficients(idx)
         with torch.enable_grad():  # learned classifiers differentiate through their network
             score = score_fn(z, float(grid[idx]), coef.alpha_t, coef.sigma_t).detach()
-        if method == "ddim":
-            z = ddim_step(z, score, coef)
-        else:
-            z, std = ancestral_mean_std(z, score, coef)
-            if idx < steps - 1:
-                z = z + std * torch.randn(n, dim, generator=generator, dtype=dtype)
+        (z,) = sampler.step(
+            idx, (z,), (score,), lambda: (torch.randn(n, dim, generator=generator, dtype=dtype),)
+        )
     return z
 
 

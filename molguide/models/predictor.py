@@ -12,6 +12,7 @@ invariant to rotations, reflections, translations and atom order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,16 @@ class MoleculePredictor(nn.Module):
         super().__init__()
         if time_heads < 1 or (time_heads > 1 and not time_input):
             raise ValueError("time_heads must be >= 1, and > 1 only for a time-conditioned predictor")
+        # Everything that rebuilds this network (from_config): it travels with the weights.
+        self.config = {
+            "backbone": backbone,
+            "backbone_kwargs": dict(backbone_kwargs),
+            "num_atom_types": int(num_atom_types),
+            "out_dim": int(out_dim),
+            "time_input": bool(time_input),
+            "time_heads": int(time_heads),
+            "readout_hidden": readout_hidden,
+        }
         self.num_atom_types, self.out_dim = num_atom_types, out_dim
         self.time_input, self.time_heads = time_input, time_heads
         hidden = readout_hidden or int(backbone_kwargs.get("hidden", 64))
@@ -60,6 +71,22 @@ class MoleculePredictor(nn.Module):
             nn.SiLU(),
             nn.Linear(hidden, out_dim * time_heads),
         )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MoleculePredictor:
+        """The network a :attr:`config` describes."""
+        try:
+            return cls(
+                num_atom_types=int(config.get("num_atom_types", 5)),
+                out_dim=int(config["out_dim"]),
+                time_input=bool(config["time_input"]),
+                time_heads=int(config.get("time_heads", 1)),
+                backbone=config["backbone"],
+                readout_hidden=config.get("readout_hidden"),
+                **config["backbone_kwargs"],
+            )
+        except TypeError as err:
+            raise ValueError(f"backbone_kwargs: {err}") from err
 
     def forward(
         self,

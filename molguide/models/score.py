@@ -9,6 +9,7 @@ guidance terms use.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -65,6 +66,16 @@ class ScoreNetwork(nn.Module):
                 "bond_head needs the egnn backbone and x0 parameterisation, "
                 f"not {backbone!r}/{parameterisation!r}"
             )
+        # Everything that rebuilds this network (from_config): it travels with the weights.
+        self.config = {
+            "backbone": backbone,
+            "backbone_kwargs": dict(backbone_kwargs),
+            "num_atom_types": int(num_atom_types),
+            "context_dim": int(context_dim),
+            "parameterisation": parameterisation,
+            "self_condition": bool(self_condition),
+            "bond_head": bool(bond_head),
+        }
         self.num_atom_types = num_atom_types
         self.context_dim = context_dim
         self.backbone_name = backbone
@@ -75,6 +86,22 @@ class ScoreNetwork(nn.Module):
             backbone_kwargs = {**backbone_kwargs, "extra_edge_features": 1}
         self.backbone = build_backbone(backbone, in_features, num_atom_types, **backbone_kwargs)
         self.bond_head = BondOrderHead(self.backbone.readout.in_features) if bond_head else None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ScoreNetwork:
+        """The network a :attr:`config` (or a run's ``model`` section, as a dict) describes."""
+        try:
+            return cls(
+                num_atom_types=int(config.get("num_atom_types", 5)),
+                backbone=config["backbone"],
+                context_dim=int(config.get("context_dim", 0)),
+                parameterisation=config.get("parameterisation", "eps"),
+                self_condition=bool(config.get("self_condition", False)),
+                bond_head=bool(config.get("bond_head", False)),
+                **config["backbone_kwargs"],
+            )
+        except TypeError as err:
+            raise ValueError(f"model.backbone_kwargs: {err}") from err
 
     def forward(
         self,

@@ -14,7 +14,6 @@ import copy
 import logging
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +30,9 @@ from molguide.components import (
 )
 from molguide.config import RunConfig
 from molguide.data.graphs import MoleculeBatches
-from molguide.data.molecules import Molecule, MoleculeSet
+from molguide.data.molecules import MoleculeSet
+from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.process import VPDiffusion
-from molguide.diffusion.sampling import sample
 from molguide.diffusion.training import DenoisingObjective
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
 from molguide.guidance.targets import PropertyTarget, reward_weights
@@ -377,7 +376,8 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     progress = _progress(progress)
     gc = config.guide
     parts = load_components(config.output_dir, config.device)
-    score_model, diffusion, nodes = parts.network("score"), parts.diffusion, parts.nodes
+    score_model, diffusion = parts.network("score"), parts.diffusion
+    pipe = MoleculeDiffusionPipeline.from_components(parts)
     classifier, cstate = parts.network("classifier"), parts.states["classifier"]
     target = parts.target
     evaluator, estate = parts.network("evaluator"), parts.states["evaluator"]
@@ -407,7 +407,6 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
 
     calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
     reference = qm9_training_smiles()
-    counts = nodes.sample(gc.n_samples, torch.Generator().manual_seed(gc.seed))
     out_dir = Path(config.output_dir) / "guided"
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -437,9 +436,18 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         base_seconds = None
         for kind, w, terms, base in settings:
             name = kind if kind in ("unguided", "cfg_unconditional") else f"{kind}_w{w:g}"
-            mols, failures, seconds = _sample_paired(
-                base, diffusion, counts, gc, terms, config.device, progress
+            # Every setting shares the unguided one's seed: same sizes and noise, sample by sample.
+            result = pipe.with_model(base)(
+                gc.n_samples,
+                terms,
+                gc.seed,
+                gc.batch_size,
+                steps=gc.steps,
+                sampler=gc.method,
+                grid_power=gc.grid_power,
+                progress=progress,
             )
+            mols, failures, seconds = result.by_index(), result.failures, result.seconds
             if kind == "unguided":
                 base_seconds = seconds
             j = judge(
@@ -525,36 +533,6 @@ def headline_settings(gc, results: dict) -> list[str]:
         f"{kind}_w{getattr(gc, kind):g}" for kind in ("classifier", "reward", "cfg") if getattr(gc, kind) > 0
     ]
     return [n for n in names if n in results]
-
-
-def _sample_paired(model, diffusion, counts, gc, terms, device, progress):
-    """Sample ``counts`` with the guide section's seed: every setting sees the same noise."""
-    gen = torch.Generator().manual_seed(gc.seed + 1)
-    mols: list[Molecule | None] = []
-    failures: dict[int, str] = {}
-    t0 = time.perf_counter()
-    context_dim = getattr(model, "context_dim", 0)
-    for start in range(0, len(counts), gc.batch_size):
-        chunk = counts[start : start + gc.batch_size]
-        null = torch.zeros(len(chunk), context_dim, device=device) if context_dim else None  # unconditional
-        part = sample(
-            model,
-            diffusion,
-            chunk,
-            gc.steps,
-            gc.method,
-            terms,
-            null,
-            gen,
-            device=device,
-            progress=progress,
-            grid_power=gc.grid_power,
-        )
-        by_index = {int(m.name.split("_")[1]): m for m in part.molecules}
-        for k in range(len(chunk)):
-            mols.append(by_index.get(k))
-        failures.update({start + k: v for k, v in part.failures.items()})
-    return mols, failures, time.perf_counter() - t0
 
 
 def _xtb_calibration(config: RunConfig, prop: str, n: int = 200) -> tuple[float, float]:

@@ -370,7 +370,7 @@ class Setting:
     kind: str  # unguided | classifier | cfg
     weight: float
     model: torch.nn.Module
-    terms: Callable[[int, int], list]  # (start, end) -> guidance terms for that batch
+    terms: list  # guidance terms over all pairs (per-pair targets), cut to each batch
     signature: dict
 
 
@@ -378,28 +378,24 @@ def _sample_setting(
     setting: Setting, folder: Path, config: RunConfig, diffusion, counts: np.ndarray, progress: bool
 ) -> BatchedSamples:
     """Sample (or finish sampling) one setting for every pair; returns its stored batches."""
-    from molguide.diffusion.sampling import sample
+    from molguide.design_pipeline import MoleculeDiffusionPipeline
+    from molguide.diffusion.sampling import for_samples
 
     pc = config.protocol
     store = BatchedSamples(folder, setting.signature, len(counts), config.sample.batch_size)
-    context_dim = getattr(setting.model, "context_dim", 0)
+    pipe = MoleculeDiffusionPipeline(setting.model, diffusion, device=config.device)
 
     def one_batch(k: int, start: int, end: int) -> tuple[list[Molecule | None], dict[int, str]]:
-        gen = torch.Generator().manual_seed(batch_seed(pc.seed, k))
-        null = torch.zeros(end - start, context_dim, device=config.device) if context_dim else None
-        result = sample(
-            setting.model,
-            diffusion,
+        # Each batch has its own seed, so a resumed run makes the molecules it would have made.
+        result = pipe(
             torch.as_tensor(counts[start:end]),
-            pc.steps,
-            pc.method,
-            setting.terms(start, end),
-            null,
-            gen,
-            device=config.device,
+            [for_samples(term, start, end) for term in setting.terms],
+            batch_size=end - start,
+            generator=torch.Generator().manual_seed(batch_seed(pc.seed, k)),
+            steps=pc.steps,
+            sampler=pc.method,
         )
-        by_index: dict[int, Molecule] = {int(m.name.split("_")[1]): m for m in result.molecules}
-        return [by_index.get(i) for i in range(end - start)], dict(result.failures)
+        return result.by_index(), dict(result.failures)
 
     store.fill(one_batch, f"protocol {setting.name}", progress)
     return store
@@ -494,28 +490,22 @@ def _settings_of_property(
         classifier, cstate = _network(folder, "classifier", device)
         classes = torch.as_tensor(PropertyTarget.from_dict(cstate["target"]).labels(targets))
         for w in classifier_weights(config):
-
-            def classifier_terms(start: int, end: int, w: float = w) -> list:
-                return [ClassifierGuidance(classifier, classes[start:end], w)]
-
+            terms = [ClassifierGuidance(classifier, classes, w)]
             sig = {
                 **base_signature,
                 "kind": "classifier",
                 "weight": w,
                 "classifier_step": int(cstate["step"]),
             }
-            settings.append(Setting(f"classifier_w{w:g}", "classifier", w, score, classifier_terms, sig))
+            settings.append(Setting(f"classifier_w{w:g}", "classifier", w, score, terms, sig))
     if cfg_weights(config):
         cfg_model, fstate = _network(folder, "cfg", device)
         cfg_target = PropertyTarget.from_dict(fstate["target"])
         onehot = torch.eye(cfg_target.n_bins)[torch.as_tensor(cfg_target.labels(targets))]
         for w in cfg_weights(config):
-
-            def cfg_terms(start: int, end: int, w: float = w) -> list:
-                return [ClassifierFreeGuidance(cfg_model, onehot[start:end], diffusion.schedule.sigma, w)]
-
+            terms = [ClassifierFreeGuidance(cfg_model, onehot, diffusion.schedule.sigma, w)]
             sig = {**base_signature, "kind": "cfg", "weight": w, "cfg_step": int(fstate["step"])}
-            settings.append(Setting(f"cfg_w{w:g}", "cfg", w, cfg_model, cfg_terms, sig))
+            settings.append(Setting(f"cfg_w{w:g}", "cfg", w, cfg_model, terms, sig))
     return settings
 
 
@@ -534,7 +524,7 @@ def _finite(value) -> bool:
 
 
 def _unguided(score: torch.nn.Module, signature: dict) -> Setting:
-    return Setting("unguided", "unguided", 0.0, score, lambda start, end: [], signature)
+    return Setting("unguided", "unguided", 0.0, score, [], signature)
 
 
 def _unconditional(

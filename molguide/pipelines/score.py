@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -13,8 +12,8 @@ from molguide.checkpoint import load_checkpoint
 from molguide.components import build_score_model, diffusion_from_config
 from molguide.config import RunConfig
 from molguide.data.molecules import MoleculeSet
+from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.diffusion.sampling import sample
 from molguide.diffusion.training import DiffusionTrainer
 from molguide.pipelines.common import (
     bond_labels,
@@ -162,6 +161,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
     sc = config.sample
     ckpt = Path(sc.checkpoint) if sc.checkpoint else _checkpoint_path(config)
     model, diffusion, nodes, state = load_score_model(ckpt, sc.use_ema, config.device)
+    pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, device=config.device)
     reference = qm9_training_smiles()
     out_dir = Path(config.output_dir) / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,24 +179,19 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
         log_config(config)
         mlflow.log_param("trained_steps", int(state["step"]))
         for steps in sc.steps:
+            # Sizes and noise from one generator seeded with sample.seed, as before the pipeline.
             gen = torch.Generator().manual_seed(sc.seed)
             counts = nodes.sample(sc.n_samples, gen)
-            molecules, failures, t0 = [], {}, time.perf_counter()
-            for start in range(0, sc.n_samples, sc.batch_size):
-                part = sample(
-                    model,
-                    diffusion,
-                    counts[start : start + sc.batch_size],
-                    steps,
-                    sc.method,
-                    generator=gen,
-                    device=config.device,
-                    progress=progress,
-                    grid_power=sc.grid_power,
-                )
-                molecules += part.molecules
-                failures.update({start + k: v for k, v in part.failures.items()})
-            seconds = time.perf_counter() - t0
+            result = pipe(
+                counts,
+                batch_size=sc.batch_size,
+                generator=gen,
+                steps=steps,
+                sampler=sc.method,
+                grid_power=sc.grid_power,
+                progress=progress,
+            )
+            molecules, failures, seconds = result.molecules, result.failures, result.seconds
             ev = evaluate(molecules, reference_smiles=reference, xtb=sc.xtb, progress=progress)
             metrics = dict(ev.metrics)
             # Lost samples count as invalid and unstable: these fractions are over all requested.
