@@ -156,6 +156,7 @@ def judge_samples(
     ``grid_power``) and judge them by EDM's protocol plus strict validity; lost samples
     count as invalid and unstable."""
     from molguide.chem import evaluate
+    from molguide.chem.evaluate import over_requested
     from molguide.design_pipeline import MoleculeDiffusionPipeline
 
     t0 = time.perf_counter()
@@ -163,19 +164,11 @@ def judge_samples(
     counts = nodes.sample(n, generator)
     pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, steps=steps, grid_power=grid_power)
     result = pipe(counts, batch_size=batch_size, generator=generator, progress=progress)
-    molecules, failures = result.molecules, len(result.failures)
+    molecules = result.molecules
     seconds = time.perf_counter() - t0
     ev = evaluate(molecules, reference_smiles=reference, descriptors=False, progress=progress)
-    m = dict(ev.metrics)
-    scale = len(molecules) / n
-    for key in ("validity", "validity_strict", "mol_stability", "validity_strict_predicted_bonds"):
-        if key in m:
-            m[key] = (m[key] or 0.0) * scale
-    m["atom_stability"] = (
-        (m["atom_stability"] or 0.0) * sum(x.num_atoms for x in molecules) / float(counts.sum())
-    )
-    m["valid_unique"] = m["validity"] * (m["uniqueness"] or 0.0)
-    m.update({"n_samples": n, "sample_failures": failures, "sample_s_per_molecule": seconds / n})
+    m = over_requested(ev.metrics, molecules, n, int(counts.sum()))
+    m.update({"n_samples": n, "sample_s_per_molecule": seconds / n})
     m["grid_power"] = grid_power
     return m
 

@@ -1,7 +1,8 @@
-"""Atomic file writes: write a temporary file beside the target, then rename over it."""
+"""Atomic file writes: write a temporary file beside the target, then rename over it (JSON too)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,3 +32,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: str | Path, value: object) -> Path:
+    """``value`` as indented JSON at ``path``, atomically (values JSON lacks become strings)."""
+    text = json.dumps(value, indent=2, default=str).encode()
+    return atomic_write(path, lambda fh: fh.write(text))
+
+
+def read_json(path: str | Path) -> dict | None:
+    """The JSON object at ``path``, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def as_json(value: dict) -> dict:
+    """A dict as it reads back from JSON (tuples become lists), so signatures compare equal."""
+    return json.loads(json.dumps(value, default=str))

@@ -59,11 +59,24 @@ def diffusion_from_config(diffusion_config: Mapping) -> VPDiffusion:
     return VPDiffusion(schedule, float(dc.get("onehot_scale", ONEHOT_SCALE)), settings)
 
 
-def inference_state(checkpoint_state: Mapping) -> dict:
-    """A training checkpoint reduced to what inference needs: EMA ``weights`` plus metadata."""
+def inference_state(checkpoint_state: Mapping, use_ema: bool = True) -> dict:
+    """A training checkpoint reduced to what inference needs: the EMA ``weights`` (or the
+    raw ones, ``use_ema=False``) plus metadata."""
     out = {k: v for k, v in checkpoint_state.items() if k not in _TRAINING_ONLY}
-    out["weights"] = ema_weights(checkpoint_state["ema"])
+    out["weights"] = ema_weights(checkpoint_state["ema"]) if use_ema else checkpoint_state["model"]
     return out
+
+
+def load_network(
+    checkpoint: str | Path, kind: str, device: str | torch.device = "cpu", use_ema: bool = True
+) -> tuple[torch.nn.Module, dict]:
+    """(network in eval mode, its inference state) from a training checkpoint of ``kind``
+    (``<output_dir>/<kind>/last.pt``); a missing file says which step writes it."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"no {kind} checkpoint at {path}; run train-{kind} (or its pipeline) first")
+    state = inference_state(load_checkpoint(path, map_location=device), use_ema)
+    return network_from_state(kind, state, device), state
 
 
 NETWORK_CLASSES = {

@@ -1,37 +1,77 @@
 """Typed run configuration: YAML files plus ``--set key.path=value`` overrides.
 
 Unknown keys, wrong types and bad values are reported as one message naming the
-key path and what is allowed (pydantic does the checking).
+key path and what is allowed (pydantic does the checking). Names of backbones,
+samplers, data sets and target properties are checked against their registries
+(:data:`molguide.models.registry.BACKBONES`, :data:`molguide.diffusion.samplers.SAMPLERS`,
+:data:`molguide.data.registry.DATASETS`), so what a registry holds a config accepts.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-PropertyName = Literal["gap_eV", "homo_eV", "lumo_eV", "mu_D", "alpha_bohr3", "cv_calmolK"]
+def _one_of(name: str, allowed: Iterable[str]) -> str:
+    """``name`` when it is among ``allowed``, else the error pydantic gives for a Literal."""
+    allowed = list(allowed)
+    if name in allowed:
+        return name
+    quoted = [repr(a) for a in allowed]
+    expected = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+
+
+def _registered(module: str, name: str) -> AfterValidator:
+    """A validator accepting the keys of ``module.name`` (a registry dict or a tuple of names),
+    imported when a config is checked: torch-backed registries stay out of ``import``."""
+
+    def check(value: str) -> str:
+        import importlib
+
+        return _one_of(value, getattr(importlib.import_module(module), name))
+
+    return AfterValidator(check)
+
+
+def _target_property(name: str) -> str:
+    from molguide.data.registry import target_properties
+
+    return _one_of(name, target_properties())
+
+
+BackboneName = Annotated[str, _registered("molguide.models.registry", "BACKBONES")]
+SamplerName = Annotated[str, _registered("molguide.diffusion.samplers", "SAMPLERS")]
+DatasetName = Annotated[str, _registered("molguide.data.registry", "DATASETS")]
+PropertyName = Annotated[str, AfterValidator(_target_property)]
+Parameterisation = Annotated[str, _registered("molguide.models.score", "PARAMETERISATIONS")]
+LossWeighting = Annotated[str, _registered("molguide.diffusion.process", "LOSS_WEIGHTINGS")]
+TypeLoss = Annotated[str, _registered("molguide.diffusion.process", "TYPE_LOSSES")]
+ScheduleName = Annotated[str, _registered("molguide.diffusion.schedule", "SCHEDULES")]
 
 
 class DataConfig(_Section):
-    dataset: Literal["qm9"] = "qm9"
+    dataset: DatasetName = "qm9"
     split: Literal["train", "generator_half", "evaluator_half"] = "generator_half"
     max_molecules: int | None = Field(None, ge=1, description="first N molecules of the split (None: all)")
     remove_hydrogens: bool = False
 
 
 class ModelConfig(_Section):
-    backbone: Literal["egnn", "e3nn"] = "egnn"
+    backbone: BackboneName = "egnn"
     backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 4})
-    parameterisation: Literal["eps", "x0"] = Field(
+    parameterisation: Parameterisation = Field(
         "eps", description="network predicts the noise (EDM) or the clean molecule (positions + type logits)"
     )
     self_condition: bool = Field(False, description="feed the previous clean estimate back in (EGNN only)")
@@ -51,10 +91,10 @@ class LossSection(_Section):
     """Training of x0 networks (see molguide.diffusion.process.LossSettings); time_power,
     align_noise and self_condition_prob apply to eps networks too."""
 
-    weighting: Literal["uniform", "snr_clamp"] = "snr_clamp"
+    weighting: LossWeighting = "snr_clamp"
     snr_min: float = Field(0.05, gt=0)
     snr_max: float = Field(1.5, gt=0)
-    type_loss: Literal["ce", "mse"] = "ce"
+    type_loss: TypeLoss = "ce"
     type_weight: float = Field(1.0, ge=0)
     time_power: float = Field(1.0, gt=0, description="t = u^power: > 1 trains more near the data")
     align_noise: bool = Field(False, description="rotate position noise onto the data (Kabsch)")
@@ -63,7 +103,7 @@ class LossSection(_Section):
 
 
 class DiffusionConfig(_Section):
-    schedule: Literal["polynomial_2", "cosine"] = "polynomial_2"
+    schedule: ScheduleName = "polynomial_2"
     steps: int = Field(1000, ge=10)
     precision: float = Field(1e-5, gt=0, lt=0.5)
     loss: LossSection = Field(default_factory=LossSection)
@@ -93,7 +133,7 @@ class TrainSection(_Section):
 class SampleSection(_Section):
     n_samples: int = Field(1000, ge=1)
     steps: list[int] = Field(default_factory=lambda: [100])
-    method: Literal["ancestral", "ddim"] = "ancestral"
+    method: SamplerName = "ancestral"
     grid_power: float = Field(
         1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
     )
@@ -140,7 +180,7 @@ class TargetSection(_Section):
 class NetworkSection(_Section):
     """An invariant predictor (noise-level classifier or clean-molecule evaluator)."""
 
-    backbone: Literal["egnn", "e3nn"] = "egnn"
+    backbone: BackboneName = "egnn"
     backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 3})
     time_heads: int = Field(1, ge=1, description="one output head per bucket of t (classifier only)")
     grad_penalty: float = Field(0.0, ge=0, description="smoothness: weight of sigma^2 |grad log p|^2")
@@ -178,7 +218,7 @@ class GuideSection(_Section):
     sweep: list[float] = Field(default_factory=list, description="extra weights, one nested run each")
     n_samples: int = Field(500, ge=2)
     steps: int = Field(100, ge=1)
-    method: Literal["ancestral", "ddim"] = "ancestral"
+    method: SamplerName = "ancestral"
     grid_power: float = Field(
         1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
     )
@@ -213,7 +253,7 @@ class ProtocolSection(_Section):
     )
     n_reference: int = Field(10000, ge=2, description="random generator-half molecules of the data row")
     steps: int = Field(1000, ge=1, description="sampling steps")
-    method: Literal["ancestral", "ddim"] = "ancestral"
+    method: SamplerName = "ancestral"
     seed: int = 0
 
     @field_validator("classifier_weights", "cfg_weights")

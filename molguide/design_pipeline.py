@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceTerm, SampleResult, for_samples, sample
 from molguide.elements import QM9_ATOMIC_NUMBERS
+from molguide.pretrained import save_pretrained
 
 
 @dataclass
@@ -62,13 +63,37 @@ class MoleculeDiffusionPipeline:
     def from_components(cls, components: Components, kind: str = "score") -> MoleculeDiffusionPipeline:
         """The pipeline around a run's ``kind`` network (``score``, or ``cfg`` for CFG) with the
         score model's node counts, atom types and recommended time grid."""
+        recommended = components.sampler_settings
         return cls(
             components.network(kind),
             components.diffusion,
             components.nodes,
             components.atom_types,
-            grid_power=float(components.sampler_settings.get("grid_power", 1.0)),
+            sampler=str(recommended.get("method", "ancestral")),
+            steps=int(recommended.get("steps", 100)),
+            grid_power=float(recommended.get("grid_power", 1.0)),
             device=components.device,
+        )
+
+    def save_pretrained(
+        self, directory: str | Path, training: Mapping | None = None, card: str | None = None
+    ) -> Path:
+        """Write the pipeline as a saved model folder (:func:`molguide.pretrained.save_pretrained`):
+        the network's weights and config, the diffusion, the node counts, the atom types and
+        this pipeline's sampler settings, which :meth:`from_pretrained` restores."""
+        if self.nodes is None:
+            raise ValueError("save_pretrained: a saved generator needs its node-count distribution")
+        sampler = {"method": self.sampler, "steps": self.steps, "grid_power": self.grid_power}
+        return save_pretrained(
+            directory,
+            self.model,
+            self.model.config,
+            self.diffusion.config,
+            self.nodes,
+            self.atom_types,
+            training,
+            card,
+            sampler=sampler,
         )
 
     def with_model(self, model: torch.nn.Module) -> MoleculeDiffusionPipeline:
@@ -140,7 +165,7 @@ class MoleculeDiffusionPipeline:
             indices += part.indices
             failures.update(part.failures)
         seconds = time.perf_counter() - t0
-        return SampleResult(molecules, failures, steps, method, power, indices, seconds)
+        return SampleResult(molecules, failures, steps, method, power, indices, seconds, counts.tolist())
 
     def _counts(self, n: int | Sequence[int] | torch.Tensor, seed: int) -> torch.Tensor:
         if isinstance(n, int):

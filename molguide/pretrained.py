@@ -148,7 +148,7 @@ def load_pretrained(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from molguide.components import build_score_model, diffusion_from_config
+    from molguide.components import diffusion_from_config, network_from_state
 
     name = str(source)
     directory = SHIPPED[name] if name in SHIPPED else Path(source)
@@ -175,9 +175,8 @@ def load_pretrained(
         weights = load_file(str(directory / WEIGHTS_FILE), device=str(device))
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot read weights ({err})") from err
-    model = build_score_model(model_config)
     try:
-        model.load_state_dict(weights)
+        model = network_from_state("score", {"network": model_config, "weights": weights}, device)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(
@@ -185,7 +184,7 @@ def load_pretrained(
         ) from err
     nodes = NodeCountDistribution.from_state_dict({"probs": torch.tensor(config["node_count_probs"])})
     return PretrainedScoreModel(
-        model.to(device).eval(),
+        model,
         diffusion_from_config(config["diffusion"]),
         nodes,
         atom_types,
@@ -205,17 +204,14 @@ def export_checkpoint(
     with its EMA weights; the checkpoint's step and data settings go into ``training``;
     ``sampler`` as in :func:`save_pretrained`."""
     from molguide.checkpoint import load_checkpoint
-    from molguide.components import build_score_model
+    from molguide.components import inference_state, network_from_state
     from molguide.elements import QM9_ATOMIC_NUMBERS
-    from molguide.training import ema_weights
 
     state = load_checkpoint(checkpoint)
     missing = [k for k in ("model_config", "diffusion_config", "node_counts", "ema") if k not in state]
     if missing:
         raise CheckpointError(f"{checkpoint}: not a score-model checkpoint (missing {', '.join(missing)})")
-    model = build_score_model(state["model_config"])
-    weights = ema_weights(state["ema"])
-    model.load_state_dict(weights)
+    model = network_from_state("score", inference_state(state))
     steps = int(state.get("step", 0))
     record = {"steps": steps, "data": state.get("data_config", {})}
     optimiser = state.get("train_config", {})

@@ -192,3 +192,20 @@ def test_strict_validity_flags_fragments_radicals_and_charges(qm9):
     assert [m.GetProp("valid_strict") for m in tagged] == ["0", "0", "1", "0"]
     assert tagged[3].GetProp("charged_atoms") == "2" and tagged[1].GetProp("fragments") == "2"
     assert "bond perception failed" in tagged[0].GetProp("notes")  # odd electron count: no neutral bonds
+
+
+def test_lost_samples_count_as_invalid_and_unstable():
+    from molguide.chem.evaluate import over_requested
+    from molguide.data.molecules import Molecule
+
+    present = [Molecule(np.array([6, 1, 1]), np.zeros((3, 3))), Molecule(np.ones(5, int), np.zeros((5, 3)))]
+    measured = {"validity": 1.0, "validity_strict": 0.5, "mol_stability": None, "atom_stability": 0.8,
+                "uniqueness": 0.5, "novelty": 1.0}  # fmt: skip
+    out = over_requested(measured, present, n_requested=4, requested_atoms=20)
+    assert out["validity"] == 0.5 and out["validity_strict"] == 0.25 and out["mol_stability"] == 0.0
+    assert out["atom_stability"] == pytest.approx(0.8 * 8 / 20)
+    assert out["uniqueness"] == 0.5 and out["novelty"] == 1.0  # fractions of the valid ones
+    assert out["valid_unique"] == 0.25 and out["sample_failures"] == 2.0
+    assert over_requested(measured, present, 2)["atom_stability"] == 0.8  # sizes unknown: as measured
+    with pytest.raises(ValueError, match="only 1 requested"):
+        over_requested(measured, present, 1)

@@ -127,3 +127,15 @@ def test_the_designer_generates_through_the_shipped_pipeline_and_takes_user_term
     assert with_term[0].GetProp("molguide_guidance") == "_ZeroTerm"
     with pytest.raises(ValueError, match="guidance-term objects"):
         designer.generate(2, guidance=[1.0])
+
+
+def test_a_saved_pipeline_loads_with_its_sampler_settings_and_makes_the_same_molecules(pipe, tmp_path):
+    import dataclasses
+
+    tuned = dataclasses.replace(pipe, sampler="ddim", steps=6, grid_power=1.5)
+    tuned.save_pretrained(tmp_path / "model", training={"steps": 0})
+    loaded = MoleculeDiffusionPipeline.from_pretrained(tmp_path / "model")
+    assert (loaded.sampler, loaded.steps, loaded.grid_power) == ("ddim", 6, 1.5)
+    assert loaded.model.config == pipe.model.config
+    assert loaded.diffusion.config == pipe.diffusion.config
+    _same(loaded(5, seed=3), tuned(5, seed=3))

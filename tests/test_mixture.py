@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from molguide.diagnostics import theory
-from molguide.guidance.mixture import GaussianMixture
-from molguide.pipelines import toy
+from molguide.toy import checks as toy
+from molguide.toy import theory
+from molguide.toy.mixture import GaussianMixture
+from molguide.toy.vectors import default_mixture
 
 
 @pytest.fixture(scope="module")
 def gm() -> GaussianMixture:
-    return toy.default_mixture()
+    return default_mixture()
 
 
 def test_scores_and_guidance_equal_autograd_of_the_closed_forms(gm):

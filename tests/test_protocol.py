@@ -18,9 +18,10 @@ import torch
 
 from molguide.cli import main
 from molguide.data.molecules import Molecule
-from molguide.diagnostics.report import TABLE_UNITS, mean_absolute_error, reference_maes, to_table_units
-from molguide.pipelines.protocol import PUBLISHED_MAE, PUBLISHED_STABILITY, BatchedSamples, batch_seed
-from molguide.pipelines.summary import conditional_mae_table, stability_table
+from molguide.diagnostics.baselines import mean_absolute_error, reference_maes
+from molguide.diagnostics.published import PUBLISHED_MAE, PUBLISHED_STABILITY, TABLE_UNITS, to_table_units
+from molguide.diagnostics.tables import conditional_mae_table, stability_table
+from molguide.sample_store import BatchedSamples, batch_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "qm9_edm_protocol.yaml"

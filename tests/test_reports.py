@@ -120,7 +120,7 @@ def test_grid_of_evaluated_molecules_draws_every_kind_including_those_without_bo
 
 
 def test_summary_tables_show_strict_validity_beside_validity():
-    from molguide.pipelines.summary import guidance_table, sampling_table
+    from molguide.diagnostics.tables import guidance_table, sampling_table
 
     quality = {"validity": 0.9, "validity_strict": 0.7512, "atom_stability": 0.98, "mol_stability": 0.8}
     guide = {

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from molguide.chem.bond_orders import mol_from_orders
@@ -243,6 +243,36 @@ def evaluate(
     keys = sorted({k for r in results for k in r.properties})
     summary = {k: _summary(r.properties.get(k, float("nan")) for r in results) for k in keys}
     return Evaluation(metrics, results, errors, n + len(read_errors), summary)
+
+
+def over_requested(
+    metrics: Mapping[str, float | None],
+    present: Sequence[Molecule],
+    n_requested: int,
+    requested_atoms: int | None = None,
+) -> dict[str, float | None]:
+    """Metrics of the ``present`` samples turned into fractions of all ``n_requested``:
+    a lost sample (diverged while sampling) counts as invalid and unstable.
+
+    Validities and molecule stability are scaled by present / requested, atom stability
+    by present atoms / ``requested_atoms`` (the atoms of every requested sample; None:
+    not known, left as measured). Uniqueness and novelty stay fractions of the valid
+    molecules, as EDM counts them; ``valid_unique`` is validity x uniqueness and
+    ``sample_failures`` the number lost.
+    """
+    out = dict(metrics)
+    if n_requested < len(present):
+        raise ValueError(f"{len(present)} samples present but only {n_requested} requested")
+    scale = len(present) / n_requested if n_requested else 0.0
+    for key in ("validity", "validity_strict", "mol_stability", PREDICTED_BONDS_METRIC):
+        if key in out:
+            out[key] = (out[key] or 0.0) * scale
+    if requested_atoms:
+        atoms = sum(m.num_atoms for m in present)
+        out["atom_stability"] = (out.get("atom_stability") or 0.0) * (atoms / requested_atoms)
+    out["valid_unique"] = out["validity"] * (out.get("uniqueness") or 0.0)
+    out["sample_failures"] = float(n_requested - len(present))
+    return out
 
 
 def annotated_mols(evaluation: Evaluation, molecules: Sequence[Molecule]) -> list:

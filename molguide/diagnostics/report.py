@@ -16,18 +16,16 @@ import math
 
 import numpy as np
 
-from molguide.chem.evaluate import annotated_mols, evaluate, write_annotated_sdf
+from molguide.chem.evaluate import annotated_mols, evaluate, over_requested, write_annotated_sdf
 from molguide.data.molecules import Molecule, MoleculeSet
-from molguide.diagnostics.statistics import bootstrap_mean, inverse_probability_summary, paired_improvement
+from molguide.diagnostics.statistics import (
+    bootstrap_mean,
+    inverse_probability_summary,
+    nanmean,
+    paired_improvement,
+)
 from molguide.guidance.targets import PropertyTarget, reward_logits
 from molguide.models.predictor import MoleculePredictor, predict_property
-
-
-def _nanmean(values: np.ndarray) -> float:
-    """Mean of the finite entries; nan (without a warning) when there are none."""
-    finite = np.asarray(values, dtype=float)
-    finite = finite[np.isfinite(finite)]
-    return float(finite.mean()) if len(finite) else math.nan
 
 
 def class_probability(pred: np.ndarray, rmse: float, target: PropertyTarget) -> np.ndarray:
@@ -58,12 +56,15 @@ def judge(
     xtb: bool,
     xtb_calibration: tuple[float, float] | None,
     progress: bool = False,
+    requested_atoms: int | None = None,
 ) -> dict:
     """Quality metrics and per-sample arrays of one set of samples.
 
     Per-sample arrays (length ``n_requested``): ``evaluator`` and ``xtb`` values (NaN
     where lost), ``hits``, ``valid`` (EDM validity) and ``valid_strict`` (False where
-    lost). ``validity``, ``validity_strict`` and ``mol_stability`` are over all requested.
+    lost). ``validity``, ``validity_strict`` and ``mol_stability`` are over all requested
+    (:func:`molguide.chem.evaluate.over_requested`), atom stability too when
+    ``requested_atoms`` (the atoms of every requested sample) is given.
     """
     prop = target.name
     present = [k for k, m in enumerate(molecules) if m is not None]
@@ -90,23 +91,19 @@ def judge(
         if raw is not None and xtb_calibration is not None:
             xtb_values[k] = xtb_calibration[0] * raw + xtb_calibration[1]
     # Chemistry metrics over all requested samples (lost ones are invalid and unstable).
-    scale = len(mols) / n_requested
-    metrics = {k: v for k, v in ev.metrics.items()}
-    for key in ("validity", "validity_strict", "mol_stability"):
-        metrics[key] = (metrics[key] or 0.0) * scale
-    metrics["sample_failures"] = float(len(failures))
+    metrics = over_requested(ev.metrics, mols, n_requested, requested_atoms)
     hits = np.where(np.isfinite(pred), target.hits(np.nan_to_num(pred)), False).astype(float)
     metrics["target_hit_rate"] = float(hits.mean())
-    metrics[f"evaluator_{prop}_mean"] = _nanmean(pred)
+    metrics[f"evaluator_{prop}_mean"] = nanmean(pred)
     xtb_hits = None
     if xtb and xtb_calibration is not None:
         xtb_hits = np.where(np.isfinite(xtb_values), target.hits(np.nan_to_num(xtb_values)), False).astype(
             float
         )
         metrics["target_hit_rate_xtb"] = float(xtb_hits.mean())
-        metrics[f"xtb_{prop}_mean"] = _nanmean(xtb_values)
+        metrics[f"xtb_{prop}_mean"] = nanmean(xtb_values)
     if target.target_value is not None:
-        metrics["mae_to_target"] = _nanmean(np.abs(pred - target.target_value))
+        metrics["mae_to_target"] = nanmean(np.abs(pred - target.target_value))
     rmse = float(
         evaluator_state.get("reference_rows", {}).get("evaluator_rmse", evaluator_state["std"] * 0.3)
     )
@@ -151,55 +148,6 @@ def paired_report(guided: dict, unguided: dict, target: PropertyTarget, reward_s
         args += (reward_state.get("clip_z"),)
         r_g, r_u = reward_values(guided["evaluator"], *args), reward_values(unguided["evaluator"], *args)
         out.update(paired_improvement(r_g, r_u, 1.0)[0].as_metrics("reward_improvement"))
-        out["reward_mean"] = _nanmean(r_g)
-        out["reward_mean_unguided"] = _nanmean(r_u)
+        out["reward_mean"] = nanmean(r_g)
+        out["reward_mean_unguided"] = nanmean(r_u)
     return out
-
-
-# ----------------------------------------------------------------------------- EDM's conditional protocol
-
-# The units of EDM's conditional-MAE table (design.md section 9) and the factor from
-# molguide's property units to them: energies are in eV here, meV there.
-TABLE_UNITS: dict[str, tuple[str, float]] = {
-    "alpha_bohr3": ("bohr^3", 1.0),
-    "gap_eV": ("meV", 1000.0),
-    "homo_eV": ("meV", 1000.0),
-    "lumo_eV": ("meV", 1000.0),
-    "mu_D": ("D", 1.0),
-    "cv_calmolK": ("cal/mol K", 1.0),
-}
-
-
-def to_table_units(prop: str, value: float) -> float:
-    """A value (or MAE) of ``prop`` in molguide's unit, converted to the published table's unit."""
-    if prop not in TABLE_UNITS:
-        raise ValueError(f"no published unit for {prop!r}; one of {sorted(TABLE_UNITS)}")
-    return float(value) * TABLE_UNITS[prop][1]
-
-
-def mean_absolute_error(pred: np.ndarray, targets: np.ndarray) -> float:
-    """Mean |pred - target| over the entries where ``pred`` is finite (NaN marks a lost sample)."""
-    pred, targets = np.asarray(pred, dtype=float), np.asarray(targets, dtype=float)
-    if pred.shape != targets.shape:
-        raise ValueError(f"{pred.shape} predictions for {targets.shape} targets")
-    return _nanmean(np.abs(pred - targets))
-
-
-def reference_maes(
-    pred_real: np.ndarray, targets: np.ndarray, atoms_pred: np.ndarray, rng: np.random.Generator
-) -> dict[str, float]:
-    """EDM's three reference rows on real molecules whose own property values are ``targets``.
-
-    - ``naive``: the evaluator's predictions against the targets shuffled (a permutation
-      that breaks the molecule-target pairing): what a generator that ignores the
-      target would score;
-    - ``atoms``: a predictor that sees only the atom count, against the targets;
-    - ``lower_bound``: the evaluator's predictions against the molecules' own values
-      (its error on real molecules, which no generator judged by it can beat on average).
-    """
-    targets = np.asarray(targets, dtype=float)
-    return {
-        "naive": mean_absolute_error(pred_real, rng.permutation(targets)),
-        "atoms": mean_absolute_error(atoms_pred, targets),
-        "lower_bound": mean_absolute_error(pred_real, targets),
-    }

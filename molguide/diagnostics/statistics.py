@@ -8,6 +8,7 @@ value; how many pairs were used is always reported.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,3 +84,15 @@ def inverse_probability_summary(p: np.ndarray, n_boot: int = 2000, seed: int = 0
         "inv_prob_q10": float(q10),
         "inv_prob_q90": float(q90),
     }
+
+
+def nanmean(values: np.ndarray) -> float:
+    """Mean of the finite entries; nan (without a warning) when there are none."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+def is_finite_number(value: object) -> bool:
+    """Whether ``value`` is an int or float that is not NaN or infinite (what MLflow can log)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -19,6 +19,7 @@ Either way s_t(z) = (alpha_t x0_hat - z_t) / sigma_t^2 = -eps_hat / sigma_t.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -158,6 +159,19 @@ class VPDiffusion:
         self.schedule = schedule
         self.onehot_scale = onehot_scale
         self.loss_settings = loss_settings or LossSettings()
+
+    @property
+    def config(self) -> dict:
+        """Everything that rebuilds this diffusion (``diffusion_from_config``): the run's
+        ``diffusion`` section plus the one-hot scaling."""
+        s = self.schedule
+        return {
+            "schedule": s.kind,
+            "steps": s.steps,
+            "precision": s.precision,
+            "loss": dataclasses.asdict(self.loss_settings),
+            "onehot_scale": self.onehot_scale,
+        }
 
     def coefficients(self, t: torch.Tensor, batch: torch.Tensor, dtype: torch.dtype):
         """(alpha_t, sigma_t) per node, shaped (N, 1)."""

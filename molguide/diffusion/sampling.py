@@ -78,7 +78,8 @@ class SampleResult:
     """Generated molecules, their sample indices, and the samples that failed, with reasons.
 
     ``indices[k]`` is the sample number of ``molecules[k]`` (its name is ``sample_<index>``);
-    ``failures`` maps the numbers of lost samples to why they were lost. Sample numbers
+    ``failures`` maps the numbers of lost samples to why they were lost; ``atom_counts``
+    holds the size of every requested sample, lost ones included. Sample numbers
     run over everything one call requested, so guided and unguided calls with one seed
     pair up by number.
     """
@@ -90,6 +91,7 @@ class SampleResult:
     grid_power: float = 1.0
     indices: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    atom_counts: list[int] = field(default_factory=list)  # of every requested sample, lost ones too
 
     def __post_init__(self) -> None:
         if not self.indices:  # a result built by hand: molecules numbered in order
@@ -207,7 +209,7 @@ def sample(
         molecules.append(molecule)
         indices.append(index)
     lost = {first_index + m: reason for m, reason in failures.items()}
-    return SampleResult(molecules, lost, steps, method, grid_power, indices)
+    return SampleResult(molecules, lost, steps, method, grid_power, indices, atom_counts=counts.tolist())
 
 
 def _bond_matrices(logits: torch.Tensor, edges: torch.Tensor, counts: torch.Tensor) -> list[np.ndarray]:

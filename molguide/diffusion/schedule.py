@@ -46,6 +46,7 @@ class NoiseSchedule:
             raise ValueError(f"unknown noise schedule {kind!r}; choose one of {list(SCHEDULES)}")
         self.kind = kind
         self.steps = steps
+        self.precision = precision
         self.alpha2 = torch.tensor(alpha2, dtype=torch.float64)
 
     def index(self, t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""What every training pipeline shares: data of a split, resume, time box, batched logging."""
+"""What every training pipeline shares: bond labels, resume, time box, batched logging."""
 
 from __future__ import annotations
 
@@ -17,19 +17,6 @@ from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import StepLog, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
-
-
-def split_molecules(config: RunConfig, split: str | None = None, limit: int | None = None) -> MoleculeSet:
-    """Molecules of an EDM split (default: the config's), cut to ``limit`` (default: data.max_molecules)."""
-    from molguide.data import edm_splits, load_qm9
-
-    qm9 = load_qm9()
-    idx = edm_splits(len(qm9))[split or config.data.split]
-    limit = limit if limit is not None else config.data.max_molecules
-    if limit:
-        idx = idx[:limit]
-    mols = qm9.subset(idx)
-    return mols.without_hydrogens() if config.data.remove_hydrogens else mols
 
 
 def bond_labels(config: RunConfig, mols: MoleculeSet, model_config: Mapping, progress: bool = False):

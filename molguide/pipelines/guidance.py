@@ -19,19 +19,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molguide.checkpoint import load_checkpoint
+from molguide.chem.xtb import XTB_PROPERTIES
 from molguide.components import (
     build_predictor,
     build_score_model,
     diffusion_from_config,
     inference_state,
     load_components,
+    load_network,
     log_component,
 )
 from molguide.config import RunConfig
 from molguide.data.graphs import MoleculeBatches
-from molguide.data.molecules import MoleculeSet
+from molguide.data.registry import split_molecules
 from molguide.design_pipeline import MoleculeDiffusionPipeline
+from molguide.diagnostics.baselines import atom_count_predictor
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.training import DenoisingObjective
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
@@ -42,18 +44,16 @@ from molguide.pipelines.common import (
     bond_labels,
     log_trained_component,
     run_training,
-    split_molecules,
     train_config,
     training_run,
 )
 from molguide.pipelines.score import _checkpoint_path as score_checkpoint_path
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
-from molguide.training import Trainer, ema_weights
+from molguide.training import Trainer
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "molguide-guidance"
-XTB_PROPERTIES = {"gap_eV", "homo_eV", "lumo_eV", "mu_D"}
 
 
 def _path(config: RunConfig, part: str) -> Path:
@@ -101,7 +101,7 @@ def train_classifier(config: RunConfig, progress: bool | None = None) -> dict:
 
     progress = _progress(progress)
     section = config.classifier
-    mols = split_molecules(config)
+    mols = split_molecules(config.data)
     target = fitted_target(config, mols.properties[config.target.property])
     labels = target.labels(mols.properties[config.target.property])
     diffusion = _diffusion(config)
@@ -129,7 +129,7 @@ def train_classifier(config: RunConfig, progress: bool | None = None) -> dict:
         log_config(config)
         summary = run_training(trainer, section.train, progress, "train classifier")
         averaged = averaged_copy(trainer)
-        held = split_molecules(config, "valid", section.holdout)
+        held = split_molecules(config.data, "valid", section.holdout)
         rows = noise_level_diagnostics(
             averaged,
             diffusion,
@@ -188,7 +188,7 @@ def train_evaluator(config: RunConfig, progress: bool | None = None) -> dict:
 
     progress = _progress(progress)
     section, prop = config.evaluator, config.target.property
-    mols = split_molecules(config, "evaluator_half")
+    mols = split_molecules(config.data, "evaluator_half")
     values = mols.properties[prop]
     mean, std = float(values.mean()), float(values.std())
     torch.manual_seed(section.train.seed)
@@ -217,14 +217,14 @@ def train_evaluator(config: RunConfig, progress: bool | None = None) -> dict:
         summary = run_training(trainer, section.train, progress, "train evaluator")
         model = averaged_copy(trainer)
         # Reference rows on molecules of the generator half (design.md section 8).
-        gen = split_molecules(config, "generator_half", section.holdout)
+        gen = split_molecules(config.data, "generator_half", section.holdout)
         truth = gen.properties[prop]
         pred = predict_property(model, gen, mean, std, _diffusion(config).onehot_scale)
         rng = np.random.default_rng(0)
         rows = {
             "evaluator_mae": float(np.abs(pred - truth).mean()),  # the lower-bound row
             "naive_mae": float(np.abs(rng.permutation(truth) - truth).mean()),
-            "atoms_mae": float(np.abs(_atom_count_predictor(mols, prop)(gen.num_atoms) - truth).mean()),
+            "atoms_mae": float(np.abs(atom_count_predictor(mols, prop)(gen.num_atoms) - truth).mean()),
             "evaluator_rmse": float(np.sqrt(((pred - truth) ** 2).mean())),
         }
         log_metrics_batch([(k, v, 0) for k, v in rows.items()])
@@ -245,14 +245,6 @@ def train_evaluator(config: RunConfig, progress: bool | None = None) -> dict:
     return summary
 
 
-def _atom_count_predictor(mols: MoleculeSet, prop: str):
-    """EDM's #Atoms row: the mean property per atom count (global mean for unseen counts)."""
-    values, counts = mols.properties[prop], mols.num_atoms
-    table = {int(n): float(values[counts == n].mean()) for n in np.unique(counts)}
-    fallback = float(values.mean())
-    return lambda n: np.array([table.get(int(k), fallback) for k in n])
-
-
 # ----------------------------------------------------------------------------- reward model
 
 
@@ -260,7 +252,7 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
     """Train the reward-reweighted score model by weighted denoising score matching."""
     progress = _progress(progress)
     section, prop = config.reward, config.target.property
-    mols = split_molecules(config)
+    mols = split_molecules(config.data)
     target = fitted_target(config, mols.properties[prop])
     direction = target.direction or 1.0
     weights, ess_fraction = reward_weights(mols.properties[prop], section.beta, direction, section.clip_z)
@@ -271,11 +263,12 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
         base = score_checkpoint_path(config)
         if not base.exists():
             raise ValueError(f"reward.init_from_score: no score checkpoint at {base}; run train-score first")
-        base_state = load_checkpoint(base)
+        base_network, base_state = load_network(base, "score")
         # The fine-tuned copy is the base network: its architecture and diffusion, not the config's
         # (they differ when the base is a shipped generator, model.pretrained).
-        model_config, diffusion_config = base_state["model_config"], base_state["diffusion_config"]
-        base_weights = ema_weights(base_state["ema"])
+        model_config = base_state["model_config"]
+        diffusion_config = base_state["diffusion_config"]
+        base_weights = base_network.state_dict()
     # A guidance term needs the reward model's score only: no bond-order head to train.
     model_config = {**model_config, "bond_head": False}
     model = build_score_model(model_config)
@@ -329,7 +322,7 @@ def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
     """Train a conditional score model on (molecule, class one-hot), the label dropped with p_uncond."""
     progress = _progress(progress)
     section = config.cfg
-    mols = split_molecules(config)
+    mols = split_molecules(config.data)
     target = fitted_target(config, mols.properties[config.target.property])
     onehot = np.eye(target.n_bins, dtype=np.float32)[target.labels(mols.properties[config.target.property])]
     model_config = {**config.model.model_dump(), "context_dim": target.n_bins}
@@ -417,7 +410,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             log_component(kind, state)
         mlflow.set_tag("molguide.target", target.describe())
         if cfg_model is not None:  # the CFG-implied guidance gives the better error estimate
-            held = split_molecules(config, "valid", gc.diagnostics_molecules)
+            held = split_molecules(config.data, "valid", gc.diagnostics_molecules)
             rows = noise_level_diagnostics(
                 classifier,
                 diffusion,
@@ -462,6 +455,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 gc.xtb,
                 calibration,
                 progress,
+                requested_atoms=sum(result.atom_counts),
             )
             judged[name] = j
             metrics = dict(j["metrics"])
@@ -536,29 +530,10 @@ def headline_settings(gc, results: dict) -> list[str]:
 
 
 def _xtb_calibration(config: RunConfig, prop: str, n: int = 200) -> tuple[float, float]:
-    """xTB -> DFT scale for ``prop``: slope 1 and the mean offset on n evaluator-half QM9 molecules.
+    """xTB -> DFT mapping for ``prop`` measured on n evaluator-half QM9 molecules."""
+    from molguide.chem.xtb import calibrate_to_dft
 
-    xTB's gap is about 1.9 eV below DFT's. A shift keeps xTB's spread; a least-squares
-    line would shrink predictions towards the mean (regression dilution) and make
-    the top bin unreachable, so hit rates by xTB would be biased low.
-    """
-    from molguide.chem.xtb import xtb_properties
-
-    mols = split_molecules(config, "evaluator_half", n)
-    out = xtb_properties(list(mols), progress=False)
-    ok = [k for k, o in enumerate(out) if isinstance(o, dict)]
-    x = np.array([out[k][prop] for k in ok])
-    y = mols.properties[prop][ok]
-    offset = float(np.mean(y - x))
-    log.info(
-        "xTB calibration for %s on %d QM9 molecules: DFT ~ xTB %+.3f (r = %.3f, MAE after shift %.3f)",
-        prop,
-        len(ok),
-        offset,
-        np.corrcoef(x, y)[0, 1],
-        np.abs(x + offset - y).mean(),
-    )
-    return 1.0, offset
+    return calibrate_to_dft(split_molecules(config.data, "evaluator_half", n), prop)
 
 
 def _short(metrics: dict) -> str:

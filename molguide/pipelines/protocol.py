@@ -32,11 +32,8 @@ steps, sampling settings, pairs) are unchanged; finished trainings are skipped.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,70 +41,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molguide.atomic import atomic_write
+from molguide.atomic import as_json, read_json, write_json
 from molguide.checkpoint import load_checkpoint
-from molguide.components import inference_state, network_from_state
+from molguide.components import load_network
 from molguide.config import RunConfig, TrainSection
 from molguide.data.molecules import Molecule, MoleculeSet
-from molguide.diagnostics.report import TABLE_UNITS, mean_absolute_error, reference_maes, to_table_units
+from molguide.data.registry import split_molecules
+from molguide.diagnostics.baselines import atom_count_predictor, mean_absolute_error, reference_maes
+from molguide.diagnostics.published import TABLE_UNITS, to_table_units
+from molguide.diagnostics.statistics import is_finite_number
+from molguide.diagnostics.tables import PROTOCOL_QUALITY, protocol_tables
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance
 from molguide.pipelines import guidance
-from molguide.pipelines.common import split_molecules
-from molguide.pipelines.summary import conditional_mae_table, stability_table
+from molguide.sample_store import BatchedSamples, batch_seed
 from molguide.tracking import log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "molguide-full"  # used when a step runs alone; nested runs stay in the parent's experiment
 
-PROPERTY_ORDER = ("alpha_bohr3", "gap_eV", "homo_eV", "lumo_eV", "mu_D", "cv_calmolK")
-
-# design.md section 9 (as fractions; the published tables give percentages). ``validity`` is
-# EDM's; the papers report no strict validity (None: "-" in the table).
-STABILITY_KEYS = ("atom_stability", "mol_stability", "validity", "validity_strict", "valid_unique")
-PUBLISHED_STABILITY: list[dict] = [
-    {"row": name, **dict(zip(STABILITY_KEYS, values))}
-    for name, values in (
-        ("QM9 data", (0.990, 0.952, 0.977, None, 0.977)),
-        ("EDM (1000 steps)", (0.987, 0.820, 0.919, None, 0.907)),
-        ("GeoLDM", (0.989, 0.894, 0.938, None, 0.927)),
-        ("GeoBFN (1000 steps)", (0.9908, 0.9087, 0.9531, None, 0.9296)),
-    )
-]
-
-# design.md section 9, in the table's units (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K).
-PUBLISHED_MAE: dict[str, dict[str, float]] = {
-    name: dict(zip(PROPERTY_ORDER, values))
-    for name, values in (
-        ("Naive (shuffled targets)", (9.01, 1470, 645, 1457, 1.616, 6.857)),
-        ("#Atoms", (3.86, 866, 426, 813, 1.053, 1.971)),
-        ("EDM (conditional model)", (2.76, 655, 356, 584, 1.111, 1.101)),
-        ("EEGSDE (EDM + energy guidance)", (2.50, 487, 302, 447, 0.777, 0.941)),
-        ("GeoLDM", (2.37, 587, 340, 522, 1.108, 1.025)),
-        ("JODO", (1.42, 335, 226, 256, 0.628, 0.581)),
-        ("lower bound (evaluator on data)", (0.10, 64, 39, 36, 0.043, 0.040)),
-    )
-}
-
-QUALITY = (
-    "atom_stability",
-    "mol_stability",
-    "validity",
-    "validity_strict",
-    "uniqueness",
-    "valid_unique",
-    "sample_failures",
-)
 # The version of what _quality measures: cached results and reference rows of another
 # version are measured again from the stored samples (2: EDM validity, validity_strict).
 QUALITY_VERSION = 2
-ROW_LABELS = {
-    "naive": "Naive (shuffled targets)",
-    "atoms": "#Atoms",
-    "unguided": "molguide unguided",
-    "lower_bound": "lower bound (evaluator on data)",
-}
 
 
 def _progress(progress: bool | None) -> bool:
@@ -136,19 +92,6 @@ def property_config(config: RunConfig, prop: str) -> RunConfig:
         "target": target,
     }
     return config.model_copy(update=update, deep=True)
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _write_json(path: Path, value: dict) -> None:
-    atomic_write(path, lambda fh: fh.write(json.dumps(value, indent=2, default=str).encode()))
-
-
-def _normalised(value: dict) -> dict:
-    """A dict as it reads back from JSON (tuples become lists), so signatures compare equal."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def classifier_weights(config: RunConfig) -> list[float]:
@@ -206,7 +149,7 @@ def train_protocol_models(config: RunConfig, progress: bool | None = None) -> di
         pconf = property_config(config, prop)
         folder = Path(pconf.output_dir)
         record_path = folder / "training.json"
-        record = _read_json(record_path) or {}
+        record = read_json(record_path) or {}
         tags = {"molguide.pipeline": "protocol-train", "molguide.property": prop}
         with mlflow_run(EXPERIMENT, f"protocol-{prop}", tags):
             reused = []
@@ -222,7 +165,7 @@ def train_protocol_models(config: RunConfig, progress: bool | None = None) -> di
                 else:
                     summary = train(pconf, progress)
                     record[kind] = summary
-                    _write_json(record_path, record)
+                    write_json(record_path, record)
                 out["parts"][f"{prop} {kind}"] = summary
             if reused:
                 import mlflow
@@ -252,7 +195,7 @@ class Pairs:
 def draw_pairs(config: RunConfig) -> Pairs:
     """``protocol.n_samples`` molecules of the generator half, drawn with ``protocol.seed``."""
     pc = config.protocol
-    mols = split_molecules(config)
+    mols = split_molecules(config.data)
     rng = np.random.default_rng([pc.seed, 1])
     idx = rng.choice(len(mols), pc.n_samples, replace=pc.n_samples > len(mols))
     signature = {
@@ -263,103 +206,6 @@ def draw_pairs(config: RunConfig) -> Pairs:
         "remove_hydrogens": config.data.remove_hydrogens,
     }
     return Pairs(mols.subset(idx), signature)
-
-
-def batch_seed(seed: int, batch: int) -> int:
-    """The sampling seed of one batch: batches are independent, so a resumed run repeats them."""
-    return int(np.random.SeedSequence([seed, batch]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-class BatchedSamples:
-    """One sampling setting's molecules, stored batch by batch so that a rerun continues.
-
-    Every batch is a compressed ``batch_<k>.npz`` (atoms, positions, offsets, which
-    samples were lost and why, seconds), written atomically. ``meta.json`` holds the
-    signature of what made them; when it changes (another score checkpoint, other
-    sampling settings), the old batches are discarded with a warning.
-    """
-
-    def __init__(self, folder: Path, signature: dict, n: int, batch_size: int) -> None:
-        self.folder, self.n, self.batch_size = Path(folder), n, batch_size
-        signature = _normalised({**signature, "n": n, "batch_size": batch_size})
-        meta = self.folder / "meta.json"
-        old = _read_json(meta)
-        if old != signature:
-            stale = sorted(self.folder.glob("batch_*.npz"))
-            if stale:
-                log.warning("%s: sampling inputs changed; discarding %d old batches", self.folder, len(stale))
-                for path in stale:
-                    path.unlink()
-            _write_json(meta, signature)
-
-    def _path(self, k: int) -> Path:
-        return self.folder / f"batch_{k:05d}.npz"
-
-    @property
-    def ranges(self) -> list[tuple[int, int, int]]:
-        """(batch index, first sample, end) of every batch."""
-        starts = range(0, self.n, self.batch_size)
-        return [(k, s, min(s + self.batch_size, self.n)) for k, s in enumerate(starts)]
-
-    def fill(
-        self,
-        sample_batch: Callable[[int, int, int], tuple[list[Molecule | None], dict[int, str]]],
-        desc: str,
-        progress: bool,
-    ) -> None:
-        """Sample every missing batch with ``sample_batch(k, start, end)`` -> (molecules, failures)."""
-        from tqdm.auto import tqdm
-
-        todo = [r for r in self.ranges if not self._path(r[0]).exists()]
-        if not todo:
-            return
-        done = self.n - sum(end - start for _, start, end in todo)
-        if done:
-            log.info("%s: resuming at %d of %d molecules", desc, done, self.n)
-        with tqdm(total=self.n, initial=done, desc=desc, unit="mol", disable=not progress) as bar:
-            for k, start, end in todo:
-                t0 = time.perf_counter()
-                mols, failures = sample_batch(k, start, end)
-                self._save(k, mols, failures, time.perf_counter() - t0)
-                bar.update(end - start)
-                if not progress:
-                    log.info("%s: %d of %d molecules", desc, end, self.n)
-
-    def _save(self, k: int, mols: list[Molecule | None], failures: dict[int, str], seconds: float) -> None:
-        present = [i for i, m in enumerate(mols) if m is not None]
-        counts = np.array([mols[i].num_atoms for i in present], dtype=np.int64)
-        arrays = {
-            "index": np.array(present, dtype=np.int64),
-            "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            "atomic_numbers": np.concatenate(
-                [mols[i].atomic_numbers for i in present] or [np.zeros(0)]
-            ).astype(np.int8),
-            "positions": np.concatenate([mols[i].positions for i in present] or [np.zeros((0, 3))]).astype(
-                np.float32
-            ),
-            "failed": np.array(sorted(failures), dtype=np.int64),
-            "reasons": np.array([failures[i] for i in sorted(failures)], dtype=str),
-            "seconds": np.array(seconds),
-        }
-        atomic_write(self._path(k), lambda fh: np.savez_compressed(fh, **arrays))
-
-    def load(self) -> tuple[list[Molecule | None], dict[int, str], float]:
-        """(molecule or None per sample, failures by sample index, sampling seconds) of all batches."""
-        mols: list[Molecule | None] = [None] * self.n
-        failures: dict[int, str] = {}
-        seconds = 0.0
-        for k, start, _ in self.ranges:
-            with np.load(self._path(k)) as npz:
-                z = {key: npz[key] for key in npz.files}  # each npz[key] access decompresses again
-            offsets = z["offsets"]
-            for j, i in enumerate(z["index"].tolist()):
-                a, b = offsets[j], offsets[j + 1]
-                mols[start + i] = Molecule(
-                    z["atomic_numbers"][a:b], z["positions"][a:b], name=f"sample_{start + i}"
-                )
-            failures.update({start + int(i): str(r) for i, r in zip(z["failed"], z["reasons"])})
-            seconds += float(z["seconds"])
-        return mols, failures, seconds
 
 
 @dataclass
@@ -410,25 +256,12 @@ def _quality(
     ``requested_atoms``: the atoms of every requested sample, lost ones included (their
     atoms count as unstable); None when nothing can be lost (real molecules).
     """
-    from molguide.chem.evaluate import evaluate, write_annotated_sdf
+    from molguide.chem.evaluate import evaluate, over_requested, write_annotated_sdf
 
     present = [m for m in mols if m is not None]
     ev = evaluate(present, reference_smiles=[], descriptors=False, progress=progress)
-    scale = len(present) / len(mols)
-    m = ev.metrics
-    validity = (m["validity"] or 0.0) * scale
-    atom_scale = 1.0
-    if requested_atoms:
-        atom_scale = sum(p.num_atoms for p in present) / requested_atoms
-    out = {
-        "atom_stability": (m["atom_stability"] or 0.0) * atom_scale if present else 0.0,
-        "mol_stability": (m["mol_stability"] or 0.0) * scale,
-        "validity": validity,
-        "validity_strict": (m["validity_strict"] or 0.0) * scale,
-        "uniqueness": m["uniqueness"],
-        "valid_unique": validity * (m["uniqueness"] or 0.0),
-        "sample_failures": float(len(mols) - len(present)),
-    }
+    measured = over_requested(ev.metrics, present, len(mols), requested_atoms)
+    out = {k: measured[k] for k in PROTOCOL_QUALITY}
     if sdf is not None:
         sdf.parent.mkdir(parents=True, exist_ok=True)
         write_annotated_sdf(ev, present, sdf)
@@ -448,23 +281,19 @@ def qm9_reference_row(config: RunConfig, progress: bool) -> dict:
     key += f"_first{dc.max_molecules}" if dc.max_molecules else ""
     key += "_noH" if dc.remove_hydrogens else ""
     path = default_cache_dir() / "protocol" / f"{key}.json"
-    cached = _read_json(path)
+    cached = read_json(path)
     if cached is not None and cached.get("quality_version") == QUALITY_VERSION:
         return cached["row"]
-    mols = split_molecules(config)
+    mols = split_molecules(config.data)
     rng = np.random.default_rng([pc.seed, 2])
     idx = rng.choice(len(mols), min(pc.n_reference, len(mols)), replace=False)
     row = {"n": len(idx), **_quality(list(mols.subset(idx)), progress)}
-    _write_json(path, {"quality_version": QUALITY_VERSION, "row": row})
+    write_json(path, {"quality_version": QUALITY_VERSION, "row": row})
     return row
 
 
 def _network(folder: Path, kind: str, device: str) -> tuple[torch.nn.Module, dict]:
-    path = folder / kind / "last.pt"
-    if not path.exists():
-        raise ValueError(f"protocol: no {kind} checkpoint at {path}; run the protocol-train step first")
-    state = inference_state(load_checkpoint(path, map_location=device))
-    return network_from_state(kind, state, device), state
+    return load_network(folder / kind / "last.pt", kind, device)
 
 
 def _predict(evaluator: torch.nn.Module, state: dict, mols: list[Molecule | None], onehot_scale: float):
@@ -514,13 +343,9 @@ def _log_setting(name: str, tags: dict, metrics: dict, sdf: Path | None) -> None
     import mlflow
 
     with mlflow_run(EXPERIMENT, name, tags, nested=True):
-        log_metrics_batch([(k, v, 0) for k, v in metrics.items() if _finite(v)])
+        log_metrics_batch([(k, v, 0) for k, v in metrics.items() if is_finite_number(v)])
         if sdf is not None and sdf.exists():
             mlflow.log_artifact(str(sdf), "samples")
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _unguided(score: torch.nn.Module, signature: dict) -> Setting:
@@ -534,10 +359,10 @@ def _unconditional(
     root = protocol_dir(config)
     results_path = root / "unconditional" / "results.json"
     sdf = root / "unconditional" / "samples.sdf"
-    cached = _read_json(results_path)
+    cached = read_json(results_path)
     if (
         cached is not None
-        and cached.get("signature") == _normalised(signature)
+        and cached.get("signature") == as_json(signature)
         and cached.get("quality_version") == QUALITY_VERSION
     ):
         log.info("protocol unconditional: results of an earlier run reused (%s)", results_path)
@@ -551,12 +376,12 @@ def _unconditional(
         quality = _quality(mols, progress, sdf, int(pairs.counts.sum()))
         quality["sample_s_per_molecule"] = seconds / len(mols)
         result = {
-            "signature": _normalised(signature),
+            "signature": as_json(signature),
             "quality_version": QUALITY_VERSION,
             "n": len(mols),
             "quality": quality,
         }
-        _write_json(results_path, result)
+        write_json(results_path, result)
         result["reused"] = False
     tags = {"molguide.guidance": "unguided", "molguide.steps": str(config.protocol.steps)}
     _log_setting("unconditional", tags, result["quality"], sdf)
@@ -577,7 +402,7 @@ def _property_results(
     folder = Path(pconf.output_dir)
     evaluator, estate = _network(folder, "evaluator", config.device)
     settings = _settings_of_property(config, prop, pairs, base_signature, score, diffusion)
-    signature = _normalised(
+    signature = as_json(
         {
             **base_signature,
             "evaluator_step": int(estate["step"]),
@@ -586,7 +411,7 @@ def _property_results(
         }
     )
     results_path = folder / "results.json"
-    cached = _read_json(results_path)
+    cached = read_json(results_path)
     if cached is not None and cached.get("signature") == signature:
         log.info("protocol %s: results of an earlier run reused (%s)", prop, results_path)
         for name, row in cached["settings"].items():
@@ -598,7 +423,7 @@ def _property_results(
     onehot_scale = diffusion.onehot_scale
     # The reference rows: the evaluator on the pairs' real molecules; #Atoms fitted on the evaluator half.
     real = _predict(evaluator, estate, list(pairs.molecules), onehot_scale)
-    atoms = guidance._atom_count_predictor(split_molecules(pconf, "evaluator_half"), prop)(pairs.counts)
+    atoms = atom_count_predictor(split_molecules(pconf.data, "evaluator_half"), prop)(pairs.counts)
     rng = np.random.default_rng([config.protocol.seed, 3])
     maes = {k: to_table_units(prop, v) for k, v in reference_maes(real, targets, atoms, rng).items()}
 
@@ -642,7 +467,7 @@ def _property_results(
         "mae": maes,
         "settings": out_settings,
     }
-    _write_json(results_path, result)
+    write_json(results_path, result)
     log.info("protocol %s: %s", prop, ", ".join(f"{k} {v:.4g} {unit}" for k, v in maes.items()))
     return {**result, "reused": False}
 
@@ -688,76 +513,6 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
         log_protocol(result)
         result["run_id"] = run.info.run_id
     return result
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def _model_description(config: RunConfig) -> str:
-    kw = config.model.backbone_kwargs
-    size = f" {kw['hidden']}x{kw['num_layers']}" if "hidden" in kw and "num_layers" in kw else ""
-    return f"{config.model.backbone.upper()}{size}"
-
-
-def _setting_label(name: str) -> str:
-    if name in ROW_LABELS:
-        return ROW_LABELS[name]
-    kind, _, weight = name.rpartition("_w")
-    return f"molguide {'classifier-guided' if kind == 'classifier' else 'CFG'}, w = {weight}"
-
-
-def protocol_tables(
-    config: RunConfig, unconditional: dict, data_row: dict, per_property: dict[str, dict], score_steps: int
-) -> dict:
-    """The stability and conditional-MAE tables (Markdown and rows) and their metrics."""
-    pc = config.protocol
-    stability_rows = [
-        {
-            "source": "measured",
-            "row": f"molguide ({_model_description(config)}, {score_steps:,} training steps; "
-            f"{pc.method} sampler, {pc.steps} steps)",
-            "n": unconditional["n"],
-            **unconditional["quality"],
-        },
-        {"source": "measured", "row": f"QM9 data ({config.data.split})", **data_row},
-        *({"source": "published", "n": None, **r} for r in PUBLISHED_STABILITY),
-    ]
-    names: list[str] = []  # every measured row, in table order, over all properties
-    for r in per_property.values():
-        names += [n for n in r["mae"] if n not in names]
-    order = ["naive", "atoms", "unguided", *[n for n in names if n not in ROW_LABELS], "lower_bound"]
-    mae_rows = [
-        {
-            "source": "measured",
-            "row": _setting_label(name),
-            "key": name,
-            "mae": {p: r["mae"][name] for p, r in per_property.items() if name in r["mae"]},
-        }
-        for name in order
-    ]
-    mae_rows += [
-        {"source": "published", "row": name, "mae": values} for name, values in PUBLISHED_MAE.items()
-    ]
-    metrics: dict[str, float] = {}
-    for p, r in per_property.items():
-        metrics.update({f"mae_{p}_{name}": v for name, v in r["mae"].items()})
-        for name, s in r.get("settings", {}).items():
-            metrics.update({f"{p}.{name}.{k}": v for k, v in s["metrics"].items() if k in QUALITY})
-    metrics.update({k: v for k, v in unconditional["quality"].items()})
-    metrics.update({f"qm9_data_{k}": v for k, v in data_row.items() if k in QUALITY})
-    header = (
-        f"EDM protocol on QM9: evaluators trained on the evaluator half, score model and classifiers on "
-        f"the {config.data.split}; {unconditional['n']:,} samples ({pc.method}, {pc.steps} steps)"
-    )
-    return {
-        "header": header,
-        "stability_table": stability_table(stability_rows),
-        "conditional_mae_table": conditional_mae_table(mae_rows, TABLE_UNITS),
-        "stability": stability_rows,
-        "conditional_mae": mae_rows,
-        "units": {p: unit for p, (unit, _) in TABLE_UNITS.items()},
-        "metrics": {k: float(v) for k, v in metrics.items() if _finite(v)},
-    }
 
 
 def log_protocol(result: dict) -> None:

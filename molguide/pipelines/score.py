@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from molguide.checkpoint import load_checkpoint
-from molguide.components import build_score_model, diffusion_from_config
+from molguide.components import build_score_model, diffusion_from_config, load_network
 from molguide.config import RunConfig
 from molguide.data.molecules import MoleculeSet
+from molguide.data.registry import split_molecules
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.training import DiffusionTrainer
@@ -19,12 +19,10 @@ from molguide.pipelines.common import (
     bond_labels,
     log_trained_component,
     run_training,
-    split_molecules,
     train_config,
     training_run,
 )
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
-from molguide.training import ema_weights
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,7 @@ EXPERIMENT = "molguide-score"
 
 def training_molecules(config: RunConfig) -> MoleculeSet:
     """The split that trains the generator (EDM protocol), optionally cut or without H."""
-    return split_molecules(config)
+    return split_molecules(config.data)
 
 
 def _checkpoint_path(config: RunConfig) -> Path:
@@ -131,14 +129,7 @@ def train_score(config: RunConfig, progress: bool | None = None) -> dict:
 
 def load_score_model(path: str | Path, use_ema: bool = True, device: str = "cpu"):
     """(model, diffusion, node distribution, checkpoint state) from a train-score checkpoint."""
-    state = load_checkpoint(path, map_location=device)
-    model = build_score_model(state["model_config"])
-    if use_ema:
-        weights = ema_weights(state["ema"])
-    else:
-        weights = state["model"]
-    model.load_state_dict(weights)
-    model.to(device).eval()
+    model, state = load_network(path, "score", device, use_ema)
     diffusion = diffusion_from_config(state["diffusion_config"])
     nodes = NodeCountDistribution.from_state_dict(state["node_counts"])
     return model, diffusion, nodes, state
@@ -154,7 +145,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
     """
     import mlflow
 
-    from molguide.chem.evaluate import evaluate, write_annotated_sdf
+    from molguide.chem.evaluate import evaluate, over_requested, write_annotated_sdf
     from molguide.chem.smiles import qm9_training_smiles
 
     progress = sys.stderr.isatty() if progress is None else progress
@@ -191,14 +182,9 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
                 grid_power=sc.grid_power,
                 progress=progress,
             )
-            molecules, failures, seconds = result.molecules, result.failures, result.seconds
+            molecules, seconds = result.molecules, result.seconds
             ev = evaluate(molecules, reference_smiles=reference, xtb=sc.xtb, progress=progress)
-            metrics = dict(ev.metrics)
-            # Lost samples count as invalid and unstable: these fractions are over all requested.
-            scale = len(molecules) / sc.n_samples
-            for key in ("validity", "validity_strict", "mol_stability"):
-                metrics[key] = (metrics[key] or 0.0) * scale
-            metrics["sample_failures"] = len(failures)
+            metrics = over_requested(ev.metrics, molecules, sc.n_samples, sum(result.atom_counts))
             metrics["sample_s_per_molecule"] = seconds / sc.n_samples
             tag = f"{sc.method}{steps}"
             with mlflow_run(

@@ -22,8 +22,8 @@ from pathlib import Path
 import yaml
 
 from molguide.config import RunConfig
+from molguide.diagnostics.tables import guidance_table, noise_level_table, sampling_table, training_table
 from molguide.pipelines import guidance, protocol, score
-from molguide.pipelines.summary import guidance_table, noise_level_table, sampling_table, training_table
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
 
 log = logging.getLogger(__name__)
@@ -219,12 +219,10 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     extra: dict[str, float] = {}
     evaluator_path = Path(config.output_dir) / "evaluator" / "last.pt"
     if evaluator_path.exists():
-        from molguide.checkpoint import load_checkpoint
-        from molguide.components import diffusion_from_config, inference_state, network_from_state
+        from molguide.components import diffusion_from_config, load_network
         from molguide.models.predictor import predict_property
 
-        state = inference_state(load_checkpoint(evaluator_path))
-        model = network_from_state("evaluator", state)
+        model, state = load_network(evaluator_path, "evaluator")
         onehot = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
         pred = predict_property(model, MoleculeSet.from_molecules(mols), state["mean"], state["std"], onehot)
         for m, v in zip(mols, pred):

@@ -1,8 +1,13 @@
-"""Plain-text summary tables that pipelines print at the end and log as ``summary.txt``."""
+"""Plain-text tables: the summaries pipelines print at the end (logged as ``summary.txt``)
+and EDM's protocol tables (stability, conditional MAE) beside the published rows."""
 
 from __future__ import annotations
 
 import math
+
+from molguide.config import RunConfig
+from molguide.diagnostics.published import PUBLISHED_MAE, PUBLISHED_STABILITY, TABLE_UNITS
+from molguide.diagnostics.statistics import is_finite_number
 
 
 def _num(value, fmt: str = ".3f") -> str:
@@ -160,7 +165,7 @@ def conditional_mae_table(rows: list[dict], units: dict[str, tuple[str, float]])
     """EDM's conditional table: MAE per property (columns) for each row (a method or a reference).
 
     Each row: ``source``, ``row`` and ``mae`` = {property: MAE in the table's unit};
-    ``units`` maps a property to (unit, factor) as in ``diagnostics.report.TABLE_UNITS``.
+    ``units`` maps a property to (unit, factor) as in ``diagnostics.published.TABLE_UNITS``.
     """
     props = list(MAE_COLUMNS)
     header = ["source", "row", *(f"{MAE_COLUMNS[p][0]} ({units[p][0]})" for p in props)]
@@ -204,3 +209,91 @@ def toy_table(toy: dict) -> str:
         f"{sum(r['exact_flagged'] for r in rows)}"
     )
     return "\n".join(lines)
+
+
+# What the protocol measures on every set of samples (and on the data row).
+PROTOCOL_QUALITY = (
+    "atom_stability",
+    "mol_stability",
+    "validity",
+    "validity_strict",
+    "uniqueness",
+    "valid_unique",
+    "sample_failures",
+)
+ROW_LABELS = {
+    "naive": "Naive (shuffled targets)",
+    "atoms": "#Atoms",
+    "unguided": "molguide unguided",
+    "lower_bound": "lower bound (evaluator on data)",
+}
+
+
+# ----------------------------------------------------------------------------- EDM protocol tables
+
+
+def _model_description(config: RunConfig) -> str:
+    kw = config.model.backbone_kwargs
+    size = f" {kw['hidden']}x{kw['num_layers']}" if "hidden" in kw and "num_layers" in kw else ""
+    return f"{config.model.backbone.upper()}{size}"
+
+
+def _setting_label(name: str) -> str:
+    if name in ROW_LABELS:
+        return ROW_LABELS[name]
+    kind, _, weight = name.rpartition("_w")
+    return f"molguide {'classifier-guided' if kind == 'classifier' else 'CFG'}, w = {weight}"
+
+
+def protocol_tables(
+    config: RunConfig, unconditional: dict, data_row: dict, per_property: dict[str, dict], score_steps: int
+) -> dict:
+    """The stability and conditional-MAE tables (Markdown and rows) and their metrics."""
+    pc = config.protocol
+    stability_rows = [
+        {
+            "source": "measured",
+            "row": f"molguide ({_model_description(config)}, {score_steps:,} training steps; "
+            f"{pc.method} sampler, {pc.steps} steps)",
+            "n": unconditional["n"],
+            **unconditional["quality"],
+        },
+        {"source": "measured", "row": f"QM9 data ({config.data.split})", **data_row},
+        *({"source": "published", "n": None, **r} for r in PUBLISHED_STABILITY),
+    ]
+    names: list[str] = []  # every measured row, in table order, over all properties
+    for r in per_property.values():
+        names += [n for n in r["mae"] if n not in names]
+    order = ["naive", "atoms", "unguided", *[n for n in names if n not in ROW_LABELS], "lower_bound"]
+    mae_rows = [
+        {
+            "source": "measured",
+            "row": _setting_label(name),
+            "key": name,
+            "mae": {p: r["mae"][name] for p, r in per_property.items() if name in r["mae"]},
+        }
+        for name in order
+    ]
+    mae_rows += [
+        {"source": "published", "row": name, "mae": values} for name, values in PUBLISHED_MAE.items()
+    ]
+    metrics: dict[str, float] = {}
+    for p, r in per_property.items():
+        metrics.update({f"mae_{p}_{name}": v for name, v in r["mae"].items()})
+        for name, s in r.get("settings", {}).items():
+            metrics.update({f"{p}.{name}.{k}": v for k, v in s["metrics"].items() if k in PROTOCOL_QUALITY})
+    metrics.update({k: v for k, v in unconditional["quality"].items()})
+    metrics.update({f"qm9_data_{k}": v for k, v in data_row.items() if k in PROTOCOL_QUALITY})
+    header = (
+        f"EDM protocol on QM9: evaluators trained on the evaluator half, score model and classifiers on "
+        f"the {config.data.split}; {unconditional['n']:,} samples ({pc.method}, {pc.steps} steps)"
+    )
+    return {
+        "header": header,
+        "stability_table": stability_table(stability_rows),
+        "conditional_mae_table": conditional_mae_table(mae_rows, TABLE_UNITS),
+        "stability": stability_rows,
+        "conditional_mae": mae_rows,
+        "units": {p: unit for p, (unit, _) in TABLE_UNITS.items()},
+        "metrics": {k: float(v) for k, v in metrics.items() if is_finite_number(v)},
+    }

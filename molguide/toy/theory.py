@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from molguide.guidance.mixture import GaussianMixture
+from molguide.toy.mixture import GaussianMixture
 
 # log p_hat_t(. | z) as a function of (z, alpha, sigma) -> (N, C) log-probabilities
 LogClassifier = Callable[[torch.Tensor, float, float], torch.Tensor]

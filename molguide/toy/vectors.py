@@ -15,7 +15,7 @@ from torch import nn
 
 from molguide.diffusion.samplers import build_sampler
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.guidance.mixture import GaussianMixture
+from molguide.toy.mixture import GaussianMixture
 
 # score_fn(z, t, alpha, sigma) -> score (N, d); t, alpha, sigma are floats of the current step
 VectorScore = Callable[[torch.Tensor, float, float, float], torch.Tensor]
