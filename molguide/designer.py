@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from molguide.components import Components, load_components
-from molguide.data.molecules import Molecule, MoleculeSet
+from molguide.data.molecules import Molecule
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.sampling import GuidanceTerm
 from molguide.guidance.targets import PropertyTarget
@@ -215,16 +215,11 @@ class Designer:
     def _predict(self, molecules: list[Molecule]) -> None:
         if not molecules or not self.components.has("evaluator"):
             return
-        from molguide.models.predictor import predict_property
+        from molguide.models.predictor import predict_samples
 
         state = self.components.states["evaluator"]
-        values = predict_property(
-            self.components.network("evaluator"),
-            MoleculeSet.from_molecules(molecules),
-            state["mean"],
-            state["std"],
-            self.components.diffusion.onehot_scale,
-        )
+        evaluator, onehot = self.components.network("evaluator"), self.components.diffusion.onehot_scale
+        values = predict_samples(evaluator, molecules, state["mean"], state["std"], onehot)
         for m, v in zip(molecules, values):
             m.properties[f"evaluator_{state['property']}"] = float(v)
 

@@ -40,14 +40,14 @@ def mlflow_store(tmp_path, monkeypatch):
 def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlflow_store, qm9):
     import mlflow
 
-    from molguide.pipelines.guidance import (
-        guided_sample,
+    from molguide.pipelines.guidance import guided_sample
+    from molguide.pipelines.train import (
         train_cfg,
         train_classifier,
         train_evaluator,
         train_reward,
+        train_score,
     )
-    from molguide.pipelines.score import train_score
 
     config = load_config(None, [f"output_dir={tmp_path / 'runs'}", *TINY])
     train_score(config, progress=False)
@@ -105,7 +105,7 @@ def test_a_longer_run_resumes_a_finished_evaluator_exactly(tmp_path, mlflow_stor
     import torch
 
     from molguide.checkpoint import load_checkpoint
-    from molguide.pipelines.guidance import train_evaluator
+    from molguide.pipelines.train import train_evaluator
 
     tiny = [
         "data.max_molecules=200",

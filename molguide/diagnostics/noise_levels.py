@@ -201,3 +201,28 @@ def _lipschitz(classifier, state: GuidanceState, target_class: int, gen: torch.G
     per_mol = torch.zeros(state.num_graphs, dtype=sq.dtype, device=device)
     per_mol.index_add_(0, state.batch, sq.detach())
     return (per_mol.sqrt() / delta).cpu().numpy()
+
+
+def log_noise_levels(rows: list) -> list[dict]:
+    """Per-bin diagnostics (NoiseLevelRow objects or their stored dicts) with step = bin."""
+    import mlflow
+
+    from molguide.tracking import log_metrics_batch
+
+    rows = [r.as_dict() if hasattr(r, "as_dict") else r for r in rows]
+    keys = (
+        "classifier_ce",
+        "classifier_accuracy",
+        "classifier_ece",
+        "guidance_mse_est",
+        "guidance_mse_bound",
+        "grad_lipschitz",
+        "lipschitz_bound",
+    )
+    log_metrics_batch(
+        [(k, d[k], d["bin"]) for d in rows for k in keys if d[k] is not None and math.isfinite(d[k])]
+    )
+    if rows:
+        mlflow.set_tag("molguide.guidance_mse_kind", rows[0]["guidance_mse_kind"])
+        mlflow.set_tag("molguide.noise_bins", " ".join(f"{d['t_low']:.2f}" for d in rows))
+    return rows

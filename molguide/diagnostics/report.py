@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from molguide.chem.evaluate import annotated_mols, evaluate, over_requested, write_annotated_sdf
-from molguide.data.molecules import Molecule, MoleculeSet
+from molguide.data.molecules import Molecule
 from molguide.diagnostics.statistics import (
     bootstrap_mean,
     inverse_probability_summary,
@@ -25,7 +25,7 @@ from molguide.diagnostics.statistics import (
     paired_improvement,
 )
 from molguide.guidance.targets import PropertyTarget, reward_logits
-from molguide.models.predictor import MoleculePredictor, predict_property
+from molguide.models.predictor import MoleculePredictor, predict_samples
 
 
 def class_probability(pred: np.ndarray, rmse: float, target: PropertyTarget) -> np.ndarray:
@@ -67,20 +67,15 @@ def judge(
     ``requested_atoms`` (the atoms of every requested sample) is given.
     """
     prop = target.name
+    if len(molecules) != n_requested:
+        raise ValueError(f"{len(molecules)} entries for {n_requested} requested samples")
     present = [k for k, m in enumerate(molecules) if m is not None]
     mols = [molecules[k] for k in present]
-    pred = np.full(n_requested, np.nan)
-    if mols:
-        values = predict_property(
-            evaluator,
-            MoleculeSet.from_molecules(mols),
-            evaluator_state["mean"],
-            evaluator_state["std"],
-            onehot_scale,
-        )
-        pred[present] = values
-        for m, v in zip(mols, values):
-            m.properties[f"evaluator_{prop}"] = float(v)
+    pred = predict_samples(
+        evaluator, molecules, evaluator_state["mean"], evaluator_state["std"], onehot_scale
+    )
+    for k in present:
+        molecules[k].properties[f"evaluator_{prop}"] = float(pred[k])
     ev = evaluate(mols, reference_smiles=reference_smiles, descriptors=False, xtb=xtb, progress=progress)
     valid = np.zeros(n_requested, dtype=bool)  # EDM validity
     valid_strict = np.zeros(n_requested, dtype=bool)

@@ -28,7 +28,6 @@ from torch_geometric.utils import scatter
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.distributed import Shard, all_reduce_sum
 from molguide.geometry import kabsch_align, remove_mean
 
 ONEHOT_SCALE = 0.25
@@ -137,6 +136,21 @@ def denoised_from_output(
 
 
 @dataclass
+class LossDraws:
+    """The random numbers of one loss evaluation (:meth:`VPDiffusion.draw`).
+
+    ``t`` (B,) times; ``noise_x`` (N, 3) and ``noise_h`` (N, K) standard normals (centred
+    and scaled when the batch is noised); ``self_condition`` (B,) uniforms deciding which
+    molecules get the network's first estimate (self-conditioned networks only).
+    """
+
+    t: torch.Tensor
+    noise_x: torch.Tensor
+    noise_h: torch.Tensor
+    self_condition: torch.Tensor | None = None
+
+
+@dataclass
 class NoisedBatch:
     """A noised batch and the noise that made it."""
 
@@ -202,27 +216,43 @@ class VPDiffusion:
             getattr(model, "parameterisation", "eps"), output, zx, zh, alpha, sigma, self.onehot_scale
         )
 
-    def sample_times(
-        self, num_graphs: int, generator: torch.Generator | None = None, shard: Shard | None = None
-    ) -> torch.Tensor:
-        """Times uniform on the grid {0, 1/T, ..., 1} (``shard``: this process's rows of the global draw)."""
-        total = shard.total_graphs if shard else num_graphs
-        steps = torch.randint(0, self.schedule.steps + 1, (total,), generator=generator)
-        steps = shard.graph_rows(steps) if shard else steps
+    def sample_times(self, num_graphs: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Times uniform on the grid {0, 1/T, ..., 1}."""
+        steps = torch.randint(0, self.schedule.steps + 1, (num_graphs,), generator=generator)
         return steps.double() / self.schedule.steps
 
     def sample_times_towards_data(
-        self,
-        num_graphs: int,
-        power: float,
-        generator: torch.Generator | None = None,
-        shard: Shard | None = None,
+        self, num_graphs: int, power: float, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Times u^power rounded to the grid, u uniform on [0, 1] (power > 1: nearer the data)."""
-        total = shard.total_graphs if shard else num_graphs
-        u = torch.rand(total, generator=generator, dtype=torch.float64)
-        u = shard.graph_rows(u) if shard else u
+        u = torch.rand(num_graphs, generator=generator, dtype=torch.float64)
         return torch.round(u**power * self.schedule.steps) / self.schedule.steps
+
+    def draw(
+        self,
+        num_graphs: int,
+        num_nodes: int,
+        num_types: int,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        self_condition: bool = False,
+        device: torch.device | str | None = None,
+    ) -> LossDraws:
+        """The random numbers of one loss evaluation for ``num_graphs`` molecules of
+        ``num_nodes`` atoms in all, in a fixed order: times (by this diffusion's
+        ``time_power``), position noise, type noise and, for a self-conditioned network,
+        which molecules get their own first estimate. Drawn on the generator's device
+        (CPU generators keep runs reproducible across devices), else on ``device``."""
+        ls = self.loss_settings
+        if ls.time_power == 1.0:
+            t = self.sample_times(num_graphs, generator)
+        else:
+            t = self.sample_times_towards_data(num_graphs, ls.time_power, generator)
+        device = generator.device if generator is not None else device
+        noise_x = torch.randn(num_nodes, 3, generator=generator, dtype=dtype, device=device)
+        noise_h = torch.randn(num_nodes, num_types, generator=generator, dtype=dtype, device=device)
+        use = torch.rand(num_graphs, generator=generator) if self_condition else None
+        return LossDraws(t, noise_x, noise_h, use)
 
     def noise(
         self,
@@ -231,25 +261,24 @@ class VPDiffusion:
         batch: torch.Tensor,
         t: torch.Tensor,
         generator: torch.Generator | None = None,
-        shard: Shard | None = None,
         align: bool = False,
+        raw_noise: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> NoisedBatch:
         """z_t from clean centred positions and unscaled one-hots at per-molecule times t.
 
+        ``raw_noise``: the (N, 3) position and (N, K) type standard normals to use (e.g.
+        from :meth:`draw`); without it they are drawn from ``generator`` on its device.
         ``align``: rotate each molecule's position noise onto its positions (Kabsch).
-
-        The noise is drawn on the generator's device (CPU generators keep runs
-        reproducible across devices); with a ``shard`` it is drawn for the whole global
-        batch and this process keeps its atoms' rows.
         """
         n, dtype, num_graphs = x0.shape[0], x0.dtype, int(t.shape[0])
         alpha, sigma = self.coefficients(t, batch, dtype)
-        source = generator.device if generator is not None else x0.device
-        total = shard.total_nodes if shard else n
-        raw_x = torch.randn(total, 3, generator=generator, dtype=dtype, device=source)
-        raw_h = torch.randn(total, onehot.shape[1], generator=generator, dtype=dtype, device=source)
-        if shard:
-            raw_x, raw_h = shard.node_rows(raw_x), shard.node_rows(raw_h)
+        if raw_noise is None:
+            source = generator.device if generator is not None else x0.device
+            raw_noise = (
+                torch.randn(n, 3, generator=generator, dtype=dtype, device=source),
+                torch.randn(n, onehot.shape[1], generator=generator, dtype=dtype, device=source),
+            )
+        raw_x, raw_h = raw_noise
         eps_x = remove_mean(raw_x.to(x0.device), batch, num_graphs)
         eps_h = raw_h.to(x0.device)
         x0 = remove_mean(x0, batch, num_graphs)
@@ -270,39 +299,71 @@ class VPDiffusion:
         context: torch.Tensor | None = None,
         edge_index: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
-        shard: Shard | None = None,
         bond_orders: torch.Tensor | None = None,
         bond_mask: torch.Tensor | None = None,
+        draws: LossDraws | None = None,
     ) -> torch.Tensor:
-        """The denoising loss of one batch, averaged over molecules.
+        """The denoising loss of one batch, averaged over molecules (``sample_weight`` (B,):
+        weighted by molecule, for reward-weighted training); see :meth:`per_molecule_loss`."""
+        per_mol = self.per_molecule_loss(
+            model,
+            x0,
+            onehot,
+            batch,
+            num_graphs,
+            generator,
+            context,
+            edge_index,
+            bond_orders,
+            bond_mask,
+            draws,
+        )
+        if sample_weight is not None:
+            return (per_mol * sample_weight).sum() / sample_weight.sum()
+        return per_mol.mean()
+
+    def per_molecule_loss(
+        self,
+        model: torch.nn.Module,
+        x0: torch.Tensor,
+        onehot: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        bond_orders: torch.Tensor | None = None,
+        bond_mask: torch.Tensor | None = None,
+        draws: LossDraws | None = None,
+    ) -> torch.Tensor:
+        """The (B,) denoising loss of each molecule of a batch.
 
         eps networks: EDM's loss, each molecule's squared noise error averaged over
-        its 3 + K features per atom. x0 networks: per molecule w(t) times the mean
-        over atoms of |x0_hat - x0|^2 + type_weight * (type cross-entropy or squared
-        error), with the :class:`LossSettings` of this diffusion. ``sample_weight`` (B,)
-        reweights molecules (reward-weighted training). With a ``shard``
-        (data-parallel training) the batch is this process's part of a global batch
-        and the returned loss is scaled so that DDP's gradient average equals the
-        gradient of the global batch's loss. ``bond_orders``/``bond_mask`` (E,): labels of
-        the fully connected edges of the batch (:meth:`molguide.data.bonds.BondTable.edge_labels`),
-        for a network with a bond head; required by such a network.
+        its 3 + K features per atom. x0 networks: w(t) times the mean over atoms of
+        |x0_hat - x0|^2 + type_weight * (type cross-entropy or squared error), with the
+        :class:`LossSettings` of this diffusion. ``draws``: the batch's random numbers
+        (:meth:`draw`; data-parallel training passes each process its rows of the
+        global batch's draw), else drawn from ``generator``. ``bond_orders``/``bond_mask``
+        (E,): labels of the fully connected edges of the batch
+        (:meth:`molguide.data.bonds.BondTable.edge_labels`), for a network with a bond
+        head; required by such a network.
         """
         ls = self.loss_settings
         with_bonds = getattr(model, "bond_head", None) is not None
         if with_bonds and (bond_orders is None or bond_mask is None):
             raise ValueError("this score network has a bond head: its loss needs bond_orders and bond_mask")
-        if ls.time_power == 1.0:
-            t = self.sample_times(num_graphs, generator, shard)
-        else:
-            t = self.sample_times_towards_data(num_graphs, ls.time_power, generator, shard)
-        t = t.to(x0.device)
-        noised = self.noise(x0, onehot, batch, t, generator, shard, align=ls.align_noise)
+        self_conditioned = getattr(model, "self_condition", False)
+        if draws is None:
+            draws = self.draw(num_graphs, x0.shape[0], onehot.shape[1], generator, x0.dtype, self_conditioned)
+        t = draws.t.to(x0.device)
+        noised = self.noise(
+            x0, onehot, batch, t, align=ls.align_noise, raw_noise=(draws.noise_x, draws.noise_h)
+        )
         if edge_index is None:
             edge_index = fully_connected_edges(batch)
         self_cond = None
-        if getattr(model, "self_condition", False):
-            draw = torch.rand(shard.total_graphs if shard else num_graphs, generator=generator)
-            use = ((shard.graph_rows(draw) if shard else draw) < ls.self_condition_prob).to(x0.device)
+        if self_conditioned:
+            use = (draws.self_condition < ls.self_condition_prob).to(x0.device)
             with torch.no_grad():
                 first = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context)
             keep = use[batch].unsqueeze(-1).to(x0.dtype)
@@ -313,22 +374,13 @@ class VPDiffusion:
             sq = ((d.eps_x - noised.eps_x) ** 2).sum(-1) + ((d.eps_h - noised.eps_h) ** 2).sum(-1)
             per_mol = scatter(sq, batch, dim=0, dim_size=num_graphs, reduce="sum")
             dims = scatter(torch.full_like(sq, 3.0 + onehot.shape[1]), batch, dim=0, dim_size=num_graphs)
-            per_mol = per_mol / dims
-        else:
-            per_mol = self._x0_error(d, x0, onehot, batch, num_graphs)
-            if with_bonds:
-                per_mol = per_mol + ls.bond_weight * self._bond_error(
-                    d.bond_logits, bond_orders, bond_mask, batch[edge_index[0]], num_graphs
-                )
-            per_mol = per_mol * self._weights(t).to(x0.dtype)
-        if shard is not None:
-            if sample_weight is None:
-                return shard.data_parallel_loss(per_mol.sum(), shard.total_graphs)
-            total_weight = all_reduce_sum(sample_weight.sum())
-            return shard.data_parallel_loss((per_mol * sample_weight).sum(), total_weight)
-        if sample_weight is not None:
-            return (per_mol * sample_weight).sum() / sample_weight.sum()
-        return per_mol.mean()
+            return per_mol / dims
+        per_mol = self._x0_error(d, x0, onehot, batch, num_graphs)
+        if with_bonds:
+            per_mol = per_mol + ls.bond_weight * self._bond_error(
+                d.bond_logits, bond_orders, bond_mask, batch[edge_index[0]], num_graphs
+            )
+        return per_mol * self._weights(t).to(x0.dtype)
 
     def _x0_error(self, d: Denoised, x0, onehot, batch, num_graphs) -> torch.Tensor:
         """Per molecule: mean over atoms of |x0_hat - x0|^2 + type_weight * type error."""

@@ -13,8 +13,8 @@ import torch
 from molguide.data.bonds import BondTable
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
-from molguide.diffusion.process import VPDiffusion
-from molguide.distributed import Shard
+from molguide.diffusion.process import LossDraws, VPDiffusion
+from molguide.distributed import Shard, all_reduce_sum
 from molguide.training import StepLog, TrainConfig, Trainer
 
 __all__ = ["DenoisingObjective", "DiffusionTrainer", "StepLog", "TrainConfig"]
@@ -50,26 +50,50 @@ class DenoisingObjective:
         self, model: torch.nn.Module, batch: dict, generator: torch.Generator, shard: Shard | None = None
     ) -> torch.Tensor:
         num_graphs = int(batch["num_graphs"])
+        total_graphs = shard.total_graphs if shard else num_graphs
         context = None
         if self.context_key is not None:
             context = batch[self.context_key].float()
-            draw = torch.rand(shard.total_graphs if shard else num_graphs, generator=generator)
+            draw = torch.rand(total_graphs, generator=generator)
             keep = (shard.graph_rows(draw) if shard else draw) >= self.p_uncond
             context = context * keep.to(context.device, context.dtype).unsqueeze(-1)
-        weight = batch[self.weight_key].float() if self.weight_key is not None else None
-        return self.diffusion.loss(
+        pos = batch["pos"]
+        # The random numbers are drawn for the whole global batch and this process keeps its
+        # rows, so a molecule's numbers do not depend on how many processes share the batch.
+        draws = self.diffusion.draw(
+            total_graphs,
+            shard.total_nodes if shard else pos.shape[0],
+            batch["onehot"].shape[1],
+            generator,
+            pos.dtype,
+            getattr(model, "self_condition", False),
+            pos.device,
+        )
+        if shard is not None:
+            draws = LossDraws(
+                shard.graph_rows(draws.t),
+                shard.node_rows(draws.noise_x),
+                shard.node_rows(draws.noise_h),
+                None if draws.self_condition is None else shard.graph_rows(draws.self_condition),
+            )
+        per_mol = self.diffusion.per_molecule_loss(
             model,
-            batch["pos"],
+            pos,
             batch["onehot"],
             batch["batch"],
             num_graphs,
-            generator=generator,
             context=context,
-            sample_weight=weight,
-            shard=shard,
             bond_orders=batch.get("bond_orders"),
             bond_mask=batch.get("bond_mask"),
+            draws=draws,
         )
+        weight = batch[self.weight_key].float() if self.weight_key is not None else None
+        if shard is None:
+            return per_mol.mean() if weight is None else (per_mol * weight).sum() / weight.sum()
+        # DDP averages gradients over processes: scale so the average is the global batch's.
+        if weight is None:
+            return shard.data_parallel_loss(per_mol.sum(), shard.total_graphs)
+        return shard.data_parallel_loss((per_mol * weight).sum(), all_reduce_sum(weight.sum()))
 
 
 def DiffusionTrainer(  # noqa: N802 - kept as a constructor-like factory for the plain score model

@@ -12,7 +12,7 @@ invariant to rotations, reflections, translations and atom order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 from molguide.data.graphs import collate_molecules, fully_connected_edges
-from molguide.data.molecules import MoleculeSet
+from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.geometry import remove_mean
 from molguide.models.registry import build_backbone
 
@@ -142,3 +142,19 @@ def predict_property(
         )
         out.append(pred.squeeze(-1).double().cpu().numpy() * std + mean)
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def predict_samples(
+    model: MoleculePredictor,
+    samples: Sequence[Molecule | None],
+    mean: float,
+    std: float,
+    onehot_scale: float,
+) -> np.ndarray:
+    """:func:`predict_property` per generated sample, NaN where the sample was lost (None)."""
+    pred = np.full(len(samples), np.nan)
+    present = [i for i, m in enumerate(samples) if m is not None]
+    if present:
+        packed = MoleculeSet.from_molecules([samples[i] for i in present])
+        pred[present] = predict_property(model, packed, mean, std, onehot_scale)
+    return pred

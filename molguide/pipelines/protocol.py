@@ -53,7 +53,8 @@ from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import PROTOCOL_QUALITY, protocol_tables
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance
-from molguide.pipelines import guidance
+from molguide.models.predictor import predict_samples
+from molguide.pipelines import train
 from molguide.sample_store import BatchedSamples, batch_seed
 from molguide.tracking import log_metrics_batch, mlflow_run
 
@@ -110,10 +111,10 @@ def cfg_weights(config: RunConfig) -> list[float]:
 def _parts(config: RunConfig) -> list[tuple[str, Callable[[RunConfig, bool | None], dict], TrainSection]]:
     parts: list[tuple[str, Callable[[RunConfig, bool | None], dict], TrainSection]] = []
     if classifier_weights(config):
-        parts.append(("classifier", guidance.train_classifier, config.classifier.train))
-    parts.append(("evaluator", guidance.train_evaluator, config.evaluator.train))
+        parts.append(("classifier", train.train_classifier, config.classifier.train))
+    parts.append(("evaluator", train.train_evaluator, config.evaluator.train))
     if config.cfg.enabled:
-        parts.append(("cfg", guidance.train_cfg, config.cfg.train))
+        parts.append(("cfg", train.train_cfg, config.cfg.train))
     return parts
 
 
@@ -298,14 +299,7 @@ def _network(folder: Path, kind: str, device: str) -> tuple[torch.nn.Module, dic
 
 def _predict(evaluator: torch.nn.Module, state: dict, mols: list[Molecule | None], onehot_scale: float):
     """The evaluator's value per sample (NaN for lost samples)."""
-    from molguide.models.predictor import predict_property
-
-    pred = np.full(len(mols), np.nan)
-    present = [i for i, m in enumerate(mols) if m is not None]
-    if present:
-        packed = MoleculeSet.from_molecules([mols[i] for i in present])
-        pred[present] = predict_property(evaluator, packed, state["mean"], state["std"], onehot_scale)
-    return pred
+    return predict_samples(evaluator, mols, state["mean"], state["std"], onehot_scale)
 
 
 def _settings_of_property(
@@ -479,11 +473,11 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
     (:func:`train_protocol_models`). Returns the tables (Markdown), their rows (JSON),
     the metrics :func:`log_protocol` puts on the parent run, and which results were reused.
     """
-    from molguide.pipelines.score import _checkpoint_path, load_score_model
+    from molguide.pipelines.score import load_score_model
 
     progress = _progress(progress)
     pc = config.protocol
-    score_path = _checkpoint_path(config)
+    score_path = Path(config.output_dir) / "score" / "last.pt"
     if not score_path.exists():
         raise ValueError(f"protocol: no score checkpoint at {score_path}; run train-score first")
     score, diffusion, _, score_state = load_score_model(score_path, use_ema=True, device=config.device)

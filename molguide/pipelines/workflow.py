@@ -23,17 +23,17 @@ import yaml
 
 from molguide.config import RunConfig
 from molguide.diagnostics.tables import guidance_table, noise_level_table, sampling_table, training_table
-from molguide.pipelines import guidance, protocol, score
+from molguide.pipelines import guidance, protocol, score, train
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
 
 log = logging.getLogger(__name__)
 
 STEPS: dict[str, Callable[[RunConfig, bool | None], dict]] = {
-    "train-score": score.train_score,
-    "train-classifier": guidance.train_classifier,
-    "train-evaluator": guidance.train_evaluator,
-    "train-reward": guidance.train_reward,
-    "train-cfg": guidance.train_cfg,
+    "train-score": train.train_score,
+    "train-classifier": train.train_classifier,
+    "train-evaluator": train.train_evaluator,
+    "train-reward": train.train_reward,
+    "train-cfg": train.train_cfg,
     "sample": score.sample_and_evaluate,
     "guide": guidance.guided_sample,
     "protocol-train": protocol.train_protocol_models,
