@@ -38,10 +38,13 @@ def build_score_model(model_config: Mapping) -> ScoreNetwork:
     return ScoreNetwork.from_config({"num_atom_types": len(QM9_ATOMIC_NUMBERS), **model_config})
 
 
-def build_predictor(section: Mapping, out_dim: int, time_input: bool) -> MoleculePredictor:
+def build_predictor(
+    section: Mapping, out_dim: int, time_input: bool, num_atom_types: int = len(QM9_ATOMIC_NUMBERS)
+) -> MoleculePredictor:
     """A MoleculePredictor from a classifier/evaluator section (as a dict)."""
     return MoleculePredictor.from_config(
         {
+            "num_atom_types": num_atom_types,
             "backbone": section["backbone"],
             "backbone_kwargs": section["backbone_kwargs"],
             "out_dim": out_dim,
@@ -65,6 +68,12 @@ def inference_state(checkpoint_state: Mapping, use_ema: bool = True) -> dict:
     out = {k: v for k, v in checkpoint_state.items() if k not in _TRAINING_ONLY}
     out["weights"] = ema_weights(checkpoint_state["ema"]) if use_ema else checkpoint_state["model"]
     return out
+
+
+def atom_types_of(state: Mapping) -> tuple[int, ...]:
+    """Atomic numbers of a score-type network's atom-type channels, from its (checkpoint or
+    inference) state; checkpoints from before atom types were recorded are QM9's."""
+    return tuple(int(z) for z in state.get("atom_types", QM9_ATOMIC_NUMBERS))
 
 
 def load_network(
@@ -138,7 +147,7 @@ class Components:
     @property
     def atom_types(self) -> tuple[int, ...]:
         """Atomic numbers of the score model's type channels (QM9's for older checkpoints)."""
-        return tuple(int(z) for z in self.states["score"].get("atom_types", QM9_ATOMIC_NUMBERS))
+        return atom_types_of(self.states["score"])
 
     @property
     def nodes(self) -> NodeCountDistribution:

@@ -25,7 +25,7 @@ from molguide.components import build_predictor, build_score_model, diffusion_fr
 from molguide.config import RunConfig, TrainSection
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
-from molguide.data.registry import split_molecules
+from molguide.data.registry import get_dataset, split_molecules
 from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.training import DenoisingObjective
@@ -60,13 +60,14 @@ class TrainingJob:
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """One kind of network: its config section, its data split, how to build its job and
-    what to measure once it is trained (``finish`` returns summary entries)."""
+    """One kind of network: its training settings (a config's ``train`` section), its data
+    split, how to build its job and what to measure once it is trained (``finish``
+    returns summary entries)."""
 
     kind: str
     experiment: str
     run_suffix: str
-    section: Callable[[RunConfig], Any]
+    train_section: Callable[[RunConfig], TrainSection]
     prepare: Callable[[RunConfig, MoleculeSet, bool], TrainingJob]
     split: str | None = None  # None: data.split
     finish: Callable[[RunConfig, Trainer, TrainingJob, bool], dict] | None = None
@@ -89,8 +90,18 @@ def bond_labels(config: RunConfig, mols: MoleculeSet, model_config: Mapping, pro
     return cached_bond_table(mols, progress=progress)
 
 
+def atom_types(config: RunConfig) -> tuple[int, ...]:
+    """The atomic numbers of the atom-type channels of networks trained on the config's data set."""
+    return get_dataset(config.data.dataset).atom_types
+
+
+def _batches(config: RunConfig, mols: MoleculeSet, **extras) -> MoleculeBatches:
+    return MoleculeBatches(mols, atom_types=atom_types(config), **extras)
+
+
 def _score_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
-    model = build_score_model(config.model.model_dump())
+    types = atom_types(config)
+    model = build_score_model({**config.model.model_dump(), "num_atom_types": len(types)})
     diffusion = diffusion_from_config(config.diffusion.model_dump())
     nodes = NodeCountDistribution(mols.num_atoms)
     bonds = bond_labels(config, mols, config.model.model_dump(), progress)
@@ -100,6 +111,7 @@ def _score_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Training
         f"molecules ({config.data.split})"
     )
     metadata = {
+        "atom_types": list(types),
         "node_counts": nodes.state_dict(),
         "data_config": config.data.model_dump(),
         "n_molecules": len(mols),
@@ -107,7 +119,7 @@ def _score_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Training
     return TrainingJob(
         model,
         DenoisingObjective(diffusion),
-        MoleculeBatches(mols, bonds=bonds),
+        _batches(config, mols, bonds=bonds),
         diffusion,
         message,
         metadata,
@@ -120,11 +132,11 @@ def _classifier_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Tra
     section, prop = config.classifier, config.target.property
     target = fitted_target(config, mols.properties[prop])
     diffusion = diffusion_from_config(config.diffusion.model_dump())
-    model = build_predictor(section.model_dump(), target.n_bins, time_input=True)
+    model = build_predictor(section.model_dump(), target.n_bins, True, len(atom_types(config)))
     return TrainingJob(
         model,
         NoisyClassifierObjective(diffusion, section.grad_penalty),
-        MoleculeBatches(mols, label=target.labels(mols.properties[prop])),
+        _batches(config, mols, label=target.labels(mols.properties[prop])),
         diffusion,
         f"classifier: {target.describe()}; {len(mols)} training molecules",
         {"target": target.to_dict()},
@@ -161,12 +173,12 @@ def _evaluator_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trai
     prop = config.target.property
     values = mols.properties[prop]
     mean, std = float(values.mean()), float(values.std())
-    model = build_predictor(config.evaluator.model_dump(), 1, time_input=False)
+    model = build_predictor(config.evaluator.model_dump(), 1, False, len(atom_types(config)))
     onehot_scale = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
     return TrainingJob(
         model,
         RegressionObjective(onehot_scale),
-        MoleculeBatches(mols, target=(values - mean) / std),
+        _batches(config, mols, target=(values - mean) / std),
         None,
         f"evaluator: {prop} on {len(mols)} evaluator-half molecules",
         {"property": prop, "mean": mean, "std": std, "onehot_scale": onehot_scale},
@@ -209,7 +221,8 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
     target = fitted_target(config, mols.properties[prop])
     direction = target.direction or 1.0
     weights, ess_fraction = reward_weights(mols.properties[prop], section.beta, direction, section.clip_z)
-    model_config, diffusion_config = config.model.model_dump(), config.diffusion.model_dump()
+    model_config = {**config.model.model_dump(), "num_atom_types": len(atom_types(config))}
+    diffusion_config = config.diffusion.model_dump()
     base_weights = None
     if section.init_from_score:
         base = Path(config.output_dir) / "score" / "last.pt"
@@ -240,7 +253,7 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
         "reward_weight_ess": ess["reward_weight_ess"],
     }
     objective = DenoisingObjective(diffusion, weight_key="weight")
-    batches = MoleculeBatches(mols, weight=weights)
+    batches = _batches(config, mols, weight=weights)
     return TrainingJob(model, objective, batches, diffusion, message, metadata, ess, dict(ess))
 
 
@@ -248,7 +261,11 @@ def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJo
     section, prop = config.cfg, config.target.property
     target = fitted_target(config, mols.properties[prop])
     onehot = np.eye(target.n_bins, dtype=np.float32)[target.labels(mols.properties[prop])]
-    model_config = {**config.model.model_dump(), "context_dim": target.n_bins}
+    model_config = {
+        **config.model.model_dump(),
+        "context_dim": target.n_bins,
+        "num_atom_types": len(atom_types(config)),
+    }
     model = build_score_model(model_config)
     diffusion = diffusion_from_config(config.diffusion.model_dump())
     objective = DenoisingObjective(diffusion, context_key="context", p_uncond=section.p_uncond)
@@ -256,7 +273,7 @@ def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJo
     return TrainingJob(
         model,
         objective,
-        MoleculeBatches(mols, bonds=bonds, context=onehot),
+        _batches(config, mols, bonds=bonds, context=onehot),
         diffusion,
         f"CFG model: {target.describe()}, label dropped with p = {section.p_uncond:g}",
         {"target": target.to_dict(), "p_uncond": section.p_uncond},
@@ -272,7 +289,7 @@ TRAINING_SPECS: dict[str, TrainingSpec] = {
             "classifier",
             "molguide-guidance",
             "classifier",
-            lambda c: c.classifier,
+            lambda c: c.classifier.train,
             _classifier_job,
             finish=_classifier_diagnostics,
         ),
@@ -280,13 +297,13 @@ TRAINING_SPECS: dict[str, TrainingSpec] = {
             "evaluator",
             "molguide-guidance",
             "evaluator",
-            lambda c: c.evaluator,
+            lambda c: c.evaluator.train,
             _evaluator_job,
             split="evaluator_half",
             finish=_evaluator_reference_rows,
         ),
-        TrainingSpec("reward", "molguide-guidance", "reward", lambda c: c.reward, _reward_job),
-        TrainingSpec("cfg", "molguide-guidance", "cfg", lambda c: c.cfg, _cfg_job),
+        TrainingSpec("reward", "molguide-guidance", "reward", lambda c: c.reward.train, _reward_job),
+        TrainingSpec("cfg", "molguide-guidance", "cfg", lambda c: c.cfg.train, _cfg_job),
     )
 }
 

@@ -19,6 +19,7 @@ from molguide.data.molecules import MoleculeSet
 from molguide.data.qm9 import PROPERTIES as QM9_PROPERTIES
 from molguide.data.qm9 import PropertySpec, load_qm9
 from molguide.data.splits import edm_splits
+from molguide.elements import QM9_ATOMIC_NUMBERS
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Dataset:
     """One data set: its loader, its split protocol and its properties.
 
     ``targets`` are the properties guidance and EDM's protocol can aim at (QM9: the six
-    of EDM's conditional table).
+    of EDM's conditional table); ``atom_types`` the atomic numbers of the networks'
+    atom-type channels, in order.
     """
 
     name: str
@@ -34,6 +36,7 @@ class Dataset:
     splits: Callable[[int], dict[str, np.ndarray]]
     properties: tuple[PropertySpec, ...]
     targets: tuple[str, ...]
+    atom_types: tuple[int, ...]
 
 
 DATASETS: dict[str, Dataset] = {}
@@ -57,6 +60,7 @@ register_dataset(
         edm_splits,
         QM9_PROPERTIES,
         ("gap_eV", "homo_eV", "lumo_eV", "mu_D", "alpha_bohr3", "cv_calmolK"),
+        QM9_ATOMIC_NUMBERS,
     )
 )
 

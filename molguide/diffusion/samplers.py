@@ -73,6 +73,31 @@ class Sampler:
         """The states at t_{k+1} from the states at t_k and their scores (guidance included)."""
         raise NotImplementedError
 
+    def run(
+        self,
+        states: Tensors,
+        score: Callable[[int, float, Tensors], Tensors],
+        noise: NoiseFn,
+        after_step: Callable[[int, Tensors], Tensors] | None = None,
+        progress: bool = False,
+        desc: str = "sample",
+    ) -> Tensors:
+        """The reverse-time loop, molguide's only one: from the states at t_S = 1 to t_0 = 0.
+
+        ``score(k, t_k, states)`` gives the (guided) scores at step k; ``after_step(k,
+        states)`` may project or freeze the new states (molecules: recentre, drop the
+        ones that diverged). Call :meth:`set_timesteps` first.
+        """
+        from tqdm.auto import tqdm
+
+        if self.num_steps == 0:
+            raise ValueError("set_timesteps first: the sampler has no time grid")
+        for k in tqdm(range(self.num_steps), desc=f"{desc} ({self.name})", unit="step", disable=not progress):
+            states = self.step(k, states, score(k, float(self.timesteps[k]), states), noise)
+            if after_step is not None:
+                states = after_step(k, states)
+        return states
+
 
 @register_sampler
 class AncestralSampler(Sampler):

@@ -155,10 +155,8 @@ def sample(
         first_index: the sample number of the batch's first molecule (the pipeline's
             batches number their samples on from the earlier ones).
     """
-    from tqdm.auto import tqdm
-
     sampler = build_sampler(method, diffusion.schedule)
-    grid = sampler.set_timesteps(steps, grid_power)
+    sampler.set_timesteps(steps, grid_power)
     counts = torch.as_tensor(node_counts, dtype=torch.long)
     num_graphs, k = len(counts), len(atom_types)
     batch = torch.repeat_interleave(torch.arange(num_graphs), counts).to(device)
@@ -175,16 +173,21 @@ def sample(
         eps_x = centered_gaussian(n, batch, generator, dtype, device)
         return eps_x, torch.randn(n, k, generator=generator, dtype=dtype).to(device)
 
-    for idx in tqdm(range(steps), desc=f"sample ({method})", unit="step", disable=not progress):
-        t = torch.full((num_graphs,), float(grid[idx]), dtype=torch.float64, device=device)
+    def score(idx: int, t_value: float, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        nonlocal self_cond
+        t = torch.full((num_graphs,), t_value, dtype=torch.float64, device=device)
         sx, sh, denoised = _score(
-            model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance, self_cond
+            model, diffusion, *states, t, batch, num_graphs, edges, context, guidance, self_cond
         )
         if getattr(model, "self_condition", False):
             self_cond = denoised.self_condition()
-        zx, zh = sampler.step(idx, (zx, zh), (sx, sh), noise)
-        zx = remove_mean(zx, batch, num_graphs)
-        zx, zh = _freeze_failures(zx, zh, batch, num_graphs, alive, failures, idx)
+        return sx, sh
+
+    def recentre_and_freeze(idx: int, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        zx = remove_mean(states[0], batch, num_graphs)
+        return _freeze_failures(zx, states[1], batch, num_graphs, alive, failures, idx)
+
+    zx, zh = sampler.run((zx, zh), score, noise, recentre_and_freeze, progress)
 
     # Decode at t = 0: positions from the predicted clean sample; types by argmax of
     # z_h (eps networks, EDM's decoding) or of the predicted type logits (x0 networks);

@@ -43,14 +43,16 @@ import torch
 
 from molguide.atomic import as_json, read_json, write_json
 from molguide.checkpoint import load_checkpoint
-from molguide.components import load_network
+from molguide.components import atom_types_of, load_network
 from molguide.config import RunConfig, TrainSection
 from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.data.registry import split_molecules
+from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diagnostics.baselines import atom_count_predictor, mean_absolute_error, reference_maes
 from molguide.diagnostics.published import TABLE_UNITS, to_table_units
 from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import PROTOCOL_QUALITY, protocol_tables
+from molguide.diffusion.sampling import for_samples
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance
 from molguide.models.predictor import predict_samples
@@ -222,15 +224,12 @@ class Setting:
 
 
 def _sample_setting(
-    setting: Setting, folder: Path, config: RunConfig, diffusion, counts: np.ndarray, progress: bool
+    setting: Setting, folder: Path, config: RunConfig, base: MoleculeDiffusionPipeline, counts, progress: bool
 ) -> BatchedSamples:
     """Sample (or finish sampling) one setting for every pair; returns its stored batches."""
-    from molguide.design_pipeline import MoleculeDiffusionPipeline
-    from molguide.diffusion.sampling import for_samples
-
     pc = config.protocol
     store = BatchedSamples(folder, setting.signature, len(counts), config.sample.batch_size)
-    pipe = MoleculeDiffusionPipeline(setting.model, diffusion, device=config.device)
+    pipe = base.with_model(setting.model)
 
     def one_batch(k: int, start: int, end: int) -> tuple[list[Molecule | None], dict[int, str]]:
         # Each batch has its own seed, so a resumed run makes the molecules it would have made.
@@ -303,7 +302,7 @@ def _predict(evaluator: torch.nn.Module, state: dict, mols: list[Molecule | None
 
 
 def _settings_of_property(
-    config: RunConfig, prop: str, pairs: Pairs, base_signature: dict, score: torch.nn.Module, diffusion
+    config: RunConfig, prop: str, pairs: Pairs, base_signature: dict, pipe: MoleculeDiffusionPipeline
 ) -> list[Setting]:
     """Classifier-guided settings (one per weight) and CFG settings of one property."""
     folder, device = protocol_dir(config) / prop, config.device
@@ -320,13 +319,13 @@ def _settings_of_property(
                 "weight": w,
                 "classifier_step": int(cstate["step"]),
             }
-            settings.append(Setting(f"classifier_w{w:g}", "classifier", w, score, terms, sig))
+            settings.append(Setting(f"classifier_w{w:g}", "classifier", w, pipe.model, terms, sig))
     if cfg_weights(config):
         cfg_model, fstate = _network(folder, "cfg", device)
         cfg_target = PropertyTarget.from_dict(fstate["target"])
         onehot = torch.eye(cfg_target.n_bins)[torch.as_tensor(cfg_target.labels(targets))]
         for w in cfg_weights(config):
-            terms = [ClassifierFreeGuidance(cfg_model, onehot, diffusion.schedule.sigma, w)]
+            terms = [ClassifierFreeGuidance(cfg_model, onehot, pipe.diffusion.schedule.sigma, w)]
             sig = {**base_signature, "kind": "cfg", "weight": w, "cfg_step": int(fstate["step"])}
             settings.append(Setting(f"cfg_w{w:g}", "cfg", w, cfg_model, terms, sig))
     return settings
@@ -347,7 +346,7 @@ def _unguided(score: torch.nn.Module, signature: dict) -> Setting:
 
 
 def _unconditional(
-    config: RunConfig, pairs: Pairs, signature: dict, score: torch.nn.Module, diffusion, progress: bool
+    config: RunConfig, pairs: Pairs, signature: dict, pipe: MoleculeDiffusionPipeline, progress: bool
 ) -> dict:
     """Unguided samples with the pairs' N: the stability row (and every property's unguided row)."""
     root = protocol_dir(config)
@@ -364,7 +363,7 @@ def _unconditional(
     else:
         folder = root / "samples" / "unguided"
         store = _sample_setting(
-            _unguided(score, signature), folder, config, diffusion, pairs.counts, progress
+            _unguided(pipe.model, signature), folder, config, pipe, pairs.counts, progress
         )
         mols, _, seconds = store.load()
         quality = _quality(mols, progress, sdf, int(pairs.counts.sum()))
@@ -387,15 +386,14 @@ def _property_results(
     prop: str,
     pairs: Pairs,
     base_signature: dict,
-    score: torch.nn.Module,
-    diffusion,
+    pipe: MoleculeDiffusionPipeline,
     progress: bool,
 ) -> dict:
     """Every row of one property's column (MAE in the table's unit): references, unguided, guided."""
     pconf = property_config(config, prop)
     folder = Path(pconf.output_dir)
     evaluator, estate = _network(folder, "evaluator", config.device)
-    settings = _settings_of_property(config, prop, pairs, base_signature, score, diffusion)
+    settings = _settings_of_property(config, prop, pairs, base_signature, pipe)
     signature = as_json(
         {
             **base_signature,
@@ -414,7 +412,7 @@ def _property_results(
 
     unit = TABLE_UNITS[prop][0]
     targets = pairs.targets(prop)
-    onehot_scale = diffusion.onehot_scale
+    onehot_scale = pipe.diffusion.onehot_scale
     # The reference rows: the evaluator on the pairs' real molecules; #Atoms fitted on the evaluator half.
     real = _predict(evaluator, estate, list(pairs.molecules), onehot_scale)
     atoms = atom_count_predictor(split_molecules(pconf.data, "evaluator_half"), prop)(pairs.counts)
@@ -422,10 +420,10 @@ def _property_results(
     maes = {k: to_table_units(prop, v) for k, v in reference_maes(real, targets, atoms, rng).items()}
 
     unguided = _sample_setting(
-        _unguided(score, base_signature),
+        _unguided(pipe.model, base_signature),
         protocol_dir(config) / "samples" / "unguided",
         config,
-        diffusion,
+        pipe,
         pairs.counts,
         progress,
     ).load()[0]  # sampled by the unconditional step already: nothing left to do but read
@@ -434,7 +432,7 @@ def _property_results(
     out_settings: dict[str, dict] = {}
     for s in settings:
         store = _sample_setting(
-            s, protocol_dir(config) / "samples" / prop / s.name, config, diffusion, pairs.counts, progress
+            s, protocol_dir(config) / "samples" / prop / s.name, config, pipe, pairs.counts, progress
         )
         mols, _, seconds = store.load()
         pred = _predict(evaluator, estate, mols, onehot_scale)
@@ -480,7 +478,10 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
     score_path = Path(config.output_dir) / "score" / "last.pt"
     if not score_path.exists():
         raise ValueError(f"protocol: no score checkpoint at {score_path}; run train-score first")
-    score, diffusion, _, score_state = load_score_model(score_path, use_ema=True, device=config.device)
+    score, diffusion, nodes, score_state = load_score_model(score_path, use_ema=True, device=config.device)
+    pipe = MoleculeDiffusionPipeline(
+        score, diffusion, nodes, atom_types_of(score_state), device=config.device
+    )
     pairs = draw_pairs(config)
     base_signature = {
         "pairs": pairs.signature,
@@ -491,10 +492,10 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
     }
     tags = {"molguide.pipeline": "protocol", "molguide.split_half": config.data.split}
     with mlflow_run(EXPERIMENT, "protocol", tags) as run:
-        unconditional = _unconditional(config, pairs, base_signature, score, diffusion, progress)
+        unconditional = _unconditional(config, pairs, base_signature, pipe, progress)
         data_row = qm9_reference_row(config, progress)
         per_property = {
-            prop: _property_results(config, prop, pairs, base_signature, score, diffusion, progress)
+            prop: _property_results(config, prop, pairs, base_signature, pipe, progress)
             for prop in pc.properties
         }
         result = protocol_tables(config, unconditional, data_row, per_property, int(score_state["step"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from molguide.components import diffusion_from_config, load_network
+from molguide.components import atom_types_of, diffusion_from_config, load_network
 from molguide.config import RunConfig
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.nodes import NodeCountDistribution
@@ -44,7 +44,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
     sc = config.sample
     ckpt = Path(sc.checkpoint) if sc.checkpoint else Path(config.output_dir) / "score" / "last.pt"
     model, diffusion, nodes, state = load_score_model(ckpt, sc.use_ema, config.device)
-    pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, device=config.device)
+    pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, atom_types_of(state), device=config.device)
     reference = qm9_training_smiles()
     out_dir = Path(config.output_dir) / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,8 +40,8 @@ def train_network(kind: str, config: RunConfig, progress: bool | None = None) ->
         return use_pretrained(config)
     spec = TRAINING_SPECS[kind]
     progress = sys.stderr.isatty() if progress is None else progress
-    section = spec.section(config)
-    torch.manual_seed(section.train.seed)  # the initial weights, so a run is reproducible alone
+    section = spec.train_section(config)
+    torch.manual_seed(section.seed)  # the initial weights, so a run is reproducible alone
     mols = split_molecules(config.data, spec.split)
     job = spec.prepare(config, mols, progress)
     metadata = {"model_config": job.model.config, **job.metadata}
@@ -52,7 +52,7 @@ def train_network(kind: str, config: RunConfig, progress: bool | None = None) ->
         job.model,
         job.objective,
         job.batches,
-        train_config(section.train),
+        train_config(section),
         checkpoint,
         metadata,
         config.device,
@@ -69,7 +69,7 @@ def train_network(kind: str, config: RunConfig, progress: bool | None = None) ->
 
             mlflow.log_params(job.params)
         log_metrics_batch([(k, v, 0) for k, v in job.metrics.items()])
-        summary = run_training(trainer, section.train, progress, f"train {kind}")
+        summary = run_training(trainer, section, progress, f"train {kind}")
         summary.update(job.summary)
         if spec.finish is not None:
             summary.update(spec.finish(config, trainer, job, progress))

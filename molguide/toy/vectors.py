@@ -44,16 +44,18 @@ def sample_vectors(
     """Reverse-time samples in R^dim under ``score_fn`` (which includes any guidance), with
     the registered sampler ``method`` on EDM's even time grid."""
     sampler = build_sampler(method, schedule)
-    grid = sampler.set_timesteps(steps)
-    z = torch.randn(n, dim, generator=generator, dtype=dtype)
-    for idx in range(steps):
-        coef = sampler.coefficients(idx)
+    sampler.set_timesteps(steps)
+
+    def score(k: int, t: float, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        coef = sampler.coefficients(k)
         with torch.enable_grad():  # learned classifiers differentiate through their network
-            score = score_fn(z, float(grid[idx]), coef.alpha_t, coef.sigma_t).detach()
-        (z,) = sampler.step(
-            idx, (z,), (score,), lambda: (torch.randn(n, dim, generator=generator, dtype=dtype),)
-        )
-    return z
+            return (score_fn(states[0], t, coef.alpha_t, coef.sigma_t).detach(),)
+
+    def noise() -> tuple[torch.Tensor, ...]:
+        return (torch.randn(n, dim, generator=generator, dtype=dtype),)
+
+    start = torch.randn(n, dim, generator=generator, dtype=dtype)
+    return sampler.run((start,), score, noise)[0]
 
 
 class VectorMLP(nn.Module):
