@@ -229,9 +229,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if not is_main:
         return 0
     if args.pipeline == "guide" and not args.json:
-        from molguide.pipelines.workflow import summary_table
+        from molguide.diagnostics.tables import run_summary_table
 
-        summary["table"] = summary_table({"pipeline": "guide", "steps": {"guide": summary}}, config)
+        summary["table"] = run_summary_table({"pipeline": "guide", "steps": {"guide": summary}}, config)
         summary["mlflow_ui"] = ui_command(uri)
     if args.json or "table" not in summary:
         print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2, default=str))

@@ -100,16 +100,16 @@ NETWORK_CLASSES = {
 def network_from_state(kind: str, state: Mapping, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the network of one component from its inference state (eval mode).
 
-    The network's own ``config`` (saved as ``network`` by the trainer) rebuilds it;
-    checkpoints written before networks described themselves carry ``model_config``
-    (score-type networks) or ``network_config`` with ``out_dim`` and ``time_input``.
+    The network's own ``config`` (saved as ``model_config`` by the training pipelines and
+    as ``model`` in a saved folder's config.json) rebuilds it; predictor checkpoints
+    written before networks described themselves carry ``network_config`` (their config
+    section) with ``out_dim`` and ``time_input`` instead.
     """
     if kind not in NETWORK_CLASSES:
         raise ValueError(f"unknown component {kind!r}; one of {KINDS}")
-    if "network" in state:
-        model = NETWORK_CLASSES[kind].from_config(state["network"])
-    elif NETWORK_CLASSES[kind] is ScoreNetwork:
-        model = build_score_model(state["model_config"])
+    if "model_config" in state:
+        config = {"num_atom_types": len(QM9_ATOMIC_NUMBERS), **state["model_config"]}
+        model = NETWORK_CLASSES[kind].from_config(config)
     else:
         model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
     model.load_state_dict(state["weights"])

@@ -62,6 +62,17 @@ class PretrainedScoreModel:
             "source": self.source,
         }
 
+    def training_checkpoint(self) -> dict:
+        """The model as a ``train-score`` checkpoint (its weights as both the raw and the EMA
+        weights, its recorded training steps as the step), for pipelines that read
+        ``output_dir/score/last.pt``."""
+        state = self.component_state()
+        weights = state.pop("weights")
+        steps = int(state["training"].get("steps", 0))
+        ema = {f"module.{k}": v for k, v in weights.items()}
+        ema["n_averaged"] = torch.tensor(steps, dtype=torch.long)
+        return {**state, "model": weights, "ema": ema, "step": steps}
+
 
 def save_pretrained(
     directory: str | Path,
@@ -176,7 +187,7 @@ def load_pretrained(
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot read weights ({err})") from err
     try:
-        model = network_from_state("score", {"network": model_config, "weights": weights}, device)
+        model = network_from_state("score", {"model_config": model_config, "weights": weights}, device)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(

@@ -25,7 +25,7 @@ from molguide.components import build_predictor, build_score_model, diffusion_fr
 from molguide.config import RunConfig, TrainSection
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
-from molguide.data.registry import get_dataset, split_molecules
+from molguide.datasets import get_dataset, split_molecules
 from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.training import DenoisingObjective

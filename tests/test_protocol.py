@@ -120,7 +120,7 @@ def test_stability_table_has_strict_validity_beside_validity_and_none_published(
 
 def test_the_data_row_is_measured_again_when_its_cache_is_of_an_older_quality_version(qm9, molguide_cache):
     from molguide.config import load_config
-    from molguide.pipelines.protocol import QUALITY_VERSION, qm9_reference_row
+    from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row
 
     config = load_config(CONFIG, ["device=cpu", "data.max_molecules=300", "protocol.n_reference=8"])
     row = qm9_reference_row(config, progress=False)

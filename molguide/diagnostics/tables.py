@@ -7,6 +7,7 @@ import math
 
 from molguide.config import RunConfig
 from molguide.diagnostics.published import PUBLISHED_MAE, PUBLISHED_STABILITY, TABLE_UNITS
+from molguide.diagnostics.quality import PROTOCOL_QUALITY
 from molguide.diagnostics.statistics import is_finite_number
 
 
@@ -211,16 +212,39 @@ def toy_table(toy: dict) -> str:
     return "\n".join(lines)
 
 
-# What the protocol measures on every set of samples (and on the data row).
-PROTOCOL_QUALITY = (
-    "atom_stability",
-    "mol_stability",
-    "validity",
-    "validity_strict",
-    "uniqueness",
-    "valid_unique",
-    "sample_failures",
-)
+def run_summary_table(out: dict, config: RunConfig) -> str:
+    """The text a user reads at the end: training, guidance results, noise-level diagnostics."""
+    from molguide.datasets import get_dataset
+
+    units = {p.name: p.unit for p in get_dataset(config.data.dataset).properties}
+    parts = [f"molguide {out['pipeline']} ({config.name}, output in {config.output_dir})"]
+    trained = {name: s for name, s in out["steps"].items() if name != "protocol-train"}
+    trained.update(out["steps"].get("protocol-train", {}).get("parts", {}))
+    parts.append(training_table(trained))
+    if "sample" in out["steps"]:
+        parts.append(sampling_table(out["steps"]["sample"]))
+    guide = out["steps"].get("guide")
+    if guide:
+        parts.append(guidance_table(guide, f"({units.get(config.target.property, '')})"))
+        parts.append(noise_level_table(guide["noise_levels"]))
+    if out.get("unfinished"):
+        parts.append(
+            "not finished: " + ", ".join(out["unfinished"]) + " stopped at the time limit; the later "
+            "steps did not run. Run the same command again to continue."
+        )
+    edm = out["steps"].get("protocol")
+    if edm:
+        parts.append(edm["header"])
+        parts.append("unconditional (%)\n" + edm["stability_table"])
+        parts.append(
+            "conditional MAE (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K)\n"
+            + edm["conditional_mae_table"]
+        )
+        if edm.get("reused"):
+            parts.append("reused from an earlier run of this command: " + ", ".join(edm["reused"]))
+    return "\n\n".join(p for p in parts if p)
+
+
 ROW_LABELS = {
     "naive": "Naive (shuffled targets)",
     "atoms": "#Atoms",

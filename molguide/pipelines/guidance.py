@@ -23,7 +23,7 @@ from molguide.components import (
     log_component,
 )
 from molguide.config import RunConfig
-from molguide.data.registry import split_molecules
+from molguide.datasets import get_dataset, split_molecules
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
@@ -44,7 +44,6 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     """Sample unguided and guided with paired seeds; judge by evaluator and xTB; log the diagnostics."""
     import mlflow
 
-    from molguide.chem.smiles import qm9_training_smiles
     from molguide.diagnostics.noise_levels import log_noise_levels, noise_level_diagnostics
     from molguide.diagnostics.plots import plot_histograms, plot_molecule_grid, plot_noise_levels, plot_sweep
     from molguide.diagnostics.report import judge, paired_report
@@ -82,7 +81,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             settings.append(("cfg", w, [term], cfg_model))
 
     calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
-    reference = qm9_training_smiles()
+    reference = get_dataset(config.data.dataset).training_smiles()
     out_dir = Path(config.output_dir) / "guided"
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}

@@ -46,12 +46,13 @@ from molguide.checkpoint import load_checkpoint
 from molguide.components import atom_types_of, load_network
 from molguide.config import RunConfig, TrainSection
 from molguide.data.molecules import Molecule, MoleculeSet
-from molguide.data.registry import split_molecules
+from molguide.datasets import split_molecules
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diagnostics.baselines import atom_count_predictor, mean_absolute_error, reference_maes
 from molguide.diagnostics.published import TABLE_UNITS, to_table_units
+from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sample_quality
 from molguide.diagnostics.statistics import is_finite_number
-from molguide.diagnostics.tables import PROTOCOL_QUALITY, protocol_tables
+from molguide.diagnostics.tables import protocol_tables
 from molguide.diffusion.sampling import for_samples
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance
@@ -63,10 +64,6 @@ from molguide.tracking import log_metrics_batch, mlflow_run
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "molguide-full"  # used when a step runs alone; nested runs stay in the parent's experiment
-
-# The version of what _quality measures: cached results and reference rows of another
-# version are measured again from the stored samples (2: EDM validity, validity_strict).
-QUALITY_VERSION = 2
 
 
 def _progress(progress: bool | None) -> bool:
@@ -247,51 +244,6 @@ def _sample_setting(
     return store
 
 
-def _quality(
-    mols: list[Molecule | None], progress: bool, sdf: Path | None = None, requested_atoms: int | None = None
-) -> dict:
-    """EDM's chemistry metrics and strict validity over all requested samples (a lost sample
-    is invalid and unstable).
-
-    ``requested_atoms``: the atoms of every requested sample, lost ones included (their
-    atoms count as unstable); None when nothing can be lost (real molecules).
-    """
-    from molguide.chem.evaluate import evaluate, over_requested, write_annotated_sdf
-
-    present = [m for m in mols if m is not None]
-    ev = evaluate(present, reference_smiles=[], descriptors=False, progress=progress)
-    measured = over_requested(ev.metrics, present, len(mols), requested_atoms)
-    out = {k: measured[k] for k in PROTOCOL_QUALITY}
-    if sdf is not None:
-        sdf.parent.mkdir(parents=True, exist_ok=True)
-        write_annotated_sdf(ev, present, sdf)
-    return out
-
-
-def qm9_reference_row(config: RunConfig, progress: bool) -> dict:
-    """The stability table's data row, measured on ``protocol.n_reference`` random generator-half molecules.
-
-    Cached per (split, n, seed, data cut) in ``$MOLGUIDE_CACHE/protocol``: it depends on
-    the data only.
-    """
-    from molguide.data.qm9 import default_cache_dir
-
-    pc, dc = config.protocol, config.data
-    key = f"qm9_{dc.split}_n{pc.n_reference}_seed{pc.seed}"
-    key += f"_first{dc.max_molecules}" if dc.max_molecules else ""
-    key += "_noH" if dc.remove_hydrogens else ""
-    path = default_cache_dir() / "protocol" / f"{key}.json"
-    cached = read_json(path)
-    if cached is not None and cached.get("quality_version") == QUALITY_VERSION:
-        return cached["row"]
-    mols = split_molecules(config.data)
-    rng = np.random.default_rng([pc.seed, 2])
-    idx = rng.choice(len(mols), min(pc.n_reference, len(mols)), replace=False)
-    row = {"n": len(idx), **_quality(list(mols.subset(idx)), progress)}
-    write_json(path, {"quality_version": QUALITY_VERSION, "row": row})
-    return row
-
-
 def _network(folder: Path, kind: str, device: str) -> tuple[torch.nn.Module, dict]:
     return load_network(folder / kind / "last.pt", kind, device)
 
@@ -366,7 +318,7 @@ def _unconditional(
             _unguided(pipe.model, signature), folder, config, pipe, pairs.counts, progress
         )
         mols, _, seconds = store.load()
-        quality = _quality(mols, progress, sdf, int(pairs.counts.sum()))
+        quality = sample_quality(mols, progress, sdf, int(pairs.counts.sum()))
         quality["sample_s_per_molecule"] = seconds / len(mols)
         result = {
             "signature": as_json(signature),
@@ -446,7 +398,7 @@ def _property_results(
             "mae_table_units": to_table_units(prop, mae),
             "n_evaluated": float(np.isfinite(pred).sum()),
             "sample_s_per_molecule": seconds / len(mols),
-            **_quality(mols, progress, folder / f"samples_{s.name}.sdf", int(pairs.counts.sum())),
+            **sample_quality(mols, progress, folder / f"samples_{s.name}.sdf", int(pairs.counts.sum())),
         }
         tags = {"molguide.property": prop, "molguide.guidance": s.kind, "molguide.weight": str(s.weight)}
         out_settings[s.name] = {"metrics": metrics, "tags": tags}

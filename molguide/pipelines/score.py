@@ -10,6 +10,7 @@ import torch
 
 from molguide.components import atom_types_of, diffusion_from_config, load_network
 from molguide.config import RunConfig
+from molguide.datasets import get_dataset
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
@@ -38,14 +39,13 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
     import mlflow
 
     from molguide.chem.evaluate import evaluate, over_requested, write_annotated_sdf
-    from molguide.chem.smiles import qm9_training_smiles
 
     progress = sys.stderr.isatty() if progress is None else progress
     sc = config.sample
     ckpt = Path(sc.checkpoint) if sc.checkpoint else Path(config.output_dir) / "score" / "last.pt"
     model, diffusion, nodes, state = load_score_model(ckpt, sc.use_ema, config.device)
     pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, atom_types_of(state), device=config.device)
-    reference = qm9_training_smiles()
+    reference = get_dataset(config.data.dataset).training_smiles()
     out_dir = Path(config.output_dir) / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}

@@ -26,7 +26,7 @@ import torch
 from molguide import distributed
 from molguide.components import inference_state
 from molguide.config import RunConfig, TrainSection
-from molguide.data.registry import split_molecules
+from molguide.datasets import split_molecules
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import StepLog, Trainer
 from molguide.training_specs import TRAINING_SPECS, train_config
@@ -206,12 +206,8 @@ def use_pretrained(config: RunConfig) -> dict:
     from molguide.pretrained import load_pretrained
 
     loaded = load_pretrained(config.model.pretrained)
-    state = loaded.component_state()
-    weights = state.pop("weights")
-    steps = int(state["training"].get("steps", 0))
-    ema = {f"module.{k}": v for k, v in weights.items()}
-    ema["n_averaged"] = torch.tensor(steps, dtype=torch.long)
-    checkpoint = {**state, "model": weights, "ema": ema, "step": steps, "pretrained": config.model.pretrained}
+    checkpoint = {**loaded.training_checkpoint(), "pretrained": config.model.pretrained}
+    state, steps = loaded.component_state(), int(checkpoint["step"])
     path = Path(config.output_dir) / "score" / "last.pt"
     save_checkpoint(checkpoint, path)
     log.info("score model: %s (%d training steps), not trained here -> %s", loaded.source, steps, path)

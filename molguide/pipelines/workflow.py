@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from molguide.config import RunConfig
-from molguide.diagnostics.tables import guidance_table, noise_level_table, sampling_table, training_table
+from molguide.diagnostics.tables import run_summary_table
 from molguide.pipelines import guidance, protocol, score, train
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
 
@@ -110,7 +110,7 @@ def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress
             _log_headline(guide, Path(config.output_dir) / "guided")
         if "protocol" in out["steps"]:  # the parent carries the protocol's tables and metrics
             protocol.log_protocol(out["steps"]["protocol"])
-        out["table"] = summary_table(out, config)
+        out["table"] = run_summary_table(out, config)
         mlflow.log_text(out["table"], "summary.txt")
         mlflow.log_text(json.dumps(out, indent=2, default=_jsonable), "summary.json")
         out["run_id"] = run.info.run_id
@@ -148,39 +148,6 @@ def _log_headline(guide: dict, plots_dir: Path) -> None:
     log_metrics_batch([(k, v, s) for k, v, s in rows if v is not None and math.isfinite(v)])
     for png in sorted(plots_dir.glob("*.png")):
         mlflow.log_artifact(str(png), "plots")
-
-
-def summary_table(out: dict, config: RunConfig) -> str:
-    """The text a user reads at the end: training, guidance results, noise-level diagnostics."""
-    from molguide.data.qm9 import PROPERTIES
-
-    units = {p.name: p.unit for p in PROPERTIES}
-    parts = [f"molguide {out['pipeline']} ({config.name}, output in {config.output_dir})"]
-    trained = {name: s for name, s in out["steps"].items() if name != "protocol-train"}
-    trained.update(out["steps"].get("protocol-train", {}).get("parts", {}))
-    parts.append(training_table(trained))
-    if "sample" in out["steps"]:
-        parts.append(sampling_table(out["steps"]["sample"]))
-    guide = out["steps"].get("guide")
-    if guide:
-        parts.append(guidance_table(guide, f"({units.get(config.target.property, '')})"))
-        parts.append(noise_level_table(guide["noise_levels"]))
-    if out.get("unfinished"):
-        parts.append(
-            "not finished: " + ", ".join(out["unfinished"]) + " stopped at the time limit; the later "
-            "steps did not run. Run the same command again to continue."
-        )
-    edm = out["steps"].get("protocol")
-    if edm:
-        parts.append(edm["header"])
-        parts.append("unconditional (%)\n" + edm["stability_table"])
-        parts.append(
-            "conditional MAE (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K)\n"
-            + edm["conditional_mae_table"]
-        )
-        if edm.get("reused"):
-            parts.append("reused from an earlier run of this command: " + ", ".join(edm["reused"]))
-    return "\n\n".join(p for p in parts if p)
 
 
 def quickstart(config: RunConfig, progress: bool | None = None) -> dict:

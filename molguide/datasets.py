@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from molguide.chem.smiles import qm9_training_smiles
 from molguide.data.molecules import MoleculeSet
 from molguide.data.qm9 import PROPERTIES as QM9_PROPERTIES
 from molguide.data.qm9 import PropertySpec, load_qm9
@@ -28,7 +29,8 @@ class Dataset:
 
     ``targets`` are the properties guidance and EDM's protocol can aim at (QM9: the six
     of EDM's conditional table); ``atom_types`` the atomic numbers of the networks'
-    atom-type channels, in order.
+    atom-type channels, in order; ``training_smiles`` the canonical SMILES that novelty
+    is measured against (the generator's training molecules).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Dataset:
     properties: tuple[PropertySpec, ...]
     targets: tuple[str, ...]
     atom_types: tuple[int, ...]
+    training_smiles: Callable[[], frozenset[str]]
 
 
 DATASETS: dict[str, Dataset] = {}
@@ -61,6 +64,7 @@ register_dataset(
         QM9_PROPERTIES,
         ("gap_eV", "homo_eV", "lumo_eV", "mu_D", "alpha_bohr3", "cv_calmolK"),
         QM9_ATOMIC_NUMBERS,
+        qm9_training_smiles,
     )
 )
 
