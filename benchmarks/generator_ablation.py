@@ -44,10 +44,10 @@ from _common import judge_samples, machine  # noqa: E402
 from molguide.atomic import atomic_write  # noqa: E402
 from molguide.chem.bond_orders import cached_bond_table  # noqa: E402
 from molguide.chem.smiles import qm9_training_smiles  # noqa: E402
-from molguide.components import build_score_model, diffusion_from_config  # noqa: E402
 from molguide.data import edm_splits, load_qm9  # noqa: E402
 from molguide.diffusion.nodes import NodeCountDistribution  # noqa: E402
 from molguide.diffusion.training import DiffusionTrainer, TrainConfig  # noqa: E402
+from molguide.networks import build_score_model, diffusion_from_config  # noqa: E402
 from molguide.training import ema_weights  # noqa: E402
 
 log = logging.getLogger("ablation")

@@ -159,7 +159,7 @@ def load_pretrained(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from molguide.components import diffusion_from_config, network_from_state
+    from molguide.networks import diffusion_from_config, network_from_state
 
     name = str(source)
     directory = SHIPPED[name] if name in SHIPPED else Path(source)
@@ -215,8 +215,8 @@ def export_checkpoint(
     with its EMA weights; the checkpoint's step and data settings go into ``training``;
     ``sampler`` as in :func:`save_pretrained`."""
     from molguide.checkpoint import load_checkpoint
-    from molguide.components import inference_state, network_from_state
     from molguide.elements import QM9_ATOMIC_NUMBERS
+    from molguide.networks import inference_state, network_from_state
 
     state = load_checkpoint(checkpoint)
     missing = [k for k in ("model_config", "diffusion_config", "node_counts", "ema") if k not in state]

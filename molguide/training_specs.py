@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from molguide.checkpoint import load_checkpoint
-from molguide.components import build_predictor, build_score_model, diffusion_from_config, inference_state
 from molguide.config import RunConfig, TrainSection
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
@@ -31,6 +30,7 @@ from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.training import DenoisingObjective
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
 from molguide.guidance.targets import PropertyTarget, reward_weights
+from molguide.networks import build_predictor, build_score_model, diffusion_from_config, inference_state
 from molguide.tracking import log_metrics_batch
 from molguide.training import Objective, TrainConfig, Trainer
 

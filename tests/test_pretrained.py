@@ -7,8 +7,8 @@ import torch
 
 import molguide
 from molguide.checkpoint import CheckpointError
-from molguide.components import build_score_model
 from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.networks import build_score_model
 from molguide.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrained
 
 MODEL = {
@@ -104,8 +104,8 @@ def test_broken_saved_models_are_one_clear_error(tmp_path):
 
 def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
     from molguide.cli import main
-    from molguide.components import diffusion_from_config
     from molguide.diffusion.training import DiffusionTrainer, TrainConfig
+    from molguide.networks import diffusion_from_config
     from molguide.training import ema_weights
 
     mols = qm9.subset(range(32))

@@ -372,9 +372,9 @@ def test_a_time_boxed_score_model_stops_the_protocol_before_the_later_steps(tmp_
 
 def test_the_protocol_score_model_does_not_diverge_in_its_first_steps(qm9):
     """EGNN 256x9 with 15 A per layer diverged at step 2 (loss 1e10); EDM's 15 / 9 per layer does not."""
-    from molguide.components import build_score_model, diffusion_from_config
     from molguide.config import load_config
     from molguide.diffusion.training import DiffusionTrainer
+    from molguide.networks import build_score_model, diffusion_from_config
     from molguide.training import TrainConfig
 
     config = load_config(CONFIG, [])

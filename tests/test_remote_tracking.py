@@ -134,7 +134,7 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
 
     import molguide
     from molguide.checkpoint import load_checkpoint
-    from molguide.components import inference_state
+    from molguide.networks import inference_state
 
     uri, shared = shared_folder_server
     client = mlflow.MlflowClient(uri)  # a fresh client, as a team member would use

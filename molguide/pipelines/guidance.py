@@ -15,17 +15,12 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-
 from molguide.chem.xtb import XTB_PROPERTIES
-from molguide.components import (
-    load_components,
-    log_component,
-)
+from molguide.components import load_components, log_component
 from molguide.config import RunConfig
 from molguide.datasets import get_dataset, split_molecules
 from molguide.design_pipeline import MoleculeDiffusionPipeline
-from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
+from molguide.guidance.settings import BASELINES, guide_settings
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
@@ -59,29 +54,13 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     reward_model = parts.networks.get("reward")
     rstate = parts.states.get("reward")
     cfg_model = parts.networks.get("cfg")
-    window = TimeWindow(gc.t_min, gc.t_max)
-    # (kind, weight, terms, base model): every setting shares the seeds of the unguided one.
-    settings: list[tuple[str, float, list, torch.nn.Module]] = [("unguided", 0.0, [], score_model)]
-    for w in sorted({gc.classifier, *gc.sweep} - {0.0}):
-        term = ClassifierGuidance(classifier, target.target_class, w, window)
-        settings.append(("classifier", w, [term], score_model))
-    if reward_model is not None:
-        for w in sorted({gc.reward, *gc.sweep} - {0.0}):
-            term = RewardGuidance(reward_model, diffusion.schedule.sigma, w, window)
-            settings.append(("reward", w, [term], score_model))
-    elif gc.reward:
+    if reward_model is None and gc.reward:
         log.warning("no reward model in %s: reward guidance skipped (run train-reward)", config.output_dir)
-    if cfg_model is not None:
-        label = torch.nn.functional.one_hot(torch.tensor(target.target_class), target.n_bins).float()
-        # CFG is judged against the same network's unconditional samples (null label),
-        # so the improvement measures the label and w, not a difference between networks.
-        settings.append(("cfg_unconditional", 0.0, [], cfg_model))
-        for w in sorted({gc.cfg, *gc.sweep}):
-            term = ClassifierFreeGuidance(cfg_model, label, diffusion.schedule.sigma, w, window)
-            settings.append(("cfg", w, [term], cfg_model))
+    sigma = diffusion.schedule.sigma
+    settings = guide_settings(gc, target, score_model, sigma, classifier, reward_model, cfg_model)
 
     calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
-    reference = get_dataset(config.data.dataset).training_smiles()
+    novelty_reference = get_dataset(config.data.dataset).training_smiles()
     out_dir = Path(config.output_dir) / "guided"
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -114,12 +93,12 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         if rstate is not None and "reward_weight_ess" in rstate:
             log_metrics_batch([("reward_weight_ess", rstate["reward_weight_ess"], 0)])
         base_seconds = None
-        for kind, w, terms, base in settings:
-            name = kind if kind in ("unguided", "cfg_unconditional") else f"{kind}_w{w:g}"
+        for setting in settings:
+            name, kind, w = setting.name, setting.kind, setting.weight
             # Every setting shares the unguided one's seed: same sizes and noise, sample by sample.
-            result = pipe.with_model(base)(
+            result = pipe.with_model(setting.model)(
                 gc.n_samples,
-                terms,
+                setting.terms,
                 gc.seed,
                 gc.batch_size,
                 steps=gc.steps,
@@ -138,7 +117,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 estate,
                 target,
                 diffusion.onehot_scale,
-                reference,
+                novelty_reference,
                 gc.xtb,
                 calibration,
                 progress,
@@ -148,12 +127,10 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             metrics = dict(j["metrics"])
             metrics["sample_s_per_molecule"] = seconds / gc.n_samples
             metrics["guided_step_cost_ratio"] = seconds / base_seconds if base_seconds else 1.0
-            reference = "cfg_unconditional" if kind == "cfg" else "unguided"
-            if kind not in ("unguided", "cfg_unconditional"):
-                metrics.update(paired_report(j, judged[reference], target, rstate))
-                metrics_tags = {"molguide.reference": reference}
-            else:
-                metrics_tags = {}
+            metrics_tags = {}
+            if setting.reference is not None:
+                metrics.update(paired_report(j, judged[setting.reference], target, rstate))
+                metrics_tags = {"molguide.reference": setting.reference}
             with mlflow_run(
                 EXPERIMENT,
                 name,
@@ -168,7 +145,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 mlflow.log_artifact(str(sdf), "samples")
             results[name] = metrics
             log.info("%s: %s", name, _short(metrics))
-        main = [n for n in results if n not in ("unguided", "cfg_unconditional")]
+        main = [n for n in results if n not in BASELINES]
         parent = {
             f"{n}.{k}": v
             for n in main

@@ -43,7 +43,6 @@ import torch
 
 from molguide.atomic import as_json, read_json, write_json
 from molguide.checkpoint import load_checkpoint
-from molguide.components import atom_types_of, load_network
 from molguide.config import RunConfig, TrainSection
 from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.datasets import split_molecules
@@ -54,9 +53,11 @@ from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sam
 from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import protocol_tables
 from molguide.diffusion.sampling import for_samples
+from molguide.guidance.settings import SamplingSetting, guided_name
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance
 from molguide.models.predictor import predict_samples
+from molguide.networks import atom_types_of, load_network
 from molguide.pipelines import train
 from molguide.sample_store import BatchedSamples, batch_seed
 from molguide.tracking import log_metrics_batch, mlflow_run
@@ -208,20 +209,13 @@ def draw_pairs(config: RunConfig) -> Pairs:
     return Pairs(mols.subset(idx), signature)
 
 
-@dataclass
-class Setting:
-    """One way of sampling the pairs: a base network and the guidance terms of each batch."""
-
-    name: str
-    kind: str  # unguided | classifier | cfg
-    weight: float
-    model: torch.nn.Module
-    terms: list  # guidance terms over all pairs (per-pair targets), cut to each batch
-    signature: dict
-
-
 def _sample_setting(
-    setting: Setting, folder: Path, config: RunConfig, base: MoleculeDiffusionPipeline, counts, progress: bool
+    setting: SamplingSetting,
+    folder: Path,
+    config: RunConfig,
+    base: MoleculeDiffusionPipeline,
+    counts,
+    progress: bool,
 ) -> BatchedSamples:
     """Sample (or finish sampling) one setting for every pair; returns its stored batches."""
     pc = config.protocol
@@ -255,7 +249,7 @@ def _predict(evaluator: torch.nn.Module, state: dict, mols: list[Molecule | None
 
 def _settings_of_property(
     config: RunConfig, prop: str, pairs: Pairs, base_signature: dict, pipe: MoleculeDiffusionPipeline
-) -> list[Setting]:
+) -> list[SamplingSetting]:
     """Classifier-guided settings (one per weight) and CFG settings of one property."""
     folder, device = protocol_dir(config) / prop, config.device
     targets = pairs.targets(prop)
@@ -271,7 +265,11 @@ def _settings_of_property(
                 "weight": w,
                 "classifier_step": int(cstate["step"]),
             }
-            settings.append(Setting(f"classifier_w{w:g}", "classifier", w, pipe.model, terms, sig))
+            settings.append(
+                SamplingSetting(
+                    guided_name("classifier", w), "classifier", w, pipe.model, terms, signature=sig
+                )
+            )
     if cfg_weights(config):
         cfg_model, fstate = _network(folder, "cfg", device)
         cfg_target = PropertyTarget.from_dict(fstate["target"])
@@ -279,7 +277,7 @@ def _settings_of_property(
         for w in cfg_weights(config):
             terms = [ClassifierFreeGuidance(cfg_model, onehot, pipe.diffusion.schedule.sigma, w)]
             sig = {**base_signature, "kind": "cfg", "weight": w, "cfg_step": int(fstate["step"])}
-            settings.append(Setting(f"cfg_w{w:g}", "cfg", w, cfg_model, terms, sig))
+            settings.append(SamplingSetting(guided_name("cfg", w), "cfg", w, cfg_model, terms, signature=sig))
     return settings
 
 
@@ -293,8 +291,8 @@ def _log_setting(name: str, tags: dict, metrics: dict, sdf: Path | None) -> None
             mlflow.log_artifact(str(sdf), "samples")
 
 
-def _unguided(score: torch.nn.Module, signature: dict) -> Setting:
-    return Setting("unguided", "unguided", 0.0, score, [], signature)
+def _unguided(score: torch.nn.Module, signature: dict) -> SamplingSetting:
+    return SamplingSetting("unguided", "unguided", 0.0, score, signature=signature)
 
 
 def _unconditional(

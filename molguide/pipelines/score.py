@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from molguide.components import atom_types_of, diffusion_from_config, load_network
 from molguide.config import RunConfig
 from molguide.datasets import get_dataset
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.networks import atom_types_of, diffusion_from_config, load_network
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)

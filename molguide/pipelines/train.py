@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from molguide import distributed
-from molguide.components import inference_state
 from molguide.config import RunConfig, TrainSection
 from molguide.datasets import split_molecules
+from molguide.networks import inference_state
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training import StepLog, Trainer
 from molguide.training_specs import TRAINING_SPECS, train_config

@@ -186,8 +186,8 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     extra: dict[str, float] = {}
     evaluator_path = Path(config.output_dir) / "evaluator" / "last.pt"
     if evaluator_path.exists():
-        from molguide.components import diffusion_from_config, load_network
         from molguide.models.predictor import predict_property
+        from molguide.networks import diffusion_from_config, load_network
 
         model, state = load_network(evaluator_path, "evaluator")
         onehot = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
