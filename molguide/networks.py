@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from molguide.checkpoint import CheckpointError, load_checkpoint
+from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.process import ONEHOT_SCALE, LossSettings, VPDiffusion
 from molguide.diffusion.schedule import NoiseSchedule
 from molguide.elements import QM9_ATOMIC_NUMBERS
@@ -109,3 +110,13 @@ def network_from_state(kind: str, state: Mapping, device: str | torch.device = "
         model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
     model.load_state_dict(state["weights"])
     return model.to(device).eval()
+
+
+def load_score_model(
+    path: str | Path, use_ema: bool = True, device: str = "cpu"
+) -> tuple[ScoreNetwork, VPDiffusion, NodeCountDistribution, dict]:
+    """(model, diffusion, node distribution, checkpoint state) from a train-score checkpoint."""
+    model, state = load_network(path, "score", device, use_ema)
+    diffusion = diffusion_from_config(state["diffusion_config"])
+    nodes = NodeCountDistribution.from_state_dict(state["node_counts"])
+    return model, diffusion, nodes, state

@@ -142,7 +142,7 @@ def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch,
     from the saved network (its architecture, not the config's), through the CLI."""
     from molguide.checkpoint import load_checkpoint
     from molguide.cli import main
-    from molguide.pipelines.score import load_score_model
+    from molguide.networks import load_score_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     net, folder = _saved(tmp_path)

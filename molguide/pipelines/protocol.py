@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +56,11 @@ from molguide.guidance.settings import SamplingSetting, guided_name
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance
 from molguide.models.predictor import predict_samples
-from molguide.networks import atom_types_of, load_network
-from molguide.pipelines import train
+from molguide.networks import atom_types_of, load_network, load_score_model
+from molguide.pipelines.train import train_network
 from molguide.sample_store import BatchedSamples, batch_seed
 from molguide.tracking import log_metrics_batch, mlflow_run
+from molguide.training_specs import TRAINING_SPECS
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,10 @@ def cfg_weights(config: RunConfig) -> list[float]:
 # ----------------------------------------------------------------------------- training
 
 
-def _parts(config: RunConfig) -> list[tuple[str, Callable[[RunConfig, bool | None], dict], TrainSection]]:
-    parts: list[tuple[str, Callable[[RunConfig, bool | None], dict], TrainSection]] = []
-    if classifier_weights(config):
-        parts.append(("classifier", train.train_classifier, config.classifier.train))
-    parts.append(("evaluator", train.train_evaluator, config.evaluator.train))
-    if config.cfg.enabled:
-        parts.append(("cfg", train.train_cfg, config.cfg.train))
-    return parts
+def _kinds(config: RunConfig) -> list[str]:
+    """The networks each property needs: classifier (when guided), evaluator, CFG model (when enabled)."""
+    kinds = ["classifier"] if classifier_weights(config) else []
+    return [*kinds, "evaluator", *(["cfg"] if config.cfg.enabled else [])]
 
 
 def _finished(checkpoint: Path, summary: dict, section: TrainSection, n_bins: int) -> bool:
@@ -154,7 +150,8 @@ def train_protocol_models(config: RunConfig, progress: bool | None = None) -> di
         tags = {"molguide.pipeline": "protocol-train", "molguide.property": prop}
         with mlflow_run(EXPERIMENT, f"protocol-{prop}", tags):
             reused = []
-            for kind, train, section in _parts(config):
+            for kind in _kinds(config):
+                section = TRAINING_SPECS[kind].train_section(config)
                 summary = record.get(kind)
                 checkpoint, n_bins = folder / kind / "last.pt", config.protocol.n_bins
                 if summary is not None and _finished(checkpoint, summary, section, n_bins):
@@ -164,7 +161,7 @@ def train_protocol_models(config: RunConfig, progress: bool | None = None) -> di
                     reused.append(kind)
                     summary = {**summary, "reused": True}
                 else:
-                    summary = train(pconf, progress)
+                    summary = train_network(kind, pconf, progress)
                     record[kind] = summary
                     write_json(record_path, record)
                 out["parts"][f"{prop} {kind}"] = summary
@@ -421,7 +418,6 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
     (:func:`train_protocol_models`). Returns the tables (Markdown), their rows (JSON),
     the metrics :func:`log_protocol` puts on the parent run, and which results were reused.
     """
-    from molguide.pipelines.score import load_score_model
 
     progress = _progress(progress)
     pc = config.protocol

@@ -11,21 +11,12 @@ import torch
 from molguide.config import RunConfig
 from molguide.datasets import get_dataset
 from molguide.design_pipeline import MoleculeDiffusionPipeline
-from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.networks import atom_types_of, diffusion_from_config, load_network
+from molguide.networks import atom_types_of, load_score_model
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "molguide-score"
-
-
-def load_score_model(path: str | Path, use_ema: bool = True, device: str = "cpu"):
-    """(model, diffusion, node distribution, checkpoint state) from a train-score checkpoint."""
-    model, state = load_network(path, "score", device, use_ema)
-    diffusion = diffusion_from_config(state["diffusion_config"])
-    nodes = NodeCountDistribution.from_state_dict(state["node_counts"])
-    return model, diffusion, nodes, state
 
 
 def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict:

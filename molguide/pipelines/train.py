@@ -13,22 +13,17 @@ spec add its diagnostics, and log the checkpoint and the inference weights
 from __future__ import annotations
 
 import logging
-import math
 import sys
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from molguide import distributed
-from molguide.config import RunConfig, TrainSection
+from molguide.config import RunConfig
 from molguide.datasets import split_molecules
 from molguide.networks import inference_state
-from molguide.tracking import log_config, log_metrics_batch, mlflow_run
-from molguide.training import StepLog, Trainer
+from molguide.tracked_training import log_trained_component, run_training, training_run
+from molguide.tracking import log_metrics_batch
+from molguide.training import Trainer
 from molguide.training_specs import TRAINING_SPECS, train_config
 
 log = logging.getLogger(__name__)
@@ -101,98 +96,6 @@ def train_reward(config: RunConfig, progress: bool | None = None) -> dict:
 def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
     """``train-cfg``: the conditional score model, the label dropped with ``cfg.p_uncond``."""
     return train_network("cfg", config, progress)
-
-
-# ----------------------------------------------------------------------------- the shared loop
-
-
-def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: str) -> dict:
-    """Resume when asked and possible, train (time-boxed by ``max_minutes``), log to the active run.
-
-    Logs ``loss``, ``grad_norm``, ``lr``, ``molecules_per_s`` and the objective's extras
-    per step in batches, then ``train_steps_per_s`` and ``final_loss``.
-    """
-    ckpt = trainer.checkpoint_path
-    if section.resume and ckpt is not None and ckpt.exists():
-        trainer.resume()
-        log.info("%s: resuming %s at step %d of %d", desc, ckpt, trainer.step, section.steps)
-
-    last_line = [time.monotonic()]
-
-    def on_log(entries: list[StepLog]) -> None:
-        # Without a progress bar (logs, CI), a line every 30 s shows the run is alive.
-        if not progress and time.monotonic() - last_line[0] > 30:
-            last_line[0] = time.monotonic()
-            loss = float(np.mean([e.loss for e in entries]))
-            log.info("%s: step %d of %d, loss %.4f", desc, entries[-1].step, section.steps, loss)
-        rows = []
-        for e in entries:
-            rows += [("loss", e.loss, e.step), ("grad_norm", e.grad_norm, e.step), ("lr", e.lr, e.step)]
-            rows += [(k, v, e.step) for k, v in e.extras.items()]
-        rows.append(
-            ("molecules_per_s", float(np.mean([e.molecules_per_s for e in entries])), entries[-1].step)
-        )
-        log_metrics_batch(rows)
-
-    start_step, t0 = trainer.step, time.perf_counter()
-    deadline = time.monotonic() + 60 * section.max_minutes if section.max_minutes else None
-    trainer.train(section.steps, on_log, progress, deadline, desc=desc)
-    elapsed = time.perf_counter() - t0
-    done = trainer.step - start_step
-    summary = {
-        "steps": trainer.step,
-        "train_steps_per_s": done / elapsed if elapsed > 0 and done else math.nan,
-        "final_loss": trainer.recent_loss(),
-        "finished": trainer.step >= section.steps,  # False: stopped by max_minutes
-        "minutes": elapsed / 60,
-        "checkpoint": str(ckpt) if ckpt else None,
-    }
-    log_metrics_batch(
-        [
-            ("train_steps_per_s", summary["train_steps_per_s"], trainer.step),
-            ("final_loss", summary["final_loss"], trainer.step),
-        ]
-    )
-    log.info(
-        "%s: %d steps in %.1f min, final loss %.4f",
-        desc,
-        trainer.step,
-        summary["minutes"],
-        summary["final_loss"],
-    )
-    return summary
-
-
-@contextmanager
-def training_run(experiment: str, run_name: str, tags: Mapping[str, str], config: RunConfig) -> Iterator:
-    """The MLflow run of a training pipeline, with its resolved config; yields the run.
-
-    In a data-parallel job only rank 0 logs: the other processes get ``None`` and
-    train without touching the tracking store (their metric batches are no-ops).
-    """
-    if not distributed.context().is_main:
-        yield None
-        return
-    with mlflow_run(experiment, run_name, tags) as run:
-        log_config(config)
-        yield run
-
-
-def log_trained_component(run, kind: str, trainer: Trainer, summary: dict) -> dict:
-    """Log the finished checkpoint and the inference weights (``models/<kind>``) to ``run``.
-
-    Adds ``run_id`` to ``summary``; does nothing on data-parallel ranks other than 0.
-    """
-    import mlflow
-
-    from molguide.components import log_component
-
-    if run is None:
-        return summary
-    mlflow.log_artifact(str(trainer.checkpoint_path), "checkpoint")
-    log_component(kind, inference_state(trainer.state_dict()))
-    summary["run_id"] = run.info.run_id
-    return summary
 
 
 # ----------------------------------------------------------------------------- a shipped generator
