@@ -55,13 +55,13 @@ def sample_quality(
 def qm9_reference_row(config: RunConfig, progress: bool) -> dict:
     """The stability table's data row, measured on ``protocol.n_reference`` random generator-half molecules.
 
-    Cached per (split, n, seed, data cut) in ``$MOLGUIDE_CACHE/protocol``: it depends on
-    the data only.
+    Cached per (data set, split, n, seed, data cut) in ``$MOLGUIDE_CACHE/protocol``: it
+    depends on the data only.
     """
     from molguide.data.qm9 import default_cache_dir
 
     pc, dc = config.protocol, config.data
-    key = f"qm9_{dc.split}_n{pc.n_reference}_seed{pc.seed}"
+    key = f"{dc.dataset}_{dc.split}_n{pc.n_reference}_seed{pc.seed}"
     key += f"_first{dc.max_molecules}" if dc.max_molecules else ""
     key += "_noH" if dc.remove_hydrogens else ""
     path = default_cache_dir() / "protocol" / f"{key}.json"

@@ -12,6 +12,7 @@ whose finished trainings, sample batches and results a rerun skips.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 import logging
@@ -25,15 +26,12 @@ from molguide.config import RunConfig
 from molguide.diagnostics.tables import run_summary_table
 from molguide.pipelines import guidance, protocol, score, train
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
+from molguide.training_specs import TRAINING_SPECS
 
 log = logging.getLogger(__name__)
 
 STEPS: dict[str, Callable[[RunConfig, bool | None], dict]] = {
-    "train-score": train.train_score,
-    "train-classifier": train.train_classifier,
-    "train-evaluator": train.train_evaluator,
-    "train-reward": train.train_reward,
-    "train-cfg": train.train_cfg,
+    **{f"train-{kind}": functools.partial(train.train_network, kind) for kind in TRAINING_SPECS},
     "sample": score.sample_and_evaluate,
     "guide": guidance.guided_sample,
     "protocol-train": protocol.train_protocol_models,
