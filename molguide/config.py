@@ -314,13 +314,45 @@ def _set_path(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping that gives one key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps
+    the last silently, so a config would lose the first value without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(f"key {key!r} appears twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python objects, refusing duplicate keys (:class:`yaml.YAMLError` otherwise)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml_tree(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a nested dict; unreadable or malformed files name the file."""
+    """A YAML config file as a nested dict; unreadable or malformed files (a key given twice
+    included) name the file."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = parse_yaml(path.read_text()) or {}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}; give each key once") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
     if not isinstance(tree, dict):

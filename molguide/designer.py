@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -41,6 +42,10 @@ from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, 
 log = logging.getLogger(__name__)
 
 GUIDANCE_KINDS = ("classifier", "reward", "cfg")
+
+
+class GenerationError(RuntimeError):
+    """Every requested sample was lost while sampling; ``Designer.last_failures`` says why."""
 
 
 class Designer:
@@ -101,7 +106,7 @@ class Designer:
             raise ValueError(f"guidance: unknown term(s) {sorted(unknown)}; allowed: {list(GUIDANCE_KINDS)}")
         weights = {}
         for kind, w in guidance.items():
-            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
                 raise ValueError(f"guidance[{kind!r}]: a weight must be a finite number >= 0, got {w!r}")
             if w > 0 and not self.components.has(kind):
                 raise ValueError(f"guidance[{kind!r}]: {self.components.source} has no {kind} model")
@@ -172,7 +177,8 @@ class Designer:
                 in ``last_metrics``.
 
         Samples whose coordinates diverge are not returned; their reasons are in
-        ``last_failures`` and a warning says how many.
+        ``last_failures`` and a warning says how many. When every sample diverges,
+        :class:`GenerationError` says so (nothing to return is not a result).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -199,6 +205,12 @@ class Designer:
         )
         molecules = result.molecules
         self.last_failures = dict(result.failures)
+        if not molecules:
+            first = min(result.failures)
+            raise GenerationError(
+                f"all {n} samples diverged while sampling (sample {first}: {result.failures[first]}); "
+                "designer.last_failures has every reason"
+            )
         if self.last_failures:
             log.warning(
                 "%d of %d samples diverged and are not returned (see last_failures)",

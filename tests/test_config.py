@@ -74,3 +74,10 @@ def test_quickstart_defaults_validate_and_layer_under_file_and_overrides(tmp_pat
     assert base["guide"]["n_samples"] == 500  # the defaults are not modified
     assert full_steps(config)[-2:] == ("sample", "guide") and "train-cfg" not in full_steps(config)
     assert "train-cfg" in full_steps(load_config(None, ["cfg.enabled=true"]))
+
+
+def test_a_key_given_twice_is_an_error_naming_the_file_key_and_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  steps: 5\n  lr: 0.1\n  steps: 7\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: key 'steps' appears twice \(lines 2 and 4\)"):
+        load_config(path)

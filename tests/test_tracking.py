@@ -44,6 +44,7 @@ def test_a_pipeline_logs_to_a_real_mlflow_server_and_its_run_id_loads_the_model(
     import mlflow
 
     import molguide
+    from molguide.designer import GenerationError
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     args = ["-q", "run", "train-score", "--json", "--no-progress"]
@@ -54,7 +55,10 @@ def test_a_pipeline_logs_to_a_real_mlflow_server_and_its_run_id_loads_the_model(
     assert len(mlflow.MlflowClient(mlflow_server).get_metric_history(run_id, "loss")) == 20
     designer = molguide.load(f"runs:/{run_id}")  # the model comes back through the server's artifacts
     assert designer.target is None and designer.guidance_kinds == []
-    mols = designer.generate(2, steps=5, evaluate=False)
+    try:
+        mols = designer.generate(2, steps=5, evaluate=False)
+    except GenerationError:  # a 20-step model may lose both samples: then it says so
+        mols = []
     assert len(mols) + len(designer.last_failures) == 2
 
 

@@ -193,6 +193,17 @@ def test_generate_rejects_bad_arguments_with_a_clear_message(quickstart_run, kwa
         designer.generate(2, steps=5, **kwargs)
 
 
+def test_numpy_weights_are_weights(quickstart_run):
+    import numpy as np
+
+    import molguide
+
+    designer = molguide.load(str(quickstart_run[0]))
+    weights = {"classifier": np.float32(2.0), "reward": np.float64(1.0)}
+    mols = designer.generate(2, target={"gap_eV": "high"}, guidance=weights, steps=5, evaluate=False)
+    assert mols and "classifier=2, reward=1" in mols[0].GetProp("molguide_guidance")
+
+
 def test_readme_example_runs_on_the_quickstart_output(quickstart_run, tmp_path):
     folder, uri, run_id, _ = quickstart_run
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}

@@ -20,9 +20,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from molguide.config import RunConfig
+from molguide.config import RunConfig, parse_yaml
 from molguide.diagnostics.tables import run_summary_table
 from molguide.pipelines import guidance, protocol, score, train
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
@@ -59,7 +57,7 @@ QUALITY = (
 def quickstart_defaults() -> dict:
     """The quickstart's own configuration (``molguide/pipelines/quickstart.yaml``)."""
     text = importlib.resources.files("molguide.pipelines").joinpath("quickstart.yaml").read_text()
-    return yaml.safe_load(text)
+    return parse_yaml(text)
 
 
 def full_steps(config: RunConfig) -> tuple[str, ...]:
