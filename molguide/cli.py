@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,9 +218,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, Exception) as err:
         if not is_main or not any(Path(config.output_dir).glob("*/last.pt")):
             raise  # under torchrun, rank 0 alone says how to resume
-        what = (
-            "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed ({type(err).__name__}: {err})"
-        )
+        if isinstance(err, Terminated):
+            what = "terminated (SIGTERM)"
+        elif isinstance(err, KeyboardInterrupt):
+            what = "interrupted"
+        else:
+            what = f"failed ({type(err).__name__}: {err})"
         print(
             f"molguide: {args.pipeline} {what}; the MLflow run is marked "
             f"{'KILLED' if isinstance(err, KeyboardInterrupt) else 'FAILED'}, checkpoints are kept in "
@@ -317,20 +322,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, ``docker stop`` and ``kill`` send), handled like Ctrl-C: the training
+    loop stops at once, the last checkpoint is kept, the MLflow run is marked KILLED."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM raises :class:`Terminated` (main thread only; elsewhere,
+    or where the signal cannot be caught, the default stays); the old handler comes back after."""
+
+    def handler(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the main thread, or not supported here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``molguide`` console script."""
-    from molguide.checkpoint import CheckpointError
-    from molguide.config import ConfigError
-    from molguide.data.io import MoleculeFileError
-    from molguide.data.qm9 import DataError
-    from molguide.tracking import TrackingError
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="molguide: %(message)s",
         stream=sys.stderr,
     )
+    with _sigterm_as_interrupt():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; known errors become one line and an exit status."""
+    from molguide.checkpoint import CheckpointError
+    from molguide.config import ConfigError
+    from molguide.data.io import MoleculeFileError
+    from molguide.data.qm9 import DataError
+    from molguide.tracking import TrackingError
+
     try:
         if args.command == "data" and args.data_command == "info":
             info = data_info(args.cache, args.rebuild)
@@ -360,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError, TrackingError) as err:
         print(f"molguide: error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("molguide: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("molguide: interrupted", file=sys.stderr)
         return 130

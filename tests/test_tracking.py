@@ -177,6 +177,37 @@ def test_ctrl_c_marks_the_run_killed_keeps_the_checkpoint_and_prints_the_resume_
     assert statuses == ["FINISHED", "KILLED"]
 
 
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, molguide_cache):
+    """What Slurm and ``docker stop`` send: the run is marked KILLED, the checkpoint kept, the
+    resume command printed, exit status 143 (128 + SIGTERM)."""
+    import signal
+    import time
+
+    import mlflow
+
+    from molguide.checkpoint import load_checkpoint
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = [f"output_dir={tmp_path / 'runs'}", *TINY_SCORE, "train.steps=100000", "train.checkpoint_every=5"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MOLGUIDE_CACHE": str(molguide_cache)}
+    cmd = [sys.executable, "-m", "molguide.cli", "run", "train-score", "--no-progress", *_sets(sets)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "runs" / "score" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists(), proc.communicate(timeout=60)[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "train-score terminated (SIGTERM)" in err and "resume with: molguide run train-score" in err
+    assert "Traceback" not in err
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("molguide-score").experiment_id])
+    assert run.info.status == "KILLED"
+    assert load_checkpoint(ckpt)["step"] % 5 == 0  # a whole checkpoint, loadable
+
+
 def test_the_mlflow_project_entry_point_runs_the_pipeline_in_the_project_run(tmp_path):
     import mlflow
 
