@@ -185,7 +185,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     from molguide import distributed
     from molguide.config import dump_config, load_config
-    from molguide.tracking import check_tracking, ui_command
+    from molguide.tracking import check_tracking, end_stale_runs, set_output_dir, ui_command
 
     base = None
     if args.pipeline == "quickstart":
@@ -195,6 +195,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     overrides = [*args.set, *shlex.split(args.overrides or "")]
     config = load_config(args.config or None, overrides, base=base)
     uri = check_tracking()  # an unreachable server fails here, before any training
+    set_output_dir(config.output_dir)
     if distributed.launched_by_torchrun():
         if args.pipeline not in DATA_PARALLEL_PIPELINES:
             raise UserError(
@@ -206,6 +207,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     is_main = distributed.context().is_main
     if not is_main:  # rank 0 speaks for the job
         logging.getLogger().setLevel(logging.WARNING)
+    else:
+        for run_id in end_stale_runs(config.output_dir):
+            log.warning("MLflow run %s was left RUNNING by a process that is gone; marked FAILED", run_id)
     module, func = PIPELINES[args.pipeline].split(":")
     log.info("running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", uri)
     log.debug("resolved config:\n%s", dump_config(config))

@@ -12,6 +12,64 @@ from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
+# What every run of this process is tagged with, so a later run can tell a run whose
+# process is gone (kill -9, a lost machine) from one that is still going.
+_RUN_CONTEXT: dict[str, str] = {}
+
+
+def set_output_dir(output_dir: str | Path) -> None:
+    """Tag this process's runs with the run folder they write to (see :func:`end_stale_runs`)."""
+    _RUN_CONTEXT["molguide.output_dir"] = str(Path(output_dir).resolve())
+
+
+def _process_tags() -> dict[str, str]:
+    import socket
+
+    return {"molguide.host": socket.gethostname(), "molguide.pid": str(os.getpid()), **_RUN_CONTEXT}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def end_stale_runs(output_dir: str | Path) -> list[str]:
+    """Mark FAILED the molguide runs still RUNNING whose process has ended; returns their ids.
+
+    A run is stale when it was started on this host by a process that no longer exists
+    (kill -9, a crash the run could not record), or when it wrote to ``output_dir`` from
+    another host (a lost machine: a run starting on this folder again means that one is
+    gone). Each gets the tag ``molguide.note`` saying so, so the store shows no ghosts.
+    """
+    import socket
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("molguide-")]
+    if not experiments:
+        return []
+    host, folder = socket.gethostname(), str(Path(output_dir).resolve())
+    ended = []
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("molguide.pid", "")
+        here = tags.get("molguide.host") == host
+        dead_here = here and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+        lost_there = not here and "molguide.host" in tags and tags.get("molguide.output_dir") == folder
+        if dead_here or lost_there:
+            why = "its process had ended" if dead_here else f"its machine ({tags['molguide.host']}) was lost"
+            note = f"was still RUNNING when {folder} was run again on {host}: {why} (kill -9 or a crash)"
+            client.set_tag(run.info.run_id, "molguide.note", note)
+            client.set_terminated(run.info.run_id, status="FAILED")
+            ended.append(run.info.run_id)
+    return ended
+
 
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` when set, else ./mlflow.db (MLflow 3 has no file store by default)."""
@@ -141,7 +199,7 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
         experiment_id = parent.info.experiment_id
     elif not nested and not os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = mlflow.set_experiment(experiment).experiment_id
-    all_tags = {"molguide.git_commit": _git_commit() or "unknown", **(tags or {})}
+    all_tags = {"molguide.git_commit": _git_commit() or "unknown", **_process_tags(), **(tags or {})}
     run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags, experiment_id=experiment_id)
     try:
         yield run

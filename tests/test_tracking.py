@@ -208,6 +208,40 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, molguide_cache):
     assert load_checkpoint(ckpt)["step"] % 5 == 0  # a whole checkpoint, loadable
 
 
+def test_a_run_left_running_by_kill_9_is_marked_failed_when_the_folder_runs_again(
+    tmp_path, molguide_cache, monkeypatch
+):
+    import signal
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = [f"output_dir={tmp_path / 'runs'}", *TINY_SCORE, "train.steps=100000", "train.checkpoint_every=5"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MOLGUIDE_CACHE": str(molguide_cache)}
+    cmd = [sys.executable, "-m", "molguide.cli", "run", "train-score", "--no-progress", *_sets(sets)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "runs" / "score" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists(), proc.communicate(timeout=60)[1][-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("molguide-score").experiment_id
+    (ghost,) = client.search_runs([experiment])
+    assert ghost.info.status == "RUNNING"  # kill -9 leaves no chance to record anything
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    resumed = [f"output_dir={tmp_path / 'runs'}", *TINY_SCORE, "train.steps=30"]
+    assert main(["-q", "run", "train-score", "--json", "--no-progress", *_sets(resumed)]) == 0
+    ghost = client.get_run(ghost.info.run_id)
+    assert ghost.info.status == "FAILED" and "its process had ended" in ghost.data.tags["molguide.note"]
+    statuses = sorted(r.info.status for r in client.search_runs([experiment]))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
 def test_the_mlflow_project_entry_point_runs_the_pipeline_in_the_project_run(tmp_path):
     import mlflow
 
