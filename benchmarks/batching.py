@@ -13,7 +13,6 @@ hits both alike; the ratio is the median of the per-round ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, write_report  # noqa: E402
 
 
 def main() -> None:
@@ -70,11 +69,7 @@ def main() -> None:
         "pyg_over_molguide_median_ratio": round(statistics.median(p / o for p, o in rounds), 1),
         "rounds": args.rounds,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

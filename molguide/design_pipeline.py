@@ -17,6 +17,7 @@ one label per molecule) are cut to each batch through their ``for_samples`` meth
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -168,7 +169,8 @@ class MoleculeDiffusionPipeline:
         return SampleResult(molecules, failures, steps, method, power, indices, seconds, counts.tolist())
 
     def _counts(self, n: int | Sequence[int] | torch.Tensor, seed: int) -> torch.Tensor:
-        if isinstance(n, int):
+        if isinstance(n, numbers.Integral):  # a numpy integer too
+            n = int(n)
             if n < 1:
                 raise ValueError(f"n must be >= 1, got {n}")
             if self.nodes is None:

@@ -184,6 +184,10 @@ class Designer:
             raise ValueError(f"n must be >= 1, got {n}")
         window = TimeWindow(t_min, t_max)
         if _are_terms(guidance):
+            if target is not None:
+                raise ValueError(
+                    "target: applies to guidance weights by name; your own guidance terms carry their targets"
+                )
             terms, pipe = list(guidance), self.pipeline
             label = ", ".join(type(term).__name__ for term in terms) or "none"
         else:

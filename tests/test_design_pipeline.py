@@ -127,6 +127,10 @@ def test_the_designer_generates_through_the_shipped_pipeline_and_takes_user_term
     assert with_term[0].GetProp("molguide_guidance") == "_ZeroTerm"
     with pytest.raises(ValueError, match="guidance-term objects"):
         designer.generate(2, guidance=[1.0])
+    with pytest.raises(ValueError, match="your own guidance terms carry their targets"):
+        designer.generate(2, target={"gap_eV": "high"}, guidance=[_ZeroTerm()])
+    again = shipped(np.int64(4), seed=1, steps=10)  # a numpy integer is a count, not a size list
+    assert [m.num_atoms for m in again.molecules] == [m.num_atoms for m in ours.molecules]
 
 
 def test_a_saved_pipeline_loads_with_its_sampler_settings_and_makes_the_same_molecules(pipe, tmp_path):

@@ -177,26 +177,33 @@ def test_ctrl_c_marks_the_run_killed_keeps_the_checkpoint_and_prints_the_resume_
     assert statuses == ["FINISHED", "KILLED"]
 
 
+def _training_past_its_first_checkpoint(tmp_path, uri: str, cache) -> tuple[subprocess.Popen, Path]:
+    """A long ``molguide run train-score`` in a subprocess, returned once its first checkpoint exists."""
+    import time
+
+    sets = [f"output_dir={tmp_path / 'runs'}", *TINY_SCORE, "train.steps=100000", "train.checkpoint_every=5"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MOLGUIDE_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "molguide.cli", "run", "train-score", "--no-progress", *_sets(sets)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "runs" / "score" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists(), proc.communicate(timeout=60)[1][-2000:]
+    return proc, ckpt
+
+
 def test_sigterm_is_handled_like_ctrl_c(tmp_path, molguide_cache):
     """What Slurm and ``docker stop`` send: the run is marked KILLED, the checkpoint kept, the
     resume command printed, exit status 143 (128 + SIGTERM)."""
     import signal
-    import time
 
     import mlflow
 
     from molguide.checkpoint import load_checkpoint
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sets = [f"output_dir={tmp_path / 'runs'}", *TINY_SCORE, "train.steps=100000", "train.checkpoint_every=5"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MOLGUIDE_CACHE": str(molguide_cache)}
-    cmd = [sys.executable, "-m", "molguide.cli", "run", "train-score", "--no-progress", *_sets(sets)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = tmp_path / "runs" / "score" / "last.pt"
-    deadline = time.monotonic() + 240
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ckpt.exists(), proc.communicate(timeout=60)[1][-2000:]
+    proc, ckpt = _training_past_its_first_checkpoint(tmp_path, uri, molguide_cache)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
@@ -212,20 +219,11 @@ def test_a_run_left_running_by_kill_9_is_marked_failed_when_the_folder_runs_agai
     tmp_path, molguide_cache, monkeypatch
 ):
     import signal
-    import time
 
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sets = [f"output_dir={tmp_path / 'runs'}", *TINY_SCORE, "train.steps=100000", "train.checkpoint_every=5"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MOLGUIDE_CACHE": str(molguide_cache)}
-    cmd = [sys.executable, "-m", "molguide.cli", "run", "train-score", "--no-progress", *_sets(sets)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpt = tmp_path / "runs" / "score" / "last.pt"
-    deadline = time.monotonic() + 240
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ckpt.exists(), proc.communicate(timeout=60)[1][-2000:]
+    proc, ckpt = _training_past_its_first_checkpoint(tmp_path, uri, molguide_cache)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     client = mlflow.MlflowClient(uri)
