@@ -117,16 +117,21 @@ def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from molguide.chem.evaluate import evaluate, write_annotated_sdf
+    from molguide.chem.evaluate import evaluate, write_evaluated_sdf
     from molguide.data.io import read_molecules
 
+    if args.out and Path(args.out).resolve() == Path(args.file).resolve():
+        raise UserError(f"--out {args.out}: is the input file; write the results to another file")
     report = read_molecules(args.file)
     if report.errors:
         log.warning("%s", report.summary())
-    if not report.molecules:
-        raise UserError(f"{args.file}: none of the {report.n_records} records could be read")
+    if not report.molecules and args.json:
+        errors = [e.as_dict() for e in report.errors]
+        print(json.dumps({"n_input": report.n_records, "n_evaluated": 0, "errors": errors}))
+        return 2
+    molecules = report.require_molecules()
     evaluation = evaluate(
-        report.molecules,
+        molecules,
         reference_smiles=[] if args.no_novelty else None,
         xtb=not args.no_xtb,
         xtb_workers=args.workers,
@@ -136,8 +141,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     result = evaluation.to_dict()
     if args.out:
-        write_annotated_sdf(evaluation, report.molecules, args.out)
-        log.info("wrote %d annotated molecules to %s", len(report.molecules), args.out)
+        count = write_evaluated_sdf(evaluation, molecules, args.out, source=args.file)
+        log.info("wrote %d molecules with their results as molguide_* SD tags to %s", count, args.out)
     if args.json:
         print(json.dumps(result, allow_nan=False, default=_json_default))
     else:

@@ -119,3 +119,68 @@ def test_unknown_extension_and_binary_file(tmp_path):
 def test_molecule_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="3 atoms but 2 positions"):
         Molecule(np.array([6, 1, 1]), np.zeros((2, 3)), name="bad")
+
+
+# --------------------------------------------------------------------- records kept or named
+
+
+def test_a_missing_record_separator_is_reported_not_merged(tmp_path):
+    from molecule_files import zinc_style_sdf
+
+    text = zinc_style_sdf(tmp_path / "zinc.sdf").read_text()
+    path = tmp_path / "missing.sdf"
+    path.write_text(text.replace("$$$$\n", "", 1))  # molecule 2 runs on after molecule 1's tags
+    report = read_sdf(path)
+    assert report.n_records == 3
+    assert [m.name for m in report.molecules] == ["ZINC000000000002", "ZINC000000000003"]
+    (error,) = report.errors
+    assert error.record == 1 and error.line == 1 and "'$$$$'" in error.reason
+    second_start = text.split("$$$$\n")[0].count("\n") + 1
+    assert f"line {second_start}" in error.reason
+
+    # Without data items the next molecule's header follows M  END directly.
+    bare = "".join(block.split("M  END")[0] + "M  END\n" for block in text.split("$$$$\n") if block.strip())
+    (tmp_path / "bare.sdf").write_text(bare + "$$$$\n")
+    report = read_sdf(tmp_path / "bare.sdf")
+    assert report.n_records == 3 and len(report.molecules) == 1
+    assert [e.record for e in report.errors] == [1, 2]
+
+
+def test_a_byte_that_is_not_utf8_costs_its_record_only(tmp_path):
+    from molecule_files import zinc_style_sdf
+
+    data = zinc_style_sdf(tmp_path / "zinc.sdf").read_bytes()
+    bad = data.replace(b"ZINC000000000002\n", "Phénol\n".encode("latin-1"), 1)  # the title line
+    (tmp_path / "latin1.sdf").write_bytes(bad)
+    report = read_sdf(tmp_path / "latin1.sdf")
+    assert [m.name for m in report.molecules] == ["ZINC000000000001", "ZINC000000000003"]
+    (error,) = report.errors
+    assert error.record == 2 and "byte 0xE9 is not UTF-8" in error.reason
+    xyz = tmp_path / "latin1.xyz"
+    xyz.write_bytes(b"2\nH2\nH 0 0 0\nH 0 0 0.74\n2\nd\xe9j\xe0\nH 0 0 0\nH 0 0 0.74\n")
+    report = read_xyz(xyz)
+    assert len(report.molecules) == 1 and "line 6: byte 0xE9" in report.errors[0].reason
+
+
+def test_flat_and_absurd_coordinates_are_per_record_errors(tmp_path):
+    xyz = tmp_path / "flat.xyz"
+    xyz.write_text(
+        "4\nflat\nC 0 0 0\nO 1.2 0 0\nH -0.5 0.9 0\nH -0.5 -0.9 0\n"
+        "4\ntilted\nC 0 0 0\nO 1.2 0 0.1\nH -0.5 0.9 0\nH -0.5 -0.9 0\n"
+        "3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"  # 3 atoms always lie in a plane
+        "2\nfar\nH 0 0 0\nH 0 0 1e300\n"
+    )
+    report = read_xyz(xyz)
+    assert [m.name for m in report.molecules] == ["tilted", "water"]
+    flat, far = report.errors
+    assert flat.record == 1 and "2D (all z = 0)" in flat.reason
+    assert far.record == 4 and "atom 2: coordinate 1e+300 is out of range" in far.reason
+
+    from molecule_files import zinc_style_sdf
+
+    text = zinc_style_sdf(tmp_path / "zinc.sdf").read_text().splitlines(keepends=True)
+    atom = next(k for k, line in enumerate(text) if line.rstrip().endswith("0  0  0  0  0  0"))
+    text[atom] = "    1e300     0.0000    0.0000" + text[atom][30:]
+    (tmp_path / "far.sdf").write_text("".join(text))
+    report = read_sdf(tmp_path / "far.sdf")
+    assert len(report.molecules) == 2 and "out of range" in report.errors[0].reason

@@ -198,7 +198,7 @@ def evaluate(
         evaluate_molecule(m, descriptors)
         for m in tqdm(molecules, desc="evaluate", unit="mol", disable=not progress)
     ]
-    errors = [{"file": e.file, "record": e.record, "line": e.line, "reason": e.reason} for e in read_errors]
+    errors = [e.as_dict() for e in read_errors]
     for k, r in enumerate(results, start=1):
         if r.n_stable_atoms is None:
             errors.append({"record": k, "name": r.name, "reason": "; ".join(r.notes)})
@@ -288,47 +288,102 @@ def annotated_mols(evaluation: Evaluation, molecules: Sequence[Molecule]) -> lis
     with those bonds (``bonds`` = "predicted"; ``valid_strict_predicted_bonds`` and
     ``smiles_predicted_bonds`` judge them); otherwise with the perceived ones
     (``bonds`` = "perceived", or "none" where perception failed)."""
+    out = []
+    for molecule, result in zip(molecules, evaluation.molecules):
+        mol = _mol_with_bonds(molecule, result)
+        if molecule.name:
+            mol.SetProp("_Name", molecule.name)
+        for key, value in molecule.tags.items():
+            mol.SetProp(key, value)
+        for key, value in molecule.properties.items():
+            mol.SetProp(key, repr(float(value)))
+        for key, value in result_tags(result).items():
+            mol.SetProp(key, value)
+        out.append(mol)
+    return out
+
+
+def _mol_with_bonds(molecule: Molecule, result: MoleculeResult):
+    """A fresh RDKit Mol of the molecule: predicted bonds, else perceived ones, else none."""
     from rdkit import Chem
 
     from molguide.data.io import molecule_to_rdkit
 
-    out = []
+    if result.predicted_mol is not None:
+        return Chem.Mol(result.predicted_mol)
+    if result.mol is not None:
+        return Chem.Mol(result.mol)
+    return molecule_to_rdkit(Molecule(molecule.atomic_numbers, molecule.positions))
+
+
+def result_tags(result: MoleculeResult) -> dict[str, str]:
+    """One molecule's results as SD tag values, named as :func:`annotated_mols` lists."""
+    bonds = "predicted" if result.predicted_mol is not None else "perceived" if result.mol else "none"
+    tags = {"bonds": bonds}
+    if result.predicted_strict is not None:
+        tags["valid_strict_predicted_bonds"] = str(int(result.predicted_strict.valid))
+    if result.predicted_smiles:
+        tags["smiles_predicted_bonds"] = result.predicted_smiles
+    tags["valid"] = str(int(result.valid))
+    tags["valid_strict"] = str(int(result.valid_strict))
+    if result.strict is not None and result.mol is not None:
+        tags["charged_atoms"] = str(result.strict.n_charged_atoms)
+        tags["radical_electrons"] = str(result.strict.n_radical_electrons)
+        tags["fragments"] = str(result.strict.n_fragments)
+        tags["missing_h"] = str(result.strict.n_implicit_h)
+    if result.mol_stable is not None:
+        tags["mol_stable"] = str(int(result.mol_stable))
+        tags["atom_stable_fraction"] = repr(result.n_stable_atoms / result.n_atoms)
+    if result.smiles:
+        tags["smiles"] = result.smiles
+    if result.edm_smiles:
+        tags["edm_smiles"] = result.edm_smiles
+    for key, value in result.properties.items():
+        tags[key] = repr(float(value))
+    if result.notes:
+        tags["notes"] = "; ".join(result.notes)
+    return tags
+
+
+RESULT_TAG_PREFIX = "molguide_"
+
+
+def evaluated_records(evaluation: Evaluation, molecules: Sequence[Molecule]) -> list[str]:
+    """One SDF record text per evaluated molecule, for a user's own file.
+
+    A molecule read from an SDF keeps its record exactly (atoms, bond table, every SD
+    tag); any other gets its bonds as :func:`annotated_mols` chooses and its own
+    properties. The results are added as ``molguide_<name>`` tags (the names of
+    :func:`result_tags`), so they never overwrite a tag of the input; the
+    ``molguide_`` tags of an earlier evaluation are replaced.
+    """
+    from molguide.data.io import mol_block, with_data_items
+
+    records = []
     for molecule, result in zip(molecules, evaluation.molecules):
-        if result.predicted_mol is not None:
-            mol, source = Chem.Mol(result.predicted_mol), "predicted"
-        elif result.mol is not None:
-            mol, source = result.mol, "perceived"
-        else:
-            mol, source = molecule_to_rdkit(molecule), "none"
-        mol.SetProp("bonds", source)
-        if result.predicted_strict is not None:
-            mol.SetProp("valid_strict_predicted_bonds", str(int(result.predicted_strict.valid)))
-        if result.predicted_smiles:
-            mol.SetProp("smiles_predicted_bonds", result.predicted_smiles)
-        if molecule.name:
+        text = molecule.source_text
+        if text is None:
+            mol = _mol_with_bonds(molecule, result)
             mol.SetProp("_Name", molecule.name)
-        for key, value in molecule.properties.items():
-            mol.SetProp(key, repr(float(value)))
-        mol.SetProp("valid", str(int(result.valid)))
-        mol.SetProp("valid_strict", str(int(result.valid_strict)))
-        if result.strict is not None and result.mol is not None:
-            mol.SetProp("charged_atoms", str(result.strict.n_charged_atoms))
-            mol.SetProp("radical_electrons", str(result.strict.n_radical_electrons))
-            mol.SetProp("fragments", str(result.strict.n_fragments))
-            mol.SetProp("missing_h", str(result.strict.n_implicit_h))
-        if result.mol_stable is not None:
-            mol.SetProp("mol_stable", str(int(result.mol_stable)))
-            mol.SetProp("atom_stable_fraction", repr(result.n_stable_atoms / result.n_atoms))
-        if result.smiles:
-            mol.SetProp("smiles", result.smiles)
-        if result.edm_smiles:
-            mol.SetProp("edm_smiles", result.edm_smiles)
-        for key, value in result.properties.items():
-            mol.SetProp(key, repr(float(value)))
-        if result.notes:
-            mol.SetProp("notes", "; ".join(result.notes))
-        out.append(mol)
-    return out
+            own = {**molecule.tags, **{k: repr(float(v)) for k, v in molecule.properties.items()}}
+            text = with_data_items(mol_block(mol), own)
+        results = {RESULT_TAG_PREFIX + k: v for k, v in result_tags(result).items()}
+        records.append(with_data_items(text, results, replace_prefix=RESULT_TAG_PREFIX))
+    return records
+
+
+def write_evaluated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path, source=None) -> int:
+    """Write :func:`evaluated_records` to ``path`` atomically; returns the count.
+
+    ``source``: the file the molecules were read from, which is never written over.
+    """
+    from pathlib import Path
+
+    from molguide.data.io import MoleculeFileError, write_sdf_records
+
+    if source is not None and Path(path).resolve() == Path(source).resolve():
+        raise MoleculeFileError(f"{path}: is the input file; write the results to another file")
+    return write_sdf_records(evaluated_records(evaluation, molecules), path)
 
 
 def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:

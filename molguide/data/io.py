@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from molguide.atomic import atomic_write
 from molguide.data.molecules import Molecule
 from molguide.elements import ATOMIC_NUMBERS, atomic_number, symbol
 
@@ -38,6 +39,10 @@ class RecordError:
     record: int  # 1-based record number in the file
     reason: str
     line: int | None = None  # 1-based line where the record starts, when known
+
+    def as_dict(self) -> dict:
+        """The JSON shape of one entry of ``errors`` in ``molguide evaluate --json``."""
+        return {"file": self.file, "record": self.record, "line": self.line, "reason": self.reason}
 
     def __str__(self) -> str:
         where = f"{self.file}: record {self.record}"
@@ -58,6 +63,18 @@ class LoadReport:
     def n_records(self) -> int:
         return len(self.molecules) + len(self.errors)
 
+    def require_molecules(self, max_reasons: int = 20) -> list[Molecule]:
+        """The molecules; when none loaded, a MoleculeFileError listing why each record failed."""
+        if self.molecules:
+            return self.molecules
+        reasons = [f"  record {e.record}" + (f" (line {e.line})" if e.line else "") + f": {e.reason}"
+                   for e in self.errors[:max_reasons]]  # fmt: skip
+        if len(self.errors) > max_reasons:
+            reasons.append(f"  ... and {len(self.errors) - max_reasons} more")
+        raise MoleculeFileError(
+            "\n".join([f"{self.file}: none of the {self.n_records} records could be read:", *reasons])
+        )
+
     def summary(self) -> str:
         """One line: how many records loaded and how many were skipped."""
         return (
@@ -67,19 +84,59 @@ class LoadReport:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 are kept as lone surrogates so that
+    only the records holding them fail (see :func:`_undecodable`), not the file."""
     if not path.exists():
         raise MoleculeFileError(f"{path}: no such file")
     if path.is_dir():
         raise MoleculeFileError(f"{path}: is a folder, not a molecule file")
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError as err:
-        raise MoleculeFileError(f"{path}: not a text file ({err.reason} at byte {err.start})") from err
+        data = path.read_bytes()
     except OSError as err:
         raise MoleculeFileError(f"{path}: cannot read ({err.strerror})") from err
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise MoleculeFileError(f"{path}: not a text file (binary data at byte {nul})")
+    text = data.decode("utf-8", errors="surrogateescape")
     if not text.strip():
         raise MoleculeFileError(f"{path}: file is empty")
     return text
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(text: str, first_line: int) -> str | None:
+    """Why a record's text is not UTF-8 (the line and byte), or None when it is."""
+    match = _UNDECODED.search(text)
+    if match is None:
+        return None
+    line = first_line + text.count("\n", 0, match.start())
+    byte = ord(match.group()) - 0xDC00
+    return f"line {line}: byte 0x{byte:02X} is not UTF-8 (save the file as UTF-8)"
+
+
+# Coordinates beyond this (Angstrom) are a unit or parsing error, not a molecule: squared
+# distances of such values overflow and every metric downstream would be nonsense.
+MAX_COORDINATE = 1e4
+
+
+def geometry_problem(positions: np.ndarray, flat_means_2d: bool) -> str | None:
+    """Why coordinates cannot be a 3D molecule, or None when they can.
+
+    ``flat_means_2d``: all z = 0 is read as a 2D drawing (an SDF without the 3D flag,
+    or an XYZ file, which has no such flag, with 4 or more atoms: fewer always lie in
+    a plane).
+    """
+    if not np.isfinite(positions).all():
+        return "non-finite coordinate"
+    worst = np.abs(positions).max(initial=0.0)
+    if worst > MAX_COORDINATE:
+        atom = int(np.argmax(np.abs(positions).max(axis=1))) + 1
+        return f"atom {atom}: coordinate {worst:.3g} is out of range (|x| > {MAX_COORDINATE:g} Angstrom)"
+    if flat_means_2d and np.allclose(positions[:, 2], 0.0):
+        return "coordinates are 2D (all z = 0); a 3D conformer is needed"
+    return None
 
 
 def _parse_value(text: str) -> float | None:
@@ -121,20 +178,54 @@ def rdkit_messages() -> Iterator[list[str]]:
         rd_logger.handlers, rd_logger.propagate = saved
 
 
-def _split_sdf_blocks(text: str) -> list[tuple[int, str]]:
-    """(first line number, block text) for each record between ``$$$$`` lines."""
-    blocks: list[tuple[int, str]] = []
-    current: list[str] = []
-    start = 1
-    for lineno, line in enumerate(text.splitlines(), start=1):
+_COUNTS_LINE = re.compile(r"^[\d ]{6}.*V[23]000\s*$")
+
+
+@dataclass(frozen=True)
+class _SdfRecord:
+    line: int  # 1-based line where the record starts
+    text: str  # the record without its ``$$$$`` line
+    problem: str | None = None  # why it cannot be trusted, found while splitting
+
+
+def _split_sdf_records(text: str) -> list[_SdfRecord]:
+    """The records between ``$$$$`` lines, also splitting where a ``$$$$`` is missing.
+
+    After ``M  END`` only SD data items may follow (``> <name>`` and value lines, each
+    item ended by a blank line). A molfile counts line there means the next molecule
+    began three lines earlier without a ``$$$$``; the record before it is reported
+    rather than merged into one molecule with the next one's text as data.
+    """
+    lines = text.splitlines()
+    records: list[_SdfRecord] = []
+    start, in_data, in_value, stray = 0, False, False, None
+
+    def close(end: int, problem: str | None) -> None:
+        chunk = lines[start:end]
+        if any(ln.strip() for ln in chunk):
+            records.append(_SdfRecord(start + 1, "\n".join(chunk) + "\n", problem))
+
+    k = 0
+    while k < len(lines):
+        line = lines[k]
         if line.strip() == "$$$$":
-            blocks.append((start, "\n".join(current) + "\n"))
-            current, start = [], lineno + 1
-        else:
-            current.append(line)
-    if any(s.strip() for s in current):
-        blocks.append((start, "\n".join(current) + "\n"))
-    return blocks
+            close(k, stray)
+            start, in_data, in_value, stray = k + 1, False, False, None
+        elif not in_data:
+            in_data = line.startswith("M  END")
+        elif _COUNTS_LINE.match(line) and k - 3 > start:
+            close(k - 3, f"no '$$$$' line after this record's data; the next record starts at line {k - 2}")
+            start, in_data, in_value, stray = k - 3, False, False, None
+            continue  # read the new record's header lines again
+        elif line.startswith(">"):
+            in_value = True
+        elif not line.strip():
+            in_value = False
+        elif not in_value and stray is None:
+            stray = f"line {k + 1}: text after M  END that is not an SD data item (a missing '$$$$'?)"
+        k += 1
+    close(len(lines), stray)
+    return records
 
 
 def _diagnose_molblock(block: str) -> str | None:
@@ -160,6 +251,8 @@ def _diagnose_molblock(block: str) -> str | None:
         for coord in fields[:3]:
             if _parse_value(coord) is None or not math.isfinite(float(coord)):
                 return f"atom {k}: non-numeric coordinate {coord!r}"
+            if abs(float(coord)) > MAX_COORDINATE:
+                return f"atom {k}: coordinate {coord} is out of range (|x| > {MAX_COORDINATE:g} Angstrom)"
         if fields[3].capitalize() not in ATOMIC_NUMBERS:
             return f"atom {k}: unknown element {fields[3]!r}"
     bond_lines = lines[4 + n_atoms : 4 + n_atoms + n_bonds]
@@ -184,10 +277,9 @@ def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
         return None, "molecule has no coordinates"
     conf = mol.GetConformer()
     pos = np.array(conf.GetPositions(), dtype=np.float64)
-    if not np.isfinite(pos).all():
-        return None, "non-finite coordinate"
-    if not conf.Is3D() and mol.GetNumAtoms() > 1 and np.allclose(pos[:, 2], 0.0):
-        return None, "coordinates are 2D (all z = 0); a 3D conformer is needed"
+    problem = geometry_problem(pos, flat_means_2d=not conf.Is3D() and mol.GetNumAtoms() > 1)
+    if problem is not None:
+        return None, problem
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
     if (z == 0).any():
         return None, "dummy or unknown atom (atomic number 0)"
@@ -204,20 +296,24 @@ def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
 
 
 def read_sdf(path: str | Path) -> LoadReport:
-    """Read an SDF (V2000 or V3000): 3D coordinates, numeric SD tags as properties."""
+    """Read an SDF (V2000 or V3000): 3D coordinates, numeric SD tags as properties.
+
+    Each molecule keeps its record's text (``Molecule.source_text``) so that a tool
+    writing it back can keep every atom, bond and SD tag exactly as given.
+    """
     from rdkit import Chem
 
     path = Path(path)
     text = _read_text(path)
     report = LoadReport(str(path))
-    for record, (line, block) in enumerate(_split_sdf_blocks(text), start=1):
-        reason = _diagnose_molblock(block)
+    for record, sdf in enumerate(_split_sdf_records(text), start=1):
+        reason = sdf.problem or _undecodable(sdf.text, sdf.line) or _diagnose_molblock(sdf.text)
         mol = None
         if reason is None:
             with rdkit_messages() as messages:
                 # One block at a time so a bad record cannot take its neighbours down.
                 supplier = Chem.SDMolSupplier()
-                supplier.SetData(block + "$$$$\n", sanitize=False, removeHs=False, strictParsing=True)
+                supplier.SetData(sdf.text + "$$$$\n", sanitize=False, removeHs=False, strictParsing=True)
                 mol = next(iter(supplier), None)
             if mol is None:
                 reason = "RDKit cannot parse the block" + (f": {messages[-1]}" if messages else "")
@@ -225,9 +321,10 @@ def read_sdf(path: str | Path) -> LoadReport:
             name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
             molecule, reason = molecule_from_rdkit(mol, name or f"{path.stem}_{record}")
             if molecule is not None:
+                molecule.source_text = sdf.text
                 report.molecules.append(molecule)
                 continue
-        report.errors.append(RecordError(str(path), record, reason or "unreadable", line))
+        report.errors.append(RecordError(str(path), record, reason or "unreadable", sdf.line))
     if report.n_records == 0:
         raise MoleculeFileError(f"{path}: no SDF records found")
     return report
@@ -293,6 +390,55 @@ def write_sdf(molecules: Iterable, path: str | Path) -> int:
             writer.write(mol)
             count += 1
     return count
+
+
+_DATA_HEADER = re.compile(r"^>.*?<([^>]*)>")
+
+
+def with_data_items(record_text: str, items: Mapping[str, str], replace_prefix: str = "") -> str:
+    """An SDF record's text (without ``$$$$``) with ``items`` added as SD data items.
+
+    Everything already in the record stays as it is, byte for byte, except the data
+    items whose name starts with ``replace_prefix`` (an earlier run's results), which
+    are dropped so that the new values replace them. Values are written on one line.
+    """
+    kept: list[str] = []
+    dropping = in_data = False
+    for line in record_text.splitlines():
+        if in_data:
+            header = _DATA_HEADER.match(line)
+            if header:
+                dropping = bool(replace_prefix) and header.group(1).startswith(replace_prefix)
+            elif not line.strip() and dropping:
+                dropping = False
+                continue
+            if dropping:
+                continue
+        else:
+            in_data = line.startswith("M  END")
+        kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    kept.append("")  # a data item ends with a blank line, the molblock with M  END
+    for name, value in items.items():
+        kept += [f">  <{name}>", " ".join(str(value).split()) or "-", ""]
+    return "\n".join(kept) + "\n"
+
+
+def mol_block(mol) -> str:
+    """The molfile text of an RDKit Mol (aromatic bonds as given, not kekulised)."""
+    from rdkit import Chem
+
+    return Chem.MolToMolBlock(mol, kekulize=False)
+
+
+def write_sdf_records(records: Iterable[str], path: str | Path) -> int:
+    """Write SDF record texts (each without ``$$$$``) to ``path`` atomically; returns
+    the count. A failure part-way leaves any earlier file at ``path`` untouched."""
+    texts = [r if r.endswith("\n") else r + "\n" for r in records]
+    data = "".join(t + "$$$$\n" for t in texts).encode("utf-8", errors="surrogateescape")
+    atomic_write(path, lambda fh: fh.write(data))
+    return len(texts)
 
 
 # ----------------------------------------------------------------------------- XYZ
@@ -379,13 +525,17 @@ def read_xyz(path: str | Path) -> LoadReport:
             reasons.append(f"declares {count} atoms but has {count + j - extra} atom lines")
         if count == 0:
             reasons.append("declares 0 atoms")
+        z = np.array([a[0] for a in atoms])
+        pos = np.array([a[1] for a in atoms]).reshape(-1, 3)
+        if not reasons:
+            problem = _undecodable("\n".join(lines[i:j]), start)
+            problem = problem or geometry_problem(pos, flat_means_2d=len(atoms) >= 4)
+            reasons += [problem] if problem else []
         reason = "; ".join(reasons) or None
         i = j
         if reason is not None:
             report.errors.append(RecordError(str(path), record, reason, start))
             continue
-        z = np.array([a[0] for a in atoms])
-        pos = np.array([a[1] for a in atoms])
         first = comment.split()[0] if comment.split() else ""
         name = first if "=" not in first else ""
         report.molecules.append(

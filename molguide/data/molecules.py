@@ -18,6 +18,8 @@ class Molecule:
     name: str = ""
     tags: dict[str, str] = field(default_factory=dict)  # non-numeric labels (e.g. SD tags)
     bond_orders: np.ndarray | None = None  # (n, n) predicted by a bond-order head, if any
+    # The record as read from a file (SDF), so that it can be written back unchanged.
+    source_text: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.atomic_numbers = np.asarray(self.atomic_numbers, dtype=np.int64).reshape(-1)

@@ -159,14 +159,15 @@ def full(config: RunConfig, progress: bool | None = None) -> dict:
 def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     """``molguide run evaluate``: metrics of ``evaluate.file`` logged to MLflow with the molecules.
 
+    ``evaluated.sdf`` holds the input records unchanged plus ``molguide_*`` result tags.
     When the run folder holds an evaluator, its property predictions are added
-    (SD tag ``evaluator_<property>``, metric ``evaluator_<property>_mean``).
+    (SD tag ``molguide_evaluator_<property>``, metric ``evaluator_<property>_mean``).
     """
     import mlflow
     import numpy as np
 
-    from molguide.chem.evaluate import annotated_mols, evaluate
-    from molguide.data.io import read_molecules, write_sdf
+    from molguide.chem.evaluate import annotated_mols, evaluate, write_evaluated_sdf
+    from molguide.data.io import read_molecules
     from molguide.data.molecules import MoleculeSet
     from molguide.diagnostics.plots import plot_molecule_grid
 
@@ -176,9 +177,7 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     report = read_molecules(ec.file)
     if report.errors:
         log.warning("%s", report.summary())
-    if not report.molecules:
-        raise ValueError(f"{ec.file}: none of the {report.n_records} records could be read")
-    mols = report.molecules
+    mols = report.require_molecules()
     extra: dict[str, float] = {}
     evaluator_path = Path(config.output_dir) / "evaluator" / "last.pt"
     if evaluator_path.exists():
@@ -187,10 +186,10 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
 
         model, state = load_network(evaluator_path, "evaluator")
         onehot = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
-        pred = predict_property(model, MoleculeSet.from_molecules(mols), state["mean"], state["std"], onehot)
-        for m, v in zip(mols, pred):
-            m.properties[f"evaluator_{state['property']}"] = float(v)
-        extra[f"evaluator_{state['property']}_mean"] = float(np.mean(pred))
+        predictions = predict_property(
+            model, MoleculeSet.from_molecules(mols), state["mean"], state["std"], onehot
+        )
+        extra[f"evaluator_{state['property']}_mean"] = float(np.mean(predictions))
     ev = evaluate(
         mols,
         reference_smiles=None if ec.novelty else [],
@@ -198,6 +197,9 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
         read_errors=report.errors,
         progress=bool(progress),
     )
+    if evaluator_path.exists():
+        for result, value in zip(ev.molecules, predictions):
+            result.properties[f"evaluator_{state['property']}"] = float(value)
     result = ev.to_dict()
     out_dir = Path(config.output_dir) / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -206,8 +208,8 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
         log_config(config)
         numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
         log_metrics_batch([(k, v, 0) for k, v in {**numbers, **extra}.items() if math.isfinite(v)])
+        write_evaluated_sdf(ev, mols, out_dir / "evaluated.sdf", source=ec.file)
         rdkit_mols = annotated_mols(ev, mols)
-        write_sdf(rdkit_mols, out_dir / "evaluated.sdf")
         plot_molecule_grid({"": rdkit_mols}, out_dir / "sample_molecules.png", per_row=6)
         mlflow.log_artifact(str(out_dir / "evaluated.sdf"), "samples")
         mlflow.log_artifact(str(out_dir / "sample_molecules.png"), "plots")
