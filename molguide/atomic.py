@@ -46,6 +46,12 @@ def read_json(path: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _plain(value: object) -> object:
+    # Arrays and tensors as their values (not their abbreviated repr); anything else as text.
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def as_json(value: dict) -> dict:
-    """A dict as it reads back from JSON (tuples become lists), so signatures compare equal."""
-    return json.loads(json.dumps(value, default=str))
+    """A dict as it reads back from JSON (tuples and arrays become lists), so signatures
+    compare equal."""
+    return json.loads(json.dumps(value, default=_plain))

@@ -1,7 +1,14 @@
-"""Atomic, pickle-free checkpoints: write beside the target and rename; load with weights_only."""
+"""Atomic, pickle-free checkpoints: write beside the target and rename; load with weights_only.
+
+Every way a checkpoint can be unusable (missing, empty, truncated, another kind of
+file, one holding Python objects besides weights, one written with another config or
+another architecture) is one :class:`CheckpointError` naming the file and the way out.
+"""
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +21,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or cannot be loaded; the message names the file."""
 
 
+MOVE_AWAY = "move it away (or delete it) to start afresh"
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically.
 
@@ -23,11 +33,71 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (never unpickles arbitrary objects)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (never unpickles arbitrary objects).
+
+    Raises :class:`CheckpointError` with one line for a missing, empty, truncated or
+    foreign file, and for one holding Python objects besides weights (which would have
+    to be unpickled, i.e. could run code: molguide never does that).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty; {MOVE_AWAY}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (not a zip archive: truncated, or another kind of file); "
+            f"{MOVE_AWAY}"
+        )
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(err).__name__}: {err})") from err
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for damaged or foreign files
+        # Never pass on torch's advice to load with weights_only=False: that runs the file's code.
+        kind = "UnpicklingError" in type(err).__name__
+        what = "holds Python objects besides weights, which molguide never loads" if kind else "is damaged"
+        raise CheckpointError(f"{path}: the checkpoint {what} ({type(err).__name__}); {MOVE_AWAY}") from None
+    if not isinstance(state, dict):
+        what = type(state).__name__
+        raise CheckpointError(f"{path}: holds a {what}, not a molguide checkpoint; {MOVE_AWAY}")
+    return state
+
+
+def config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
+    """``key (saved there, current now)`` for every dotted key whose value differs."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key, "unset"), current.get(key, "unset")
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name} ({a!r} in the checkpoint, {b!r} now)")
+    return out
+
+
+def load_weights(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """``module.load_state_dict(weights)``, or one CheckpointError saying how the stored
+    network differs (instead of torch's line per tensor)."""
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"{source}: holds no network weights; {MOVE_AWAY}")
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and getattr(weights[k], "shape", None) != own[k].shape]
+    if missing or unexpected or reshaped:
+        parts = []
+        if reshaped:
+            k = reshaped[0]
+            parts.append(
+                f"{len(reshaped)} tensors differ in shape (e.g. {k} is {list(weights[k].shape)} there, "
+                f"{list(own[k].shape)} here)"
+            )
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise CheckpointError(
+            f"{source}: holds a network of another architecture ({'; '.join(parts)}); "
+            f"use the config it was trained with, or {MOVE_AWAY}"
+        )
+    module.load_state_dict(weights)

@@ -120,8 +120,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from molguide.chem.evaluate import evaluate, write_evaluated_sdf
     from molguide.data.io import read_molecules
 
-    if args.out and Path(args.out).resolve() == Path(args.file).resolve():
-        raise UserError(f"--out {args.out}: is the input file; write the results to another file")
+    if args.out:
+        from molguide.preflight import check_output_dir
+
+        if Path(args.out).resolve() == Path(args.file).resolve():
+            raise UserError(f"--out {args.out}: is the input file; write the results to another file")
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out}: is a folder; name the SDF file to write")
+        check_output_dir(Path(args.out).resolve().parent, "--out folder")
     report = read_molecules(args.file)
     if report.errors:
         log.warning("%s", report.summary())
@@ -190,6 +196,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     from molguide import distributed
     from molguide.config import dump_config, load_config
+    from molguide.preflight import check_device, check_output_dir
     from molguide.tracking import check_tracking, end_stale_runs, set_output_dir, ui_command
 
     base = None
@@ -199,7 +206,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
         base = quickstart_defaults()
     overrides = [*args.set, *shlex.split(args.overrides or "")]
     config = load_config(args.config or None, overrides, base=base)
-    uri = check_tracking()  # an unreachable server fails here, before any training
+    uri = check_tracking()  # an unreachable server or unusable store fails here, before any training
+    check_output_dir(config.output_dir)
     set_output_dir(config.output_dir)
     if distributed.launched_by_torchrun():
         if args.pipeline not in DATA_PARALLEL_PIPELINES:
@@ -209,6 +217,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
             )
         _, device = distributed.init_from_env(config.device)
         config = config.model_copy(update={"device": device})
+    check_device(config.device)
     is_main = distributed.context().is_main
     if not is_main:  # rank 0 speaks for the job
         logging.getLogger().setLevel(logging.WARNING)
@@ -222,6 +231,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     try:
         summary = getattr(importlib.import_module(module), func)(config, progress=progress)
         distributed.shutdown()
+    except _one_line_errors():
+        raise  # the message says what to do; resuming the same command would meet it again
     except ValueError as err:  # configuration values the schema cannot check (e.g. backbone kwargs)
         raise UserError(str(err)) from err
     except (KeyboardInterrupt, Exception) as err:
@@ -331,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    from molguide.checkpoint import CheckpointError
+    from molguide.config import ConfigError
+    from molguide.data.io import MoleculeFileError
+    from molguide.data.qm9 import DataError
+    from molguide.preflight import PreflightError
+    from molguide.tracking import TrackingError
+
+    errors = (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError, TrackingError)
+    return (*errors, PreflightError)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what Slurm, ``docker stop`` and ``kill`` send), handled like Ctrl-C: the training
     loop stops at once, the last checkpoint is kept, the MLflow run is marked KILLED."""
@@ -369,12 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; known errors become one line and an exit status."""
-    from molguide.checkpoint import CheckpointError
-    from molguide.config import ConfigError
-    from molguide.data.io import MoleculeFileError
-    from molguide.data.qm9 import DataError
-    from molguide.tracking import TrackingError
-
+    one_line_errors = _one_line_errors()
     try:
         if args.command == "data" and args.data_command == "info":
             info = data_info(args.cache, args.rebuild)
@@ -401,7 +419,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             folder = export_checkpoint(args.checkpoint, args.out, card=card, sampler=sampler)
             print(f"wrote {folder} (load it with molguide.load({str(folder)!r}))")
             return 0
-    except (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError, TrackingError) as err:
+    except one_line_errors as err:
         print(f"molguide: error: {err}", file=sys.stderr)
         return 2
     except Terminated:

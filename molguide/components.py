@@ -39,7 +39,7 @@ class Components:
         if "score" not in self.states:
             raise CheckpointError(f"{self.source}: no score model found (models/score or score/last.pt)")
         for kind, state in self.states.items():
-            self.networks[kind] = network_from_state(kind, state, self.device)
+            self.networks[kind] = network_from_state(kind, state, self.device, f"{self.source} ({kind})")
 
     def has(self, kind: str) -> bool:
         return kind in self.networks
@@ -105,7 +105,7 @@ def states_from_folder(folder: str | Path, device: str = "cpu") -> dict[str, dic
     for kind in KINDS:
         path = folder / kind / "last.pt"
         if path.exists():
-            states[kind] = inference_state(load_checkpoint(path, map_location=device))
+            states[kind] = inference_state(load_checkpoint(path, map_location=device), source=path)
     return states
 
 
@@ -145,12 +145,28 @@ def states_from_run(run_id: str, device: str = "cpu") -> dict[str, dict]:
             kind = Path(art.path).name
             if art.is_dir and kind in KINDS and kind not in states:
                 uri = f"runs:/{rid}/models/{kind}"
-                states[kind] = mlflow.pytorch.load_state_dict(uri, map_location=device, weights_only=True)
+                states[kind] = _logged_state(uri, device)
                 log.info("loaded %s model from %s", kind, uri)
         queue += client.search_runs(
             [run.info.experiment_id], f"tags.mlflow.parentRunId = '{rid}'", order_by=["start_time ASC"]
         )
     return states
+
+
+def _logged_state(uri: str, device: str) -> dict:
+    """A component's state logged by :func:`log_component`, read like any checkpoint (one
+    CheckpointError naming the artifact when it cannot be used)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(uri))
+    except (MlflowException, OSError) as err:
+        raise CheckpointError(f"{uri}: cannot download the model ({err})") from err
+    files = sorted(folder.glob("*.pth"))
+    if len(files) != 1:
+        raise CheckpointError(f"{uri}: expected one state_dict.pth, found {[f.name for f in files]}")
+    return load_checkpoint(files[0], map_location=device)
 
 
 def load_components(source: str | Path, device: str = "cpu") -> Components:

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 
@@ -61,6 +69,23 @@ TypeLoss = Annotated[str, _registered("molguide.diffusion.process", "TYPE_LOSSES
 ScheduleName = Annotated[str, _registered("molguide.diffusion.schedule", "SCHEDULES")]
 
 
+def _backbone_kwargs(kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """Sizes the backbone cannot be built with (a zero or negative width) fail here, by name."""
+    from molguide.models.registry import backbone_argument_problem
+
+    backbone = info.data.get("backbone")
+    problem = backbone_argument_problem(backbone, kwargs) if backbone else None
+    if problem:
+        raise PydanticCustomError("value_error", "{problem}", {"problem": problem})
+    return kwargs
+
+
+class _Backbone(_Section):
+    """A section choosing a backbone and its sizes."""
+
+    _check_kwargs = field_validator("backbone_kwargs", check_fields=False)(_backbone_kwargs)
+
+
 class DataConfig(_Section):
     dataset: DatasetName = "qm9"
     split: Literal["train", "generator_half", "evaluator_half"] = "generator_half"
@@ -68,7 +93,7 @@ class DataConfig(_Section):
     remove_hydrogens: bool = False
 
 
-class ModelConfig(_Section):
+class ModelConfig(_Backbone):
     backbone: BackboneName = "egnn"
     backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 4})
     parameterisation: Parameterisation = Field(
@@ -177,7 +202,7 @@ class TargetSection(_Section):
     target_value: float | None = None
 
 
-class NetworkSection(_Section):
+class NetworkSection(_Backbone):
     """An invariant predictor (noise-level classifier or clean-molecule evaluator)."""
 
     backbone: BackboneName = "egnn"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from molguide.checkpoint import CheckpointError, load_checkpoint
+from molguide.checkpoint import CheckpointError, load_checkpoint, load_weights
 from molguide.diffusion.nodes import NodeCountDistribution
 from molguide.diffusion.process import ONEHOT_SCALE, LossSettings, VPDiffusion
 from molguide.diffusion.schedule import NoiseSchedule
@@ -58,9 +58,13 @@ def diffusion_from_config(diffusion_config: Mapping) -> VPDiffusion:
     return VPDiffusion(schedule, float(dc.get("onehot_scale", ONEHOT_SCALE)), settings)
 
 
-def inference_state(checkpoint_state: Mapping, use_ema: bool = True) -> dict:
+def inference_state(
+    checkpoint_state: Mapping, use_ema: bool = True, source: str | Path = "checkpoint"
+) -> dict:
     """A training checkpoint reduced to what inference needs: the EMA ``weights`` (or the
     raw ones, ``use_ema=False``) plus metadata."""
+    if not {"model", "ema"} <= set(checkpoint_state):
+        raise CheckpointError(f"{source}: not a molguide training checkpoint (no model or EMA weights)")
     out = {k: v for k, v in checkpoint_state.items() if k not in _TRAINING_ONLY}
     out["weights"] = ema_weights(checkpoint_state["ema"]) if use_ema else checkpoint_state["model"]
     return out
@@ -80,8 +84,8 @@ def load_network(
     path = Path(checkpoint)
     if not path.is_file():
         raise CheckpointError(f"no {kind} checkpoint at {path}; run train-{kind} (or its pipeline) first")
-    state = inference_state(load_checkpoint(path, map_location=device), use_ema)
-    return network_from_state(kind, state, device), state
+    state = inference_state(load_checkpoint(path, map_location=device), use_ema, path)
+    return network_from_state(kind, state, device, path), state
 
 
 NETWORK_CLASSES = {
@@ -93,7 +97,9 @@ NETWORK_CLASSES = {
 }
 
 
-def network_from_state(kind: str, state: Mapping, device: str | torch.device = "cpu") -> torch.nn.Module:
+def network_from_state(
+    kind: str, state: Mapping, device: str | torch.device = "cpu", source: str | Path = "checkpoint"
+) -> torch.nn.Module:
     """Rebuild the network of one component from its inference state (eval mode).
 
     The network's own ``config`` (saved as ``model_config`` by the training pipelines and
@@ -108,7 +114,7 @@ def network_from_state(kind: str, state: Mapping, device: str | torch.device = "
         model = NETWORK_CLASSES[kind].from_config(config)
     else:
         model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
-    model.load_state_dict(state["weights"])
+    load_weights(model, state["weights"], source)
     return model.to(device).eval()
 
 

@@ -186,13 +186,9 @@ def load_pretrained(
         weights = load_file(str(directory / WEIGHTS_FILE), device=str(device))
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot read weights ({err})") from err
-    try:
-        model = network_from_state("score", {"model_config": model_config, "weights": weights}, device)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{directory}: the weights do not fit the network in {CONFIG_FILE} ({first})"
-        ) from err
+    model = network_from_state(
+        "score", {"model_config": model_config, "weights": weights}, device, directory / WEIGHTS_FILE
+    )
     nodes = NodeCountDistribution.from_state_dict({"probs": torch.tensor(config["node_count_probs"])})
     return PretrainedScoreModel(
         model,
@@ -222,7 +218,7 @@ def export_checkpoint(
     missing = [k for k in ("model_config", "diffusion_config", "node_counts", "ema") if k not in state]
     if missing:
         raise CheckpointError(f"{checkpoint}: not a score-model checkpoint (missing {', '.join(missing)})")
-    model = network_from_state("score", inference_state(state))
+    model = network_from_state("score", inference_state(state, source=checkpoint), source=checkpoint)
     steps = int(state.get("step", 0))
     record = {"steps": steps, "data": state.get("data_config", {})}
     optimiser = state.get("train_config", {})

@@ -26,17 +26,26 @@ from molguide.training import StepLog, Trainer
 log = logging.getLogger(__name__)
 
 
-def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: str) -> dict:
-    """Resume when asked and possible, train (time-boxed by ``max_minutes``), log to the active run.
+def resume_if_asked(trainer: Trainer, section: TrainSection, desc: str) -> None:
+    """Continue from the trainer's checkpoint when ``section.resume`` and it exists.
 
-    Logs ``loss``, ``grad_norm``, ``lr``, ``molecules_per_s`` and the objective's extras
-    per step in batches, then ``train_steps_per_s`` and ``final_loss``.
+    Called before the MLflow run opens: a checkpoint that does not fit (another config,
+    damaged) stops the command with one line and leaves no failed run behind.
     """
     ckpt = trainer.checkpoint_path
     if section.resume and ckpt is not None and ckpt.exists():
         trainer.resume()
         log.info("%s: resuming %s at step %d of %d", desc, ckpt, trainer.step, section.steps)
 
+
+def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: str) -> dict:
+    """Train (time-boxed by ``max_minutes``; resumed by :func:`resume_if_asked`), log to the
+    active run.
+
+    Logs ``loss``, ``grad_norm``, ``lr``, ``molecules_per_s`` and the objective's extras
+    per step in batches, then ``train_steps_per_s`` and ``final_loss``.
+    """
+    ckpt = trainer.checkpoint_path
     last_line = [time.monotonic()]
 
     def on_log(entries: list[StepLog]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -114,16 +115,31 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (e.g. a server that does not answer)."""
 
 
-def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
-    """Fail fast, before any training, when an HTTP tracking server does not answer.
+# Tracking URI schemes MLflow has stores for ("" and file: a local folder).
+KNOWN_SCHEMES = ("", "file", "sqlite", "http", "https", "databricks", "databricks-uc", "uc",
+                 "postgresql", "mysql", "mssql")  # fmt: skip
 
-    Returns the URI. SQLite and other local stores need no check (MLflow creates them).
+
+def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
+    """Fail fast, before any training, when the tracking store cannot be used: an HTTP
+    server that does not answer, a SQLite file that cannot be written or is not a
+    database, an unknown URI scheme. Returns the URI.
     """
     import urllib.error
     import urllib.request
 
     uri = uri or tracking_uri()
-    if not uri.startswith(("http://", "https://")):
+    has_scheme = "://" in uri or uri.startswith("sqlite:")
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if has_scheme else ""
+    if scheme not in KNOWN_SCHEMES:
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri}: unknown scheme {scheme!r}; use sqlite:///FILE.db, "
+            "http(s)://SERVER, postgresql://..., mysql://... or a folder"
+        )
+    if scheme == "sqlite":
+        _check_sqlite(uri)
+        return uri
+    if scheme not in ("http", "https"):
         return uri
     base = uri.rstrip("/")
     try:
@@ -138,6 +154,40 @@ def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
         ) from None
     _check_api(uri, timeout_s)
     return uri
+
+
+def _check_sqlite(uri: str) -> None:
+    """The SQLite file of ``uri`` can be opened for writing and is a sound database.
+
+    MLflow would otherwise retry for minutes on a read-only file and print a traceback
+    for a file that is not a database.
+    """
+    import sqlite3
+
+    where = uri.split("?", 1)[0].removeprefix("sqlite://")
+    if where in ("", "/", "/:memory:"):
+        return
+    path = Path(where[1:] if where.startswith("/") else where)  # sqlite:///rel, sqlite:////abs
+    named = f"MLFLOW_TRACKING_URI={uri}"
+    folder = path.parent
+    if not folder.is_dir():
+        raise TrackingError(f"{named}: the folder {folder} does not exist; create it or choose another file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrackingError(f"{named}: the folder {folder} is not writable (SQLite writes its journal there)")
+    if not path.exists():
+        return  # MLflow creates it
+    if path.is_dir():
+        raise TrackingError(f"{named}: {path} is a folder, not a database file")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise TrackingError(f"{named}: {path} is read-only; make it writable or choose another file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:  # "file is not a database", "database disk image is malformed"
+        why = f"{path} is not a usable SQLite database ({err}); move it away"
+        raise TrackingError(f"{named}: {why}") from None
+    if verdict != "ok":
+        raise TrackingError(f"{named}: {path} is a damaged SQLite database ({verdict}); move it away")
 
 
 def _check_api(uri: str, timeout_s: float) -> None:

@@ -32,7 +32,13 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from molguide import distributed
-from molguide.checkpoint import load_checkpoint, save_checkpoint
+from molguide.checkpoint import (
+    CheckpointError,
+    config_differences,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,10 @@ class StepLog:
     extras: dict[str, float] = field(default_factory=dict)
 
 
+# The extra_state key of what a checkpoint must have been trained with to be resumed.
+RESUME_SIGNATURE = "resume_signature"
+
+
 class Trainer:
     """Trains ``model`` to minimise ``objective`` over ``data``.
 
@@ -132,6 +142,7 @@ class Trainer:
         checkpoint_path: str | Path | None = None,
         extra_state: dict | None = None,
         device: str | torch.device = "cpu",
+        resume_setting: str = "train.resume",
     ) -> None:
         if len(data) == 0:
             raise ValueError("no training examples")
@@ -147,6 +158,7 @@ class Trainer:
         self.device = torch.device(device)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.extra_state = extra_state or {}
+        self.resume_setting = resume_setting  # named in the error when a checkpoint does not fit
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=True
@@ -366,8 +378,10 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> int:
         """Load model, EMA, optimizer and step from a checkpoint; returns the step."""
-        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
+        path = Path(path or self.checkpoint_path)
+        state = load_checkpoint(path, map_location=self.device)
+        self._check_resumable(state, path)
+        load_weights(self.model, state["model"], path)
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
@@ -379,6 +393,29 @@ class Trainer:
         ]
         log.info("resumed from %s at step %d", path or self.checkpoint_path, self.step)
         return self.step
+
+    def _check_resumable(self, state: dict, path: Path) -> None:
+        """One CheckpointError when ``state`` is not this run's to continue."""
+        way_out = f"or start afresh with a new output_dir or --set {self.resume_setting}=false"
+        missing = [k for k in ("model", "ema", "optimizer", "step") if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path}: not a training checkpoint (no {', '.join(missing)}); move it away, {way_out}"
+            )
+        saved, current = state.get(RESUME_SIGNATURE), self.extra_state.get(RESUME_SIGNATURE)
+        if saved is None or current is None:
+            if current is not None:
+                log.warning("%s: written before checkpoints recorded their config; not checked", path)
+            return
+        differences = config_differences(saved, current)
+        if differences:
+            shown = ", ".join(differences[:6])
+            if len(differences) > 6:
+                shown += f" and {len(differences) - 6} more"
+            raise CheckpointError(
+                f"{path}: was trained with another config: {shown}; resume it with the config it was "
+                f"trained with, {way_out}"
+            )
 
     def averaged_weights(self) -> dict[str, torch.Tensor]:
         """The EMA weights as a plain state dict of ``model``."""

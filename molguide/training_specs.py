@@ -67,10 +67,17 @@ class TrainingSpec:
     kind: str
     experiment: str
     run_suffix: str
-    train_section: Callable[[RunConfig], TrainSection]
+    train_section: str  # dotted path of its train section in a RunConfig: "classifier.train"
     prepare: Callable[[RunConfig, MoleculeSet, bool], TrainingJob]
     split: str | None = None  # None: data.split
     finish: Callable[[RunConfig, Trainer, TrainingJob, bool], dict] | None = None
+
+    def settings(self, config: RunConfig) -> TrainSection:
+        """The kind's train section of ``config``."""
+        section = config
+        for part in self.train_section.split("."):
+            section = getattr(section, part)
+        return section
 
 
 def fitted_target(config: RunConfig, values: np.ndarray) -> PropertyTarget:
@@ -228,7 +235,7 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
         base = Path(config.output_dir) / "score" / "last.pt"
         if not base.exists():
             raise ValueError(f"reward.init_from_score: no score checkpoint at {base}; run train-score first")
-        base_state = inference_state(load_checkpoint(base))
+        base_state = inference_state(load_checkpoint(base), source=base)
         # The fine-tuned copy is the base network: its architecture and diffusion, not the config's
         # (they differ when the base is a shipped generator, model.pretrained).
         model_config, diffusion_config = base_state["model_config"], base_state["diffusion_config"]
@@ -284,12 +291,12 @@ def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJo
 TRAINING_SPECS: dict[str, TrainingSpec] = {
     spec.kind: spec
     for spec in (
-        TrainingSpec("score", "molguide-score", "train", lambda c: c.train, _score_job),
+        TrainingSpec("score", "molguide-score", "train", "train", _score_job),
         TrainingSpec(
             "classifier",
             "molguide-guidance",
             "classifier",
-            lambda c: c.classifier.train,
+            "classifier.train",
             _classifier_job,
             finish=_classifier_diagnostics,
         ),
@@ -297,13 +304,13 @@ TRAINING_SPECS: dict[str, TrainingSpec] = {
             "evaluator",
             "molguide-guidance",
             "evaluator",
-            lambda c: c.evaluator.train,
+            "evaluator.train",
             _evaluator_job,
             split="evaluator_half",
             finish=_evaluator_reference_rows,
         ),
-        TrainingSpec("reward", "molguide-guidance", "reward", lambda c: c.reward.train, _reward_job),
-        TrainingSpec("cfg", "molguide-guidance", "cfg", lambda c: c.cfg.train, _cfg_job),
+        TrainingSpec("reward", "molguide-guidance", "reward", "reward.train", _reward_job),
+        TrainingSpec("cfg", "molguide-guidance", "cfg", "cfg.train", _cfg_job),
     )
 }
 
@@ -317,6 +324,26 @@ def averaged_copy(trainer: Trainer) -> torch.nn.Module:
     model = copy.deepcopy(trainer.model)
     model.load_state_dict(trainer.averaged_weights())
     return model.eval()
+
+
+# Settings a resumed run may change: how long it trains and how often it reports.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "prefetch")
+
+
+def resume_signature(config: RunConfig, spec: TrainingSpec, job: TrainingJob, settings: TrainConfig) -> dict:
+    """What a checkpoint must have been trained with for this run to resume it: the data
+    (set, split, size, hydrogens), the network's own config (architecture,
+    parameterisation), the diffusion (schedule, loss), the optimisation settings but
+    :data:`RESUMABLE_CHANGES`, and the kind's metadata (target binning, scaling)."""
+    from dataclasses import asdict
+
+    from molguide.atomic import as_json
+
+    data = {**config.data.model_dump(), "split": spec.split or config.data.split}
+    train = {k: v for k, v in asdict(settings).items() if k not in RESUMABLE_CHANGES}
+    diffusion = job.diffusion.config if job.diffusion is not None else None
+    signature = {"data": data, "model": job.model.config, "diffusion": diffusion, "train": train}
+    return as_json({**signature, "kind": job.metadata})
 
 
 def train_config(section: TrainSection) -> TrainConfig:

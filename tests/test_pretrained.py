@@ -96,7 +96,7 @@ def test_broken_saved_models_are_one_clear_error(tmp_path):
     config = json.loads((other / CONFIG_FILE).read_text())
     config["model"]["backbone_kwargs"]["hidden"] = 32
     (other / CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="do not fit the network"):
+    with pytest.raises(CheckpointError, match="holds a network of another architecture"):
         load_pretrained(other)
     with pytest.raises(CheckpointError, match="neither a model folder nor a shipped model"):
         load_pretrained(tmp_path / "nowhere")

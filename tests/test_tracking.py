@@ -260,3 +260,66 @@ def test_the_mlflow_project_entry_point_runs_the_pipeline_in_the_project_run(tmp
     assert run.data.tags["molguide.pipeline"] == "train-score"  # molguide logged into MLflow's project run
     assert "mlflow.project.entryPoint" in run.data.tags and run.data.metrics["final_loss"] > 0
     assert (tmp_path / "runs" / "score" / "last.pt").exists()
+
+
+_KILL_AT_STEP = """
+import os, signal, sys
+from molguide.cli import main
+from molguide.training import Trainer
+
+real_step, kill_at = Trainer.train_step, int(sys.argv[1])
+
+def step_then_die(self):
+    if self.step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # nothing gets to run after this: no handler, no flush
+    return real_step(self)
+
+Trainer.train_step = step_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_kill_9_at_a_random_step_resumes_to_the_same_losses_and_a_clean_store(
+    tmp_path, molguide_cache, monkeypatch
+):
+    import random
+    import signal
+
+    import mlflow
+    import torch
+
+    from molguide.checkpoint import load_checkpoint
+
+    kill_at = random.Random(14).randint(3, 18)  # seeded: the same step on every machine
+    sets = [*TINY_SCORE, "train.checkpoint_every=4", "train.log_every=1"]
+    reference_store = f"sqlite:///{tmp_path / 'reference.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", reference_store)
+    reference_run = _sets([f"output_dir={tmp_path / 'ref'}", *sets])
+    assert main(["-q", "run", "train-score", "--json", *reference_run]) == 0
+    reference = load_checkpoint(tmp_path / "ref" / "score" / "last.pt")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-q", "run", "train-score", "--no-progress", *_sets([f"output_dir={tmp_path / 'run'}", *sets])]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MOLGUIDE_CACHE": str(molguide_cache)}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_STEP, str(kill_at), *args], env=env, capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoint = tmp_path / "run" / "score" / "last.pt"
+    assert load_checkpoint(checkpoint)["step"] == kill_at // 4 * 4  # the last checkpoint before the kill
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main([*args, "--json"]) == 0
+    resumed = load_checkpoint(checkpoint)
+    assert resumed["step"] == 20 and resumed["losses"] == reference["losses"]  # bit for bit
+    assert all(torch.equal(resumed["model"][k], w) for k, w in reference["model"].items())
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("molguide-score").experiment_id
+    runs = {r.info.status: r for r in client.search_runs([experiment])}
+    assert sorted(runs) == ["FAILED", "FINISHED"]  # no ghost left RUNNING
+    assert "its process had ended" in runs["FAILED"].data.tags["molguide.note"]
+    history = client.get_metric_history(runs["FINISHED"].info.run_id, "loss")
+    start = kill_at // 4 * 4
+    assert [m.step for m in history] == list(range(start + 1, 21))
+    assert [m.value for m in history] == pytest.approx(reference["losses"][start:], rel=1e-6)

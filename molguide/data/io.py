@@ -689,6 +689,8 @@ def read_molecules(path: str | Path) -> LoadReport:
     """Read any supported molecule file, chosen by its extension."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
+    if path.is_dir():
+        raise MoleculeFileError(f"{path}: is a folder, not a molecule file")
     if reader is None:
         raise MoleculeFileError(f"{path}: unknown file type {path.suffix!r} (use one of {sorted(READERS)})")
     return reader(path)

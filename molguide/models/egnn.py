@@ -149,6 +149,7 @@ class EGNN(EquivariantBackbone):
     """
 
     fused: bool = True  # a class attribute, so models pickled before it existed still load
+    ZERO_ALLOWED = ("norm_constant", "extra_edge_features")  # sizes that may be 0 (see registry)
 
     def __init__(
         self,

@@ -42,3 +42,32 @@ def build_backbone(name: str, in_features: int, out_features: int, **kwargs: Any
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
     return BACKBONES[name]()(in_features, out_features, **kwargs)
+
+
+def backbone_argument_problem(name: str, kwargs: dict[str, Any]) -> str | None:
+    """Why a backbone's keyword arguments cannot build a network, or None.
+
+    Checked from the backbone's signature: a whole-number argument must be an integer of
+    at least 1 and a real one finite and above 0 (0 is allowed where the class lists the
+    argument in ``ZERO_ALLOWED``). Unknown arguments are left to the constructor's own
+    error.
+    """
+    import inspect
+    import math
+
+    cls = BACKBONES[name]()
+    params = inspect.signature(cls.__init__).parameters
+    zero_allowed = getattr(cls, "ZERO_ALLOWED", ())
+    for key, value in kwargs.items():
+        if key not in params:
+            continue
+        kind = str(params[key].annotation)
+        least = 0 if key in zero_allowed else 1
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            return f"{key} must be a whole number of at least {least}, not {value!r}"
+        if kind == "float":
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or (value <= 0 if least else value < 0):
+                bound = "0 or more" if least == 0 else "above 0"
+                return f"{key} must be a finite number {bound}, not {value!r}"
+    return None

@@ -151,7 +151,7 @@ def train_protocol_models(config: RunConfig, progress: bool | None = None) -> di
         with mlflow_run(EXPERIMENT, f"protocol-{prop}", tags):
             reused = []
             for kind in _kinds(config):
-                section = TRAINING_SPECS[kind].train_section(config)
+                section = TRAINING_SPECS[kind].settings(config)
                 summary = record.get(kind)
                 checkpoint, n_bins = folder / kind / "last.pt", config.protocol.n_bins
                 if summary is not None and _finished(checkpoint, summary, section, n_bins):

@@ -21,10 +21,10 @@ import torch
 from molguide.config import RunConfig
 from molguide.datasets import split_molecules
 from molguide.networks import inference_state
-from molguide.tracked_training import log_trained_component, run_training, training_run
+from molguide.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
 from molguide.tracking import log_metrics_batch
-from molguide.training import Trainer
-from molguide.training_specs import TRAINING_SPECS, train_config
+from molguide.training import RESUME_SIGNATURE, Trainer
+from molguide.training_specs import TRAINING_SPECS, resume_signature, train_config
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,29 @@ def train_network(kind: str, config: RunConfig, progress: bool | None = None) ->
         return use_pretrained(config)
     spec = TRAINING_SPECS[kind]
     progress = sys.stderr.isatty() if progress is None else progress
-    section = spec.train_section(config)
+    section = spec.settings(config)
     torch.manual_seed(section.seed)  # the initial weights, so a run is reproducible alone
     mols = split_molecules(config.data, spec.split)
     job = spec.prepare(config, mols, progress)
     metadata = {"model_config": job.model.config, **job.metadata}
     if job.diffusion is not None:
         metadata["diffusion_config"] = job.diffusion.config
+    settings = train_config(section)
+    metadata["run_config"] = config.model_dump()  # for the record; resuming checks the signature
+    metadata[RESUME_SIGNATURE] = resume_signature(config, spec, job, settings)
     checkpoint = Path(config.output_dir) / kind / "last.pt"
     trainer = Trainer(
         job.model,
         job.objective,
         job.batches,
-        train_config(section),
+        settings,
         checkpoint,
         metadata,
         config.device,
+        resume_setting=f"{spec.train_section}.resume",
     )
     log.info("%s", job.message)
+    resume_if_asked(trainer, section, f"train {kind}")
     tags = {
         "molguide.pipeline": f"train-{kind}",
         "molguide.dataset": config.data.dataset,

@@ -1,0 +1,120 @@
+"""Checkpoints that cannot be used are one CheckpointError naming the file and the way out."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from molguide.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from molguide.cli import main
+
+
+class _Payload:  # an object a weights-only load must refuse
+    pass
+
+
+def _bad_files(folder):
+    good = save_checkpoint({"step": 1, "w": torch.ones(3)}, folder / "good.pt")
+    data = good.read_bytes()
+    files = {
+        "empty": b"",
+        "text": b"hello, not a checkpoint\n",
+        "truncated": data[: len(data) // 2],
+        "pickle": pickle.dumps({"step": 1}),
+    }
+    for name, content in files.items():
+        (folder / f"{name}.pt").write_bytes(content)
+    torch.save({"step": _Payload()}, folder / "objects.pt")
+    torch.save([1, 2, 3], folder / "list.pt")
+    return ["empty", "text", "truncated", "pickle", "objects", "list"]
+
+
+def test_unusable_checkpoints_are_one_error_naming_the_file(tmp_path):
+    for name in _bad_files(tmp_path):
+        path = tmp_path / f"{name}.pt"
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and "move it away" in message, message
+        assert "weights_only" not in message and len(message.splitlines()) == 1, message
+    with pytest.raises(CheckpointError, match="holds Python objects besides weights"):
+        load_checkpoint(tmp_path / "objects.pt")
+
+
+def test_weights_of_another_architecture_are_one_line():
+    small, large = torch.nn.Linear(4, 8), torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU())
+    with pytest.raises(CheckpointError) as caught:
+        load_weights(small, large.state_dict(), "other.pt")
+    message = str(caught.value)
+    assert message.startswith("other.pt: holds a network of another architecture")
+    assert "2 tensors missing (e.g. weight)" in message and len(message.splitlines()) == 1
+    load_weights(small, torch.nn.Linear(4, 8).state_dict(), "same.pt")  # a fitting one loads
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def test_resuming_with_another_config_names_the_keys_and_the_ways_out(qm9, tmp_path, tracking, capsys):
+    run = tmp_path / "run"
+    common = ["run", "train-score", "--set", f"output_dir={run}", "--set", "data.max_molecules=64",
+              "--set", "model.backbone_kwargs={hidden: 16, num_layers: 2}", "--set", "train.batch_size=16",
+              "--set", "train.checkpoint_every=2"]  # fmt: skip
+    assert main([*common, "--set", "train.steps=2"]) == 0
+    capsys.readouterr()
+    state = load_checkpoint(run / "score" / "last.pt")
+    assert state["run_config"]["train"]["batch_size"] == 16  # the config that produced it
+    changes = {
+        "train.batch_size=8": "train.batch_size (16 in the checkpoint, 8 now)",
+        "data.max_molecules=32": "data.max_molecules (64 in the checkpoint, 32 now)",
+        "data.remove_hydrogens=true": "data.remove_hydrogens (False in the checkpoint, True now)",
+        "diffusion.schedule=cosine": "diffusion.schedule ('polynomial_2' in the checkpoint, 'cosine' now)",
+        "model.parameterisation=x0": "model.parameterisation ('eps' in the checkpoint, 'x0' now)",
+        "model.backbone_kwargs={hidden: 32, num_layers: 2}": "model.backbone_kwargs.hidden (16",
+    }
+    for change, named in changes.items():
+        assert main([*common, "--set", "train.steps=4", "--set", change]) == 2, change
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and named in err, err
+        assert "was trained with another config" in err
+        assert "train.resume=false" in err and "output_dir" in err
+    assert load_checkpoint(run / "score" / "last.pt")["step"] == 2  # untouched
+    # Longer training with the same settings resumes; train.resume=false starts afresh.
+    assert main([*common, "--set", "train.steps=4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 4
+    assert main([*common, "--set", "train.steps=3", "--set", "train.batch_size=8", "--set",
+                 "train.resume=false", "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["steps"] == 3
+
+
+def test_a_damaged_checkpoint_stops_a_resume_with_one_line(qm9, tmp_path, tracking, capsys):
+    run = tmp_path / "run"
+    (run / "score").mkdir(parents=True)
+    (run / "score" / "last.pt").write_bytes(b"")
+    code = main(["run", "train-score", "--set", f"output_dir={run}", "--set", "data.max_molecules=16",
+                 "--set", "model.backbone_kwargs={hidden: 8, num_layers: 1}",
+                 "--set", "train.steps=1"])  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("molguide")]
+    assert code == 2 and len(err) == 1, err  # (a new store adds MLflow's own INFO lines)
+    err = err[0]
+    assert f"{run / 'score' / 'last.pt'}: the checkpoint file is empty; move it away" in err
+
+
+def test_a_damaged_logged_model_is_a_checkpoint_error(tmp_path, tracking):
+    import mlflow
+
+    import molguide
+
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment("molguide-damaged")
+    with mlflow.start_run() as active:
+        (tmp_path / "state_dict.pth").write_bytes(b"not weights")
+        mlflow.log_artifact(str(tmp_path / "state_dict.pth"), "models/score")
+    with pytest.raises(CheckpointError) as caught:
+        molguide.load(f"runs:/{active.info.run_id}")
+    assert "state_dict.pth: not a PyTorch checkpoint" in str(caught.value)
+    assert "weights_only" not in str(caught.value)
