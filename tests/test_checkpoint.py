@@ -90,6 +90,17 @@ def test_resuming_with_another_config_names_the_keys_and_the_ways_out(qm9, tmp_p
                  "train.resume=false", "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["steps"] == 3
 
+    # A checkpoint from before configs were recorded: another architecture is still one line.
+    state = load_checkpoint(run / "score" / "last.pt")
+    del state["resume_signature"]
+    save_checkpoint(state, run / "score" / "last.pt")
+    wider = [*common, "--set", "train.steps=4", "--set", "train.batch_size=8",
+             "--set", "model.backbone_kwargs={hidden: 32, num_layers: 2}"]  # fmt: skip
+    assert main(wider) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "holds a network of another architecture" in errors[0], errors
+    assert "tensors differ in shape" in errors[0] and "[32" in errors[0]
+
 
 def test_a_damaged_checkpoint_stops_a_resume_with_one_line(qm9, tmp_path, tracking, capsys):
     run = tmp_path / "run"

@@ -184,3 +184,27 @@ def test_flat_and_absurd_coordinates_are_per_record_errors(tmp_path):
     (tmp_path / "far.sdf").write_text("".join(text))
     report = read_sdf(tmp_path / "far.sdf")
     assert len(report.molecules) == 2 and "out of range" in report.errors[0].reason
+
+
+def test_a_csv_row_that_is_not_utf8_costs_that_row_only(tmp_path):
+    path = tmp_path / "mols.csv"
+    path.write_bytes(b"smiles,name,gap\nCCO,ethanol,7.1\nCCN,\xe9thylamine,6.9\nC=O,formaldehyde,5.0\n")
+    report = read_smiles_csv(path, workers=1)
+    assert [m.name for m in report.molecules] == ["ethanol", "formaldehyde"]
+    (error,) = report.errors
+    assert error.record == 2 and error.line == 3 and "line 3: byte 0xE9 is not UTF-8" in error.reason
+    smi = tmp_path / "mols.smi"
+    smi.write_bytes(b"CCO ethanol\nCCN \xe9thylamine\n")
+    report = read_smiles_csv(smi, workers=1)
+    assert len(report.molecules) == 1 and "line 2: byte 0xE9" in report.errors[0].reason
+
+
+def test_a_failed_write_leaves_the_earlier_file_as_it_was(qm9, tmp_path):
+    from rdkit import Chem
+
+    path = tmp_path / "out.sdf"
+    write_sdf([qm9[0], qm9[1]], path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="molecule 2 has no conformer"):
+        write_sdf([qm9[2], Chem.MolFromSmiles("CCO")], path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.sdf"]

@@ -374,21 +374,26 @@ def molecule_to_rdkit(molecule: Molecule):
 def write_sdf(molecules: Iterable, path: str | Path) -> int:
     """Write RDKit Mols (with conformers) or Molecules to an SDF; returns the count written.
 
-    Float properties are written with full precision so they read back exactly.
+    Float properties are written with full precision so they read back exactly. The file
+    is written atomically: a failure part-way leaves any earlier file at ``path`` as it was.
     """
+    import io
+
     from rdkit import Chem
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
     count = 0
-    with Chem.SDWriter(str(path)) as writer:
-        writer.SetKekulize(False)
-        for item in molecules:
-            mol = molecule_to_rdkit(item) if isinstance(item, Molecule) else item
-            if mol.GetNumConformers() == 0:
-                raise ValueError(f"molecule {count + 1} has no conformer to write")
-            writer.write(mol)
-            count += 1
+    writer = Chem.SDWriter(buffer)
+    writer.SetKekulize(False)
+    for item in molecules:
+        mol = molecule_to_rdkit(item) if isinstance(item, Molecule) else item
+        if mol.GetNumConformers() == 0:
+            raise ValueError(f"molecule {count + 1} has no conformer to write")
+        writer.write(mol)
+        count += 1
+    writer.close()
+    data = buffer.getvalue().encode("utf-8", errors="surrogateescape")
+    atomic_write(path, lambda fh: fh.write(data))
     return count
 
 
@@ -621,13 +626,15 @@ def read_smiles_csv(
     text = _read_text(path)
     if path.suffix.lower() == ".smi":
         rows = [ln.split() for ln in text.splitlines()]
-        df = pd.DataFrame([(r[0], r[1] if len(r) > 1 else "") for r in rows if r], columns=["smiles", "name"])
+        pairs = [(r[0], r[1] if len(r) > 1 else "") for r in rows if r]
+        df = pd.DataFrame(pairs, columns=["smiles", "name"], dtype=object)
         smiles_column, name_column = "smiles", "name"
     else:
         import io as _io
 
         try:
-            df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False)
+            # Python strings (not pandas' Arrow ones) hold undecodable bytes too, reported per row.
+            df = pd.read_csv(_io.StringIO(text), dtype=object, keep_default_na=False, engine="python")
         except (ValueError, pd.errors.ParserError) as err:
             raise MoleculeFileError(f"{path}: not a readable CSV ({err})") from err
     if smiles_column is None:
@@ -643,7 +650,14 @@ def read_smiles_csv(
     if len(df) == 0:
         raise MoleculeFileError(f"{path}: file has a header but no rows")
 
-    items = [(str(s).strip(), seed + k) for k, s in enumerate(df[smiles_column])]
+    header_lines = 0 if path.suffix.lower() == ".smi" else 1
+    undecodable = {
+        k: problem
+        for k, row in enumerate(df.itertuples(index=False, name=None))
+        if (problem := _undecodable(" ".join(map(str, row)), k + 1 + header_lines)) is not None
+    }
+    # A row that is not UTF-8 is reported, not embedded (an empty SMILES costs nothing).
+    items = [("" if k in undecodable else str(s).strip(), seed + k) for k, s in enumerate(df[smiles_column])]
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(items) < 32:
         results = _embed_chunk(items)
@@ -654,10 +668,12 @@ def read_smiles_csv(
             results = [r for part in pool.map(_embed_chunk, chunks) for r in part]
 
     report = LoadReport(str(path))
-    header_lines = 0 if path.suffix.lower() == ".smi" else 1
     for k, (row, result) in enumerate(zip(df.itertuples(index=False, name=None), results), start=1):
         values = dict(zip(df.columns, row))
         line = k + header_lines
+        if k - 1 in undecodable:
+            report.errors.append(RecordError(str(path), k, undecodable[k - 1], line))
+            continue
         if isinstance(result, str):
             report.errors.append(RecordError(str(path), k, f"{result} ({items[k - 1][0]!r})", line))
             continue
