@@ -7,6 +7,8 @@ another architecture) is one :class:`CheckpointError` naming the file and the wa
 
 from __future__ import annotations
 
+import math
+import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,27 +53,57 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for damaged or foreign files
+    except pickle.UnpicklingError:
         # Never pass on torch's advice to load with weights_only=False: that runs the file's code.
-        kind = "UnpicklingError" in type(err).__name__
-        what = "holds Python objects besides weights, which molguide never loads" if kind else "is damaged"
-        raise CheckpointError(f"{path}: the checkpoint {what} ({type(err).__name__}); {MOVE_AWAY}") from None
+        raise CheckpointError(
+            f"{path}: the checkpoint holds Python objects besides weights, which molguide never loads; "
+            f"{MOVE_AWAY}"
+        ) from None
+    except (EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise CheckpointError(
+            f"{path}: the checkpoint is damaged ({type(err).__name__}); {MOVE_AWAY}"
+        ) from None
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "PytorchStreamReader" in first or "zip archive" in first:
+            raise CheckpointError(f"{path}: the checkpoint is damaged ({first}); {MOVE_AWAY}") from None
+        # A sound file this process cannot load (a CUDA checkpoint without CUDA, memory).
+        raise CheckpointError(f"{path}: cannot load the checkpoint here ({first[:200]})") from None
     if not isinstance(state, dict):
         what = type(state).__name__
         raise CheckpointError(f"{path}: holds a {what}, not a molguide checkpoint; {MOVE_AWAY}")
     return state
 
 
+def _same(a: Any, b: Any) -> bool:
+    # Numbers computed from the data (means, bin edges) may differ in the last bit between
+    # machines or numpy builds: equal within 1e-9 is the same training.
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
-    """``key (saved there, current now)`` for every dotted key whose value differs."""
+    """``key (saved there, current now)`` for every dotted key whose value differs.
+
+    Keys present on one side only are not compared: a setting added in a later version
+    (or removed) says nothing about whether the run is the same one.
+    """
     out = []
-    for key in sorted(set(saved) | set(current), key=str):
-        a, b = saved.get(key, "unset"), current.get(key, "unset")
+    for key in sorted(set(saved) & set(current), key=str):
+        a, b = saved[key], current[key]
         name = f"{prefix}{key}"
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += config_differences(a, b, f"{name}.")
-        elif a != b:
-            out.append(f"{name} ({a!r} in the checkpoint, {b!r} now)")
+        elif not _same(a, b):
+            out.append(f"{name} ({_short(a)} in the checkpoint, {_short(b)} now)")
     return out
 
 

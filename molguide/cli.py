@@ -118,12 +118,12 @@ def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from molguide.chem.evaluate import evaluate, write_evaluated_sdf
-    from molguide.data.io import read_molecules
+    from molguide.data.io import read_molecules, same_file
 
     if args.out:
         from molguide.preflight import check_output_dir
 
-        if Path(args.out).resolve() == Path(args.file).resolve():
+        if same_file(args.out, args.file):
             raise UserError(f"--out {args.out}: is the input file; write the results to another file")
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out}: is a folder; name the SDF file to write")
@@ -147,8 +147,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     result = evaluation.to_dict()
     if args.out:
-        count = write_evaluated_sdf(evaluation, molecules, args.out, source=args.file)
-        log.info("wrote %d molecules with their results as molguide_* SD tags to %s", count, args.out)
+        count = write_evaluated_sdf(evaluation, molecules, args.out, args.file, report.errors)
+        log.info("wrote %d records with their results as molguide_* SD tags to %s", count, args.out)
     if args.json:
         print(json.dumps(result, allow_nan=False, default=_json_default))
     else:
@@ -210,6 +210,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     check_output_dir(config.output_dir)
     set_output_dir(config.output_dir)
     if distributed.launched_by_torchrun():
+        check_device(config.device)  # before a process group is set up on it
         if args.pipeline not in DATA_PARALLEL_PIPELINES:
             raise UserError(
                 f"{args.pipeline} runs in one process; data-parallel (torchrun) pipelines are "

@@ -115,9 +115,19 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (e.g. a server that does not answer)."""
 
 
-# Tracking URI schemes MLflow has stores for ("" and file: a local folder).
+# Tracking URI schemes MLflow 3 has stores for ("" and file: a local folder), when its
+# registry (which also holds plugins' schemes) cannot be asked.
 KNOWN_SCHEMES = ("", "file", "sqlite", "http", "https", "databricks", "databricks-uc", "uc",
                  "postgresql", "mysql", "mssql")  # fmt: skip
+
+
+def _known_schemes() -> tuple[str, ...]:
+    try:  # a private registry: fall back to the list above if it moves
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        return (*KNOWN_SCHEMES, *_tracking_store_registry._registry)
+    except (ImportError, AttributeError):
+        return KNOWN_SCHEMES
 
 
 def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
@@ -131,7 +141,7 @@ def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
     uri = uri or tracking_uri()
     has_scheme = "://" in uri or uri.startswith("sqlite:")
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if has_scheme else ""
-    if scheme not in KNOWN_SCHEMES:
+    if scheme not in _known_schemes():
         raise TrackingError(
             f"MLFLOW_TRACKING_URI={uri}: unknown scheme {scheme!r}; use sqlite:///FILE.db, "
             "http(s)://SERVER, postgresql://..., mysql://... or a folder"
@@ -164,11 +174,14 @@ def _check_sqlite(uri: str) -> None:
     """
     import sqlite3
 
-    where = uri.split("?", 1)[0].removeprefix("sqlite://")
+    where = uri.split("?", 1)[0].split("://", 1)[-1]  # sqlite+pysqlite:///x too
     if where in ("", "/", "/:memory:"):
         return
-    path = Path(where[1:] if where.startswith("/") else where)  # sqlite:///rel, sqlite:////abs
-    named = f"MLFLOW_TRACKING_URI={uri}"
+    path = Path(where[1:] if where.startswith("/") else where).absolute()  # sqlite:///rel, ////abs
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        named = f"MLFLOW_TRACKING_URI={uri}"
+    else:
+        named = f"the default store {uri} (set MLFLOW_TRACKING_URI to choose another)"
     folder = path.parent
     if not folder.is_dir():
         raise TrackingError(f"{named}: the folder {folder} does not exist; create it or choose another file")
@@ -181,8 +194,12 @@ def _check_sqlite(uri: str) -> None:
     if not os.access(path, os.R_OK | os.W_OK):
         raise TrackingError(f"{named}: {path} is read-only; make it writable or choose another file")
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        with contextlib.closing(sqlite3.connect(path.as_uri() + "?mode=ro", uri=True, timeout=5)) as db:
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            return  # another process is writing: MLflow waits for it like any client
+        raise TrackingError(f"{named}: cannot read {path} ({err})") from None
     except sqlite3.DatabaseError as err:  # "file is not a database", "database disk image is malformed"
         why = f"{path} is not a usable SQLite database ({err}); move it away"
         raise TrackingError(f"{named}: {why}") from None

@@ -111,7 +111,11 @@ CASES = [
     Case(
         "2D XYZ record",
         lambda d: _evaluate(
-            _write(d, "f.xyz", "4\nflat\nC 0 0 0\nO 1.2 0 0\nH 0 1 0\nH 0 -1 0\n2\nok\nH 0 0 0\nH 0 0 0.74\n")
+            _write(
+                d,
+                "f.xyz",
+                "5\nflat\nC 0 0 0\nH 1 0 0\nH -1 0 0\nH 0 1 0\nH 0 -1 0\n2\nok\nH 0 0 0\nH 0 0 0.74\n",
+            )
         ),
         0,
         "coordinates are 2D",
@@ -239,3 +243,25 @@ def test_bad_input_is_one_line_naming_the_culprit(case, tmp_path, monkeypatch, c
         assert not (tmp_path / "run" / "score" / "last.pt").exists() or "checkpoint" in case.name
     else:
         assert f"{case.evaluated} records evaluated" in out and culprit in out, out
+
+
+def test_sqlite_uris_that_are_fine_pass_the_check(tmp_path, monkeypatch):
+    from molguide.tracking import TrackingError, check_tracking
+
+    monkeypatch.chdir(tmp_path)
+    for uri in (
+        "sqlite:///mlflow.db",
+        f"sqlite:///{tmp_path}/a.db",
+        "sqlite+pysqlite:///b.db",
+        "sqlite:///:memory:",
+    ):
+        assert check_tracking(uri) == uri
+    (tmp_path / "p%41").mkdir()
+    with sqlite3.connect(tmp_path / "p%41" / "m.db") as db:
+        db.execute("CREATE TABLE t (x)")
+    assert check_tracking(f"sqlite:///{tmp_path}/p%41/m.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(
+        TrackingError, match="the default store sqlite:///nowhere/m.db .*set MLFLOW_TRACKING_URI"
+    ):
+        check_tracking("sqlite:///nowhere/m.db")

@@ -129,3 +129,27 @@ def test_a_damaged_logged_model_is_a_checkpoint_error(tmp_path, tracking):
         molguide.load(f"runs:/{active.info.run_id}")
     assert "state_dict.pth: not a PyTorch checkpoint" in str(caught.value)
     assert "weights_only" not in str(caught.value)
+
+
+def test_a_sound_checkpoint_that_cannot_load_here_is_not_called_damaged(tmp_path):
+    path = save_checkpoint({"step": 1, "w": torch.ones(2)}, tmp_path / "gpu.pt")
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path, map_location="cuda")
+    message = str(caught.value)
+    assert "cannot load the checkpoint here" in message and "CUDA" in message
+    assert "damaged" not in message and "move it away" not in message
+
+
+def test_config_differences_ignore_rounding_and_keys_of_other_versions():
+    from molguide.checkpoint import config_differences
+
+    saved = {"data": {"mean": 0.1 + 0.2, "edges": [1.0, 2.0]}, "train": {"lr": 1e-4}}
+    current = {"data": {"mean": 0.3, "edges": [1.0, 2.0 + 1e-13]}, "train": {"lr": 1e-4, "new_key": 1}}
+    assert config_differences(saved, current) == []
+    current["train"]["lr"] = 2e-4
+    current["data"]["edges"] = list(range(40))
+    edges, lr = config_differences(saved, current)
+    assert edges == f"data.edges ([1.0, 2.0] in the checkpoint, {str(list(range(40)))[:57]}... now)"
+    assert lr == "train.lr (0.0001 in the checkpoint, 0.0002 now)"

@@ -120,9 +120,21 @@ def test_evaluate_counts_a_record_whose_separator_is_missing(qm9, tmp_path, caps
     text = zinc_style_sdf(tmp_path / "zinc.sdf").read_text()
     path = tmp_path / "missing.sdf"
     path.write_text(text.replace("$$$$\n", "", 1))
-    assert main(["evaluate", str(path), "--no-xtb", "--no-novelty"]) == 0
+    out_sdf = tmp_path / "out.sdf"
+    assert main(["evaluate", str(path), "--no-xtb", "--no-novelty", "--out", str(out_sdf)]) == 0
     out = capsys.readouterr().out
     assert "2 of 3 records evaluated" in out and "record 1 (line 1): no '$$$$' line" in out
+    # The unread record is kept too, in its place, saying why it was not evaluated.
+    from molecule_files import sdf_records
+
+    first, second, third = sdf_records(out_sdf)
+    given = text.split("$$$$\n")
+    assert (
+        first.startswith(given[0].rstrip("\n"))
+        and "molguide_error" in first
+        and "molguide_valid" not in first
+    )
+    assert second.startswith(given[1]) and third.startswith(given[2]) and "molguide_valid" in third
 
 
 def test_when_no_record_loads_every_reason_is_shown(tmp_path, capsys):

@@ -165,15 +165,15 @@ def test_a_byte_that_is_not_utf8_costs_its_record_only(tmp_path):
 def test_flat_and_absurd_coordinates_are_per_record_errors(tmp_path):
     xyz = tmp_path / "flat.xyz"
     xyz.write_text(
-        "4\nflat\nC 0 0 0\nO 1.2 0 0\nH -0.5 0.9 0\nH -0.5 -0.9 0\n"
-        "4\ntilted\nC 0 0 0\nO 1.2 0 0.1\nH -0.5 0.9 0\nH -0.5 -0.9 0\n"
-        "3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"  # 3 atoms always lie in a plane
+        "5\nmethane_drawn\nC 0 0 0\nH 1.09 0 0\nH -1.09 0 0\nH 0 1.09 0\nH 0 -1.09 0\n"
+        "4\nformaldehyde\nC 0 0 0\nO 1.2 0 0\nH -0.5 0.9 0\nH -0.5 -0.9 0\n"  # planar: fine
+        "5\nmethane\nC 0 0 0\nH 0.63 0.63 0.63\nH -0.63 -0.63 0.63\nH -0.63 0.63 -0.63\nH 0.63 -0.63 -0.63\n"
         "2\nfar\nH 0 0 0\nH 0 0 1e300\n"
     )
     report = read_xyz(xyz)
-    assert [m.name for m in report.molecules] == ["tilted", "water"]
+    assert [m.name for m in report.molecules] == ["formaldehyde", "methane"]
     flat, far = report.errors
-    assert flat.record == 1 and "2D (all z = 0)" in flat.reason
+    assert flat.record == 1 and "2D (all z = 0, and atom 1 (C) has four bonded neighbours" in flat.reason
     assert far.record == 4 and "atom 2: coordinate 1e+300 is out of range" in far.reason
 
     from molecule_files import zinc_style_sdf
@@ -208,3 +208,30 @@ def test_a_failed_write_leaves_the_earlier_file_as_it_was(qm9, tmp_path):
     with pytest.raises(ValueError, match="molecule 2 has no conformer"):
         write_sdf([qm9[2], Chem.MolFromSmiles("CCO")], path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.sdf"]
+
+
+def test_records_keep_their_line_endings_and_odd_characters(tmp_path):
+    from molecule_files import zinc_style_sdf
+
+    from molguide.data.io import with_data_items
+
+    text = zinc_style_sdf(tmp_path / "zinc.sdf").read_text()
+    crlf = text.replace("\n", "\r\n").replace("ZINC000000000001\r\n", "caf\u2028e\r\n", 1)
+    (tmp_path / "crlf.sdf").write_bytes(crlf.encode())
+    report = read_sdf(tmp_path / "crlf.sdf")
+    assert len(report.molecules) == 3 and report.molecules[0].name == "caf\u2028e"
+    record = report.molecules[0].source.text
+    tagged = with_data_items(record, {"molguide_valid": "1"})
+    assert tagged.startswith(record) and tagged.endswith(">  <molguide_valid>\r\n1\r\n\r\n")
+    bare = "x\n     RDKit          3D\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\n" + (
+        "    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\nM  END\n"
+    )
+    assert with_data_items(bare, {"a": "1"}) == bare + ">  <a>\n1\n\n"  # no blank line after M  END
+
+
+def test_utf16_and_byte_order_marks(tmp_path):
+    (tmp_path / "w.csv").write_bytes("smiles,name\nCCO,ethanol\n".encode("utf-16"))
+    with pytest.raises(MoleculeFileError, match="is UTF-16 text .* save it as UTF-8"):
+        read_smiles_csv(tmp_path / "w.csv", workers=1)
+    (tmp_path / "bom.csv").write_bytes("smiles,name\nCCO,ethanol\n".encode("utf-8-sig"))
+    assert [m.name for m in read_smiles_csv(tmp_path / "bom.csv", workers=1).molecules] == ["ethanol"]

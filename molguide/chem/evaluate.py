@@ -348,42 +348,57 @@ def result_tags(result: MoleculeResult) -> dict[str, str]:
 RESULT_TAG_PREFIX = "molguide_"
 
 
-def evaluated_records(evaluation: Evaluation, molecules: Sequence[Molecule]) -> list[str]:
-    """One SDF record text per evaluated molecule, for a user's own file.
+def evaluated_records(
+    evaluation: Evaluation, molecules: Sequence[Molecule], unread: Sequence[RecordError] = ()
+) -> list[str]:
+    """The SDF record texts of a user's file with the results added, in the file's order.
 
     A molecule read from an SDF keeps its record exactly (atoms, bond table, every SD
     tag); any other gets its bonds as :func:`annotated_mols` chooses and its own
     properties. The results are added as ``molguide_<name>`` tags (the names of
     :func:`result_tags`), so they never overwrite a tag of the input; the
-    ``molguide_`` tags of an earlier evaluation are replaced.
+    ``molguide_`` tags of an earlier evaluation are replaced. A record that could not
+    be read (``unread``, the reader's errors) is kept as it was too, with
+    ``molguide_error`` saying why, so nothing of the input is lost.
     """
     from molguide.data.io import mol_block, with_data_items
 
-    records = []
-    for molecule, result in zip(molecules, evaluation.molecules):
-        text = molecule.source_text
-        if text is None:
+    numbered = []
+    for k, (molecule, result) in enumerate(zip(molecules, evaluation.molecules), start=1):
+        if molecule.source is None:
             mol = _mol_with_bonds(molecule, result)
             mol.SetProp("_Name", molecule.name)
-            own = {**molecule.tags, **{k: repr(float(v)) for k, v in molecule.properties.items()}}
-            text = with_data_items(mol_block(mol), own)
-        results = {RESULT_TAG_PREFIX + k: v for k, v in result_tags(result).items()}
-        records.append(with_data_items(text, results, replace_prefix=RESULT_TAG_PREFIX))
-    return records
+            own = {**molecule.tags, **{key: repr(float(v)) for key, v in molecule.properties.items()}}
+            number, text = k, with_data_items(mol_block(mol), own)
+        else:
+            number, text = molecule.source.record, molecule.source.text
+        tags = {RESULT_TAG_PREFIX + key: v for key, v in result_tags(result).items()}
+        numbered.append((number, with_data_items(text, tags, replace_prefix=RESULT_TAG_PREFIX)))
+    for error in unread:
+        if error.text is not None:
+            tags = {f"{RESULT_TAG_PREFIX}error": error.reason}
+            numbered.append(
+                (error.record, with_data_items(error.text, tags, replace_prefix=RESULT_TAG_PREFIX))
+            )
+    return [text for _, text in sorted(numbered, key=lambda item: item[0])]
 
 
-def write_evaluated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path, source=None) -> int:
+def write_evaluated_sdf(
+    evaluation: Evaluation,
+    molecules: Sequence[Molecule],
+    path,
+    source=None,
+    unread: Sequence[RecordError] = (),
+) -> int:
     """Write :func:`evaluated_records` to ``path`` atomically; returns the count.
 
     ``source``: the file the molecules were read from, which is never written over.
     """
-    from pathlib import Path
+    from molguide.data.io import MoleculeFileError, same_file, write_sdf_records
 
-    from molguide.data.io import MoleculeFileError, write_sdf_records
-
-    if source is not None and Path(path).resolve() == Path(source).resolve():
+    if source is not None and same_file(path, source):
         raise MoleculeFileError(f"{path}: is the input file; write the results to another file")
-    return write_sdf_records(evaluated_records(evaluation, molecules), path)
+    return write_sdf_records(evaluated_records(evaluation, molecules, unread), path)
 
 
 def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:

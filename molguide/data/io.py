@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from molguide.atomic import atomic_write
-from molguide.data.molecules import Molecule
+from molguide.data.molecules import Molecule, SourceRecord
 from molguide.elements import ATOMIC_NUMBERS, atomic_number, symbol
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class RecordError:
     record: int  # 1-based record number in the file
     reason: str
     line: int | None = None  # 1-based line where the record starts, when known
+    text: str | None = field(default=None, repr=False, compare=False)  # the record (SDF)
 
     def as_dict(self) -> dict:
         """The JSON shape of one entry of ``errors`` in ``molguide evaluate --json``."""
@@ -94,10 +96,12 @@ def _read_text(path: Path) -> str:
         data = path.read_bytes()
     except OSError as err:
         raise MoleculeFileError(f"{path}: cannot read ({err.strerror})") from err
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise MoleculeFileError(f"{path}: is UTF-16 text (as Windows PowerShell writes); save it as UTF-8")
     nul = data.find(b"\x00")
     if nul >= 0:
         raise MoleculeFileError(f"{path}: not a text file (binary data at byte {nul})")
-    text = data.decode("utf-8", errors="surrogateescape")
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")  # a UTF-8 BOM
     if not text.strip():
         raise MoleculeFileError(f"{path}: file is empty")
     return text
@@ -121,12 +125,20 @@ def _undecodable(text: str, first_line: int) -> str | None:
 MAX_COORDINATE = 1e4
 
 
-def geometry_problem(positions: np.ndarray, flat_means_2d: bool) -> str | None:
+# Elements whose atom with four bonded neighbours is tetrahedral, never flat.
+_TETRAHEDRAL = {5: "B", 6: "C", 7: "N", 14: "Si"}
+
+
+def geometry_problem(
+    atomic_numbers: np.ndarray, positions: np.ndarray, flagged_2d: bool | None
+) -> str | None:
     """Why coordinates cannot be a 3D molecule, or None when they can.
 
-    ``flat_means_2d``: all z = 0 is read as a 2D drawing (an SDF without the 3D flag,
-    or an XYZ file, which has no such flag, with 4 or more atoms: fewer always lie in
-    a plane).
+    All z = 0 is a 2D drawing when the file says so (an SDF without the 3D flag:
+    ``flagged_2d``). A file without such a flag (XYZ: ``flagged_2d=None``) may hold a
+    planar molecule lying in z = 0 (benzene in a standard orientation), so there it
+    takes proof: a carbon, nitrogen, boron or silicon with four bonded neighbours in
+    that plane, which no real structure has.
     """
     if not np.isfinite(positions).all():
         return "non-finite coordinate"
@@ -134,8 +146,31 @@ def geometry_problem(positions: np.ndarray, flat_means_2d: bool) -> str | None:
     if worst > MAX_COORDINATE:
         atom = int(np.argmax(np.abs(positions).max(axis=1))) + 1
         return f"atom {atom}: coordinate {worst:.3g} is out of range (|x| > {MAX_COORDINATE:g} Angstrom)"
-    if flat_means_2d and np.allclose(positions[:, 2], 0.0):
+    if len(positions) < 2 or not np.allclose(positions[:, 2], 0.0) or flagged_2d is False:
+        return None
+    if flagged_2d:
         return "coordinates are 2D (all z = 0); a 3D conformer is needed"
+    flat = _flat_tetrahedral_atom(atomic_numbers, positions)
+    if flat is not None:
+        return (
+            f"coordinates are 2D (all z = 0, and atom {flat + 1} ({_TETRAHEDRAL[int(atomic_numbers[flat])]}) "
+            "has four bonded neighbours in that plane); a 3D structure is needed"
+        )
+    return None
+
+
+def _flat_tetrahedral_atom(atomic_numbers: np.ndarray, positions: np.ndarray) -> int | None:
+    """The first atom of :data:`_TETRAHEDRAL` with 4 or more neighbours within bonding
+    distance (1.25 x the sum of covalent radii), or None."""
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    radii = np.array([table.GetRcovalent(int(z)) for z in atomic_numbers])
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    bonded = (distances < 1.25 * (radii[:, None] + radii[None])) & ~np.eye(len(positions), dtype=bool)
+    for atom in np.flatnonzero(bonded.sum(axis=1) >= 4):
+        if int(atomic_numbers[atom]) in _TETRAHEDRAL:
+            return int(atom)
     return None
 
 
@@ -196,7 +231,7 @@ def _split_sdf_records(text: str) -> list[_SdfRecord]:
     began three lines earlier without a ``$$$$``; the record before it is reported
     rather than merged into one molecule with the next one's text as data.
     """
-    lines = text.splitlines()
+    lines = text.split("\n")  # not splitlines(): a title may hold U+2028 or a form feed
     records: list[_SdfRecord] = []
     start, in_data, in_value, stray = 0, False, False, None
 
@@ -207,7 +242,7 @@ def _split_sdf_records(text: str) -> list[_SdfRecord]:
 
     k = 0
     while k < len(lines):
-        line = lines[k]
+        line = lines[k].rstrip("\r")  # the record keeps its own line endings
         if line.strip() == "$$$$":
             close(k, stray)
             start, in_data, in_value, stray = k + 1, False, False, None
@@ -216,7 +251,7 @@ def _split_sdf_records(text: str) -> list[_SdfRecord]:
         elif _COUNTS_LINE.match(line) and k - 3 > start:
             close(k - 3, f"no '$$$$' line after this record's data; the next record starts at line {k - 2}")
             start, in_data, in_value, stray = k - 3, False, False, None
-            continue  # read the new record's header lines again
+            continue  # this counts line is read again, now as the new record's
         elif line.startswith(">"):
             in_value = True
         elif not line.strip():
@@ -230,7 +265,9 @@ def _split_sdf_records(text: str) -> list[_SdfRecord]:
 
 def _diagnose_molblock(block: str) -> str | None:
     """A specific reason why a V2000 block is malformed, or None if none is found."""
-    lines = block.splitlines()
+    lines = [line.rstrip("\r") for line in block.split("\n")]
+    if lines and not lines[-1]:
+        lines.pop()
     if len(lines) < 4:
         return f"block has {len(lines)} lines, too short for a molfile header and counts line"
     counts = lines[3]
@@ -277,12 +314,12 @@ def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
         return None, "molecule has no coordinates"
     conf = mol.GetConformer()
     pos = np.array(conf.GetPositions(), dtype=np.float64)
-    problem = geometry_problem(pos, flat_means_2d=not conf.Is3D() and mol.GetNumAtoms() > 1)
-    if problem is not None:
-        return None, problem
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
     if (z == 0).any():
         return None, "dummy or unknown atom (atomic number 0)"
+    problem = geometry_problem(z, pos, flagged_2d=not conf.Is3D())
+    if problem is not None:
+        return None, problem
     props: dict[str, float] = {}
     tags: dict[str, str] = {}
     for key in mol.GetPropNames():
@@ -298,8 +335,9 @@ def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
 def read_sdf(path: str | Path) -> LoadReport:
     """Read an SDF (V2000 or V3000): 3D coordinates, numeric SD tags as properties.
 
-    Each molecule keeps its record's text (``Molecule.source_text``) so that a tool
-    writing it back can keep every atom, bond and SD tag exactly as given.
+    Each molecule keeps its record (``Molecule.source``), and each record error its
+    text, so that a tool writing them back can keep every atom, bond and SD tag exactly
+    as given.
     """
     from rdkit import Chem
 
@@ -321,10 +359,10 @@ def read_sdf(path: str | Path) -> LoadReport:
             name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
             molecule, reason = molecule_from_rdkit(mol, name or f"{path.stem}_{record}")
             if molecule is not None:
-                molecule.source_text = sdf.text
+                molecule.source = SourceRecord(record, sdf.text)
                 report.molecules.append(molecule)
                 continue
-        report.errors.append(RecordError(str(path), record, reason or "unreadable", sdf.line))
+        report.errors.append(RecordError(str(path), record, reason or "unreadable", sdf.line, sdf.text))
     if report.n_records == 0:
         raise MoleculeFileError(f"{path}: no SDF records found")
     return report
@@ -405,11 +443,13 @@ def with_data_items(record_text: str, items: Mapping[str, str], replace_prefix: 
 
     Everything already in the record stays as it is, byte for byte, except the data
     items whose name starts with ``replace_prefix`` (an earlier run's results), which
-    are dropped so that the new values replace them. Values are written on one line.
+    are dropped so that the new values replace them. Values are written on one line, with
+    the record's own line ending (CRLF stays CRLF).
     """
+    eol = "\r\n" if "\r\n" in record_text else "\n"
     kept: list[str] = []
     dropping = in_data = False
-    for line in record_text.splitlines():
+    for line in (raw.rstrip("\r") for raw in record_text.split("\n")):
         if in_data:
             header = _DATA_HEADER.match(line)
             if header:
@@ -424,10 +464,19 @@ def with_data_items(record_text: str, items: Mapping[str, str], replace_prefix: 
         kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
-    kept.append("")  # a data item ends with a blank line, the molblock with M  END
+    if kept and not kept[-1].startswith("M  END"):
+        kept.append("")  # a data item ends with a blank line; the molblock ends with M  END
     for name, value in items.items():
         kept += [f">  <{name}>", " ".join(str(value).split()) or "-", ""]
-    return "\n".join(kept) + "\n"
+    return eol.join(kept) + eol
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (links and ``..`` included)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def mol_block(mol) -> str:
@@ -441,7 +490,8 @@ def write_sdf_records(records: Iterable[str], path: str | Path) -> int:
     """Write SDF record texts (each without ``$$$$``) to ``path`` atomically; returns
     the count. A failure part-way leaves any earlier file at ``path`` untouched."""
     texts = [r if r.endswith("\n") else r + "\n" for r in records]
-    data = "".join(t + "$$$$\n" for t in texts).encode("utf-8", errors="surrogateescape")
+    ends = ["$$$$\r\n" if t.endswith("\r\n") else "$$$$\n" for t in texts]
+    data = "".join(t + end for t, end in zip(texts, ends)).encode("utf-8", errors="surrogateescape")
     atomic_write(path, lambda fh: fh.write(data))
     return len(texts)
 
@@ -534,7 +584,7 @@ def read_xyz(path: str | Path) -> LoadReport:
         pos = np.array([a[1] for a in atoms]).reshape(-1, 3)
         if not reasons:
             problem = _undecodable("\n".join(lines[i:j]), start)
-            problem = problem or geometry_problem(pos, flat_means_2d=len(atoms) >= 4)
+            problem = problem or geometry_problem(z, pos, flagged_2d=None)
             reasons += [problem] if problem else []
         reason = "; ".join(reasons) or None
         i = j

@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record of a molecule file as it was read: its number and its text."""
+
+    record: int  # 1-based record number in the file
+    text: str  # the record's text (an SDF record without its ``$$$$`` line)
+
+
 @dataclass
 class Molecule:
     """One 3D molecule: atomic numbers, positions in Angstrom, named float properties."""
@@ -19,7 +27,7 @@ class Molecule:
     tags: dict[str, str] = field(default_factory=dict)  # non-numeric labels (e.g. SD tags)
     bond_orders: np.ndarray | None = None  # (n, n) predicted by a bond-order head, if any
     # The record as read from a file (SDF), so that it can be written back unchanged.
-    source_text: str | None = field(default=None, repr=False)
+    source: SourceRecord | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.atomic_numbers = np.asarray(self.atomic_numbers, dtype=np.int64).reshape(-1)

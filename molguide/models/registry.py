@@ -61,7 +61,8 @@ def backbone_argument_problem(name: str, kwargs: dict[str, Any]) -> str | None:
     for key, value in kwargs.items():
         if key not in params:
             continue
-        kind = str(params[key].annotation)
+        annotation = params[key].annotation  # "int" under postponed annotations, else the type
+        kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
         least = 0 if key in zero_allowed else 1
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             return f"{key} must be a whole number of at least {least}, not {value!r}"

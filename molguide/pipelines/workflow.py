@@ -208,7 +208,7 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
         log_config(config)
         numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
         log_metrics_batch([(k, v, 0) for k, v in {**numbers, **extra}.items() if math.isfinite(v)])
-        write_evaluated_sdf(ev, mols, out_dir / "evaluated.sdf", source=ec.file)
+        write_evaluated_sdf(ev, mols, out_dir / "evaluated.sdf", ec.file, report.errors)
         rdkit_mols = annotated_mols(ev, mols)
         plot_molecule_grid({"": rdkit_mols}, out_dir / "sample_molecules.png", per_row=6)
         mlflow.log_artifact(str(out_dir / "evaluated.sdf"), "samples")
