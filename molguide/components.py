@@ -172,9 +172,12 @@ def _logged_state(uri: str, device: str) -> dict:
 def load_components(source: str | Path, device: str = "cpu") -> Components:
     """Components from a shipped name (``"qm9"``), a saved model folder
     (:func:`molguide.pretrained.save_pretrained`), ``runs:/<run_id>`` (MLflow) or a run
-    folder (``output_dir``)."""
+    folder (``output_dir``). A ``device`` this machine lacks is a
+    :class:`~molguide.preflight.PreflightError` before anything is read."""
+    from molguide.preflight import check_device
     from molguide.pretrained import CONFIG_FILE, SHIPPED, load_pretrained
 
+    check_device(device)
     source = str(source)
     if source in SHIPPED or (Path(source) / CONFIG_FILE).is_file():
         states = {"score": load_pretrained(source, device).component_state()}

@@ -153,3 +153,14 @@ def test_config_differences_ignore_rounding_and_keys_of_other_versions():
     edges, lr = config_differences(saved, current)
     assert edges == f"data.edges ([1.0, 2.0] in the checkpoint, {str(list(range(40)))[:57]}... now)"
     assert lr == "train.lr (0.0001 in the checkpoint, 0.0002 now)"
+
+
+def test_loading_onto_a_device_this_machine_lacks_is_one_clear_error():
+    import molguide
+    from molguide.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match="device=gpu: not a device name"):
+        molguide.load("qm9", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(PreflightError, match="device=cuda: CUDA is not available"):
+            molguide.load("qm9", device="cuda")
