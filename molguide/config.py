@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -157,7 +158,7 @@ class TrainSection(_Section):
 
 class SampleSection(_Section):
     n_samples: int = Field(1000, ge=1)
-    steps: list[int] = Field(default_factory=lambda: [100])
+    steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [100], min_length=1)
     method: SamplerName = "ancestral"
     grid_power: float = Field(
         1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
@@ -240,7 +241,9 @@ class GuideSection(_Section):
     cfg: float = Field(0.0, ge=0)
     t_min: float = Field(0.0, ge=0, le=1)
     t_max: float = Field(1.0, ge=0, le=1)
-    sweep: list[float] = Field(default_factory=list, description="extra weights, one nested run each")
+    sweep: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=list, description="extra weights, one nested run each"
+    )
     n_samples: int = Field(500, ge=2)
     steps: int = Field(100, ge=1)
     method: SamplerName = "ancestral"
@@ -251,6 +254,17 @@ class GuideSection(_Section):
     seed: int = 0
     xtb: bool = True
     diagnostics_molecules: int = Field(1000, ge=10)
+
+    @model_validator(mode="after")
+    def _window(self) -> GuideSection:
+        # An empty window would switch every term off without a word.
+        if self.t_min >= self.t_max:
+            raise PydanticCustomError(
+                "value_error",
+                "t_min ({t_min}) must be below t_max ({t_max}): guidance acts for t in [t_min, t_max]",
+                {"t_min": self.t_min, "t_max": self.t_max},
+            )
+        return self
 
 
 class ProtocolSection(_Section):

@@ -170,6 +170,18 @@ CASES = [
     ),
     Case("unknown device", lambda d: _run(d, "device=tpu"), 2, "device=tpu: not a device name"),
     Case(
+        "empty guidance window",
+        lambda d: _run(d, "guide.t_min=0.9", "guide.t_max=0.1", pipeline="guide"),
+        2,
+        "guide: t_min (0.9) must be below t_max (0.1)",
+    ),
+    Case(
+        "negative sweep weight", lambda d: _run(d, "guide.sweep=[1, -2]"), 2, "guide.sweep.1: Input should be"
+    ),
+    Case(
+        "no sampling steps", lambda d: _run(d, "sample.steps=[]", pipeline="sample"), 2, "sample.steps: List"
+    ),
+    Case(
         "output_dir is a file",
         lambda d: _run(d, f"output_dir={_write(d, 'f', 'x')}"),
         2,
