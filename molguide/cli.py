@@ -117,16 +117,13 @@ def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from molguide.chem.evaluate import evaluate, write_evaluated_sdf
-    from molguide.data.io import read_molecules, same_file
+    from molguide.chem.evaluate import check_evaluated_sdf_path, evaluate, write_evaluated_sdf
+    from molguide.data.io import read_molecules
 
-    if args.out:
+    if args.out:  # before the evaluation, which may take minutes
         from molguide.preflight import check_output_dir
 
-        if same_file(args.out, args.file):
-            raise UserError(f"--out {args.out}: is the input file; write the results to another file")
-        if Path(args.out).is_dir():
-            raise UserError(f"--out {args.out}: is a folder; name the SDF file to write")
+        check_evaluated_sdf_path(args.out, args.file)
         check_output_dir(Path(args.out).resolve().parent, "--out folder")
     report = read_molecules(args.file)
     if report.errors:
@@ -351,8 +348,15 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     from molguide.preflight import PreflightError
     from molguide.tracking import TrackingError
 
-    errors = (UserError, MoleculeFileError, DataError, ConfigError, CheckpointError, TrackingError)
-    return (*errors, PreflightError)
+    return (
+        UserError,
+        MoleculeFileError,
+        DataError,
+        ConfigError,
+        CheckpointError,
+        TrackingError,
+        PreflightError,
+    )
 
 
 class Terminated(KeyboardInterrupt):

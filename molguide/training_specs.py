@@ -13,13 +13,14 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from molguide.atomic import as_json
 from molguide.checkpoint import load_checkpoint
 from molguide.config import RunConfig, TrainSection
 from molguide.data.graphs import MoleculeBatches
@@ -335,10 +336,6 @@ def resume_signature(config: RunConfig, spec: TrainingSpec, job: TrainingJob, se
     (set, split, size, hydrogens), the network's own config (architecture,
     parameterisation), the diffusion (schedule, loss), the optimisation settings but
     :data:`RESUMABLE_CHANGES`, and the kind's metadata (target binning, scaling)."""
-    from dataclasses import asdict
-
-    from molguide.atomic import as_json
-
     data = {**config.data.model_dump(), "split": spec.split or config.data.split}
     train = {k: v for k, v in asdict(settings).items() if k not in RESUMABLE_CHANGES}
     diffusion = job.diffusion.config if job.diffusion is not None else None

@@ -72,8 +72,13 @@ def _malformed_db(folder: Path) -> str:
 
 
 def _read_only(path: Path) -> Path:
-    path.chmod(0o444)
+    path.chmod(0o555 if path.is_dir() else 0o444)
     return path
+
+
+def _locked_folder(folder: Path) -> Path:
+    (folder / "locked").mkdir()
+    return _read_only(folder / "locked")
 
 
 CASES = [
@@ -231,9 +236,7 @@ if not ROOT_USER:  # permissions only bind other users
         ),
         Case(
             "read-only output_dir",
-            lambda d: _run(
-                d, f"output_dir={_read_only(d / 'locked') if (d / 'locked').mkdir() is None else ''}"
-            ),
+            lambda d: _run(d, f"output_dir={_locked_folder(d)}"),
             2,
             "locked: cannot write there",
         ),

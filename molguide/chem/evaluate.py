@@ -394,11 +394,23 @@ def write_evaluated_sdf(
 
     ``source``: the file the molecules were read from, which is never written over.
     """
-    from molguide.data.io import MoleculeFileError, same_file, write_sdf_records
+    from molguide.data.io import write_sdf_records
+
+    check_evaluated_sdf_path(path, source)
+    return write_sdf_records(evaluated_records(evaluation, molecules, unread), path)
+
+
+def check_evaluated_sdf_path(path, source=None) -> None:
+    """A MoleculeFileError when ``path`` cannot take :func:`write_evaluated_sdf`'s output:
+    it is the input file ``source`` (also through a link) or a folder."""
+    from pathlib import Path
+
+    from molguide.data.io import MoleculeFileError, same_file
 
     if source is not None and same_file(path, source):
         raise MoleculeFileError(f"{path}: is the input file; write the results to another file")
-    return write_sdf_records(evaluated_records(evaluation, molecules, unread), path)
+    if Path(path).is_dir():
+        raise MoleculeFileError(f"{path}: is a folder; name the SDF file to write")
 
 
 def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:

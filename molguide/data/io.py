@@ -125,6 +125,10 @@ def _undecodable(text: str, first_line: int) -> str | None:
 MAX_COORDINATE = 1e4
 
 
+def _out_of_range(atom: int, value: float | str) -> str:
+    return f"atom {atom}: coordinate {value} is out of range (|x| > {MAX_COORDINATE:g} Angstrom)"
+
+
 # Elements whose atom with four bonded neighbours is tetrahedral, never flat.
 _TETRAHEDRAL = {5: "B", 6: "C", 7: "N", 14: "Si"}
 
@@ -144,8 +148,7 @@ def geometry_problem(
         return "non-finite coordinate"
     worst = np.abs(positions).max(initial=0.0)
     if worst > MAX_COORDINATE:
-        atom = int(np.argmax(np.abs(positions).max(axis=1))) + 1
-        return f"atom {atom}: coordinate {worst:.3g} is out of range (|x| > {MAX_COORDINATE:g} Angstrom)"
+        return _out_of_range(int(np.argmax(np.abs(positions).max(axis=1))) + 1, f"{worst:.3g}")
     if len(positions) < 2 or not np.allclose(positions[:, 2], 0.0) or flagged_2d is False:
         return None
     if flagged_2d:
@@ -288,8 +291,8 @@ def _diagnose_molblock(block: str) -> str | None:
         for coord in fields[:3]:
             if _parse_value(coord) is None or not math.isfinite(float(coord)):
                 return f"atom {k}: non-numeric coordinate {coord!r}"
-            if abs(float(coord)) > MAX_COORDINATE:
-                return f"atom {k}: coordinate {coord} is out of range (|x| > {MAX_COORDINATE:g} Angstrom)"
+            if abs(float(coord)) > MAX_COORDINATE:  # RDKit would misread it, or fail without a reason
+                return _out_of_range(k, coord)
         if fields[3].capitalize() not in ATOMIC_NUMBERS:
             return f"atom {k}: unknown element {fields[3]!r}"
     bond_lines = lines[4 + n_atoms : 4 + n_atoms + n_bonds]
@@ -467,6 +470,7 @@ def with_data_items(record_text: str, items: Mapping[str, str], replace_prefix: 
     if kept and not kept[-1].startswith("M  END"):
         kept.append("")  # a data item ends with a blank line; the molblock ends with M  END
     for name, value in items.items():
+        # One line per value: a line break would end the item early, an empty value too ("-").
         kept += [f">  <{name}>", " ".join(str(value).split()) or "-", ""]
     return eol.join(kept) + eol
 

@@ -179,6 +179,7 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
         log.warning("%s", report.summary())
     mols = report.require_molecules()
     extra: dict[str, float] = {}
+    predicted: dict[str, np.ndarray] = {}  # SD tag name -> one evaluator prediction per molecule
     evaluator_path = Path(config.output_dir) / "evaluator" / "last.pt"
     if evaluator_path.exists():
         from molguide.models.predictor import predict_property
@@ -186,10 +187,11 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
 
         model, state = load_network(evaluator_path, "evaluator")
         onehot = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
-        predictions = predict_property(
+        name = f"evaluator_{state['property']}"
+        predicted[name] = predict_property(
             model, MoleculeSet.from_molecules(mols), state["mean"], state["std"], onehot
         )
-        extra[f"evaluator_{state['property']}_mean"] = float(np.mean(predictions))
+        extra[f"{name}_mean"] = float(np.mean(predicted[name]))
     ev = evaluate(
         mols,
         reference_smiles=None if ec.novelty else [],
@@ -197,9 +199,9 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
         read_errors=report.errors,
         progress=bool(progress),
     )
-    if evaluator_path.exists():
-        for result, value in zip(ev.molecules, predictions):
-            result.properties[f"evaluator_{state['property']}"] = float(value)
+    for name, values in predicted.items():
+        for result, value in zip(ev.molecules, values):
+            result.properties[name] = float(value)
     result = ev.to_dict()
     out_dir = Path(config.output_dir) / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
