@@ -151,10 +151,11 @@ def judge_samples(
     batch_size: int = 100,
     progress=False,
     grid_power: float = 1.0,
+    sampler: str = "ancestral",
 ) -> dict:
-    """Sample ``n`` molecules (atom counts from ``nodes``, ancestral, seeded, time grid of
-    ``grid_power``) and judge them by EDM's protocol plus strict validity; lost samples
-    count as invalid and unstable."""
+    """Sample ``n`` molecules (atom counts from ``nodes``, the registered ``sampler``,
+    seeded, time grid of ``grid_power``) and judge them by EDM's protocol plus strict
+    validity; lost samples count as invalid and unstable."""
     from molguide.chem import evaluate
     from molguide.chem.evaluate import over_requested
     from molguide.design_pipeline import MoleculeDiffusionPipeline
@@ -162,14 +163,16 @@ def judge_samples(
     t0 = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)  # sizes, then noise, from one generator
     counts = nodes.sample(n, generator)
-    pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, steps=steps, grid_power=grid_power)
+    pipe = MoleculeDiffusionPipeline(
+        model, diffusion, nodes, sampler=sampler, steps=steps, grid_power=grid_power
+    )
     result = pipe(counts, batch_size=batch_size, generator=generator, progress=progress)
     molecules = result.molecules
     seconds = time.perf_counter() - t0
     ev = evaluate(molecules, reference_smiles=reference, descriptors=False, progress=progress)
     m = over_requested(ev.metrics, molecules, n, int(counts.sum()))
     m.update({"n_samples": n, "sample_s_per_molecule": seconds / n})
-    m["grid_power"] = grid_power
+    m.update({"grid_power": grid_power, "sampler": sampler, "steps": steps})
     return m
 
 

@@ -106,6 +106,10 @@ def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
         for name, s in result["properties"].items():
             if s["n"]:
                 print(f"  {name:<22} {s['n']:>6} {s['mean']:>10.4g} {s['median']:>10.4g} {s['std']:>9.4g}")
+    if "posebusters" in result:
+        print("  PoseBusters (config mol, raw geometries): pass rate of each check")
+        for name, rate in result["posebusters"].items():
+            print(f"  {name:<32} {_fmt(rate)}")
     errors = result["errors"]
     if errors:
         print(f"  {len(errors)} record(s) with problems:")
@@ -114,6 +118,34 @@ def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
             print(f"    {where}: {e['reason']}")
         if len(errors) > max_errors:
             print(f"    ... and {len(errors) - max_errors} more (use --json for all)")
+
+
+def _export_sampler(args: argparse.Namespace) -> dict | None:
+    """The sampler record ``molguide export`` writes (None: no recommendation)."""
+    from molguide.diffusion.samplers import SAMPLERS
+
+    record: dict = {}
+    if args.grid_power is not None:
+        record["grid_power"] = args.grid_power
+    if args.sampler is not None:
+        if args.sampler not in SAMPLERS:
+            raise UserError(f"--sampler: unknown sampler {args.sampler!r}; choose one of {list(SAMPLERS)}")
+        record["method"] = args.sampler
+    options = {}
+    for item in args.sampler_option:
+        key, sep, value = item.partition("=")
+        known = SAMPLERS[record.get("method", "ancestral")].OPTIONS
+        if not sep or key not in known:
+            raise UserError(
+                f"--sampler-option {item!r}: give KEY=VALUE with KEY one of {list(known) or 'none'}"
+            )
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise UserError(f"--sampler-option {item!r}: {value!r} is not a number") from None
+    if options:
+        record["options"] = options
+    return record or None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -143,6 +175,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         progress=None if not args.json else False,
     )
     result = evaluation.to_dict()
+    if args.posebusters:
+        from molguide.chem.plausibility import posebusters_checks
+
+        checks = posebusters_checks(molecules, progress=not args.json)
+        # Over the records evaluated: raw geometries, nothing relaxed.
+        result["posebusters"] = {"all_checks": checks.all_checks, **checks.pass_rates}
     if args.out:
         count = write_evaluated_sdf(evaluation, molecules, args.out, args.file, report.errors)
         log.info("wrote %d records with their results as molguide_* SD tags to %s", count, args.out)
@@ -325,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=None, help="xTB worker processes (default: cores)")
     ev.add_argument("--xtb-timeout", type=float, default=60.0, help="seconds per molecule for xTB")
     ev.add_argument("--out", help="also write the molecules with per-molecule results as SDF tags")
+    ev.add_argument(
+        "--posebusters",
+        action="store_true",
+        help="add PoseBusters' molecule checks (about 1 s per molecule: it embeds reference conformers)",
+    )
 
     ex = sub.add_parser("export", help="a train-score checkpoint as a self-describing model folder")
     ex.add_argument("checkpoint", help="output_dir/score/last.pt of a train-score run")
@@ -336,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid-power",
         type=float,
         help="record the sampler time-grid power the model is meant for (generate's default)",
+    )
+    ex.add_argument("--sampler", help="record the sampler generate uses by default (e.g. dpmpp2m_sde)")
+    ex.add_argument(
+        "--sampler-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of that sampler to record (e.g. eta=3); repeat for several",
     )
     return parser
 
@@ -420,7 +471,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             card = Path(args.card).read_text() if args.card else None
             if args.grid_power is not None and not args.grid_power > 0:
                 raise UserError(f"--grid-power must be > 0, got {args.grid_power}")
-            sampler = {"grid_power": args.grid_power} if args.grid_power is not None else None
+            sampler = _export_sampler(args)
             folder = export_checkpoint(args.checkpoint, args.out, card=card, sampler=sampler)
             print(f"wrote {folder} (load it with molguide.load({str(folder)!r}))")
             return 0

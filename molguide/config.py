@@ -70,6 +70,25 @@ TypeLoss = Annotated[str, _registered("molguide.diffusion.process", "TYPE_LOSSES
 ScheduleName = Annotated[str, _registered("molguide.diffusion.schedule", "SCHEDULES")]
 
 
+def _sampler_options(section: Any) -> Any:
+    """Options the section's sampler does not have, or negative ones, fail here, by name."""
+    from molguide.diffusion.samplers import SAMPLERS
+
+    known = SAMPLERS[section.method].OPTIONS
+    for key, value in section.sampler_options.items():
+        if key not in known:
+            raise PydanticCustomError(
+                "value_error",
+                "sampler '{method}' has no option '{key}' (its options: {known})",
+                {"method": section.method, "key": key, "known": ", ".join(known) or "none"},
+            )
+        if not value >= 0:
+            raise PydanticCustomError(
+                "value_error", "{key} must be >= 0, got {value}", {"key": key, "value": value}
+            )
+    return section
+
+
 def _backbone_kwargs(kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     """Sizes the backbone cannot be built with (a zero or negative width) fail here, by name."""
     from molguide.models.registry import backbone_argument_problem
@@ -141,6 +160,11 @@ class TrainSection(_Section):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-12, ge=0)
     warmup_steps: int = Field(0, ge=0)
+    lr_decay_start: int | None = Field(
+        None, ge=0, description="step at which a cosine decay of the learning rate starts (None: constant)"
+    )
+    lr_decay_steps: int = Field(0, ge=0, description="length of that decay in steps")
+    lr_final: float = Field(0.0, ge=0, description="learning rate at the end of that decay")
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_warmup: bool = Field(
         False, description="EMA decay min(ema_decay, (1 + n) / (10 + n)): forgets the init"
@@ -150,10 +174,28 @@ class TrainSection(_Section):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     resume: bool = True
+    init_from: str | None = Field(
+        None,
+        description=(
+            "start a new run from these weights (a training checkpoint, a saved model folder or a "
+            "shipped name); a wider or deeper EGNN grows from them computing the same function"
+        ),
+    )
     max_minutes: float | None = Field(None, gt=0, description="stop (with a checkpoint) after this long")
     mixed_precision: bool = Field(
         False, description="bf16 autocast of the network forward (positions and the loss stay float32)"
     )
+
+    @model_validator(mode="after")
+    def _decay(self) -> TrainSection:
+        # A decay start without a length would drop the rate to lr_final in one step.
+        if self.lr_decay_start is not None and self.lr_decay_steps < 1:
+            raise PydanticCustomError(
+                "value_error",
+                "lr_decay_steps must be at least 1 when lr_decay_start ({start}) is set",
+                {"start": self.lr_decay_start},
+            )
+        return self
 
 
 class SampleSection(_Section):
@@ -163,6 +205,10 @@ class SampleSection(_Section):
     grid_power: float = Field(
         1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
     )
+    sampler_options: dict[str, float] = Field(
+        default_factory=dict, description="the sampler's own settings, e.g. {eta: 3.0} for dpmpp2m_sde"
+    )
+    _options = model_validator(mode="after")(_sampler_options)
     batch_size: int = Field(250, ge=1)
     seed: int = 0
     checkpoint: str | None = None
@@ -250,6 +296,10 @@ class GuideSection(_Section):
     grid_power: float = Field(
         1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
     )
+    sampler_options: dict[str, float] = Field(
+        default_factory=dict, description="the sampler's own settings, e.g. {eta: 3.0} for dpmpp2m_sde"
+    )
+    _options = model_validator(mode="after")(_sampler_options)
     batch_size: int = Field(250, ge=1)
     seed: int = 0
     xtb: bool = True

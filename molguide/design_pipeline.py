@@ -53,6 +53,7 @@ class MoleculeDiffusionPipeline:
     steps: int = 100
     grid_power: float = 1.0
     device: str | torch.device = "cpu"
+    sampler_options: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: str = "cpu") -> MoleculeDiffusionPipeline:
@@ -74,6 +75,7 @@ class MoleculeDiffusionPipeline:
             steps=int(recommended.get("steps", 100)),
             grid_power=float(recommended.get("grid_power", 1.0)),
             device=components.device,
+            sampler_options=dict(recommended.get("options", {})),
         )
 
     def save_pretrained(
@@ -84,7 +86,12 @@ class MoleculeDiffusionPipeline:
         this pipeline's sampler settings, which :meth:`from_pretrained` restores."""
         if self.nodes is None:
             raise ValueError("save_pretrained: a saved generator needs its node-count distribution")
-        sampler = {"method": self.sampler, "steps": self.steps, "grid_power": self.grid_power}
+        sampler = {
+            "method": self.sampler,
+            "steps": self.steps,
+            "grid_power": self.grid_power,
+            "options": dict(self.sampler_options),
+        }
         return save_pretrained(
             directory,
             self.model,
@@ -113,6 +120,7 @@ class MoleculeDiffusionPipeline:
         steps: int | None = None,
         sampler: str | None = None,
         grid_power: float | None = None,
+        sampler_options: Mapping[str, float] | None = None,
         progress: bool = False,
     ) -> SampleResult:
         """Sample ``n`` molecules (an int: sizes drawn with ``seed``; else one atom count per sample).
@@ -125,7 +133,8 @@ class MoleculeDiffusionPipeline:
                 so the batch size changes which noise a sample gets).
             generator: the noise generator to use instead of one seeded with ``seed + 1``.
             context: (n, context_dim) labels of a conditional network (default: the null label).
-            steps, sampler, grid_power: override the pipeline's defaults for this call.
+            steps, sampler, grid_power, sampler_options: override the pipeline's defaults
+                for this call (another sampler starts from its own default options).
         Returns:
             the molecules with their sample indices, the failures by index, and the seconds taken.
         """
@@ -136,6 +145,10 @@ class MoleculeDiffusionPipeline:
         steps = self.steps if steps is None else steps
         method = self.sampler if sampler is None else sampler
         power = self.grid_power if grid_power is None else grid_power
+        if sampler_options is not None:
+            options = dict(sampler_options)
+        else:  # the pipeline's options belong to its own sampler
+            options = dict(self.sampler_options) if method == self.sampler else {}
         context_dim = getattr(self.model, "context_dim", 0)
         if context is not None and len(context) != len(counts):
             raise ValueError(f"{len(context)} context rows for {len(counts)} samples")
@@ -161,6 +174,7 @@ class MoleculeDiffusionPipeline:
                 progress=progress,
                 grid_power=power,
                 first_index=start,
+                sampler_options=options,
             )
             molecules += part.molecules
             indices += part.indices

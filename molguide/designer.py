@@ -147,14 +147,15 @@ class Designer:
         target: Mapping[str, str | int] | None = None,
         guidance: Mapping[str, float] | Sequence[GuidanceTerm] | None = None,
         seed: int = 0,
-        steps: int = 100,
-        method: str = "ancestral",
+        steps: int | None = None,
+        method: str | None = None,
         t_min: float = 0.0,
         t_max: float = 1.0,
         batch_size: int = 250,
         evaluate: bool = True,
         progress: bool = False,
         grid_power: float | None = None,
+        sampler_options: Mapping[str, float] | None = None,
     ) -> list:
         """Generate ``n`` molecules; returns RDKit Mols with 3D conformers and properties.
 
@@ -166,10 +167,14 @@ class Designer:
                 see :mod:`molguide.guidance.terms`), which add to the score as they are.
             seed: the same seed gives the same molecule sizes and noise, so guided and
                 unguided calls with one seed are paired sample by sample.
-            steps, method: sampler steps and a registered sampler ("ancestral", "ddim").
+            steps, method: sampler steps and a registered sampler ("ancestral", "ddim",
+                "dpmpp2m", "dpmpp2m_sde"); default: what the model recommends (a saved
+                model's ``sampler`` record, e.g. the shipped one's), else 100 ancestral steps.
             grid_power: spacing of the sampler's time grid (1: EDM's even grid; 2: more
-                steps near the data); default: what the model recommends (a saved model's
-                ``sampler`` record, e.g. the shipped one's), else 1.
+                steps near the data); default: what the model recommends, else 1.
+            sampler_options: the sampler's own settings, e.g. ``{"eta": 1.0}`` for
+                "dpmpp2m_sde"; default: the model's recommended ones for its recommended
+                sampler, else the sampler's defaults.
             evaluate: perceive bonds and add the properties of the module docstring
                 (``valid``, ``valid_strict`` and what it looked at, stability, SMILES,
                 descriptors; otherwise atoms and coordinates only); the returned molecules'
@@ -205,6 +210,7 @@ class Designer:
             steps=steps,
             sampler=method,
             grid_power=grid_power,
+            sampler_options=sampler_options,
             progress=progress,
         )
         molecules = result.molecules

@@ -223,6 +223,8 @@ def export_checkpoint(
     record = {"steps": steps, "data": state.get("data_config", {})}
     optimiser = state.get("train_config", {})
     record.update({k: optimiser[k] for k in ("lr", "ema_decay") if k in optimiser})
+    if optimiser.get("lr_decay_start") is not None:  # finished on a decay branch
+        record["lr_decay"] = {k: optimiser[k] for k in ("lr_decay_start", "lr_decay_steps", "lr_final")}
     batch = optimiser.get("batch_size")
     if state.get("n_molecules") and batch:
         record["batch_size"] = int(batch)
@@ -230,6 +232,15 @@ def export_checkpoint(
     if "train_seconds" in state:  # summed over every session that trained it
         record["train_hours"] = float(state["train_seconds"]) / 3600
         record["cpu_hours"] = float(state["cpu_seconds"]) / 3600
+    warm = state.get("warm_start")
+    if warm:  # grown from another run: its cost counts too
+        record["warm_start"] = {
+            "source": warm.get("source"),
+            "steps": warm.get("steps"),
+            "cpu_hours": float(warm.get("cpu_seconds") or 0.0) / 3600,
+            "model": warm.get("model_config", {}).get("backbone_kwargs"),
+        }
+        record["cpu_hours_with_warm_start"] = record.get("cpu_hours", 0.0) + record["warm_start"]["cpu_hours"]
     record.update(training or {})
     return save_pretrained(
         directory,

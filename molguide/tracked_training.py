@@ -36,6 +36,55 @@ def resume_if_asked(trainer: Trainer, section: TrainSection, desc: str) -> None:
     if section.resume and ckpt is not None and ckpt.exists():
         trainer.resume()
         log.info("%s: resuming %s at step %d of %d", desc, ckpt, trainer.step, section.steps)
+    elif getattr(section, "init_from", None):
+        warm_start(trainer, section.init_from)
+        log.info("%s: starting from the weights of %s", desc, section.init_from)
+
+
+def warm_start(trainer: Trainer, source: str) -> dict:
+    """Start ``trainer`` (a fresh score-network run) from the EMA weights of ``source``: a
+    training checkpoint, a saved model folder or a shipped name. A network of the same
+    config loads them as they are; a wider or deeper EGNN grows from them
+    (:func:`molguide.models.growth.grow_state`: the same function at step 0). The
+    optimiser starts afresh. What the source was (its steps and CPU time) is recorded in
+    the run's checkpoints as ``warm_start``; returns that record."""
+    from pathlib import Path
+
+    from molguide.checkpoint import CheckpointError, load_checkpoint
+    from molguide.models.growth import grow_state
+    from molguide.pretrained import SHIPPED, load_pretrained
+
+    config = getattr(trainer.model, "config", None)
+    if config is None:
+        raise ValueError(
+            "train.init_from: only networks that describe themselves (score networks) warm-start"
+        )
+    if str(source) in SHIPPED or Path(source).is_dir():
+        loaded = load_pretrained(source)
+        weights, source_config = loaded.model.state_dict(), loaded.config["model"]
+        training = loaded.config.get("training", {})
+        record = {"steps": training.get("steps"), "cpu_seconds": 3600 * training.get("cpu_hours", 0.0)}
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(
+                f"train.init_from: {source} is neither a checkpoint, a model folder nor a shipped name"
+            )
+        state = inference_state(load_checkpoint(path), source=path)
+        weights, source_config = state["weights"], state.get("model_config")
+        if source_config is None:
+            raise CheckpointError(f"train.init_from: {path} does not record its network's config")
+        record = {"steps": int(state.get("step", 0)), "cpu_seconds": float(state.get("cpu_seconds", 0.0))}
+    source_config = {"num_atom_types": config["num_atom_types"], **source_config}
+    if source_config == config:
+        init = {k: v.clone() for k, v in weights.items()}
+    else:
+        init = grow_state(weights, source_config, trainer.model)
+    trainer.model.load_state_dict(init)
+    trainer.ema.module.load_state_dict(init)
+    record = {"source": str(source), "model_config": source_config, **record}
+    trainer.extra_state["warm_start"] = record
+    return record
 
 
 def run_training(trainer: Trainer, section: TrainSection, progress: bool, desc: str) -> dict:

@@ -52,6 +52,11 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-12
     warmup_steps: int = 0
+    # Cosine decay from lr to lr_final over lr_decay_steps steps from step lr_decay_start
+    # (None: constant). A long run stays at lr; a short decay branch finishes it for shipping.
+    lr_decay_start: int | None = None
+    lr_decay_steps: int = 0
+    lr_final: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
     grad_clip: float = 2.0
@@ -241,8 +246,7 @@ class Trainer:
         return result
 
     def _lr(self, step: int) -> float:
-        warm = self.config.warmup_steps
-        return self.config.lr * min(1.0, (step + 1) / warm) if warm else self.config.lr
+        return learning_rate(self.config, step)
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> StepLog:
@@ -420,6 +424,19 @@ class Trainer:
     def averaged_weights(self) -> dict[str, torch.Tensor]:
         """The EMA weights as a plain state dict of ``model``."""
         return ema_weights(self.ema.state_dict())
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of optimisation step ``step``: linear warm-up, then constant, then
+    (from ``lr_decay_start``) a cosine decay to ``lr_final`` over ``lr_decay_steps`` steps."""
+    lr = config.lr
+    if config.warmup_steps:
+        lr *= min(1.0, (step + 1) / config.warmup_steps)
+    start = config.lr_decay_start
+    if start is not None and step >= start:
+        done = min(1.0, (step - start) / max(config.lr_decay_steps, 1))
+        lr = config.lr_final + (lr - config.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done))
+    return lr
 
 
 def warmup_ema(decay: float):

@@ -328,7 +328,16 @@ def averaged_copy(trainer: Trainer) -> torch.nn.Module:
 
 
 # Settings a resumed run may change: how long it trains and how often it reports.
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "prefetch")
+RESUMABLE_CHANGES = (
+    "steps",
+    "checkpoint_every",
+    "log_every",
+    "prefetch",
+    # how a run finishes: a decay branch resumes the constant-rate run it continues
+    "lr_decay_start",
+    "lr_decay_steps",
+    "lr_final",
+)
 
 
 def resume_signature(config: RunConfig, spec: TrainingSpec, job: TrainingJob, settings: TrainConfig) -> dict:

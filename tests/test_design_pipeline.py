@@ -167,3 +167,20 @@ def test_generate_says_when_every_sample_is_lost_and_rejects_a_zero_batch():
     with pytest.raises(GenerationError, match=r"all 3 samples diverged .*sample 0: coordinates became"):
         designer.generate(3, steps=8, evaluate=False)
     assert sorted(designer.last_failures) == [0, 1, 2]
+
+
+def test_sampler_options_reach_the_sampler_and_unknown_ones_are_refused(pipe):
+    """The SDE solver with eta 0 is the ODE solver, sample for sample (no noise is drawn);
+    another eta changes the molecules; an option a sampler lacks is one clear error."""
+    ode = pipe(5, seed=2, sampler="dpmpp2m")
+    _same(ode, pipe(5, seed=2, sampler="dpmpp2m_sde", sampler_options={"eta": 0.0}))
+    stochastic = pipe(5, seed=2, sampler="dpmpp2m_sde")
+    assert not np.array_equal(stochastic.molecules[0].positions, ode.molecules[0].positions)
+    with pytest.raises(ValueError, match="sampler 'ancestral' has no option 'eta'"):
+        pipe(5, seed=2, sampler="ancestral", sampler_options={"eta": 1.0})
+    # A pipeline's own options apply to its own sampler only.
+    sde = MoleculeDiffusionPipeline(
+        pipe.model, pipe.diffusion, pipe.nodes, sampler="dpmpp2m_sde", steps=8, sampler_options={"eta": 0.0}
+    )
+    _same(ode, sde(5, seed=2))
+    _same(pipe(5, seed=2), sde(5, seed=2, sampler="ancestral"))

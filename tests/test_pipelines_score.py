@@ -97,3 +97,48 @@ def test_a_bond_head_trains_through_the_cli_and_its_exported_model_returns_its_b
     bad = [*train[:-4], "--set", "model.parameterisation=eps", "--set", "output_dir=" + str(tmp_path / "b")]
     assert main(bad) == 2
     assert "bond_head" in capsys.readouterr().err
+
+
+def test_a_wider_deeper_run_starts_from_a_smaller_runs_weights(qm9, tmp_path, tracking, capsys, caplog):
+    caplog.set_level("INFO")
+    """train.init_from: the grown network computes what the small one did (step 0), records
+    where it came from, and a resumed run ignores init_from (its own checkpoint wins)."""
+    import torch
+
+    from molguide.checkpoint import load_checkpoint
+    from molguide.data.graphs import fully_connected_edges
+    from molguide.geometry import remove_mean
+    from molguide.networks import load_score_model
+
+    base = ["--set", "data.max_molecules=128", "--set", "model.parameterisation=x0",
+            "--set", "model.self_condition=true", "--set", "train.batch_size=16"]  # fmt: skip
+    small_dir, big_dir = tmp_path / "small", tmp_path / "big"
+    small = ["run", "train-score", *base, "--set", f"output_dir={small_dir}", "--set", "train.steps=6",
+             "--set", "model.backbone_kwargs={hidden: 16, num_layers: 2, coords_range: 5.0}"]  # fmt: skip
+    assert main(small) == 0
+    capsys.readouterr()
+    big = ["run", "train-score", *base, "--set", f"output_dir={big_dir}", "--set", "train.steps=1",
+           "--set", "train.lr=1.0e-12", "--set", f"train.init_from={small_dir / 'score' / 'last.pt'}",
+           "--set", "model.backbone_kwargs={hidden: 24, num_layers: 3, coords_range: 5.0}"]  # fmt: skip
+    assert main(big) == 0
+    capsys.readouterr()
+    state = load_checkpoint(big_dir / "score" / "last.pt")
+    assert state["warm_start"]["steps"] == 6 and state["warm_start"]["cpu_seconds"] > 0
+    assert state["warm_start"]["model_config"]["backbone_kwargs"]["hidden"] == 16
+    # One step at a negligible learning rate: the grown EMA network still computes the small one's function.
+    small_net, *_ = load_score_model(small_dir / "score" / "last.pt")
+    big_net, *_ = load_score_model(big_dir / "score" / "last.pt")
+    assert big_net.config["backbone_kwargs"]["hidden"] == 24
+    g = torch.Generator().manual_seed(0)
+    batch = torch.repeat_interleave(torch.arange(2), torch.tensor([5, 7]))
+    x = remove_mean(torch.randn(12, 3, generator=g), batch)
+    h, t = torch.randn(12, 5, generator=g), torch.tensor([0.3, 0.7])
+    edges = fully_connected_edges(batch)
+    with torch.no_grad():
+        for a, b in zip(big_net(x, h, t, batch, edges), small_net(x, h, t, batch, edges)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # Again with more steps: it resumes its own checkpoint, not the small run's weights.
+    again = [a.replace("train.steps=1", "train.steps=2") for a in big]
+    assert main(again) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    assert "resuming" in caplog.text and "starting from the weights" not in caplog.text.split("resuming")[-1]

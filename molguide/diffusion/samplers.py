@@ -14,13 +14,21 @@ Samplers that keep state between steps (multistep solvers) reset it in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import torch
 
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.diffusion.steps import StepCoefficients, ancestral_mean_std, ddim_step, time_grid
+from molguide.diffusion.steps import (
+    StepCoefficients,
+    ancestral_mean_std,
+    clean_estimate,
+    ddim_step,
+    dpm_solver_pp_step,
+    log_snr_step,
+    time_grid,
+)
 
 Tensors = tuple[torch.Tensor, ...]
 NoiseFn = Callable[[], Tensors]  # draws one standard-normal tensor per state tensor
@@ -36,11 +44,17 @@ def register_sampler(cls: type[Sampler]) -> type[Sampler]:
     return cls
 
 
-def build_sampler(name: str, schedule: NoiseSchedule) -> Sampler:
-    """The registered sampler called ``name`` for ``schedule``; unknown names list the known ones."""
+def build_sampler(name: str, schedule: NoiseSchedule, options: Mapping[str, float] | None = None) -> Sampler:
+    """The registered sampler called ``name`` for ``schedule`` with its ``options`` (e.g.
+    ``{"eta": 3.0}``); unknown names or options list the known ones."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
-    return SAMPLERS[name](schedule)
+    cls = SAMPLERS[name]
+    unknown = sorted(set(options or {}) - set(cls.OPTIONS))
+    if unknown:
+        known = ", ".join(cls.OPTIONS) or "none"
+        raise ValueError(f"sampler {name!r} has no option {unknown[0]!r} (its options: {known})")
+    return cls(schedule, **dict(options or {}))
 
 
 class Sampler:
@@ -48,8 +62,14 @@ class Sampler:
 
     name: ClassVar[str] = ""
     stochastic: ClassVar[bool] = False
+    OPTIONS: ClassVar[dict[str, float]] = {}  # settings a caller may give, with their defaults
 
-    def __init__(self, schedule: NoiseSchedule) -> None:
+    def __init__(self, schedule: NoiseSchedule, **options: float) -> None:
+        for key, default in self.OPTIONS.items():
+            value = float(options.get(key, default))
+            if not value >= 0:
+                raise ValueError(f"sampler {self.name!r}: {key} must be >= 0, got {value}")
+            setattr(self, key, value)
         self.schedule = schedule
         self.timesteps = torch.zeros(0, dtype=torch.float64)
         self.grid_power = 1.0
@@ -123,3 +143,54 @@ class DDIMSampler(Sampler):
     def step(self, k: int, states: Tensors, scores: Tensors, noise: NoiseFn) -> Tensors:
         coef = self.coefficients(k)
         return tuple(ddim_step(z, s, coef) for z, s in zip(states, scores))
+
+
+@register_sampler
+class DPMSolverPP2M(Sampler):
+    """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of the
+    probability-flow ODE on the clean-sample estimate, made for 10-25 steps.
+
+    The first step and the last one are first order (no earlier estimate; the last
+    one's log-SNR step is long, where a second-order extrapolation overshoots).
+    """
+
+    name = "dpmpp2m"
+    eta: float = 0.0  # the stochastic part (see DPMSolverPP2MSDE); 0: the ODE solver
+
+    def set_timesteps(self, steps: int, grid_power: float = 1.0) -> torch.Tensor:
+        self._previous: Tensors | None = None  # the last step's clean estimates
+        self._previous_h = 0.0
+        return super().set_timesteps(steps, grid_power)
+
+    def step(self, k: int, states: Tensors, scores: Tensors, noise: NoiseFn) -> Tensors:
+        coef = self.coefficients(k)
+        h = log_snr_step(coef)
+        clean = tuple(clean_estimate(z, s, coef) for z, s in zip(states, scores))
+        last = k == self.num_steps - 1
+        previous = None if last else self._previous
+        ratio = self._previous_h / h
+        # The last step lands on t = 0 and, like the ancestral sampler's, draws no noise.
+        draws = noise() if self.eta > 0 and not last else (None,) * len(states)
+        out = tuple(
+            dpm_solver_pp_step(z, d, p, coef, ratio, self.eta, e)
+            for z, d, p, e in zip(states, clean, previous or (None,) * len(states), draws)
+        )
+        self._previous, self._previous_h = clean, h
+        return out
+
+
+@register_sampler
+class DPMSolverPP2MSDE(DPMSolverPP2M):
+    """SDE-DPM-Solver++(2M) with option ``eta``: how much of each step's noise is fresh.
+
+    ``eta`` 1 is Lu et al.'s SDE solver, whose first-order step is the ancestral one;
+    larger values forget more of z_t and re-noise the clean estimate (the reverse SDEs of
+    the same marginals with more diffusion, as Karras et al.'s churn), which corrects
+    more of the network's errors; ``eta`` 0 is the ODE solver. The default, 3, was chosen
+    by measurement (docs/sampling.md): it samples a Gaussian's exact flow within 1 % at
+    100 steps, and keeps uniqueness and novelty near the ancestral sampler's.
+    """
+
+    name = "dpmpp2m_sde"
+    stochastic = True
+    OPTIONS = {"eta": 3.0}

@@ -15,7 +15,7 @@ Batching, seeds, molecule sizes and guidance per sample are the business of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -141,6 +141,7 @@ def sample(
     progress: bool = False,
     grid_power: float = 1.0,
     first_index: int = 0,
+    sampler_options: Mapping[str, float] | None = None,
 ) -> SampleResult:
     """Generate one molecule per entry of ``node_counts``, as one batch.
 
@@ -154,8 +155,10 @@ def sample(
             1 is EDM's even grid; 2 puts more steps near the data.
         first_index: the sample number of the batch's first molecule (the pipeline's
             batches number their samples on from the earlier ones).
+        sampler_options: the sampler's own settings (e.g. ``{"eta": 3.0}`` for
+            "dpmpp2m_sde"; see its ``OPTIONS``).
     """
-    sampler = build_sampler(method, diffusion.schedule)
+    sampler = build_sampler(method, diffusion.schedule, sampler_options)
     sampler.set_timesteps(steps, grid_power)
     counts = torch.as_tensor(node_counts, dtype=torch.long)
     num_graphs, k = len(counts), len(atom_types)

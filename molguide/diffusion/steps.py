@@ -2,16 +2,20 @@
 :mod:`molguide.diffusion.samplers` are built from it).
 
 From time t to s < t with alpha_{t|s} = alpha_t / alpha_s and
-sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (design.md section 5):
+sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (docs/sampling.md):
 - ancestral: mean (z_t + sigma_{t|s}^2 score) / alpha_{t|s}, std sigma_{t|s} sigma_s / sigma_t;
 - DDIM (probability flow, deterministic): eps = -sigma_t score,
-  z_s = alpha_s (z_t - sigma_t eps) / alpha_t + sigma_s eps.
+  z_s = alpha_s (z_t - sigma_t eps) / alpha_t + sigma_s eps;
+- DPM-Solver++ (Lu et al. 2022) on the clean-sample estimate
+  D = (z_t + sigma_t^2 score) / alpha_t, with h = lambda_s - lambda_t for the
+  log-SNR lambda = log(alpha / sigma): see :func:`dpm_solver_pp_step`.
 The score already contains every guidance term, so guidance is scaled exactly like
 the model's own score and never touches the noise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -68,3 +72,42 @@ def ddim_step(z: torch.Tensor, score: torch.Tensor, c: StepCoefficients) -> torc
     """Deterministic DDIM / probability-flow step under the (guided) score."""
     eps = -c.sigma_t * score
     return c.alpha_s * (z - c.sigma_t * eps) / c.alpha_t + c.sigma_s * eps
+
+
+def clean_estimate(z: torch.Tensor, score: torch.Tensor, c: StepCoefficients) -> torch.Tensor:
+    """The clean sample the (guided) score implies at t: (z_t + sigma_t^2 score) / alpha_t."""
+    return (z + c.sigma_t**2 * score) / c.alpha_t
+
+
+def log_snr_step(c: StepCoefficients) -> float:
+    """h = lambda_s - lambda_t > 0, the step's length in half log-SNR."""
+    return math.log(c.alpha_s / c.sigma_s) - math.log(c.alpha_t / c.sigma_t)
+
+
+def dpm_solver_pp_step(
+    z: torch.Tensor,
+    clean: torch.Tensor,
+    previous: torch.Tensor | None,
+    c: StepCoefficients,
+    ratio: float,
+    eta: float,
+    noise: torch.Tensor | None,
+) -> torch.Tensor:
+    """One step of DPM-Solver++(2M) from t to s, its stochastic form mixed in by ``eta``.
+
+    With h = lambda_s - lambda_t and H = (1 + eta) h:
+    z_s = (sigma_s / sigma_t) e^{-eta h} z_t + alpha_s (1 - e^{-H}) D
+          + sigma_s sqrt(1 - e^{-2 eta h}) noise,
+    where D is the clean estimate ``clean`` and, with the previous step's estimate
+    ``previous`` and r = h_previous / h (``ratio``), the second-order
+    D + (D - previous) / (2 r). ``eta`` 0 is the probability-flow ODE solver of Lu et
+    al. (2022); ``eta`` 1 their SDE solver, whose first-order form is exactly the
+    ancestral step (the posterior q(z_s | z_t, x0 = D)). ``noise`` None: its mean.
+    """
+    h = log_snr_step(c)
+    decay = -math.expm1(-(1.0 + eta) * h)  # 1 - e^{-H}
+    d = clean if previous is None else clean + (clean - previous) / (2.0 * ratio)
+    out = (c.sigma_s / c.sigma_t) * math.exp(-eta * h) * z + c.alpha_s * decay * d
+    if noise is not None:
+        out = out + c.sigma_s * math.sqrt(-math.expm1(-2.0 * eta * h)) * noise
+    return out

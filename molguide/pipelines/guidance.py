@@ -104,6 +104,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 steps=gc.steps,
                 sampler=gc.method,
                 grid_power=gc.grid_power,
+                sampler_options=gc.sampler_options,
                 progress=progress,
             )
             mols, failures, seconds = result.by_index(), result.failures, result.seconds

@@ -63,6 +63,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
                 steps=steps,
                 sampler=sc.method,
                 grid_power=sc.grid_power,
+                sampler_options=sc.sampler_options,
                 progress=progress,
             )
             molecules, seconds = result.molecules, result.seconds

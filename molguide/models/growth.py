@@ -1,0 +1,121 @@
+"""Function-preserving growth of an EGNN score network: wider and deeper, same outputs.
+
+A trained EGNN of width H and depth L is copied into a fresh network of width H' >= H
+and depth L' >= L so that the bigger network computes exactly the same function at the
+start, then trains from there (Net2Net-style warm start, Chen et al. 2016):
+
+- every weight block that maps the old channels to the old channels is copied;
+- a weight that feeds an *old* output channel from a *new* input channel is zero, so
+  the new channels cannot change what the old ones compute; the new output channels
+  (new rows) keep the fresh network's random initialisation, so they carry signal and
+  their consumers' zero weights receive gradients from the first step;
+- the appended layers are identity maps: the last linear layer of their residual node
+  update and their coordinate head are zero (the EGNN's h += node_mlp(...) and
+  x += sum(unit * tanh(phi) * range) then add nothing).
+
+The grown network must differ from the source only in ``hidden`` and ``num_layers``;
+anything else (coordinate range, parameterisation, atom types) would change the function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from molguide.models.score import ScoreNetwork
+
+# Growth may change only these backbone sizes; everything else must match.
+GROWABLE = ("hidden", "num_layers")
+# Parameters of an appended EGNN layer that are zeroed to make it an identity map.
+_IDENTITY_ZEROS = ("node_mlp.2.weight", "node_mlp.2.bias", "coord_out.3.weight")
+
+
+def _sizes(config: Mapping) -> tuple[int, int]:
+    kwargs = config.get("backbone_kwargs", {})
+    return int(kwargs.get("hidden", 64)), int(kwargs.get("num_layers", 4))
+
+
+def growth_problem(source: Mapping, target: Mapping) -> str | None:
+    """Why a network of config ``source`` cannot grow into one of config ``target``; None if it can."""
+    if source.get("backbone") != "egnn" or target.get("backbone") != "egnn":
+        return (
+            f"only EGNN networks grow (source {source.get('backbone')!r}, target {target.get('backbone')!r})"
+        )
+    for key in sorted(set(source) | set(target)):
+        if key != "backbone_kwargs" and source.get(key) != target.get(key):
+            return f"{key} differs ({source.get(key)!r} there, {target.get(key)!r} here)"
+    src_kw, tgt_kw = source.get("backbone_kwargs", {}), target.get("backbone_kwargs", {})
+    for key in sorted((set(src_kw) | set(tgt_kw)) - set(GROWABLE)):
+        if src_kw.get(key) != tgt_kw.get(key):
+            return f"backbone_kwargs.{key} differs ({src_kw.get(key)!r} there, {tgt_kw.get(key)!r} here)"
+    (h0, l0), (h1, l1) = _sizes(source), _sizes(target)
+    if h1 < h0 or l1 < l0:
+        return f"the network can only grow, not shrink ({h0}x{l0} there, {h1}x{l1} here)"
+    return None
+
+
+def _grown_dim(small: int, big: int, hidden: int, new_hidden: int, name: str) -> int:
+    """How many blocks of hidden channels a dimension holds (0: not a hidden dimension)."""
+    if small == big:
+        return 0
+    blocks = small // hidden
+    if small % hidden or big != blocks * new_hidden:
+        raise ValueError(
+            f"{name}: cannot map a dimension of {small} onto {big} (hidden {hidden}->{new_hidden})"
+        )
+    return blocks
+
+
+def _old_positions(blocks: int, hidden: int, new_hidden: int) -> torch.Tensor:
+    """Indices, in the grown dimension, of the old channels of each hidden block."""
+    return torch.cat([torch.arange(hidden) + b * new_hidden for b in range(blocks)])
+
+
+def _grow_tensor(
+    small: torch.Tensor, init: torch.Tensor, hidden: int, new_hidden: int, name: str
+) -> torch.Tensor:
+    out = init.detach().clone()
+    if small.dim() == 0 or small.shape == init.shape:
+        return small.detach().clone().to(out.dtype)
+    rows_blocks = _grown_dim(small.shape[0], init.shape[0], hidden, new_hidden, name)
+    rows = _old_positions(rows_blocks, hidden, new_hidden) if rows_blocks else torch.arange(small.shape[0])
+    if small.dim() == 1:
+        out[rows] = small.to(out.dtype)
+        return out
+    cols_blocks = _grown_dim(small.shape[1], init.shape[1], hidden, new_hidden, name)
+    cols = _old_positions(cols_blocks, hidden, new_hidden) if cols_blocks else torch.arange(small.shape[1])
+    out[rows] = 0.0  # old outputs read nothing from the new inputs...
+    out[rows.unsqueeze(1), cols.unsqueeze(0)] = small.to(out.dtype)  # ...and all they read before
+    return out
+
+
+def grow_state(
+    state: Mapping[str, torch.Tensor], source_config: Mapping, network: ScoreNetwork
+) -> dict[str, torch.Tensor]:
+    """Weights for ``network`` (a fresh, bigger EGNN score network) that compute what the
+    network of ``source_config`` with weights ``state`` computes; see the module docstring.
+
+    New channels and layers take their values from ``network``'s own initialisation, so
+    seed the network's construction for a reproducible result.
+    """
+    problem = growth_problem(source_config, network.config)
+    if problem:
+        raise ValueError(f"cannot grow the network: {problem}")
+    (hidden, layers), (new_hidden, _) = _sizes(source_config), _sizes(network.config)
+    grown = {}
+    for name, init in network.state_dict().items():
+        if name in state:
+            grown[name] = _grow_tensor(state[name], init, hidden, new_hidden, name)
+            continue
+        # Only the appended layers are new: anything else missing means another architecture.
+        parts = name.split(".")
+        if not (name.startswith("backbone.layers.") and int(parts[2]) >= layers):
+            raise ValueError(f"cannot grow the network: {name} is not in the source weights")
+        grown[name] = torch.zeros_like(init) if ".".join(parts[3:]) in _IDENTITY_ZEROS else init.clone()
+    unused = sorted(set(state) - set(grown))
+    if unused:
+        raise ValueError(
+            f"cannot grow the network: the source has weights the target lacks ({unused[0]}, ...)"
+        )
+    return grown
