@@ -152,6 +152,7 @@ def judge_samples(
     progress=False,
     grid_power: float = 1.0,
     sampler: str = "ancestral",
+    sampler_options: dict | None = None,
 ) -> dict:
     """Sample ``n`` molecules (atom counts from ``nodes``, the registered ``sampler``,
     seeded, time grid of ``grid_power``) and judge them by EDM's protocol plus strict
@@ -164,7 +165,13 @@ def judge_samples(
     generator = torch.Generator().manual_seed(seed)  # sizes, then noise, from one generator
     counts = nodes.sample(n, generator)
     pipe = MoleculeDiffusionPipeline(
-        model, diffusion, nodes, sampler=sampler, steps=steps, grid_power=grid_power
+        model,
+        diffusion,
+        nodes,
+        sampler=sampler,
+        steps=steps,
+        grid_power=grid_power,
+        sampler_options=dict(sampler_options or {}),
     )
     result = pipe(counts, batch_size=batch_size, generator=generator, progress=progress)
     molecules = result.molecules
@@ -173,6 +180,7 @@ def judge_samples(
     m = over_requested(ev.metrics, molecules, n, int(counts.sum()))
     m.update({"n_samples": n, "sample_s_per_molecule": seconds / n})
     m.update({"grid_power": grid_power, "sampler": sampler, "steps": steps})
+    m["sampler_options"] = dict(sampler_options or {})
     return m
 
 

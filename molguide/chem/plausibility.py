@@ -15,6 +15,7 @@ is relaxed here, so these are the raw samples' numbers.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,8 +61,15 @@ class PlausibilityReport:
 
 def _bust(mols: list) -> list[dict[str, bool]]:
     """PoseBusters' verdicts for RDKit molecules with bonds; a molecule it cannot judge fails."""
+    import rdkit
     from posebusters import PoseBusters
 
+    # PoseBusters points RDKit's log handler back at whatever sys.stderr was when it last
+    # ran; if that stream has been closed since (a swapped stderr, pytest's capture), its
+    # InChI check fails every molecule with "I/O operation on closed file". Assigned, not
+    # setStream, which would flush the closed stream first.
+    if getattr(rdkit, "log_handler", None) is not None:
+        rdkit.log_handler.stream = sys.stderr
     buster = PoseBusters(config="mol")
     try:
         table = buster.bust(mols, None, None, full_report=False)
