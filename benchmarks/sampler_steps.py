@@ -38,7 +38,11 @@ KEYS = ("atom_stability", "mol_stability", "validity", "validity_strict", "uniqu
 def judge_cell(
     folder: str, n: int, steps: int, seed: int, batch_size: int, power: float, sampler: str, options: dict
 ) -> dict:
-    """One cell on one thread (a process-pool worker)."""
+    """One cell on one thread (a process-pool worker); its options with the sampler's defaults
+    filled in, so the result says what ran."""
+    from molguide.diffusion.samplers import SAMPLERS
+
+    options = {**SAMPLERS[sampler].OPTIONS, **options}
     from molguide.chem.smiles import qm9_training_smiles
 
     torch.set_num_threads(1)

@@ -12,7 +12,9 @@ from molguide.models.registry import BACKBONES, build_backbone, register_backbon
 
 
 def test_a_registered_sampler_is_a_valid_config_value():
-    with pytest.raises(ConfigError, match="sample.method: Input should be 'ancestral' or 'ddim'"):
+    with pytest.raises(
+        ConfigError, match="sample.method: Input should be 'ancestral', 'ddim', 'dpmpp2m' or 'dpmpp2m_sde'"
+    ):
         load_config(overrides=["sample.method=noisy_test"])
 
     @register_sampler

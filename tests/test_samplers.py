@@ -71,7 +71,7 @@ def test_few_step_solvers_sample_the_data_distribution_closer_than_the_ancestral
     """From N(0, 1) noise towards N(mu, var) with the exact score (sampling error of the
     variance 0.001): at 20 steps the ODE solver lands on var and the SDE solver (eta 1)
     nearer than the ancestral sampler, which under-disperses (measured: 0.236 for 0.3);
-    at 100 steps the SDE solver with its default eta (3) is within 1 %, the ancestral
+    at 100 steps the SDE solver with its default eta (2) is within 1 %, the ancestral
     sampler 5 % short."""
     mu, var = 0.7, 0.3
     gaps = {}
