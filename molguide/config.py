@@ -318,7 +318,7 @@ class GuideSection(_Section):
 
 
 class ProtocolSection(_Section):
-    """EDM's QM9 protocol in ``molguide run full`` (design.md sections 8 and 9).
+    """EDM's QM9 protocol in ``molguide run full`` (docs/protocol.md).
 
     Per property: a noise-level classifier (``classifier`` section, ``n_bins`` quantile
     bins of the generator half) and an evaluator (``evaluator`` section, evaluator half);

@@ -75,7 +75,7 @@ class Evaluation:
     property_summary: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict:
-        """The JSON shape of ``molguide evaluate --json`` (metric names of design.md)."""
+        """The JSON shape of ``molguide evaluate --json`` (metric names of docs/protocol.md)."""
         return {
             **self.metrics,
             "n_input": self.n_input,

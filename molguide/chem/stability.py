@@ -1,7 +1,7 @@
 """EDM's atom and molecule stability, from interatomic distances alone.
 
 Reference bond lengths (pm) for single, double and triple bonds with margins of
-10, 5 and 3 pm (design.md section 8). A pair's bond order is the highest order
+10, 5 and 3 pm (docs/protocol.md). A pair's bond order is the highest order
 whose threshold (length + margin) the distance is under; an atom is stable when
 its summed bond order equals its valence; a molecule when all its atoms are.
 """

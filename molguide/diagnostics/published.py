@@ -1,4 +1,4 @@
-"""The published numbers molguide's tables stand beside (design.md section 9).
+"""The published numbers molguide's tables stand beside (docs/protocol.md).
 
 EDM's unconditional table (atom and molecule stability, validity, valid x unique, as
 fractions; the papers report no strict validity) and its conditional-MAE table (in the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 PROPERTY_ORDER = ("alpha_bohr3", "gap_eV", "homo_eV", "lumo_eV", "mu_D", "cv_calmolK")
 
-# design.md section 9 (as fractions; the published tables give percentages). ``validity`` is
+# docs/protocol.md (as fractions; the published tables give percentages). ``validity`` is
 # EDM's; the papers report no strict validity (None: "-" in the table).
 STABILITY_KEYS = ("atom_stability", "mol_stability", "validity", "validity_strict", "valid_unique")
 PUBLISHED_STABILITY: list[dict] = [
@@ -23,7 +23,7 @@ PUBLISHED_STABILITY: list[dict] = [
     )
 ]
 
-# design.md section 9, in the table's units (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K).
+# docs/protocol.md, in the table's units (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K).
 PUBLISHED_MAE: dict[str, dict[str, float]] = {
     name: dict(zip(PROPERTY_ORDER, values))
     for name, values in (
@@ -38,7 +38,7 @@ PUBLISHED_MAE: dict[str, dict[str, float]] = {
 }
 
 
-# The units of EDM's conditional-MAE table (design.md section 9) and the factor from
+# The units of EDM's conditional-MAE table (docs/protocol.md) and the factor from
 # molguide's property units to them: energies are in eV here, meV there.
 TABLE_UNITS: dict[str, tuple[str, float]] = {
     "alpha_bohr3": ("bohr^3", 1.0),

@@ -1,4 +1,4 @@
-"""Judging generated molecules and comparing guided with unguided samples (design.md section 7).
+"""Judging generated molecules and comparing guided with unguided samples (docs/guidance.md).
 
 :func:`judge` turns one set of samples into per-sample arrays (index = sample
 number, NaN where a sample failed or has no value) and quality metrics;

@@ -119,7 +119,7 @@ def training_table(steps: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-# Column labels and number formats of EDM's conditional table (design.md section 9 order).
+# Column labels and number formats of EDM's conditional table (docs/protocol.md order).
 MAE_COLUMNS: dict[str, tuple[str, str]] = {
     "alpha_bohr3": ("alpha", ".2f"),
     "gap_eV": ("gap", ".0f"),

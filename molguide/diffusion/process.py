@@ -4,7 +4,7 @@ x are positions in the zero-centre-of-mass subspace (scale 1); h are atom-type
 one-hots scaled by 1/4 (without this scaling EDM's molecule stability fell from
 82% to 47%). z_t = alpha_t z_0 + sigma_t eps with the position noise centred.
 
-Two parameterisations of the network (design.md section 5), one score:
+Two parameterisations of the network (docs/sampling.md), one score:
 - "eps" (EDM): the network predicts eps; trained with an unweighted mean squared
   error, t uniform on the grid (EDM's loss, kept exactly);
 - "x0": the network predicts the clean positions and atom-type logits; x0_h is

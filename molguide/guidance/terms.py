@@ -1,4 +1,4 @@
-"""Guidance terms for the molecule sampler (design.md section 6).
+"""Guidance terms for the molecule sampler (docs/guidance.md).
 
 Every term maps a :class:`~molguide.diffusion.sampling.GuidanceState` to a vector
 shaped like z_t = (x, h), with its position part centred per molecule; it has a

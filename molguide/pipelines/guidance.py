@@ -1,6 +1,6 @@
 """The ``guide`` pipeline: sample unguided and guided with paired seeds, judge, report.
 
-Protocol (design.md sections 4, 7, 8): the classifier and the reward model trained on
+Protocol (docs/protocol.md, docs/guidance.md): the classifier and the reward model trained on
 the generator half (like the score model); the evaluator, the oracle that judges
 generated molecules, on the other half (:mod:`molguide.pipelines.train`). Guided and
 unguided samples share seeds (same node counts, same initial and ancestral noise), so
@@ -155,7 +155,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         }
         log_metrics_batch([(k, v, 0) for k, v in parent.items() if math.isfinite(v)])
         headline = headline_settings(gc, results)
-        if headline:  # the parent run carries design.md's metric names for the first headline setting
+        if headline:  # the parent run carries the headline metric names for the first headline setting
             log_metrics_batch(
                 [
                     (k, v, 0)

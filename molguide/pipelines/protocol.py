@@ -1,4 +1,4 @@
-"""EDM's QM9 evaluation protocol as steps of ``molguide run full`` (design.md sections 4, 8, 9).
+"""EDM's QM9 evaluation protocol as steps of ``molguide run full`` (docs/protocol.md).
 
 With ``protocol.enabled`` the full pipeline runs ``train-score`` and then:
 

@@ -2,7 +2,7 @@
 ``train-reward`` and ``train-cfg``, all one entry, :func:`train_network`.
 
 Every kind runs the same steps: take the kind's split of the data (the generator half,
-or the evaluator half for the evaluator; design.md section 8), seed the initial
+or the evaluator half for the evaluator; docs/protocol.md), seed the initial
 weights with the kind's ``train.seed``, let the kind's spec
 (:mod:`molguide.training_specs`) build the network, its objective, its batches and its
 checkpoint's metadata, train with resume and time box under an MLflow run, let the

@@ -5,7 +5,7 @@ A composite pipeline is a thin sequence of the single pipelines: each step opens
 own MLflow run, nested under the parent, and writes its checkpoint into the shared
 ``output_dir``; running the same command again resumes every unfinished training
 and redoes only the work after it. The parent run carries the headline metrics of
-design.md section 3, the plots and a plain-text summary table. With
+README "Set up and run the quickstart", the plots and a plain-text summary table. With
 ``protocol.enabled``, ``full`` is EDM's QM9 protocol (:mod:`molguide.pipelines.protocol`),
 whose finished trainings, sample batches and results a rerun skips.
 """
@@ -127,7 +127,7 @@ def _jsonable(value):
 
 
 def _log_headline(guide: dict, plots_dir: Path) -> None:
-    """Copy the headline setting's design.md metrics, the noise-level rows and the plots to the parent."""
+    """Copy the headline setting's metrics, the noise-level rows and the plots to the parent."""
     import mlflow
 
     rows = []

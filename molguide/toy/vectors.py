@@ -92,7 +92,7 @@ class VectorDenoisingObjective:
     """eps-prediction MSE on batches {"x": (B, d)[, "weight": (B,)][, "context": (B, C)]}.
 
     With weights this is weighted denoising score matching: its minimiser is the
-    score of the reweighted distribution r(x) p(x) / Z (design.md section 6).
+    score of the reweighted distribution r(x) p(x) / Z (docs/guidance.md).
     """
 
     def __init__(self, schedule: NoiseSchedule, p_uncond: float = 0.0) -> None:
