@@ -61,7 +61,7 @@ def warm_start(trainer: Trainer, source: str) -> dict:
         )
     if str(source) in SHIPPED or Path(source).is_dir():
         loaded = load_pretrained(source)
-        weights, source_config = loaded.model.state_dict(), loaded.config["model"]
+        weights, source_config = loaded.model.state_dict(), dict(loaded.model.config)  # defaults filled
         training = loaded.config.get("training", {})
         record = {"steps": training.get("steps"), "cpu_seconds": 3600 * training.get("cpu_hours", 0.0)}
     else:
