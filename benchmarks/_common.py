@@ -184,7 +184,16 @@ def judge_samples(
     return m
 
 
-def judge_saved_model(folder: str, n: int, steps: int, seed: int, batch_size: int, grid_power: float) -> dict:
+def judge_saved_model(
+    folder: str,
+    n: int,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    grid_power: float,
+    sampler: str = "ancestral",
+    sampler_options: dict | None = None,
+) -> dict:
     """:func:`judge_samples` of a saved model folder on one thread (a process-pool worker:
     measurements of several samplers then run side by side)."""
     import logging
@@ -197,15 +206,23 @@ def judge_saved_model(folder: str, n: int, steps: int, seed: int, batch_size: in
     pretrained = load_pretrained(folder)
     reference = qm9_training_smiles()
     args = (pretrained.model, pretrained.diffusion, pretrained.nodes, n, steps, seed, reference, batch_size)
-    return judge_samples(*args, progress=False, grid_power=grid_power)
+    return judge_samples(
+        *args, progress=False, grid_power=grid_power, sampler=sampler, sampler_options=sampler_options
+    )
 
 
-def judge_side_by_side(folder: str, n: int, steps: int, seed: int, batch_size: int, powers, processes: int):
-    """{grid power: judge_saved_model(...)}, one process per measurement (spawned)."""
+def judge_side_by_side(
+    folder: str, n: int, steps: int, seed: int, batch_size: int, cells, processes: int
+) -> list[dict]:
+    """judge_saved_model(...) of every cell (sampler, grid power, sampler options), in the
+    cells' order, one process per measurement (spawned)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(len(powers), processes), mp_context=context) as pool:
-        jobs = [pool.submit(judge_saved_model, folder, n, steps, seed, batch_size, p) for p in powers]
-        return {p: job.result() for p, job in zip(powers, jobs)}
+    with ProcessPoolExecutor(max_workers=min(len(cells), processes), mp_context=context) as pool:
+        jobs = [
+            pool.submit(judge_saved_model, folder, n, steps, seed, batch_size, power, sampler, options)
+            for sampler, power, options in cells
+        ]
+        return [job.result() for job in jobs]

@@ -43,9 +43,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
-    by_power = judge_side_by_side(
-        args.model, args.samples, args.steps, args.seed, args.batch_size, args.powers, args.processes
+    cells = [("ancestral", power, {}) for power in args.powers]
+    measured = judge_side_by_side(
+        args.model, args.samples, args.steps, args.seed, args.batch_size, cells, args.processes
     )
+    by_power = dict(zip(args.powers, measured))
     lines = ["| grid | " + " | ".join(f"{k} %" for k in KEYS) + " |", "| --- |" + " --- |" * len(KEYS)]
     for power, m in by_power.items():
         lines.append(f"| u^{power:g} | " + " | ".join(f"{100 * (m[k] or 0):.1f}" for k in KEYS) + " |")

@@ -2,13 +2,17 @@
 
 Takes the train-score checkpoint of ``configs/qm9_generator_cpu.yaml``, writes its
 EMA weights as the saved model ``molguide/weights/qm9`` (``molguide.load("qm9")``),
-samples it by EDM's protocol (atom counts from the training data, ancestral sampler,
-100 steps, 10,000 molecules by default, seeded) and judges the samples with EDM's
-stability and validity plus strict validity (lost samples count as invalid and
-unstable). Then it times ``molguide.load("qm9").generate(100)`` as a user calls it,
-and writes ``benchmarks/results/shipped_qm9.json`` and the folder's ``MODEL_CARD.md``.
+records the sampler ``generate`` uses by default (``--sampler``, ``--sampler-option``,
+``--grid-power``: dpmpp2m_sde, eta 2, u^2), samples it by EDM's protocol with that sampler
+and the ones it is compared with (``--compare``: EDM's ancestral sampler on the u^2 and the
+even grid; atom counts from the training data, 100 steps, 10,000 molecules by default,
+seeded) and judges the samples with EDM's stability and validity plus strict validity
+(lost samples count as invalid and unstable). Then it times
+``molguide.load("qm9").generate(100)`` as a user calls it, and writes
+``benchmarks/results/shipped_qm9.json`` and the folder's ``MODEL_CARD.md``.
 
-Every measurement is also appended to ``benchmarks/results/shipped_qm9_history.json``
+Every measurement of the ancestral sampler on EDM's even grid (the curve's sampler since
+its first point) is also appended to ``benchmarks/results/shipped_qm9_history.json``
 (the model's quality against its training steps, from the ablation's points of the run
 it continues on); from it the script plots ``shipped_qm9_curve.png`` and extrapolates the
 steps at which molecule stability would reach EDM's 82 % (a straight line of
@@ -69,17 +73,37 @@ def grid_label(power: float) -> str:
     return "even time grid (EDM's)" if power == 1.0 else f"time grid u^{power:g}"
 
 
-def quality_table(by_power: dict[float, dict], steps: int) -> str:
-    """Markdown: this model (one row per sampler time grid, the shipped one first) beside
+def cell_label(sampler: str, power: float, options: dict) -> str:
+    """E.g. "dpmpp2m_sde (eta 2), u^2" or "ancestral, even grid"."""
+    opts = ", ".join(f"{k} {v:g}" for k, v in options.items())
+    grid = "even grid" if power == 1.0 else f"u^{power:g}"
+    return f"{sampler} ({opts}), {grid}" if opts else f"{sampler}, {grid}"
+
+
+def parse_cell(text: str) -> tuple[str, float, dict]:
+    """ "SAMPLER:POWER" -> (sampler, grid power, {}) (the sampler's default options)."""
+    from molguide.diffusion.samplers import SAMPLERS
+
+    name, _, power = text.partition(":")
+    if name not in SAMPLERS:
+        raise SystemExit(f"--compare {text!r}: unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
+    try:
+        return name, float(power or 1.0), dict(SAMPLERS[name].OPTIONS)
+    except ValueError:
+        raise SystemExit(f"--compare {text!r}: give SAMPLER:GRID_POWER, e.g. ancestral:1") from None
+
+
+def quality_table(by_cell: dict[str, dict], steps: int) -> str:
+    """Markdown: this model (one row per sampler cell, the shipped one first) beside
     the published anchors."""
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     rows = [
         "| model | steps | atom stab % | mol stab % | EDM valid % | valid x unique % | strict valid % |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for power, m in by_power.items():
+    for label, m in by_cell.items():
         rows.append(
-            f"| molguide qm9 ({grid_label(power)}, {m['n_samples']:,} samples) | {steps} | "
+            f"| molguide qm9 ({label}; {m['n_samples']:,} samples) | {steps} | "
             f"{pct(m['atom_stability'])} | {pct(m['mol_stability'])} | {pct(m['validity'])} | "
             f"{pct(m['valid_unique'])} | {pct(m['validity_strict'])} |"
         )
@@ -230,13 +254,17 @@ def reached(m: dict) -> bool:
     )
 
 
-def model_card(config: dict, by_power: dict[float, dict], timing: dict, steps: int, fit: dict) -> str:
-    """The MODEL_CARD.md text of the shipped folder (the first grid power is the shipped one)."""
-    power, m = next(iter(by_power.items()))
+def model_card(
+    config: dict, by_cell: dict[str, dict], timing: dict, steps: int, fit: dict, sampler: dict
+) -> str:
+    """The MODEL_CARD.md text of the shipped folder (the first cell is the shipped sampler)."""
+    label, m = next(iter(by_cell.items()))
     t = config["training"]
     model = config["model"]
     kw = model["backbone_kwargs"]
     loss = config["diffusion"]["loss"]
+    options = ", ".join(f"{k} {v:g}" for k, v in sampler.get("options", {}).items())
+    ancestral = [(name, row) for name, row in by_cell.items() if name.startswith("ancestral")]
     return f"""# molguide qm9: unconditional 3D generator for QM9 molecules (H, C, N, O, F)
 
 `molguide.load("qm9")` returns a designer on this model.
@@ -264,23 +292,36 @@ calibrated quiet step time, their wall clock what it measured on a shared machin
 
 ## Quality (EDM's protocol, {steps} sampling steps)
 
-{quality_table(by_power, steps)}
+{quality_table(by_cell, steps)}
 
 Measured with `python benchmarks/shipped_generator.py` ({m["n_samples"]:,} samples per row, \
-ancestral sampler, atom counts from the training data, seed 0); lost samples count as invalid and \
-unstable ({m["sample_failures"]} lost). EDM validity: bonds from EDM's distance table, no \
-charges, sanitised, largest fragment. Strict validity: one fragment, every atom neutral, no \
-radical, sanitisable (DetermineBonds perception). Uniqueness {100 * (m["uniqueness"] or 0):.1f} %, \
-novelty {100 * (m["novelty"] or 0):.1f} % (against the training half) with the {grid_label(power)}, \
-which `generate` uses by default (`config.json`, `sampler`; `generate(grid_power=1.0)` is \
-EDM's even grid). `molguide.load("qm9").generate(100)`: {timing["seconds"]:.1f} s on this machine, \
+atom counts from the training data, seed 0); lost samples count as invalid and \
+unstable ({int(m["sample_failures"])} lost in the first row). EDM validity: bonds from EDM's distance \
+table, no charges, sanitised, largest fragment. Strict validity: one fragment, every atom \
+neutral, no radical, sanitisable (DetermineBonds perception). First row: uniqueness \
+{100 * (m["uniqueness"] or 0):.1f} %, novelty {100 * (m["novelty"] or 0):.1f} % (against the \
+training half). `molguide.load("qm9").generate(100)`: {timing["seconds"]:.1f} s on this machine, \
 load included.
 
 **The target (molecule stability >= 82 %, EDM validity >= 92 %, strict validity >= 85 %, \
-uniqueness >= 95 % at 100 steps) is {"reached" if reached(m) else "not reached"}** (with the \
-{grid_label(power)}). This model \
-trained for a tiny fraction of EDM's budget (a GPU-week, about 1,100 epochs of a 5.3 M \
-parameter network) and keeps training. {_forecast(fit)}
+uniqueness >= 95 % at 100 steps) is {"reached" if reached(m) else "not reached"}** (first row). \
+This model trained for a tiny fraction of EDM's budget (a GPU-week, about 1,100 epochs of a \
+5.3 M parameter network). {_forecast(fit)}
+
+## Sampler
+
+`generate` samples this model as the first row does: `{sampler.get("method", "ancestral")}` \
+({options or "no options"}, {sampler.get("steps", steps)} steps, \
+{grid_label(float(sampler.get("grid_power", 1.0)))}; `config.json`, `sampler`), a second-order \
+stochastic solver on the clean estimate (docs/sampling.md). \
+{
+        "; ".join(
+            f"`generate(method='ancestral'{', grid_power=1.0' if 'even' in name else ''})` is the row "
+            f"{name!r}: uniqueness {100 * (row['uniqueness'] or 0):.1f} %"
+            for name, row in ancestral
+        )
+    }. \
+Fewer steps and other settings: `python benchmarks/sampler_steps.py` (README, "Sampling in fewer steps").
 
 ## Reproduce
 
@@ -307,9 +348,15 @@ def write_card_from_results(folder: Path) -> None:
             f"{RESULTS} measured the model at {saved['training']['steps']} steps, but {folder} "
             f"holds {config['training']['steps']}: measure it again (without --card-only)"
         )
-    by_power = {float(p): m for p, m in saved["metrics_by_grid_power"].items()}
+    if "metrics_by_cell" not in saved:
+        raise SystemExit(f"{RESULTS} predates sampler cells: measure again (without --card-only)")
     card = model_card(
-        config, by_power, saved["designer_generate_100"], saved["sampler"]["steps"], saved["extrapolation"]
+        config,
+        saved["metrics_by_cell"],
+        saved["designer_generate_100"],
+        saved["sampler"]["steps"],
+        saved["extrapolation"],
+        config.get("sampler", {}),
     )
     atomic_write(folder / CARD_FILE, lambda fh: fh.write(card.encode()))
     print(f"wrote {folder / CARD_FILE} from {RESULTS}")
@@ -326,12 +373,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-export", action="store_true", help="measure the folder as it is")
+    parser.add_argument("--sampler", default="dpmpp2m_sde", help="the sampler generate() uses")
     parser.add_argument(
-        "--grid-powers",
-        type=float,
-        nargs="+",
-        default=[2.0, 1.0],
-        help="sampler time grids to measure; the first is the one the model ships with",
+        "--sampler-option",
+        action="append",
+        default=["eta=2"],
+        metavar="KEY=VALUE",
+        help="an option of --sampler (repeatable; default eta=2)",
+    )
+    parser.add_argument("--grid-power", type=float, default=2.0, help="generate()'s time grid")
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        default=["ancestral:2", "ancestral:1"],
+        metavar="SAMPLER:GRID_POWER",
+        help="further rows (sampler defaults); ancestral:1 feeds the training-curve history",
     )
     parser.add_argument("--processes", type=int, default=2, help="measurements run side by side")
     parser.add_argument("--results-dir", help="write the JSON, history and curve here instead")
@@ -349,31 +405,48 @@ def main() -> None:
     if args.card_only:
         write_card_from_results(Path(args.out))
         return
-    powers = args.grid_powers
+    from molguide.diffusion.samplers import SAMPLERS
+
+    if args.sampler not in SAMPLERS:
+        raise SystemExit(f"--sampler: unknown sampler {args.sampler!r}; choose one of {list(SAMPLERS)}")
+    options = dict(SAMPLERS[args.sampler].OPTIONS)
+    for item in args.sampler_option if args.sampler != "ancestral" else []:
+        key, _, value = item.partition("=")
+        if key not in options:
+            raise SystemExit(f"--sampler-option {item!r}: {args.sampler} takes {list(options) or 'none'}")
+        options[key] = float(value)
+    shipped = {"method": args.sampler, "steps": args.steps, "grid_power": args.grid_power}
+    shipped |= {"options": options} if options else {}
+    cells = [(args.sampler, args.grid_power, options)] + [parse_cell(c) for c in args.compare]
     if not args.no_export:
-        export_checkpoint(args.checkpoint, args.out, sampler={"grid_power": powers[0]})
+        export_checkpoint(args.checkpoint, args.out, sampler=shipped)
     pretrained = load_pretrained(args.out)
-    # One process per grid (one thread each): the measurements run side by side.
-    by_power = judge_side_by_side(
-        args.out, args.samples, args.steps, args.seed, args.batch_size, powers, args.processes
+    # One process per cell (one thread each): the measurements run side by side.
+    measured = judge_side_by_side(
+        args.out, args.samples, args.steps, args.seed, args.batch_size, cells, args.processes
     )
-    metrics = by_power[powers[0]]
+    by_cell = {cell_label(*cell): m for cell, m in zip(cells, measured)}
     timing = time_designer(100)
-    if 1.0 in by_power:  # the history is on EDM's even grid, like its earlier points
-        points = update_history(pretrained.config["training"], by_power[1.0])
+    even_ancestral = [
+        m for (name, power, _), m in zip(cells, measured) if (name, power) == ("ancestral", 1.0)
+    ]
+    if even_ancestral:  # the history is ancestral on EDM's even grid, like its earlier points
+        points = update_history(pretrained.config["training"], even_ancestral[0])
     else:
         points = json.loads(HISTORY.read_text())["points"] if HISTORY.exists() else []
     fit = extrapolate(points)
-    card = model_card(pretrained.config, by_power, timing, args.steps, fit)
+    card = model_card(
+        pretrained.config, by_cell, timing, args.steps, fit, pretrained.config.get("sampler", {})
+    )
     atomic_write(Path(args.out) / CARD_FILE, lambda fh: fh.write(card.encode()))
     result = {
         "model": str(args.out),
         "training": pretrained.config["training"],
-        "sampler": {"method": "ancestral", "steps": args.steps, "seed": args.seed, "grid_power": powers[0]},
-        "metrics": metrics,
-        "metrics_by_grid_power": {str(p): m for p, m in by_power.items()},
+        "sampler": {**shipped, "seed": args.seed},
+        "metrics": measured[0],
+        "metrics_by_cell": by_cell,
         "designer_generate_100": timing,
-        "quality_table_markdown": quality_table(by_power, args.steps),
+        "quality_table_markdown": quality_table(by_cell, args.steps),
         "extrapolation": fit,
         "threads_per_measurement": 1,
         "machine": machine(torch.device("cpu")),

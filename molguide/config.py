@@ -131,6 +131,17 @@ class ModelConfig(_Backbone):
         "training (its own architecture and diffusion; the keys above are then ignored)",
     )
 
+    @field_validator("backbone_kwargs")
+    @classmethod
+    def _positions_move(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs.get("coordinate_updates", True) is False:  # a predictor-only switch
+            raise PydanticCustomError(
+                "value_error",
+                "coordinate_updates: false is for classifiers and evaluators; "
+                "a score network's positions are its output",
+            )
+        return kwargs
+
 
 class LossSection(_Section):
     """Training of x0 networks (see molguide.diffusion.process.LossSettings); time_power,
@@ -276,7 +287,28 @@ class RewardSection(_Section):
         3.0, gt=0, description="clip the standardised property to +-clip_z (None: no clip)"
     )
     init_from_score: bool = True
+    correction: dict[str, Any] | None = Field(
+        None,
+        description="backbone sizes of a small correction network (e.g. {hidden: 32, num_layers: 3}): "
+        "the reward model is then the frozen score network plus this correction, and reward "
+        "guidance costs the correction alone (needs init_from_score); None: fine-tune a full copy",
+    )
     train: RewardTrainSection = Field(default_factory=RewardTrainSection)
+
+    @model_validator(mode="after")
+    def _correction_needs_base(self) -> RewardSection:
+        from molguide.models.registry import backbone_argument_problem
+
+        if self.correction is None:
+            return self
+        if not self.init_from_score:
+            raise ValueError(
+                "correction: a correction is trained on top of the score network; set init_from_score: true"
+            )
+        problem = backbone_argument_problem("egnn", self.correction)
+        if problem:
+            raise ValueError(f"correction: {problem}")
+        return self
 
 
 class GuideSection(_Section):

@@ -23,15 +23,19 @@ from molguide.diffusion.schedule import NoiseSchedule
 from molguide.elements import QM9_ATOMIC_NUMBERS
 from molguide.models import ScoreNetwork
 from molguide.models.predictor import MoleculePredictor
+from molguide.models.residual import ResidualScoreNetwork, is_residual_config
 from molguide.training import ema_weights
 
 KINDS = ("score", "classifier", "evaluator", "reward", "cfg")
 _TRAINING_ONLY = ("model", "ema", "optimizer", "losses")
 
 
-def build_score_model(model_config: Mapping) -> ScoreNetwork:
-    """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section."""
-    return ScoreNetwork.from_config({"num_atom_types": len(QM9_ATOMIC_NUMBERS), **model_config})
+def build_score_model(model_config: Mapping) -> ScoreNetwork | ResidualScoreNetwork:
+    """A ScoreNetwork from the ``model`` section (as a dict); bad keys name the section.
+    A config with ``correction`` (a reward network's) builds a :class:`ResidualScoreNetwork`."""
+    config = {"num_atom_types": len(QM9_ATOMIC_NUMBERS), **model_config}
+    cls = ResidualScoreNetwork if is_residual_config(config) else ScoreNetwork
+    return cls.from_config(config)
 
 
 def build_predictor(
@@ -111,7 +115,9 @@ def network_from_state(
         raise ValueError(f"unknown component {kind!r}; one of {KINDS}")
     if "model_config" in state:
         config = {"num_atom_types": len(QM9_ATOMIC_NUMBERS), **state["model_config"]}
-        model = NETWORK_CLASSES[kind].from_config(config)
+        residual = kind == "reward" and is_residual_config(config)
+        cls = ResidualScoreNetwork if residual else NETWORK_CLASSES[kind]
+        model = cls.from_config(config)
     else:
         model = build_predictor(state["network_config"], int(state["out_dim"]), bool(state["time_input"]))
     load_weights(model, state["weights"], source)

@@ -31,6 +31,7 @@ from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.training import DenoisingObjective
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
 from molguide.guidance.targets import PropertyTarget, reward_weights
+from molguide.models.residual import ResidualScoreNetwork
 from molguide.networks import build_predictor, build_score_model, diffusion_from_config, inference_state
 from molguide.tracking import log_metrics_batch
 from molguide.training import Objective, TrainConfig, Trainer
@@ -245,12 +246,16 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
     model = build_score_model({**model_config, "bond_head": False})
     if base_weights is not None:
         model.load_state_dict({k: v for k, v in base_weights.items() if not k.startswith("bond_head.")})
+    if section.correction is not None:  # the frozen score network plus a small trained correction
+        model = ResidualScoreNetwork(model, {"backbone_kwargs": dict(section.correction)})
     diffusion = diffusion_from_config(diffusion_config)
     ess = {"reward_weight_ess": ess_fraction * len(mols), "reward_weight_ess_fraction": ess_fraction}
     message = (
         f"reward model: r = exp({section.beta:g} * {direction:+g} * z({prop})), z clipped at "
         f"{section.clip_z}; ESS {100 * ess_fraction:.1f}% of {len(mols)} molecules"
     )
+    if section.correction:
+        message += f"; a correction network {section.correction} on the frozen score network"
     metadata = {
         "property": prop,
         "beta": section.beta,

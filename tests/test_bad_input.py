@@ -173,6 +173,22 @@ CASES = [
         2,
         "classifier.backbone_kwargs: num_layers must be a whole number of at least 1, not -1",
     ),
+    Case(
+        "a switch that is not true or false",
+        lambda d: _run(
+            d,
+            "classifier.backbone_kwargs={hidden: 8, num_layers: 2, coordinate_updates: no_thanks}",
+            pipeline="train-classifier",
+        ),
+        2,
+        "classifier.backbone_kwargs: coordinate_updates must be true or false, not 'no_thanks'",
+    ),
+    Case(
+        "a score network without coordinate updates",
+        lambda d: _run(d, "model.backbone_kwargs={hidden: 8, num_layers: 2, coordinate_updates: false}"),
+        2,
+        "model.backbone_kwargs: coordinate_updates: false is for classifiers and evaluators",
+    ),
     Case("unknown device", lambda d: _run(d, "device=tpu"), 2, "device=tpu: not a device name"),
     Case(
         "empty guidance window",

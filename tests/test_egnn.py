@@ -168,3 +168,52 @@ def test_fast_egnn_gradients_match_finite_differences(attention):
 
     assert gradcheck(f, (pos, feats, *params), eps=1e-6, atol=1e-5)
     assert gradgradcheck(f, (pos, feats, *params), eps=1e-6, atol=1e-4)
+
+
+def test_scalars_alone_skip_the_last_position_update_and_give_the_same_numbers_and_gradients(graph):
+    """Predictors read only the scalars: EGNN.scalars skips the last layer's coordinate MLP,
+    with forward's scalars and input gradients to rounding (float64)."""
+    pos, feats, batch, edges, g = graph
+    torch.manual_seed(2)
+    net = EGNN(6, 5, hidden=16, num_layers=3).double()
+    grads = []
+    for full in (True, False):
+        x, h = pos.clone().requires_grad_(True), feats.clone().requires_grad_(True)
+        sca = net(x, h, batch, edges)[1] if full else net.scalars(x, h, batch, edges)
+        grads.append((sca.detach(), *torch.autograd.grad(sca.pow(2).sum(), (x, h))))
+    for a, b in zip(*grads):
+        assert relative_error(a, b) < 1e-12
+    calls = []  # coord_in.src runs in the fused (node_terms) and the plain path alike
+    handle = net.layers[-1].coord_in.src.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for fused in (True, False):
+            net.fused = fused
+            net(pos, feats, batch, edges)
+            assert len(calls) == 1, "forward runs the last coordinate update"
+            calls.clear()
+            net.scalars(pos, feats, batch, edges)
+            assert not calls
+    finally:
+        handle.remove()
+
+
+def test_without_coordinate_updates_the_fast_form_matches_the_plain_one_and_positions_stay(graph):
+    """coordinate_updates=False (invariant predictors): the fused path's scalars and input
+    gradients equal plain autograd's (float64), positions never move, and score networks
+    refuse it."""
+    pos, feats, batch, edges, g = graph
+    torch.manual_seed(3)
+    net = EGNN(6, 5, hidden=16, num_layers=3, coordinate_updates=False).double()
+    assert not any("coord" in name for name, _ in net.named_parameters())
+    results = []
+    for fused in (True, False):
+        net.fused = fused
+        x, h = pos.clone().requires_grad_(True), feats.clone().requires_grad_(True)
+        vec, sca = net(x, h, batch, edges)
+        assert torch.equal(vec, torch.zeros_like(vec))
+        results.append((sca.detach(), *torch.autograd.grad(sca.pow(2).sum(), (x, h))))
+    for a, b in zip(*results):
+        assert relative_error(a, b) < 1e-10
+    assert results[0][1].abs().sum() > 0  # the scalars do depend on the positions (distances)
+    with pytest.raises(ValueError, match="coordinate_updates"):
+        ScoreNetwork(backbone="egnn", hidden=16, num_layers=2, coordinate_updates=False)

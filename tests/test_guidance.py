@@ -78,15 +78,16 @@ def _random_batch(gen, counts=(5, 7, 4), k=5, dtype=torch.float64):
     return x, h, batch
 
 
-@pytest.mark.parametrize("backbone", ["egnn", "e3nn"])
+@pytest.mark.parametrize("backbone", ["egnn", "egnn_invariant", "e3nn"])
 def test_predictor_is_invariant_under_e3_and_permutation(backbone):
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    kwargs = (
-        {"hidden": 16, "num_layers": 2}
-        if backbone == "egnn"
-        else {"hidden_scalars": 8, "hidden_vectors": 4, "num_layers": 2}
-    )
+    kwargs = {
+        "egnn": {"hidden": 16, "num_layers": 2},
+        "egnn_invariant": {"hidden": 16, "num_layers": 2, "coordinate_updates": False},
+        "e3nn": {"hidden_scalars": 8, "hidden_vectors": 4, "num_layers": 2},
+    }[backbone]
+    backbone = backbone.removesuffix("_invariant")
     model = MoleculePredictor(5, 3, time_input=True, time_heads=2, backbone=backbone, **kwargs).double()
     x, h, batch = _random_batch(gen)
     t = torch.tensor([0.1, 0.6, 0.9], dtype=torch.float64)
@@ -287,3 +288,83 @@ def test_calibration_error_and_inverse_probability_summary():
     assert s["inv_prob_mean"] == pytest.approx((2 + 4 + 1 + 10) / 4) and s[
         "inv_prob_median"
     ] == pytest.approx(3.0)
+
+
+# ----------------------------------------------------------------------------- residual reward networks
+
+
+def _self_conditioned_x0_network(seed: int):
+    from molguide.models import ScoreNetwork
+
+    torch.manual_seed(seed)
+    return ScoreNetwork(
+        backbone="egnn", hidden=16, num_layers=2, parameterisation="x0", self_condition=True
+    ).double()
+
+
+def test_residual_reward_network_starts_as_its_base_and_its_guidance_skips_the_base_exactly():
+    """The correction's outputs start at zero (s^r = s: no guidance before training); with
+    trained (here random) correction weights, the reward term computed from the sampler's
+    own output equals the term that runs the base again, to rounding in float64, and the
+    base does not run; a sampler network with other weights gets the full computation."""
+    from molguide.diffusion.sampling import _score
+    from molguide.models.residual import ResidualScoreNetwork
+    from molguide.networks import network_from_state
+
+    base = _self_conditioned_x0_network(0)
+    residual = ResidualScoreNetwork(base, {"hidden": 8, "num_layers": 2}).double()
+    sched = NoiseSchedule("polynomial_2", 1000)
+    diffusion = VPDiffusion(sched)
+    gen = torch.Generator().manual_seed(1)
+    counts = torch.tensor([5, 7])
+    batch = torch.repeat_interleave(torch.arange(2), counts)
+    edges = fully_connected_edges(batch)
+    zx = remove_mean(torch.randn(12, 3, generator=gen, dtype=torch.float64), batch, 2)
+    zh = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    prev = (
+        remove_mean(torch.randn(12, 3, generator=gen, dtype=torch.float64), batch, 2),
+        torch.softmax(torch.randn(12, 5, generator=gen, dtype=torch.float64), -1),
+    )
+    with torch.no_grad():
+        plain = base(zx, zh, t, batch, edges, None, self_cond=prev)
+        start = residual(zx, zh, t, batch, edges, None, self_cond=prev)
+    assert all(torch.equal(a, b) for a, b in zip(plain, start))
+
+    with torch.no_grad():  # a trained correction: random weights everywhere
+        for p in residual.correction.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.3)
+    calls = []
+    hook = base.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        terms = []
+        for sampler_net in (base, copy_of(base), _self_conditioned_x0_network(5)):
+            term = RewardGuidance(residual, sched.sigma, weight=1.5)
+            calls.clear()
+            _, _, denoised = _score(sampler_net, diffusion, zx, zh, t, batch, 2, edges, None, (), prev)
+            state = GuidanceState(
+                zx, zh, t, batch, 2, edges, denoised.score_x, denoised.score_h, prev, sampler_net, denoised
+            )
+            calls.clear()
+            terms.append((term(state), len(calls)))
+            full_state = GuidanceState(zx, zh, t, batch, 2, edges, denoised.score_x, denoised.score_h, prev)
+            assert all(relative_error(a, b) < 1e-12 for a, b in zip(terms[-1][0], term(full_state)))
+    finally:
+        hook.remove()
+    (same, same_calls), (copied, copied_calls), (other, other_calls) = terms
+    assert same_calls == 0 and copied_calls == 0 and other_calls == 1
+    assert same[0].abs().max() > 1e-3  # the correction does change the score
+
+    # The reward network travels as a config and weights, like any other.
+    state = {"model_config": residual.config, "weights": residual.state_dict()}
+    again = network_from_state("reward", state).double()  # built in float32: weights rounded
+    assert isinstance(again, ResidualScoreNetwork)
+    with torch.no_grad():
+        pairs = zip(again(zx, zh, t, batch, edges, None, prev), residual(zx, zh, t, batch, edges, None, prev))
+        assert all(relative_error(a, b) < 1e-5 for a, b in pairs)
+
+
+def copy_of(module):
+    import copy
+
+    return copy.deepcopy(module)

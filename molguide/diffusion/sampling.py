@@ -25,7 +25,7 @@ from torch_geometric.utils import scatter
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.data.molecules import Molecule
-from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.process import Denoised, VPDiffusion
 from molguide.diffusion.samplers import build_sampler
 from molguide.elements import QM9_ATOMIC_NUMBERS
 from molguide.geometry import centered_gaussian, remove_mean
@@ -41,6 +41,8 @@ class GuidanceState:
     need s_t(z) (CFG, reward) do not run the base model again. ``self_cond`` is the
     previous clean-molecule estimate the base model was given (None at the first
     step or without self-conditioning); self-conditioned term networks get it too.
+    ``model`` and ``denoised`` are the base network and its full estimate at this step,
+    so a term built on the same network (a residual reward network) need not run it again.
     """
 
     zx: torch.Tensor
@@ -52,6 +54,8 @@ class GuidanceState:
     score_x: torch.Tensor
     score_h: torch.Tensor
     self_cond: tuple[torch.Tensor, torch.Tensor] | None = None
+    model: torch.nn.Module | None = None
+    denoised: Denoised | None = None
 
 
 class GuidanceTerm(Protocol):
@@ -117,7 +121,7 @@ def _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guida
     sx, sh = denoised.score_x, denoised.score_h
     if not guidance:
         return sx, sh, denoised
-    state = GuidanceState(zx, zh, t, batch, num_graphs, edges, sx, sh, self_cond)
+    state = GuidanceState(zx, zh, t, batch, num_graphs, edges, sx, sh, self_cond, model, denoised)
     gx_total, gh_total = torch.zeros_like(sx), torch.zeros_like(sh)
     for term in guidance:
         with torch.enable_grad():  # classifier terms differentiate through their network

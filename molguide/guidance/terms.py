@@ -174,7 +174,11 @@ class ClassifierFreeGuidance(_WeightedTerm):
 class RewardGuidance(_WeightedTerm):
     """w * (s^r_t(z) - s_t(z)): s^r from a score network trained on reward-weighted data.
 
-    At w = 1 the sampler targets p^r(x) ~ r(x) p(x) (exactly, with exact scores).
+    At w = 1 the sampler targets p^r(x) ~ r(x) p(x) (exactly, with exact scores). A
+    :class:`~molguide.models.residual.ResidualScoreNetwork` whose frozen base is the
+    sampler's own network runs its correction only: the base's output at the step is
+    taken from the sampler (the same numbers, one small network instead of a second
+    generator).
     """
 
     def __init__(
@@ -182,22 +186,47 @@ class RewardGuidance(_WeightedTerm):
     ) -> None:
         super().__init__(weight, window)
         self.reward_model, self.sigma_fn = reward_model, sigma_fn
+        self._shares_base: dict[int, bool] = {}  # id(sampler network) -> whether it is the base
 
     def __call__(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self._scale(state)
         if scale is None:
             return torch.zeros_like(state.zx), torch.zeros_like(state.zh)
-        sx, sh = score_of(self.reward_model, self.sigma_fn, state, None)
+        sx, sh = score_of(self.reward_model, self.sigma_fn, state, None, self._base_output(state))
         return scale * (sx - state.score_x), scale * (sh - state.score_h)
 
+    def _base_output(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The sampler's output at this step when it is the residual reward network's base, else None."""
+        has_base = getattr(self.reward_model, "has_base", None)
+        if has_base is None or state.model is None or state.denoised is None:
+            return None
+        key = id(state.model)
+        if key not in self._shares_base:  # compared once per sampler network (weights and config)
+            self._shares_base[key] = bool(has_base(state.model))
+        if not self._shares_base[key]:
+            return None
+        d = state.denoised
+        if self.reward_model.parameterisation == "x0":
+            return d.x0_x, d.logits
+        return d.eps_x, d.eps_h
 
-def score_of(model: torch.nn.Module, sigma_fn, state: GuidanceState, context: torch.Tensor | None):
+
+def score_of(
+    model: torch.nn.Module,
+    sigma_fn,
+    state: GuidanceState,
+    context: torch.Tensor | None,
+    base_output: tuple[torch.Tensor, torch.Tensor] | None = None,
+):
     """Score of a score network (eps or x0 parameterised) at the state's z_t.
 
     alpha_t = sqrt(1 - sigma_t^2) (variance preserving); a self-conditioned network
-    gets the estimate the base model was given at this step.
+    gets the estimate the base model was given at this step. ``base_output`` goes to a
+    residual network whose base's output is known already.
     """
     extra = {"self_cond": state.self_cond} if getattr(model, "self_condition", False) else {}
+    if base_output is not None:
+        extra["base_output"] = base_output
     with torch.no_grad():
         output = model(state.zx, state.zh, state.t, state.batch, state.edge_index, context, **extra)
     sigma64 = sigma_fn(state.t).double()

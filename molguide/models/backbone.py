@@ -43,3 +43,10 @@ class EquivariantBackbone(nn.Module, ABC):
         edge_index: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def scalars(
+        self, pos: torch.Tensor, features: torch.Tensor, batch: torch.Tensor, edge_index: torch.Tensor
+    ) -> torch.Tensor:
+        """The invariant scalars alone (predictors read nothing else); a backbone may
+        skip work that only the vectors need."""
+        return self.forward(pos, features, batch, edge_index)[1]

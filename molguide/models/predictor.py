@@ -108,7 +108,7 @@ class MoleculePredictor(nn.Module):
                 raise ValueError("this predictor is time-conditioned: pass t")
             feats = torch.cat([h, t.to(h.dtype)[batch].unsqueeze(-1)], dim=-1)
         x = remove_mean(x, batch, num_graphs)
-        _, scalars = self.backbone(x, feats, batch, edge_index)
+        scalars = self.backbone.scalars(x, feats, batch, edge_index)
         pooled = scatter(scalars, batch, dim=0, dim_size=num_graphs, reduce="sum")
         out = self.readout(pooled)
         if self.time_heads == 1:

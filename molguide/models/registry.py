@@ -48,8 +48,8 @@ def backbone_argument_problem(name: str, kwargs: dict[str, Any]) -> str | None:
     """Why a backbone's keyword arguments cannot build a network, or None.
 
     Checked from the backbone's signature: a whole-number argument must be an integer of
-    at least 1 and a real one finite and above 0 (0 is allowed where the class lists the
-    argument in ``ZERO_ALLOWED``). Unknown arguments are left to the constructor's own
+    at least 1, a real one finite and above 0 (0 is allowed where the class lists the
+    argument in ``ZERO_ALLOWED``), a switch true or false. Unknown arguments are left to the constructor's own
     error.
     """
     import inspect
@@ -64,6 +64,8 @@ def backbone_argument_problem(name: str, kwargs: dict[str, Any]) -> str | None:
         annotation = params[key].annotation  # "int" under postponed annotations, else the type
         kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
         least = 0 if key in zero_allowed else 1
+        if kind == "bool" and not isinstance(value, bool):
+            return f"{key} must be true or false, not {value!r}"
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             return f"{key} must be a whole number of at least {least}, not {value!r}"
         if kind == "float":

@@ -66,6 +66,8 @@ class ScoreNetwork(nn.Module):
                 "bond_head needs the egnn backbone and x0 parameterisation, "
                 f"not {backbone!r}/{parameterisation!r}"
             )
+        if backbone_kwargs.get("coordinate_updates", True) is not True:
+            raise ValueError("a score network needs coordinate_updates: its positions are its output")
         # Everything that rebuilds this network (from_config): it travels with the weights.
         self.config = {
             "backbone": backbone,

@@ -1,0 +1,141 @@
+"""A score network as a frozen base network plus a small trained correction.
+
+Reward guidance adds w (s^r_t(z) - s_t(z)), where s^r is the score of the
+reward-reweighted model (docs/guidance.md). Fine-tuning a full copy of the generator
+for s^r makes every guided step run a second network of the generator's size. Here s^r
+is the generator's own output plus a correction network's:
+
+    output^r(z, t) = output(z, t) + correction(z, t)
+
+(in the base's parameterisation: clean positions and type logits for x0 networks, the
+noise for eps ones). The base is frozen and only the correction trains, under the same
+reward-weighted denoising loss. Its output layers start at zero, so s^r = s before
+training. When the sampler's own network is this base, the guidance term needs the
+correction alone: the base's output at the step is already known
+(:class:`molguide.guidance.terms.RewardGuidance`), so a guided step costs one small
+network more instead of one generator more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from molguide.models.score import ScoreNetwork
+
+
+class ResidualScoreNetwork(nn.Module):
+    """``base(z, t) + correction(z, t)`` with ``base`` frozen.
+
+    Args:
+        base: the generator's network (its weights are frozen here).
+        correction: keyword arguments of the correction's backbone
+            (``{"hidden": 32, "num_layers": 3}``); it gets the base's inputs (atom
+            types, time, the self-conditioning estimate) and outputs a centred
+            position shift and a type-logit (or type-noise) shift.
+    """
+
+    def __init__(self, base: ScoreNetwork, correction: Mapping[str, Any]) -> None:
+        super().__init__()
+        if getattr(base, "context_dim", 0):
+            raise ValueError("a residual reward network needs an unconditional base network")
+        self.base = base
+        self.base.requires_grad_(False)
+        backbone_kwargs = dict(correction.get("backbone_kwargs", correction))
+        # An eps network's outputs are the backbone's centred vectors and its scalars: exactly
+        # the shifts wanted, whatever the base's parameterisation.
+        self.correction = ScoreNetwork(
+            num_atom_types=base.num_atom_types,
+            backbone=base.backbone_name,
+            parameterisation="eps",
+            self_condition=base.self_condition,
+            **backbone_kwargs,
+        )
+        _zero_outputs(self.correction)
+        self.parameterisation = base.parameterisation
+        self.self_condition = base.self_condition
+        self.num_atom_types = base.num_atom_types
+        self.context_dim = 0
+        self.bond_head = None
+        self.config = {**base.config, "bond_head": False, "correction": {"backbone_kwargs": backbone_kwargs}}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ResidualScoreNetwork:
+        """The network a :attr:`config` describes (the base's config plus ``correction``)."""
+        base = {k: v for k, v in config.items() if k != "correction"}
+        return cls(ScoreNetwork.from_config(base), config["correction"])
+
+    def train(self, mode: bool = True) -> ResidualScoreNetwork:
+        """The base stays in eval mode: it is not trained here."""
+        super().train(mode)
+        self.base.eval()
+        return self
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        t: torch.Tensor,
+        batch: torch.Tensor,
+        edge_index: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
+        base_output: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base's output plus the correction's, as :meth:`ScoreNetwork.forward` returns it.
+
+        ``base_output``: the base's own output at these inputs when the caller has it already
+        (the sampler's network is the base); the base is then not run again.
+        """
+        extra = {"self_cond": self_cond} if self.self_condition else {}
+        if base_output is None:
+            with torch.no_grad():
+                base_output = self.base(x, h, t, batch, edge_index, None, **extra)
+        shift_x, shift_h = self.correction.forward(x, h, t, batch, edge_index, None, **extra)
+        return base_output[0] + shift_x, base_output[1] + shift_h
+
+    def correction_output(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        t: torch.Tensor,
+        batch: torch.Tensor,
+        edge_index: torch.Tensor | None = None,
+        self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The correction's shifts alone."""
+        extra = {"self_cond": self_cond} if self.self_condition else {}
+        return self.correction(x, h, t, batch, edge_index, None, **extra)
+
+    def has_base(self, model: torch.nn.Module) -> bool:
+        """Whether ``model`` computes exactly this network's base: the same network and
+        weights (a bond-order head, which the base drops, aside)."""
+        if model is self.base:
+            return True
+        config = getattr(model, "config", None)
+        if type(model) is not type(self.base) or not isinstance(config, dict):
+            return False
+        if {**config, "bond_head": False} != self.base.config:
+            return False
+        ours, theirs = self.base.state_dict(), model.state_dict()
+        return all(k in theirs and torch.equal(v, theirs[k].to(v.device)) for k, v in ours.items())
+
+
+def _zero_outputs(network: ScoreNetwork) -> None:
+    """Zero the layers that produce a ScoreNetwork's outputs: the readout and every
+    coordinate update's last layer, so the network's output is exactly zero."""
+    backbone = network.backbone
+    nn.init.zeros_(backbone.readout.weight)
+    nn.init.zeros_(backbone.readout.bias)
+    for layer in getattr(backbone, "layers", ()):
+        coord_out = getattr(layer, "coord_out", None)
+        if coord_out is not None:
+            nn.init.zeros_(coord_out[-1].weight)
+
+
+def is_residual_config(config: Mapping[str, Any]) -> bool:
+    """Whether a stored network config describes a :class:`ResidualScoreNetwork`."""
+    return "correction" in config
