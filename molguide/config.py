@@ -297,7 +297,9 @@ class RewardSection(_Section):
 
     @model_validator(mode="after")
     def _correction_needs_base(self) -> RewardSection:
-        from molguide.models.registry import backbone_argument_problem
+        import inspect
+
+        from molguide.models.registry import BACKBONES, backbone_argument_problem
 
         if self.correction is None:
             return self
@@ -305,6 +307,14 @@ class RewardSection(_Section):
             raise ValueError(
                 "correction: a correction is trained on top of the score network; set init_from_score: true"
             )
+        known = set(inspect.signature(BACKBONES["egnn"]().__init__).parameters) - {
+            "self",
+            "in_features",
+            "out_features",
+        }
+        unknown = sorted(set(self.correction) - known)
+        if unknown:
+            raise ValueError(f"correction: unknown EGNN setting(s) {unknown}; known: {sorted(known)}")
         problem = backbone_argument_problem("egnn", self.correction)
         if problem:
             raise ValueError(f"correction: {problem}")

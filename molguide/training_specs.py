@@ -254,7 +254,7 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
         f"reward model: r = exp({section.beta:g} * {direction:+g} * z({prop})), z clipped at "
         f"{section.clip_z}; ESS {100 * ess_fraction:.1f}% of {len(mols)} molecules"
     )
-    if section.correction:
+    if section.correction is not None:
         message += f"; a correction network {section.correction} on the frozen score network"
     metadata = {
         "property": prop,

@@ -189,6 +189,12 @@ CASES = [
         2,
         "model.backbone_kwargs: coordinate_updates: false is for classifiers and evaluators",
     ),
+    Case(
+        "a misspelt size of the reward's correction network",
+        lambda d: _run(d, "reward.correction={hiden: 32}", pipeline="train-reward"),
+        2,
+        "correction: unknown EGNN setting(s) ['hiden']",
+    ),
     Case("unknown device", lambda d: _run(d, "device=tpu"), 2, "device=tpu: not a device name"),
     Case(
         "empty guidance window",

@@ -355,6 +355,21 @@ def test_residual_reward_network_starts_as_its_base_and_its_guidance_skips_the_b
     assert same_calls == 0 and copied_calls == 0 and other_calls == 1
     assert same[0].abs().max() > 1e-3  # the correction does change the score
 
+    # A sampler network whose weights change in place after a first call is compared again.
+    term, twin = RewardGuidance(residual, sched.sigma), copy_of(base)
+    _, _, denoised = _score(twin, diffusion, zx, zh, t, batch, 2, edges, None, (), prev)
+    state = GuidanceState(
+        zx, zh, t, batch, 2, edges, denoised.score_x, denoised.score_h, prev, twin, denoised
+    )
+    assert term._base_output(state) is not None
+    with torch.no_grad():
+        twin.backbone.embed.weight.add_(1.0)
+    assert term._base_output(state) is None
+    with pytest.raises(ValueError, match="needs an EGNN score network without a bond head"):
+        from molguide.models import ScoreNetwork
+
+        ResidualScoreNetwork(ScoreNetwork(backbone="e3nn", num_layers=1), {"num_layers": 1})
+
     # The reward network travels as a config and weights, like any other.
     state = {"model_config": residual.config, "weights": residual.state_dict()}
     again = network_from_state("reward", state).double()  # built in float32: weights rounded

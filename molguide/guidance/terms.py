@@ -12,6 +12,7 @@ weight w and a time window [t_min, t_max] outside which it is off. Terms add.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -186,7 +187,9 @@ class RewardGuidance(_WeightedTerm):
     ) -> None:
         super().__init__(weight, window)
         self.reward_model, self.sigma_fn = reward_model, sigma_fn
-        self._shares_base: dict[int, bool] = {}  # id(sampler network) -> whether it is the base
+        # sampler network -> (fingerprint of its weights, whether it is the base): compared
+        # again when the network's weights change in place (a load_state_dict, more training)
+        self._shares_base: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __call__(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self._scale(state)
@@ -200,15 +203,22 @@ class RewardGuidance(_WeightedTerm):
         has_base = getattr(self.reward_model, "has_base", None)
         if has_base is None or state.model is None or state.denoised is None:
             return None
-        key = id(state.model)
-        if key not in self._shares_base:  # compared once per sampler network (weights and config)
-            self._shares_base[key] = bool(has_base(state.model))
-        if not self._shares_base[key]:
+        fingerprint = _weights_fingerprint(state.model) + _weights_fingerprint(self.reward_model)
+        known = self._shares_base.get(state.model)
+        if known is None or known[0] != fingerprint:
+            known = (fingerprint, bool(has_base(state.model)))
+            self._shares_base[state.model] = known
+        if not known[1]:
             return None
         d = state.denoised
         if self.reward_model.parameterisation == "x0":
             return d.x0_x, d.logits
         return d.eps_x, d.eps_h
+
+
+def _weights_fingerprint(model: torch.nn.Module) -> tuple:
+    """Where a network's weights live and how often they were written in place (cheap)."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
 def score_of(

@@ -55,6 +55,8 @@ class EdgeInput(nn.Module):
 class EGNNLayer(nn.Module):
     """One EDM equivariant block: a graph convolution on h, then a coordinate update."""
 
+    coordinate_updates: bool = True  # a class attribute, so modules pickled before it existed load
+
     def __init__(
         self,
         hidden: int,

@@ -31,29 +31,45 @@ class ResidualScoreNetwork(nn.Module):
     """``base(z, t) + correction(z, t)`` with ``base`` frozen.
 
     Args:
-        base: the generator's network (its weights are frozen here).
-        correction: keyword arguments of the correction's backbone
-            (``{"hidden": 32, "num_layers": 3}``); it gets the base's inputs (atom
-            types, time, the self-conditioning estimate) and outputs a centred
-            position shift and a type-logit (or type-noise) shift.
+        base: the generator's network, an unconditional EGNN score network without a
+            bond-order head; it is frozen in place (``requires_grad`` off, eval mode).
+        correction: keyword arguments of the correction's EGNN
+            (``{"hidden": 32, "num_layers": 3}``; the base's other backbone settings are
+            inherited); it gets the base's inputs (atom types, time, the
+            self-conditioning estimate) and outputs a centred position shift and a
+            type-logit (or type-noise) shift.
     """
 
     def __init__(self, base: ScoreNetwork, correction: Mapping[str, Any]) -> None:
         super().__init__()
         if getattr(base, "context_dim", 0):
-            raise ValueError("a residual reward network needs an unconditional base network")
+            raise ValueError("reward.correction needs an unconditional score network as its base")
+        if base.backbone_name != "egnn" or base.bond_head is not None:
+            raise ValueError(
+                "reward.correction needs an EGNN score network without a bond head as its base, "
+                f"not {base.backbone_name!r}{' with a bond head' if base.bond_head is not None else ''}"
+            )
         self.base = base
         self.base.requires_grad_(False)
-        backbone_kwargs = dict(correction.get("backbone_kwargs", correction))
+        # The base's backbone settings (e.g. its per-layer coordinate range) with the
+        # correction's own sizes: a correction free to move atoms 15 A per layer diverges.
+        own = dict(correction.get("backbone_kwargs", correction))
+        inherited = {
+            k: v for k, v in base.config["backbone_kwargs"].items() if k not in ("hidden", "num_layers")
+        }
+        backbone_kwargs = {**inherited, **own}
         # An eps network's outputs are the backbone's centred vectors and its scalars: exactly
         # the shifts wanted, whatever the base's parameterisation.
-        self.correction = ScoreNetwork(
-            num_atom_types=base.num_atom_types,
-            backbone=base.backbone_name,
-            parameterisation="eps",
-            self_condition=base.self_condition,
-            **backbone_kwargs,
-        )
+        try:
+            self.correction = ScoreNetwork(
+                num_atom_types=base.num_atom_types,
+                backbone=base.backbone_name,
+                parameterisation="eps",
+                self_condition=base.self_condition,
+                **backbone_kwargs,
+            )
+        except TypeError as err:  # an unknown size name
+            raise ValueError(f"reward.correction: {err}") from err
         _zero_outputs(self.correction)
         self.parameterisation = base.parameterisation
         self.self_condition = base.self_condition
@@ -111,17 +127,36 @@ class ResidualScoreNetwork(nn.Module):
         return self.correction(x, h, t, batch, edge_index, None, **extra)
 
     def has_base(self, model: torch.nn.Module) -> bool:
-        """Whether ``model`` computes exactly this network's base: the same network and
-        weights (a bond-order head, which the base drops, aside)."""
+        """Whether ``model`` computes exactly this network's base: the same class, the
+        same settings (backbone defaults filled in) and the same weights (a bond-order
+        head, which the base has none of, aside)."""
         if model is self.base:
             return True
         config = getattr(model, "config", None)
         if type(model) is not type(self.base) or not isinstance(config, dict):
             return False
-        if {**config, "bond_head": False} != self.base.config:
+        if _settings(config) != _settings(self.base.config):
             return False
         ours, theirs = self.base.state_dict(), model.state_dict()
-        return all(k in theirs and torch.equal(v, theirs[k].to(v.device)) for k, v in ours.items())
+        return all(
+            k in theirs and theirs[k].shape == v.shape and torch.equal(v, theirs[k].to(v.device))
+            for k, v in ours.items()
+        )
+
+
+def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A score network's config with its backbone's defaults filled in and no bond head."""
+    import inspect
+
+    from molguide.models.registry import BACKBONES
+
+    cls = BACKBONES[config["backbone"]]()
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {**config, "bond_head": False, "backbone_kwargs": {**defaults, **config["backbone_kwargs"]}}
 
 
 def _zero_outputs(network: ScoreNetwork) -> None:
