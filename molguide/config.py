@@ -289,9 +289,10 @@ class RewardSection(_Section):
     init_from_score: bool = True
     correction: dict[str, Any] | None = Field(
         None,
-        description="backbone sizes of a small correction network (e.g. {hidden: 32, num_layers: 3}): "
-        "the reward model is then the frozen score network plus this correction, and reward "
-        "guidance costs the correction alone (needs init_from_score); None: fine-tune a full copy",
+        description="experimental: backbone sizes of a small correction network (e.g. {hidden: 32, "
+        "num_layers: 3}): the reward model is then the frozen score network plus this correction, "
+        "and reward guidance costs the correction alone (needs init_from_score). Measured once in "
+        "the quickstart it steered the property the wrong way (README); None: fine-tune a full copy",
     )
     train: RewardTrainSection = Field(default_factory=RewardTrainSection)
 

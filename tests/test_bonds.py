@@ -150,16 +150,19 @@ def test_a_bond_head_needs_x0_and_egnn_and_its_loss_needs_labels(labelled):
 
 
 def test_the_head_learns_bonds_and_samples_carry_them(labelled):
-    """A small network trained 200 steps on 64 molecules predicts their bonds at t = 0 far
+    """A small network trained 300 steps on 64 molecules predicts their bonds at t = 0 far
     better than 'no bond everywhere'; its samples come with symmetric bond matrices,
-    evaluation judges them and the returned RDKit molecules carry them."""
+    evaluation judges them and the returned RDKit molecules carry them.
+
+    At 200 steps one seed in three still sat on the 'no bond' plateau after a change of
+    rounding in the edge kernels; at 300 steps seeds 0-3 all reach 0.78-0.84."""
     mols, table, _ = labelled
     torch.manual_seed(0)
     model = build_score_model(BOND_MODEL)
     diffusion = diffusion_from_config(DIFFUSION)
-    config = TrainConfig(steps=200, batch_size=32, lr=2e-3, log_every=20)
+    config = TrainConfig(steps=300, batch_size=32, lr=2e-3, log_every=20)
     trainer = DiffusionTrainer(model, diffusion, mols, config, bonds=table)
-    trainer.train(until_step=200)
+    trainer.train(until_step=300)
     model.eval()
     idx = np.arange(len(mols))
     batch = MoleculeBatches(mols, bonds=table)(idx)
