@@ -377,9 +377,8 @@ def main() -> None:
     parser.add_argument(
         "--sampler-option",
         action="append",
-        default=["eta=2"],
         metavar="KEY=VALUE",
-        help="an option of --sampler (repeatable; default eta=2)",
+        help="an option of --sampler (repeatable; dpmpp2m_sde's default here: eta=2)",
     )
     parser.add_argument("--grid-power", type=float, default=2.0, help="generate()'s time grid")
     parser.add_argument(
@@ -410,11 +409,17 @@ def main() -> None:
     if args.sampler not in SAMPLERS:
         raise SystemExit(f"--sampler: unknown sampler {args.sampler!r}; choose one of {list(SAMPLERS)}")
     options = dict(SAMPLERS[args.sampler].OPTIONS)
-    for item in args.sampler_option if args.sampler != "ancestral" else []:
+    given = args.sampler_option
+    if given is None:  # the shipped recommendation: eta 2 keeps valid x unique (README)
+        given = ["eta=2"] if args.sampler == "dpmpp2m_sde" else []
+    for item in given:
         key, _, value = item.partition("=")
         if key not in options:
             raise SystemExit(f"--sampler-option {item!r}: {args.sampler} takes {list(options) or 'none'}")
-        options[key] = float(value)
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise SystemExit(f"--sampler-option {item!r}: {value!r} is not a number") from None
     shipped = {"method": args.sampler, "steps": args.steps, "grid_power": args.grid_power}
     shipped |= {"options": options} if options else {}
     cells = [(args.sampler, args.grid_power, options)] + [parse_cell(c) for c in args.compare]

@@ -113,19 +113,6 @@ class ResidualScoreNetwork(nn.Module):
         shift_x, shift_h = self.correction.forward(x, h, t, batch, edge_index, None, **extra)
         return base_output[0] + shift_x, base_output[1] + shift_h
 
-    def correction_output(
-        self,
-        x: torch.Tensor,
-        h: torch.Tensor,
-        t: torch.Tensor,
-        batch: torch.Tensor,
-        edge_index: torch.Tensor | None = None,
-        self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The correction's shifts alone."""
-        extra = {"self_cond": self_cond} if self.self_condition else {}
-        return self.correction(x, h, t, batch, edge_index, None, **extra)
-
     def has_base(self, model: torch.nn.Module) -> bool:
         """Whether ``model`` computes exactly this network's base: the same class, the
         same settings (backbone defaults filled in) and the same weights (a bond-order
