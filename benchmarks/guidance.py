@@ -83,14 +83,14 @@ def main() -> None:
         terms[f"classifier_{name}"] = [ClassifierGuidance(clf, 2, 1.0)]
         sizes[f"classifier_{name}"] = sum(p.numel() for p in clf.parameters())
     reward = copy.deepcopy(score)  # reward.init_from_score: the generator's architecture
-    terms["reward_egnn_64x4"] = [RewardGuidance(reward, diffusion.schedule.sigma)]
+    terms["reward_egnn_64x4"] = [RewardGuidance(reward, diffusion)]
     # reward.correction: the sampler's own network plus a correction (its output layers
     # randomised here: a zero correction would be no work to time, but the same cost).
     residual = ResidualScoreNetwork(score, {"hidden": 32, "num_layers": 3}).to(device).eval()
     with torch.no_grad():
         for p in residual.correction.parameters():
             p.normal_(0.0, 0.1)
-    terms["reward_residual_32x3"] = [RewardGuidance(residual, diffusion.schedule.sigma)]
+    terms["reward_residual_32x3"] = [RewardGuidance(residual, diffusion)]
     for name in ("egnn_32x3", "egnn_32x3_invariant"):
         terms[f"classifier_{name}+reward_residual_32x3"] = (
             terms[f"classifier_{name}"] + terms["reward_residual_32x3"]

@@ -22,10 +22,13 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from molguide.guidance.kinds import GUIDANCE_KINDS
 
 
 class _Section(BaseModel):
@@ -322,12 +325,7 @@ class RewardSection(_Section):
         return self
 
 
-class GuideSection(_Section):
-    """Guided sampling: weights of the terms, their time window, and the sweep."""
-
-    classifier: float = Field(1.0, ge=0)
-    reward: float = Field(1.0, ge=0)
-    cfg: float = Field(0.0, ge=0)
+class _GuideSettings(_Section):
     t_min: float = Field(0.0, ge=0, le=1)
     t_max: float = Field(1.0, ge=0, le=1)
     sweep: list[Annotated[float, Field(ge=0)]] = Field(
@@ -349,7 +347,7 @@ class GuideSection(_Section):
     diagnostics_molecules: int = Field(1000, ge=10)
 
     @model_validator(mode="after")
-    def _window(self) -> GuideSection:
+    def _window(self) -> _GuideSettings:
         # An empty window would switch every term off without a word.
         if self.t_min >= self.t_max:
             raise PydanticCustomError(
@@ -360,7 +358,20 @@ class GuideSection(_Section):
         return self
 
 
-class ProtocolSection(_Section):
+GuideSection = create_model(
+    "GuideSection",
+    __base__=_GuideSettings,
+    __module__=__name__,
+    __doc__="Guided sampling: one weight per guidance kind (molguide.guidance.kinds), "
+    "their time window, and the sweep.",
+    **{
+        kind.name: (float, Field(kind.default_weight, ge=0, description=kind.summary))
+        for kind in GUIDANCE_KINDS.values()
+    },
+)
+
+
+class _ProtocolSettings(_Section):
     """EDM's QM9 protocol in ``molguide run full`` (docs/protocol.md).
 
     Per property: a noise-level classifier (``classifier`` section, ``n_bins`` quantile
@@ -377,23 +388,10 @@ class ProtocolSection(_Section):
     )
     n_samples: int = Field(10000, ge=2, description="(N, value) pairs, one sample each per setting")
     n_bins: int = Field(10, ge=2, le=20, description="quantile bins of each property's classifier")
-    classifier_weights: list[float] = Field(
-        default_factory=lambda: [1.0], description="classifier-guidance weights, one row each"
-    )
-    cfg_weights: list[float] = Field(
-        default_factory=lambda: [0.0], description="CFG weights (with cfg.enabled); 0 = conditional model"
-    )
     n_reference: int = Field(10000, ge=2, description="random generator-half molecules of the data row")
     steps: int = Field(1000, ge=1, description="sampling steps")
     method: SamplerName = "ancestral"
     seed: int = 0
-
-    @field_validator("classifier_weights", "cfg_weights")
-    @classmethod
-    def _non_negative(cls, weights: list[float]) -> list[float]:
-        if any(w < 0 for w in weights):
-            raise ValueError(f"weights must be >= 0, got {weights}")
-        return sorted(set(weights))
 
     @field_validator("properties")
     @classmethod
@@ -401,6 +399,33 @@ class ProtocolSection(_Section):
         if len(set(properties)) != len(properties):
             raise ValueError(f"each property once, got {properties}")
         return properties
+
+
+def _weight_list(weights: list[float]) -> list[float]:
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weights must be >= 0, got {weights}")
+    return sorted(set(weights))
+
+
+ProtocolSection = create_model(
+    "ProtocolSection",
+    __base__=_ProtocolSettings,
+    __module__=__name__,
+    __doc__=_ProtocolSettings.__doc__
+    + "\n    ``<kind>_weights``: the weights of each guidance kind that steers every molecule "
+    "to its own target, one row each.\n",
+    **{
+        f"{kind.name}_weights": (
+            Annotated[list[float], AfterValidator(_weight_list)],
+            Field(
+                default_factory=lambda kind=kind: list(kind.protocol_weights),
+                description=f"{kind.label} weights, one row each ({kind.summary})",
+            ),
+        )
+        for kind in GUIDANCE_KINDS.values()
+        if kind.per_sample_targets
+    },
+)
 
 
 class EvaluateSection(_Section):

@@ -30,18 +30,15 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 
-import torch
-
 from molguide.components import Components, load_components
 from molguide.data.molecules import Molecule
 from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.sampling import GuidanceTerm
+from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
 from molguide.guidance.targets import PropertyTarget
-from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
+from molguide.guidance.terms import TimeWindow
 
 log = logging.getLogger(__name__)
-
-GUIDANCE_KINDS = ("classifier", "reward", "cfg")
 
 
 class GenerationError(RuntimeError):
@@ -70,7 +67,7 @@ class Designer:
     @property
     def guidance_kinds(self) -> list[str]:
         """The guidance terms this run can apply."""
-        return [k for k in GUIDANCE_KINDS if self.components.has(k)]
+        return [name for name, kind in GUIDANCE_KINDS.items() if self.components.has(kind.network)]
 
     def __repr__(self) -> str:
         target = self.target.describe() if self.target else "no guidance networks"
@@ -105,40 +102,33 @@ class Designer:
         if unknown:
             raise ValueError(f"guidance: unknown term(s) {sorted(unknown)}; allowed: {list(GUIDANCE_KINDS)}")
         weights = {}
-        for kind, w in guidance.items():
+        for name, w in guidance.items():
             if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-                raise ValueError(f"guidance[{kind!r}]: a weight must be a finite number >= 0, got {w!r}")
-            if w > 0 and not self.components.has(kind):
-                raise ValueError(f"guidance[{kind!r}]: {self.components.source} has no {kind} model")
-            if w > 0:
-                weights[kind] = float(w)
+                raise ValueError(f"guidance[{name!r}]: a weight must be a finite number >= 0, got {w!r}")
+            kind = GUIDANCE_KINDS[name]
+            if kind.is_on(w) and not self.components.has(kind.network):
+                raise ValueError(f"guidance[{name!r}]: {self.components.source} has no {kind.network} model")
+            if kind.is_on(w):
+                weights[name] = float(w)
         return weights
 
     def _terms(self, weights: dict[str, float], target: PropertyTarget | None, window: TimeWindow):
+        """The terms of the weights by kind, and the pipeline to sample them with (a kind
+        that samples its own network, CFG, puts that network under the sampler)."""
         c = self.components
-        sigma = c.diffusion.schedule.sigma
         if weights and target is None:
             raise ValueError("guidance needs a target")
-        terms, base = [], self.pipeline
-        if "cfg" in weights:  # CFG's base score is its own network with the null label
-            base = self.pipeline.with_model(c.network("cfg"))
-            label = torch.nn.functional.one_hot(torch.tensor(target.target_class), target.n_bins).float()
-            terms.append(ClassifierFreeGuidance(base, label, sigma, weights["cfg"], window))
-        if "classifier" in weights:
-            terms.append(
-                ClassifierGuidance(
-                    c.network("classifier"), target.target_class, weights["classifier"], window
-                )
+        terms, pipeline = [], self.pipeline
+        for name, w in weights.items():
+            kind = GUIDANCE_KINDS[name]
+            network = c.network(kind.network)
+            request = TermRequest(
+                network, c.states[kind.network], target, target.target_class, c.diffusion, w, window
             )
-        if "reward" in weights:
-            trained_direction = float(c.states["reward"]["direction"])
-            if target.direction != trained_direction:
-                raise ValueError(
-                    f"guidance['reward']: the reward model was trained to make {target.name} "
-                    f"{'higher' if trained_direction > 0 else 'lower'}, the target asks the opposite"
-                )
-            terms.append(RewardGuidance(c.network("reward"), sigma, weights["reward"], window))
-        return terms, base
+            terms.append(kind.build(request))
+            if kind.samples_own_network:
+                pipeline = self.pipeline.with_model(network)
+        return terms, pipeline
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -161,8 +151,10 @@ class Designer:
 
         Args:
             target: ``{property: "high" | "low" | bin index}``; default: the trained target.
-            guidance: weights, e.g. ``{"classifier": 2.0, "reward": 1.0, "cfg": 0.5}``
-                (default: none, or classifier weight 1 when a target is given), or your
+            guidance: weights by guidance kind (:mod:`molguide.guidance.kinds`), e.g.
+                ``{"classifier": 2.0, "reward": 1.0, "cfg": 0.5}``; ``"cfg": 0`` is plain
+                conditional sampling, any other kind at 0 is off (default: none, or
+                classifier weight 1 when a target is given), or your
                 own guidance terms (objects with ``__call__(GuidanceState) -> (g_x, g_h)``,
                 see :mod:`molguide.guidance.terms`), which add to the score as they are.
             seed: the same seed gives the same molecule sizes and noise, so guided and

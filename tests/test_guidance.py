@@ -192,7 +192,7 @@ def test_reward_guidance_at_w1_samples_the_reweighted_model():
     """Base N(0, 2I), 'reward model' N(0, 0.5I): s + 1 * (s^r - s) must sample N(0, 0.5 I)."""
     sched = NoiseSchedule("polynomial_2", 1000)
     base, reward = GaussianEps(sched, 2.0), GaussianEps(sched, 0.5)
-    term = RewardGuidance(reward, sched.sigma, weight=1.0)
+    term = RewardGuidance(reward, VPDiffusion(sched), weight=1.0)
     counts = torch.full((300,), 8)
     res = sample(
         base, VPDiffusion(sched), counts, 200, "ancestral", [term], generator=torch.Generator().manual_seed(3)
@@ -206,7 +206,7 @@ def test_reward_guidance_at_w1_samples_the_reweighted_model():
         counts,
         200,
         "ancestral",
-        [RewardGuidance(reward, sched.sigma, 0.5)],
+        [RewardGuidance(reward, VPDiffusion(sched), 0.5)],
         generator=torch.Generator().manual_seed(3),
     )
     assert expected < _variance(half) < 2.0 * 7 / 8
@@ -232,7 +232,7 @@ def test_cfg_term_gives_conditional_plus_w_times_difference():
             for e in model(state.zx.double(), state.zh.double(), state.t, state.batch)
         ],
     )
-    term = ClassifierFreeGuidance(model, torch.ones(1), sched.sigma, weight=2.0)
+    term = ClassifierFreeGuidance(model, torch.ones(1), VPDiffusion(sched), weight=2.0)
     gx, _ = term(state)
     a2 = sched.alpha(state.t)[state.batch].unsqueeze(-1) ** 2
     s2 = sched.sigma(state.t)[state.batch].unsqueeze(-1) ** 2
@@ -249,13 +249,13 @@ def test_cfg_term_takes_one_label_per_molecule():
     state = _state(gen)
     state = _in_float64(state, torch.zeros_like(state.zx.double()), torch.zeros_like(state.zh.double()))
     labels = torch.tensor([[0.0, 0.0], [0.0, 1.0]])  # molecule 0: null label, molecule 1: class 1
-    gx, gh = ClassifierFreeGuidance(model, labels, sched.sigma, weight=1.5)(state)
+    gx, gh = ClassifierFreeGuidance(model, labels, VPDiffusion(sched), weight=1.5)(state)
     for mol in range(2):
-        ix, ih = ClassifierFreeGuidance(model, labels[mol], sched.sigma, weight=1.5)(state)
+        ix, ih = ClassifierFreeGuidance(model, labels[mol], VPDiffusion(sched), weight=1.5)(state)
         rows = state.batch == mol
         assert torch.allclose(gx[rows], ix[rows]) and torch.allclose(gh[rows], ih[rows])
     with pytest.raises(ValueError, match="3 CFG labels for a batch of 2"):
-        ClassifierFreeGuidance(model, torch.zeros(3, 2), sched.sigma)(state)
+        ClassifierFreeGuidance(model, torch.zeros(3, 2), VPDiffusion(sched))(state)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -339,7 +339,7 @@ def test_residual_reward_network_starts_as_its_base_and_its_guidance_skips_the_b
     try:
         terms = []
         for sampler_net in (base, copy_of(base), _self_conditioned_x0_network(5)):
-            term = RewardGuidance(residual, sched.sigma, weight=1.5)
+            term = RewardGuidance(residual, VPDiffusion(sched), weight=1.5)
             calls.clear()
             _, _, denoised = _score(sampler_net, diffusion, zx, zh, t, batch, 2, edges, None, (), prev)
             state = GuidanceState(
@@ -356,7 +356,7 @@ def test_residual_reward_network_starts_as_its_base_and_its_guidance_skips_the_b
     assert same[0].abs().max() > 1e-3  # the correction does change the score
 
     # A sampler network whose weights change in place after a first call is compared again.
-    term, twin = RewardGuidance(residual, sched.sigma), copy_of(base)
+    term, twin = RewardGuidance(residual, VPDiffusion(sched)), copy_of(base)
     _, _, denoised = _score(twin, diffusion, zx, zh, t, batch, 2, edges, None, (), prev)
     state = GuidanceState(
         zx, zh, t, batch, 2, edges, denoised.score_x, denoised.score_h, prev, twin, denoised

@@ -10,7 +10,7 @@ from molguide.diffusion.sampling import GuidanceState, sample
 from molguide.diffusion.schedule import NoiseSchedule
 from molguide.diffusion.training import DiffusionTrainer, TrainConfig
 from molguide.geometry import kabsch_align, max_abs_mean, remove_mean
-from molguide.guidance.terms import RewardGuidance, score_of
+from molguide.guidance.terms import RewardGuidance
 from molguide.models import ScoreNetwork
 from tests.equivariance import random_orthogonal, relative_error
 
@@ -171,7 +171,7 @@ def test_self_conditioned_x0_sampler_and_reward_guidance_run_and_stay_paired():
     diffusion = VPDiffusion(NoiseSchedule("polynomial_2", 100))
     counts = [5, 7, 4]
     plain = sample(model, diffusion, counts, steps=20, generator=torch.Generator().manual_seed(1))
-    term = RewardGuidance(model, diffusion.schedule.sigma, weight=2.0)
+    term = RewardGuidance(model, diffusion, weight=2.0)
     guided = sample(
         model, diffusion, counts, steps=20, guidance=[term], generator=torch.Generator().manual_seed(1)
     )
@@ -183,7 +183,8 @@ def test_self_conditioned_x0_sampler_and_reward_guidance_run_and_stay_paired():
         )
 
 
-def test_score_of_an_x0_network_matches_the_diffusion_score():
+def test_a_guidance_terms_score_of_an_x0_network_is_the_diffusion_score():
+    """Reward guidance whose reward network is the base: s_r - s is zero to float64 precision."""
     torch.manual_seed(0)
     net = ScoreNetwork(parameterisation="x0", **TINY).double()
     diffusion = VPDiffusion(NoiseSchedule("polynomial_2", 1000))
@@ -191,6 +192,6 @@ def test_score_of_an_x0_network_matches_the_diffusion_score():
     edges = fully_connected_edges(batch)
     d = diffusion.denoise(net, x, h, t, batch, edges)
     state = GuidanceState(x, h, t, batch, 3, edges, d.score_x, d.score_h)
-    sx, sh = score_of(net, diffusion.schedule.sigma, state, None)
-    torch.testing.assert_close(sx, d.score_x, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(sh, d.score_h, rtol=1e-9, atol=1e-9)
+    gx, gh = RewardGuidance(net, diffusion, weight=1.0)(state)
+    torch.testing.assert_close(gx, torch.zeros_like(gx), rtol=0, atol=1e-9)
+    torch.testing.assert_close(gh, torch.zeros_like(gh), rtol=0, atol=1e-9)

@@ -29,7 +29,7 @@ from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceState
 from molguide.geometry import remove_mean
-from molguide.guidance.terms import classifier_log_prob_gradient, score_of
+from molguide.guidance.terms import classifier_log_prob_gradient
 
 
 @dataclass
@@ -165,12 +165,15 @@ def noise_level_diagnostics(
 def _cfg_disagreement(classifier, cfg_model, diffusion, state, target_class, num_classes) -> np.ndarray:
     """Per molecule |grad log p_hat(y|z) - (s(z|y) - s(z))|^2 (the CFG-implied guidance)."""
     gx, gh = classifier_log_prob_gradient(classifier, state, target_class)
-    sigma_fn = diffusion.schedule.sigma
     onehot = F.one_hot(torch.tensor(target_class), num_classes).to(state.zx.device, state.zx.dtype)
-    cx, ch = score_of(cfg_model, sigma_fn, state, onehot.expand(state.num_graphs, -1))
     null = torch.zeros(state.num_graphs, num_classes, dtype=state.zx.dtype, device=state.zx.device)
-    ux, uh = score_of(cfg_model, sigma_fn, state, null)
-    sq = ((gx - (cx - ux)) ** 2).sum(-1) + ((gh - (ch - uh)) ** 2).sum(-1)
+    with torch.no_grad():
+        cond, uncond = (
+            diffusion.denoise(cfg_model, state.zx, state.zh, state.t, state.batch, state.edge_index, label)
+            for label in (onehot.expand(state.num_graphs, -1), null)
+        )
+    dx, dh = cond.score_x - uncond.score_x, cond.score_h - uncond.score_h
+    sq = ((gx - dx) ** 2).sum(-1) + ((gh - dh) ** 2).sum(-1)
     per_mol = torch.zeros(state.num_graphs, dtype=sq.dtype, device=sq.device)
     return per_mol.index_add_(0, state.batch, sq.detach()).cpu().numpy()
 

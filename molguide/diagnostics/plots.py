@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from molguide.guidance.kinds import GUIDANCE_KINDS
+
 
 def _pyplot():
     import matplotlib
@@ -82,20 +84,27 @@ def plot_histograms(judged: dict[str, dict], target, path: str | Path) -> Path:
     return Path(path)
 
 
+_IMPROVEMENT_KEYS = ("property_improvement", "property_improvement_ci_low", "property_improvement_ci_high")
+
+
 def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
     """Property improvement (with its interval) and hit rate against the guidance weight."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for kind, marker, color in (("classifier", "o", "C0"), ("reward", "s", "C1"), ("cfg", "^", "C2")):
+    for i, kind in enumerate(GUIDANCE_KINDS.values()):
+        marker, color, label = kind.marker, f"C{i}", kind.label or kind.name
         named = sorted(
-            ((float(n.split("_w")[1]), m) for n, m in results.items() if n.startswith(kind + "_w"))
+            ((float(n.split("_w")[1]), m) for n, m in results.items() if n.startswith(kind.name + "_w"))
         )
         if not named:
             continue
-        w = [0.0] + [x for x, _ in named]
-        imp = [0.0] + [m.get("property_improvement", math.nan) for _, m in named]
-        lo = [0.0] + [m.get("property_improvement_ci_low", math.nan) for _, m in named]
-        hi = [0.0] + [m.get("property_improvement_ci_high", math.nan) for _, m in named]
+        reference = results.get(kind.reference, {})
+        if not kind.zero_weight_guides:  # weight 0 is the reference itself: no change
+            named = [(0.0, {**reference, **dict.fromkeys(_IMPROVEMENT_KEYS, 0.0)}), *named]
+        w = [x for x, _ in named]
+        imp = [m.get("property_improvement", math.nan) for _, m in named]
+        lo = [m.get("property_improvement_ci_low", math.nan) for _, m in named]
+        hi = [m.get("property_improvement_ci_high", math.nan) for _, m in named]
         axes[0].errorbar(
             w,
             imp,
@@ -103,25 +112,23 @@ def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
             marker=marker,
             color=color,
             capsize=3,
-            label=kind,
+            label=f"{label} (vs {kind.reference})",
         )
-        base = results.get("unguided", {}).get("target_hit_rate", math.nan)
         axes[1].plot(
             w,
-            [base] + [m.get("target_hit_rate", math.nan) for _, m in named],
+            [m.get("target_hit_rate", math.nan) for _, m in named],
             marker=marker,
             color=color,
-            label=f"{kind} (evaluator)",
+            label=f"{label} (evaluator)",
         )
-        if "target_hit_rate_xtb" in results.get("unguided", {}):
-            xb = results["unguided"]["target_hit_rate_xtb"]
+        if "target_hit_rate_xtb" in reference:
             axes[1].plot(
                 w,
-                [xb] + [m.get("target_hit_rate_xtb", math.nan) for _, m in named],
+                [m.get("target_hit_rate_xtb", math.nan) for _, m in named],
                 marker=marker,
                 color=color,
                 linestyle="--",
-                label=f"{kind} (xTB)",
+                label=f"{label} (xTB)",
             )
     axes[0].axhline(0, color="grey", linewidth=0.8)
     axes[0].set(xlabel="guidance weight w", ylabel="property improvement (95% CI)")

@@ -204,12 +204,16 @@ class VPDiffusion:
         context: torch.Tensor | None = None,
         self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
         with_bonds: bool = False,
+        base_output: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Denoised:
         """Run ``model`` at z_t and return its estimate in both forms and its score
-        (``with_bonds``: and its bond-order logits on ``edge_index``)."""
+        (``with_bonds``: and its bond-order logits on ``edge_index``). ``base_output`` goes
+        to a residual network whose frozen base's output at z_t is known already."""
         extra = {"self_cond": self_cond} if getattr(model, "self_condition", False) else {}
         if with_bonds:
             extra["with_bonds"] = True
+        if base_output is not None:
+            extra["base_output"] = base_output
         output = model(zx, zh, t, batch, edge_index, context, **extra)
         alpha, sigma = self.coefficients(t, batch, zx.dtype)
         return denoised_from_output(

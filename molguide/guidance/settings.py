@@ -5,19 +5,22 @@ setting its samples are compared with (``reference``): guided samples with the u
 ones of the same seeds, CFG samples with the same conditional network's null-label
 samples. The ``guide`` pipeline builds its settings with :func:`guide_settings`; EDM's
 protocol builds its own (one target per sample) with the same :class:`SamplingSetting`.
+Both build their terms through the registry of :mod:`molguide.guidance.kinds`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from molguide.config import GuideSection
+from molguide.diffusion.process import VPDiffusion
+from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
 from molguide.guidance.targets import PropertyTarget
-from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
-
-BASELINES = ("unguided", "cfg_unconditional")  # settings that are the reference of others
+from molguide.guidance.terms import TimeWindow
 
 
 @dataclass
@@ -25,7 +28,7 @@ class SamplingSetting:
     """One way of sampling: ``model`` under ``terms``; ``name`` labels its runs and files."""
 
     name: str
-    kind: str  # unguided | cfg_unconditional | classifier | reward | cfg
+    kind: str  # a guidance kind's name, or a baseline's ("unguided", "cfg_unconditional")
     weight: float
     model: torch.nn.Module
     terms: list = field(default_factory=list)
@@ -33,42 +36,30 @@ class SamplingSetting:
     signature: dict = field(default_factory=dict)  # what made its samples (for resumable stores)
 
 
-def guided_name(kind: str, weight: float) -> str:
-    """``classifier_w2`` etc.: the name of a guided setting (baselines keep their kind)."""
-    return kind if kind in BASELINES else f"{kind}_w{weight:g}"
-
-
 def guide_settings(
     gc: GuideSection,
     target: PropertyTarget,
     score: torch.nn.Module,
-    sigma_fn,
-    classifier: torch.nn.Module,
-    reward: torch.nn.Module | None = None,
-    cfg: torch.nn.Module | None = None,
+    diffusion: VPDiffusion,
+    networks: Mapping[str, torch.nn.Module],
+    metadata: Mapping[str, Mapping[str, Any]],
 ) -> list[SamplingSetting]:
-    """The ``guide`` section's settings: unguided, classifier guidance at each weight (the
-    configured one and the sweep), reward guidance likewise (with a reward model), and with
-    a CFG model its null-label baseline and CFG at each weight."""
+    """The ``guide`` section's settings: unguided, then per guidance kind whose network the
+    run trained (registry order) its baseline when it samples its own network, and one
+    setting per weight (the configured one and the sweep)."""
     window = TimeWindow(gc.t_min, gc.t_max)
     settings = [SamplingSetting("unguided", "unguided", 0.0, score)]
-    for w in sorted({gc.classifier, *gc.sweep} - {0.0}):
-        term = ClassifierGuidance(classifier, target.target_class, w, window)
-        settings.append(
-            SamplingSetting(guided_name("classifier", w), "classifier", w, score, [term], "unguided")
-        )
-    if reward is not None:
-        for w in sorted({gc.reward, *gc.sweep} - {0.0}):
-            term = RewardGuidance(reward, sigma_fn, w, window)
-            settings.append(SamplingSetting(guided_name("reward", w), "reward", w, score, [term], "unguided"))
-    if cfg is not None:
-        label = torch.nn.functional.one_hot(torch.tensor(target.target_class), target.n_bins).float()
-        # CFG is judged against the same network's unconditional samples (null label),
-        # so the improvement measures the label and w, not a difference between networks.
-        settings.append(SamplingSetting("cfg_unconditional", "cfg_unconditional", 0.0, cfg))
-        for w in sorted({gc.cfg, *gc.sweep}):
-            term = ClassifierFreeGuidance(cfg, label, sigma_fn, w, window)
-            settings.append(
-                SamplingSetting(guided_name("cfg", w), "cfg", w, cfg, [term], "cfg_unconditional")
+    for kind in GUIDANCE_KINDS.values():
+        network = networks.get(kind.network)
+        if network is None:
+            continue
+        model = network if kind.samples_own_network else score
+        if kind.reference != "unguided":
+            settings.append(SamplingSetting(kind.reference, kind.reference, 0.0, model))
+        for w in kind.weights(getattr(gc, kind.name), gc.sweep):
+            request = TermRequest(
+                network, metadata.get(kind.network, {}), target, target.target_class, diffusion, w, window
             )
+            name = setting_name(kind.name, w)
+            settings.append(SamplingSetting(name, kind.name, w, model, [kind.build(request)], kind.reference))
     return settings

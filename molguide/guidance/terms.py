@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from molguide.diffusion.process import denoised_from_output
+from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceState
 from molguide.geometry import remove_mean
 
@@ -134,19 +134,20 @@ class ClassifierFreeGuidance(_WeightedTerm):
         model: the conditional score network (``context_dim`` = number of classes).
         context: (context_dim,) the label's one-hot for every molecule, or (B, context_dim)
             one label per molecule of the sampled batch.
-        sigma_fn: t -> sigma_t of the diffusion the model was trained with.
+        diffusion: the diffusion the model was trained with (its scores come from
+            :meth:`~molguide.diffusion.process.VPDiffusion.denoise`).
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
         context: torch.Tensor,
-        sigma_fn,
+        diffusion: VPDiffusion,
         weight: float = 1.0,
         window: TimeWindow | None = None,
     ) -> None:
         super().__init__(weight, window)
-        self.model, self.context, self.sigma_fn = model, context, sigma_fn
+        self.model, self.context, self.diffusion = model, context, _checked_diffusion(diffusion)
 
     def __call__(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self._scale(state)
@@ -156,7 +157,11 @@ class ClassifierFreeGuidance(_WeightedTerm):
         if ctx.dim() == 2 and len(ctx) != state.num_graphs:
             raise ValueError(f"{len(ctx)} CFG labels for a batch of {state.num_graphs} molecules")
         ctx = ctx.expand(state.num_graphs, -1)
-        sx, sh = score_of(self.model, self.sigma_fn, state, ctx)
+        with torch.no_grad():
+            d = self.diffusion.denoise(
+                self.model, state.zx, state.zh, state.t, state.batch, state.edge_index, ctx, state.self_cond
+            )
+        sx, sh = d.score_x, d.score_h
         gamma = 1.0 + scale  # (1 + w) on the molecules where the term is on
         on = scale != 0
         gx = torch.where(on, gamma * (sx - state.score_x), torch.zeros_like(sx))
@@ -168,7 +173,7 @@ class ClassifierFreeGuidance(_WeightedTerm):
         if self.context.dim() != 2:
             return self
         return ClassifierFreeGuidance(
-            self.model, self.context[start:end], self.sigma_fn, self.weight, self.window
+            self.model, self.context[start:end], self.diffusion, self.weight, self.window
         )
 
 
@@ -183,10 +188,14 @@ class RewardGuidance(_WeightedTerm):
     """
 
     def __init__(
-        self, reward_model: torch.nn.Module, sigma_fn, weight: float = 1.0, window: TimeWindow | None = None
+        self,
+        reward_model: torch.nn.Module,
+        diffusion: VPDiffusion,
+        weight: float = 1.0,
+        window: TimeWindow | None = None,
     ) -> None:
         super().__init__(weight, window)
-        self.reward_model, self.sigma_fn = reward_model, sigma_fn
+        self.reward_model, self.diffusion = reward_model, _checked_diffusion(diffusion)
         # sampler network -> (fingerprint of its weights, whether it is the base): compared
         # again when the network's weights change in place (a load_state_dict, more training)
         self._shares_base: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -195,8 +204,18 @@ class RewardGuidance(_WeightedTerm):
         scale = self._scale(state)
         if scale is None:
             return torch.zeros_like(state.zx), torch.zeros_like(state.zh)
-        sx, sh = score_of(self.reward_model, self.sigma_fn, state, None, self._base_output(state))
-        return scale * (sx - state.score_x), scale * (sh - state.score_h)
+        with torch.no_grad():
+            d = self.diffusion.denoise(
+                self.reward_model,
+                state.zx,
+                state.zh,
+                state.t,
+                state.batch,
+                state.edge_index,
+                self_cond=state.self_cond,
+                base_output=self._base_output(state),
+            )
+        return scale * (d.score_x - state.score_x), scale * (d.score_h - state.score_h)
 
     def _base_output(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The sampler's output at this step when it is the residual reward network's base, else None."""
@@ -221,27 +240,9 @@ def _weights_fingerprint(model: torch.nn.Module) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
-def score_of(
-    model: torch.nn.Module,
-    sigma_fn,
-    state: GuidanceState,
-    context: torch.Tensor | None,
-    base_output: tuple[torch.Tensor, torch.Tensor] | None = None,
-):
-    """Score of a score network (eps or x0 parameterised) at the state's z_t.
-
-    alpha_t = sqrt(1 - sigma_t^2) (variance preserving); a self-conditioned network
-    gets the estimate the base model was given at this step. ``base_output`` goes to a
-    residual network whose base's output is known already.
-    """
-    extra = {"self_cond": state.self_cond} if getattr(model, "self_condition", False) else {}
-    if base_output is not None:
-        extra["base_output"] = base_output
-    with torch.no_grad():
-        output = model(state.zx, state.zh, state.t, state.batch, state.edge_index, context, **extra)
-    sigma64 = sigma_fn(state.t).double()
-    sigma = sigma64.to(state.zx.dtype)[state.batch].unsqueeze(-1)
-    alpha = torch.sqrt(1 - sigma64 * sigma64).to(state.zx.dtype)[state.batch].unsqueeze(-1)
-    parameterisation = getattr(model, "parameterisation", "eps")
-    d = denoised_from_output(parameterisation, output, state.zx, state.zh, alpha, sigma)
-    return d.score_x, d.score_h
+def _checked_diffusion(diffusion: VPDiffusion) -> VPDiffusion:
+    if not isinstance(diffusion, VPDiffusion):  # e.g. a schedule's sigma function (the old argument)
+        raise TypeError(
+            f"expected the VPDiffusion the network was trained with, got {type(diffusion).__name__}"
+        )
+    return diffusion

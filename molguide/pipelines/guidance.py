@@ -20,7 +20,8 @@ from molguide.components import load_components, log_component
 from molguide.config import RunConfig
 from molguide.datasets import get_dataset, split_molecules
 from molguide.design_pipeline import MoleculeDiffusionPipeline
-from molguide.guidance.settings import BASELINES, guide_settings
+from molguide.guidance.kinds import GUIDANCE_KINDS, baselines, setting_name
+from molguide.guidance.settings import guide_settings
 from molguide.tracking import log_config, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,18 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     classifier, cstate = parts.network("classifier"), parts.states["classifier"]
     target = parts.target
     evaluator, estate = parts.network("evaluator"), parts.states["evaluator"]
-    reward_model = parts.networks.get("reward")
     rstate = parts.states.get("reward")
     cfg_model = parts.networks.get("cfg")
-    if reward_model is None and gc.reward:
-        log.warning("no reward model in %s: reward guidance skipped (run train-reward)", config.output_dir)
-    sigma = diffusion.schedule.sigma
-    settings = guide_settings(gc, target, score_model, sigma, classifier, reward_model, cfg_model)
+    for kind in GUIDANCE_KINDS.values():
+        if getattr(gc, kind.name) > 0 and not parts.has(kind.network):
+            log.warning(
+                "no %s model in %s: %s guidance skipped (run train-%s)",
+                kind.network,
+                config.output_dir,
+                kind.name,
+                kind.network,
+            )
+    settings = guide_settings(gc, target, score_model, diffusion, parts.networks, parts.states)
 
     calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
     novelty_reference = get_dataset(config.data.dataset).training_smiles()
@@ -146,7 +152,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 mlflow.log_artifact(str(sdf), "samples")
             results[name] = metrics
             log.info("%s: %s", name, _short(metrics))
-        main = [n for n in results if n not in BASELINES]
+        main = [n for n in results if n not in baselines()]
         parent = {
             f"{n}.{k}": v
             for n in main
@@ -187,10 +193,8 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
 
 
 def headline_settings(gc, results: dict) -> list[str]:
-    """The settings at the configured weights (not the sweep), classifier first, that were run."""
-    names = [
-        f"{kind}_w{getattr(gc, kind):g}" for kind in ("classifier", "reward", "cfg") if getattr(gc, kind) > 0
-    ]
+    """The settings at the configured positive weights (not the sweep), in registry order, that were run."""
+    names = [setting_name(k, getattr(gc, k)) for k in GUIDANCE_KINDS if getattr(gc, k) > 0]
     return [n for n in names if n in results]
 
 

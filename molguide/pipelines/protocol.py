@@ -52,9 +52,10 @@ from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sam
 from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import protocol_tables
 from molguide.diffusion.sampling import for_samples
-from molguide.guidance.settings import SamplingSetting, guided_name
+from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
+from molguide.guidance.settings import SamplingSetting
 from molguide.guidance.targets import PropertyTarget
-from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance
+from molguide.guidance.terms import TimeWindow
 from molguide.models.predictor import predict_samples
 from molguide.networks import atom_types_of, load_network, load_score_model
 from molguide.pipelines.train import train_network
@@ -95,23 +96,27 @@ def property_config(config: RunConfig, prop: str) -> RunConfig:
     return config.model_copy(update=update, deep=True)
 
 
-def classifier_weights(config: RunConfig) -> list[float]:
-    """The positive classifier-guidance weights (w = 0 is the unguided row)."""
-    return [w for w in config.protocol.classifier_weights if w > 0]
-
-
-def cfg_weights(config: RunConfig) -> list[float]:
-    """The CFG weights, when a conditional model is trained (``cfg.enabled``)."""
-    return list(config.protocol.cfg_weights) if config.cfg.enabled else []
+def protocol_weights(config: RunConfig) -> dict[str, list[float]]:
+    """The weights of each guidance kind that steers every molecule to its own target
+    (``protocol.<kind>_weights``), registry order; kinds without a weight that guides, or
+    whose network's section is not ``enabled`` (``cfg.enabled``), are left out."""
+    weights = {}
+    for kind in GUIDANCE_KINDS.values():
+        if not kind.per_sample_targets or not getattr(getattr(config, kind.network, None), "enabled", True):
+            continue
+        chosen = [w for w in getattr(config.protocol, f"{kind.name}_weights") if kind.is_on(w)]
+        if chosen:
+            weights[kind.name] = chosen
+    return weights
 
 
 # ----------------------------------------------------------------------------- training
 
 
 def _kinds(config: RunConfig) -> list[str]:
-    """The networks each property needs: classifier (when guided), evaluator, CFG model (when enabled)."""
-    kinds = ["classifier"] if classifier_weights(config) else []
-    return [*kinds, "evaluator", *(["cfg"] if config.cfg.enabled else [])]
+    """The networks each property needs: the evaluator and those of the guidance kinds it samples."""
+    guided = [GUIDANCE_KINDS[name].network for name in protocol_weights(config)]
+    return [*guided[:1], "evaluator", *guided[1:]]  # the order of earlier runs: classifier, evaluator, CFG
 
 
 def _finished(checkpoint: Path, summary: dict, section: TrainSection, n_bins: int) -> bool:
@@ -247,34 +252,23 @@ def _predict(evaluator: torch.nn.Module, state: dict, mols: list[Molecule | None
 def _settings_of_property(
     config: RunConfig, prop: str, pairs: Pairs, base_signature: dict, pipe: MoleculeDiffusionPipeline
 ) -> list[SamplingSetting]:
-    """Classifier-guided settings (one per weight) and CFG settings of one property."""
+    """One setting per guidance kind and weight of one property, each molecule steered to
+    the bin of its own target value."""
     folder, device = protocol_dir(config) / prop, config.device
     targets = pairs.targets(prop)
     settings = []
-    if classifier_weights(config):
-        classifier, cstate = _network(folder, "classifier", device)
-        classes = torch.as_tensor(PropertyTarget.from_dict(cstate["target"]).labels(targets))
-        for w in classifier_weights(config):
-            terms = [ClassifierGuidance(classifier, classes, w)]
-            sig = {
-                **base_signature,
-                "kind": "classifier",
-                "weight": w,
-                "classifier_step": int(cstate["step"]),
-            }
+    for name, weights in protocol_weights(config).items():
+        kind = GUIDANCE_KINDS[name]
+        network, state = _network(folder, kind.network, device)
+        target = PropertyTarget.from_dict(state["target"])
+        classes = torch.as_tensor(target.labels(targets))
+        model = network if kind.samples_own_network else pipe.model
+        for w in weights:
+            request = TermRequest(network, state, target, classes, pipe.diffusion, w, TimeWindow())
+            sig = {**base_signature, "kind": name, "weight": w, f"{kind.network}_step": int(state["step"])}
             settings.append(
-                SamplingSetting(
-                    guided_name("classifier", w), "classifier", w, pipe.model, terms, signature=sig
-                )
+                SamplingSetting(setting_name(name, w), name, w, model, [kind.build(request)], signature=sig)
             )
-    if cfg_weights(config):
-        cfg_model, fstate = _network(folder, "cfg", device)
-        cfg_target = PropertyTarget.from_dict(fstate["target"])
-        onehot = torch.eye(cfg_target.n_bins)[torch.as_tensor(cfg_target.labels(targets))]
-        for w in cfg_weights(config):
-            terms = [ClassifierFreeGuidance(cfg_model, onehot, pipe.diffusion.schedule.sigma, w)]
-            sig = {**base_signature, "kind": "cfg", "weight": w, "cfg_step": int(fstate["step"])}
-            settings.append(SamplingSetting(guided_name("cfg", w), "cfg", w, cfg_model, terms, signature=sig))
     return settings
 
 

@@ -1,0 +1,200 @@
+"""Guidance kinds: one registry entry per kind of guidance a trained run can apply.
+
+An entry names the trained network the kind needs, its weight's default in the
+``guide`` section, the baseline its samples are compared with, how plots draw it, and
+how it builds its term from a trained network, a target, a weight and a time window
+(docs/guidance.md). Everything that applies guidance by name reads this registry:
+``Designer.generate(guidance={...})``, the ``guide`` pipeline's settings and its config
+section (one weight per kind), EDM's protocol (kinds that take one target per sample,
+one ``<kind>_weights`` list each), the headline settings and the plots.
+
+This module imports no torch at import time (configs read it); the builders import the
+terms when they are called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from molguide.diffusion.process import VPDiffusion
+    from molguide.diffusion.sampling import GuidanceTerm
+    from molguide.guidance.targets import PropertyTarget
+    from molguide.guidance.terms import TimeWindow
+
+
+@dataclass(frozen=True)
+class TermRequest:
+    """What a guidance term is built from.
+
+    ``classes`` is the target class for every molecule (an int) or one per molecule of
+    the sampled call (a (B,) integer tensor, EDM's protocol); ``metadata`` is what was
+    saved with ``network`` (e.g. a reward model's trained direction).
+    """
+
+    network: torch.nn.Module
+    metadata: Mapping[str, Any]
+    target: PropertyTarget
+    classes: int | torch.Tensor
+    diffusion: VPDiffusion
+    weight: float
+    window: TimeWindow
+
+
+@dataclass(frozen=True)
+class GuidanceKind:
+    """One kind of guidance.
+
+    Attributes:
+        name: the weight's key (``generate(guidance={name: w})``, ``guide.<name>``) and the
+            prefix of its settings' names (``<name>_w2``).
+        network: the kind of trained network it needs (``molguide run train-<network>``).
+        summary: one line for configs, docs and logs.
+        default_weight: the ``guide`` section's default weight.
+        build: the term from a :class:`TermRequest`; raises ValueError when the network
+            cannot serve the target (named in the message).
+        samples_own_network: the sampler's base score is this kind's own network (CFG:
+            the conditional network with the null label), not the run's score model.
+        reference: the setting its samples are paired with: ``"unguided"`` or, for a kind
+            that samples its own network, that network's unguided setting.
+        zero_weight_guides: weight 0 is a setting of its own (CFG: plain conditional
+            sampling), not "off".
+        per_sample_targets: the term can steer each molecule to its own class (EDM's
+            protocol); such kinds get a ``protocol.<name>_weights`` list.
+        protocol_weights: that list's default.
+        label, marker: how plots draw it.
+    """
+
+    name: str
+    network: str
+    summary: str
+    default_weight: float
+    build: Callable[[TermRequest], GuidanceTerm]
+    samples_own_network: bool = False
+    reference: str = "unguided"
+    zero_weight_guides: bool = False
+    per_sample_targets: bool = False
+    protocol_weights: tuple[float, ...] = ()
+    label: str = ""
+    marker: str = "o"
+
+    def weights(self, configured: float, sweep: list[float] | tuple[float, ...] = ()) -> list[float]:
+        """The weights to sample at, sorted: the configured one and the sweep's
+        (without 0 unless weight 0 is a setting of this kind)."""
+        chosen = {float(configured), *(float(w) for w in sweep)}
+        if not self.zero_weight_guides:
+            chosen.discard(0.0)
+        return sorted(chosen)
+
+    def is_on(self, weight: float) -> bool:
+        """Whether a configured weight asks for this kind's samples."""
+        return weight > 0 or (self.zero_weight_guides and weight == 0)
+
+
+GUIDANCE_KINDS: dict[str, GuidanceKind] = {}
+
+
+def register_guidance_kind(kind: GuidanceKind) -> GuidanceKind:
+    """Add a kind to the registry (its name must be new)."""
+    if kind.name in GUIDANCE_KINDS:
+        raise ValueError(f"guidance kind {kind.name!r} is registered already")
+    if kind.name in (k.reference for k in GUIDANCE_KINDS.values()) or kind.reference == kind.name:
+        raise ValueError(f"guidance kind {kind.name!r}: the name of a baseline setting")
+    GUIDANCE_KINDS[kind.name] = kind
+    return kind
+
+
+def guidance_kind(name: str) -> GuidanceKind:
+    """The registered kind ``name``; the error lists the kinds there are."""
+    try:
+        return GUIDANCE_KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown guidance kind {name!r}; allowed: {list(GUIDANCE_KINDS)}") from None
+
+
+def baselines() -> tuple[str, ...]:
+    """The settings guided settings are compared with (they carry no weight in their names)."""
+    return tuple(dict.fromkeys(("unguided", *(k.reference for k in GUIDANCE_KINDS.values()))))
+
+
+def setting_name(kind: str, weight: float) -> str:
+    """``classifier_w2`` etc.: the name of a guided setting (baselines keep their own name)."""
+    return kind if kind in baselines() else f"{kind}_w{weight:g}"
+
+
+# ----------------------------------------------------------------------------- the kinds
+
+
+def _classifier_term(request: TermRequest) -> GuidanceTerm:
+    from molguide.guidance.terms import ClassifierGuidance
+
+    return ClassifierGuidance(request.network, request.classes, request.weight, request.window)
+
+
+def _cfg_term(request: TermRequest) -> GuidanceTerm:
+    import torch
+
+    from molguide.guidance.terms import ClassifierFreeGuidance
+
+    classes = torch.as_tensor(request.classes)
+    label = torch.nn.functional.one_hot(classes, request.target.n_bins).to(torch.get_default_dtype())
+    return ClassifierFreeGuidance(request.network, label, request.diffusion, request.weight, request.window)
+
+
+def _reward_term(request: TermRequest) -> GuidanceTerm:
+    from molguide.guidance.terms import RewardGuidance
+
+    trained = float(request.metadata.get("direction", request.target.direction))
+    if request.target.direction != trained:
+        raise ValueError(
+            f"guidance['reward']: the reward model was trained to make {request.target.name} "
+            f"{'higher' if trained > 0 else 'lower'}, the target asks the opposite"
+        )
+    return RewardGuidance(request.network, request.diffusion, request.weight, request.window)
+
+
+register_guidance_kind(
+    GuidanceKind(
+        "classifier",
+        network="classifier",
+        summary="classifier guidance: w * grad log p_t(target class | z_t) of the noise-level classifier",
+        default_weight=1.0,
+        build=_classifier_term,
+        per_sample_targets=True,
+        protocol_weights=(1.0,),
+        label="classifier",
+        marker="o",
+    )
+)
+register_guidance_kind(
+    GuidanceKind(
+        "reward",
+        network="reward",
+        summary="reward guidance: w * (s_reward - s), the reward-reweighted score minus the score",
+        default_weight=1.0,
+        build=_reward_term,
+        label="reward",
+        marker="s",
+    )
+)
+register_guidance_kind(
+    GuidanceKind(
+        "cfg",
+        network="cfg",
+        summary="classifier-free guidance: s(z|c) + w (s(z|c) - s(z)) of the conditional network "
+        "(0: plain conditional sampling)",
+        default_weight=0.0,
+        build=_cfg_term,
+        samples_own_network=True,
+        reference="cfg_unconditional",
+        zero_weight_guides=True,
+        per_sample_targets=True,
+        protocol_weights=(0.0,),
+        label="CFG",
+        marker="^",
+    )
+)
