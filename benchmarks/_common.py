@@ -159,7 +159,7 @@ def judge_samples(
     validity; lost samples count as invalid and unstable."""
     from molguide.chem import evaluate
     from molguide.chem.evaluate import over_requested
-    from molguide.design_pipeline import MoleculeDiffusionPipeline
+    from molguide.generation.pipeline import MoleculeDiffusionPipeline
 
     t0 = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)  # sizes, then noise, from one generator
@@ -199,7 +199,7 @@ def judge_saved_model(
     import logging
 
     from molguide.chem.smiles import qm9_training_smiles
-    from molguide.pretrained import load_pretrained
+    from molguide.storage.pretrained import load_pretrained
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import judge_side_by_side, machine  # noqa: E402
 
-from molguide.atomic import atomic_write  # noqa: E402
-from molguide.pretrained import SHIPPED, load_pretrained  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
+from molguide.storage.pretrained import SHIPPED, load_pretrained  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_grid.json"
 KEYS = ("atom_stability", "mol_stability", "validity", "validity_strict", "uniqueness")

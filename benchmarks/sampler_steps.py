@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import judge_samples, machine  # noqa: E402
 
-from molguide.atomic import atomic_write  # noqa: E402
-from molguide.pretrained import SHIPPED, load_pretrained  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
+from molguide.storage.pretrained import SHIPPED, load_pretrained  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_steps.json"
 KEYS = ("atom_stability", "mol_stability", "validity", "validity_strict", "uniqueness", "novelty")

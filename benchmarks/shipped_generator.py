@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import judge_side_by_side, machine  # noqa: E402
 
 import molguide  # noqa: E402
-from molguide.atomic import atomic_write  # noqa: E402
-from molguide.pretrained import CARD_FILE, SHIPPED, export_checkpoint, load_pretrained  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
+from molguide.storage.pretrained import CARD_FILE, SHIPPED, export_checkpoint, load_pretrained  # noqa: E402
 
 log = logging.getLogger("shipped")
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,9 +31,9 @@ def data_info(cache_dir: str | None = None, rebuild: bool = False) -> dict:
     """Sizes, splits, elements and property units and ranges of QM9 (as ``data info --json``)."""
     import numpy as np
 
+    from molguide.data.elements import symbol
     from molguide.data.qm9 import PROPERTIES, default_cache_dir, load_qm9
     from molguide.data.splits import EDM_SPLIT_SEED, edm_splits
-    from molguide.elements import symbol
 
     qm9 = load_qm9(cache_dir, rebuild=rebuild)
     splits = edm_splits(len(qm9))
@@ -153,7 +153,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from molguide.data.io import read_molecules
 
     if args.out:  # before the evaluation, which may take minutes
-        from molguide.preflight import check_output_dir
+        from molguide.runs.preflight import check_output_dir
 
         check_evaluated_sdf_path(args.out, args.file)
         check_output_dir(Path(args.out).resolve().parent, "--out folder")
@@ -192,17 +192,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 PIPELINES = {
-    "quickstart": "molguide.pipelines.workflow:quickstart",
-    "full": "molguide.pipelines.workflow:full",
-    "toy": "molguide.pipelines.toy:run_toy",
-    "train-score": "molguide.pipelines.train:train_score",
-    "train-classifier": "molguide.pipelines.train:train_classifier",
-    "train-evaluator": "molguide.pipelines.train:train_evaluator",
-    "train-reward": "molguide.pipelines.train:train_reward",
-    "train-cfg": "molguide.pipelines.train:train_cfg",
-    "sample": "molguide.pipelines.score:sample_and_evaluate",
-    "guide": "molguide.pipelines.guidance:guided_sample",
-    "evaluate": "molguide.pipelines.workflow:evaluate_file",
+    "quickstart": "molguide.runs.workflow:quickstart",
+    "full": "molguide.runs.workflow:full",
+    "toy": "molguide.runs.toy:run_toy",
+    "train-score": "molguide.runs.train:train_score",
+    "train-classifier": "molguide.runs.train:train_classifier",
+    "train-evaluator": "molguide.runs.train:train_evaluator",
+    "train-reward": "molguide.runs.train:train_reward",
+    "train-cfg": "molguide.runs.train:train_cfg",
+    "sample": "molguide.runs.sample:sample_and_evaluate",
+    "guide": "molguide.runs.guide:guided_sample",
+    "evaluate": "molguide.runs.workflow:evaluate_file",
 }
 
 
@@ -211,7 +211,7 @@ DATA_PARALLEL_PIPELINES = ("train-score", "train-reward", "train-cfg")
 
 
 def _resume_command(args: argparse.Namespace) -> str:
-    from molguide.distributed import launched_by_torchrun
+    from molguide.training.distributed import launched_by_torchrun
 
     parts = ["molguide", "run", args.pipeline]
     if launched_by_torchrun():
@@ -229,14 +229,14 @@ def run_pipeline(args: argparse.Namespace) -> int:
     """``molguide run PIPELINE``: resolve the config, check the tracking store, run, print the summary."""
     import importlib
 
-    from molguide import distributed
-    from molguide.config import dump_config, load_config
-    from molguide.preflight import check_device, check_output_dir
-    from molguide.tracking import check_tracking, end_stale_runs, set_output_dir, ui_command
+    from molguide.runs.config import dump_config, load_config
+    from molguide.runs.preflight import check_device, check_output_dir
+    from molguide.runs.tracking import check_tracking, end_stale_runs, set_output_dir, ui_command
+    from molguide.training import distributed
 
     base = None
     if args.pipeline == "quickstart":
-        from molguide.pipelines.workflow import quickstart_defaults
+        from molguide.runs.workflow import quickstart_defaults
 
         base = quickstart_defaults()
     overrides = [*args.set, *shlex.split(args.overrides or "")]
@@ -306,8 +306,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     """``molguide compare``: the runs of the store and their key metrics, as a table or CSV."""
-    from molguide.compare import compare_runs, to_csv, to_table
-    from molguide.tracking import check_tracking
+    from molguide.runs.compare import compare_runs, to_csv, to_table
+    from molguide.runs.tracking import check_tracking
 
     check_tracking()
     try:
@@ -392,12 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_errors() -> tuple[type[Exception], ...]:
-    from molguide.checkpoint import CheckpointError
-    from molguide.config import ConfigError
     from molguide.data.io import MoleculeFileError
     from molguide.data.qm9 import DataError
-    from molguide.preflight import PreflightError
-    from molguide.tracking import TrackingError
+    from molguide.runs.config import ConfigError
+    from molguide.runs.preflight import PreflightError
+    from molguide.runs.tracking import TrackingError
+    from molguide.storage.checkpoints import CheckpointError
 
     return (
         UserError,
@@ -464,7 +464,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "compare":
             return run_compare(args)
         if args.command == "export":
-            from molguide.pretrained import export_checkpoint
+            from molguide.storage.pretrained import export_checkpoint
 
             if args.card and not Path(args.card).is_file():
                 raise UserError(f"{args.card}: no such model card")

@@ -16,12 +16,12 @@ from molguide.chem.bond_orders import (
 from molguide.chem.evaluate import PREDICTED_BONDS_METRIC, annotated_mols, evaluate
 from molguide.chem.validity import strict_check
 from molguide.data.bonds import BOND_CLASSES, BondTable
+from molguide.data.geometry import remove_mean
 from molguide.data.graphs import MoleculeBatches, collate_molecules, fully_connected_edges
+from molguide.diffusion.objective import DiffusionTrainer, TrainConfig
 from molguide.diffusion.sampling import sample
-from molguide.diffusion.training import DiffusionTrainer, TrainConfig
-from molguide.geometry import remove_mean
 from molguide.models import ScoreNetwork
-from molguide.networks import build_score_model, diffusion_from_config
+from molguide.storage.networks import build_score_model, diffusion_from_config
 from tests.equivariance import random_orthogonal
 
 VALENCE = {1: 1, 6: 4, 7: 3, 8: 2, 9: 1}

@@ -6,8 +6,8 @@ import pickle
 import pytest
 import torch
 
-from molguide.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from molguide.cli import main
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 
 
 class _Payload:  # an object a weights-only load must refuse
@@ -143,7 +143,7 @@ def test_a_sound_checkpoint_that_cannot_load_here_is_not_called_damaged(tmp_path
 
 
 def test_config_differences_ignore_rounding_and_keys_of_other_versions():
-    from molguide.checkpoint import config_differences
+    from molguide.storage.checkpoints import config_differences
 
     saved = {"data": {"mean": 0.1 + 0.2, "edges": [1.0, 2.0]}, "train": {"lr": 1e-4}}
     current = {"data": {"mean": 0.3, "edges": [1.0, 2.0 + 1e-13]}, "train": {"lr": 1e-4, "new_key": 1}}
@@ -157,7 +157,7 @@ def test_config_differences_ignore_rounding_and_keys_of_other_versions():
 
 def test_loading_onto_a_device_this_machine_lacks_is_one_clear_error():
     import molguide
-    from molguide.preflight import PreflightError
+    from molguide.runs.preflight import PreflightError
 
     with pytest.raises(PreflightError, match="device=gpu: not a device name"):
         molguide.load("qm9", device="gpu")

@@ -9,13 +9,13 @@ import pytest
 import torch
 from equivariance import random_orthogonal, relative_error
 
+from molguide.data.geometry import max_abs_mean, remove_mean
 from molguide.data.graphs import fully_connected_edges
 from molguide.diagnostics.noise_levels import expected_calibration_error
 from molguide.diagnostics.statistics import bootstrap_mean, inverse_probability_summary, paired_improvement
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceState, sample
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.geometry import max_abs_mean, remove_mean
 from molguide.guidance.targets import PropertyTarget, effective_sample_size, reward_weights
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
 from molguide.models.predictor import MoleculePredictor
@@ -309,7 +309,7 @@ def test_residual_reward_network_starts_as_its_base_and_its_guidance_skips_the_b
     base does not run; a sampler network with other weights gets the full computation."""
     from molguide.diffusion.sampling import _score
     from molguide.models.residual import ResidualScoreNetwork
-    from molguide.networks import network_from_state
+    from molguide.storage.networks import network_from_state
 
     base = _self_conditioned_x0_network(0)
     residual = ResidualScoreNetwork(base, {"hidden": 8, "num_layers": 2}).double()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from molguide.config import load_config
+from molguide.runs.config import load_config
 
 TINY = [
     "data.max_molecules=400",
@@ -40,8 +40,8 @@ def mlflow_store(tmp_path, monkeypatch):
 def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlflow_store, qm9):
     import mlflow
 
-    from molguide.pipelines.guidance import guided_sample
-    from molguide.pipelines.train import (
+    from molguide.runs.guide import guided_sample
+    from molguide.runs.train import (
         train_cfg,
         train_classifier,
         train_evaluator,
@@ -92,8 +92,8 @@ def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlf
 
 
 def test_guide_without_a_classifier_checkpoint_names_the_file(tmp_path, mlflow_store):
-    from molguide.checkpoint import CheckpointError
-    from molguide.pipelines.guidance import guided_sample
+    from molguide.runs.guide import guided_sample
+    from molguide.storage.checkpoints import CheckpointError
 
     config = load_config(None, [f"output_dir={tmp_path / 'nothing'}"])
     with pytest.raises(CheckpointError, match="no such run folder"):
@@ -104,8 +104,8 @@ def test_a_longer_run_resumes_a_finished_evaluator_exactly(tmp_path, mlflow_stor
     """A finished run's checkpoint keeps the raw weights, so extending it equals training longer at once."""
     import torch
 
-    from molguide.checkpoint import load_checkpoint
-    from molguide.pipelines.train import train_evaluator
+    from molguide.runs.train import train_evaluator
+    from molguide.storage.checkpoints import load_checkpoint
 
     tiny = [
         "data.max_molecules=200",
@@ -133,10 +133,10 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
     import torch
 
     import molguide
-    from molguide.checkpoint import load_checkpoint
-    from molguide.networks import load_network
-    from molguide.pipelines.guidance import guided_sample
-    from molguide.pipelines.train import train_classifier, train_evaluator, train_reward, train_score
+    from molguide.runs.guide import guided_sample
+    from molguide.runs.train import train_classifier, train_evaluator, train_reward, train_score
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.networks import load_network
 
     config = load_config(
         None,
@@ -178,7 +178,7 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
 def x0_run(tmp_path_factory, qm9):
     """A tiny run with every guidance network (x0 networks: an untrained eps network's first
     steps blow the coordinates up; the reward model fine-tuned gently so its guided samples stay)."""
-    from molguide.pipelines.train import train_cfg, train_classifier, train_reward, train_score
+    from molguide.runs.train import train_cfg, train_classifier, train_reward, train_score
 
     folder = tmp_path_factory.mktemp("x0_run")
     with pytest.MonkeyPatch.context() as patch:

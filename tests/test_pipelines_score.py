@@ -105,10 +105,10 @@ def test_a_wider_deeper_run_starts_from_a_smaller_runs_weights(qm9, tmp_path, tr
     where it came from, and a resumed run ignores init_from (its own checkpoint wins)."""
     import torch
 
-    from molguide.checkpoint import load_checkpoint
+    from molguide.data.geometry import remove_mean
     from molguide.data.graphs import fully_connected_edges
-    from molguide.geometry import remove_mean
-    from molguide.networks import load_score_model
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.networks import load_score_model
 
     base = ["--set", "data.max_molecules=128", "--set", "model.parameterisation=x0",
             "--set", "model.self_condition=true", "--set", "train.batch_size=16"]  # fmt: skip

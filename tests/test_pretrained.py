@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import molguide
-from molguide.checkpoint import CheckpointError
-from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.networks import build_score_model
-from molguide.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrained
+from molguide.diffusion.atom_counts import NodeCountDistribution
+from molguide.storage.checkpoints import CheckpointError
+from molguide.storage.networks import build_score_model
+from molguide.storage.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrained
 
 MODEL = {
     "backbone": "egnn",
@@ -104,9 +104,9 @@ def test_broken_saved_models_are_one_clear_error(tmp_path):
 
 def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
     from molguide.cli import main
-    from molguide.diffusion.training import DiffusionTrainer, TrainConfig
-    from molguide.networks import diffusion_from_config
-    from molguide.training import ema_weights
+    from molguide.diffusion.objective import DiffusionTrainer, TrainConfig
+    from molguide.storage.networks import diffusion_from_config
+    from molguide.training.trainer import ema_weights
 
     mols = qm9.subset(range(32))
     torch.manual_seed(0)
@@ -140,9 +140,9 @@ def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
 def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch, capsys):
     """model.pretrained: train-score trains nothing and the reward model is fine-tuned
     from the saved network (its architecture, not the config's), through the CLI."""
-    from molguide.checkpoint import load_checkpoint
     from molguide.cli import main
-    from molguide.networks import load_score_model
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.networks import load_score_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     net, folder = _saved(tmp_path)
@@ -176,7 +176,7 @@ def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch,
 
 def test_the_shipped_qm9_generator_describes_itself_and_makes_molecules():
     """molguide.load("qm9"): the generator inside the package, trained on the generator half."""
-    from molguide.pretrained import CARD_FILE, SHIPPED
+    from molguide.storage.pretrained import CARD_FILE, SHIPPED
 
     assert (SHIPPED["qm9"] / CARD_FILE).is_file()
     shipped = load_pretrained("qm9")

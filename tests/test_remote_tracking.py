@@ -10,7 +10,7 @@ be visible under the same path on every worker and on every machine that loads t
 
 The second test starts two workers on an experiment that does not exist yet, so that both
 try to create it: with MLflow 3.17 the loser's runs landed in 'Default' until
-molguide.tracking.mlflow_run passed start_run the experiment id explicitly.
+molguide.runs.tracking.mlflow_run passed start_run the experiment id explicitly.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def shared_folder_server(request, tmp_path_factory):
 # so that the two really meet on the server however the processes get scheduled:
 #   start_run:          just after its run was created (the two runs are open at the same time);
 #   create_experiment:  just before creating the experiment that both found missing (a sure race).
-# Then it runs the code after ``--``: molguide's command line or a molguide.tracking call.
+# Then it runs the code after ``--``: molguide's command line or a molguide.runs.tracking call.
 GATE = """
 import pathlib, sys, time
 import mlflow
@@ -82,7 +82,7 @@ args = sys.argv[sys.argv.index("--") + 1 :]
 """
 CLI = GATE + "from molguide.cli import main\nsys.exit(main(args))\n"
 OPEN_RUNS = GATE + (  # a run with one nested step, as quickstart and full open them
-    "from molguide.tracking import mlflow_run\n"
+    "from molguide.runs.tracking import mlflow_run\n"
     "with mlflow_run(args[0], args[1]) as run, mlflow_run(args[0], args[1] + '-step'):\n"
     "    print(run.info.run_id)\n"
 )
@@ -133,8 +133,8 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
     import mlflow
 
     import molguide
-    from molguide.checkpoint import load_checkpoint
-    from molguide.networks import inference_state
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.networks import inference_state
 
     uri, shared = shared_folder_server
     client = mlflow.MlflowClient(uri)  # a fresh client, as a team member would use

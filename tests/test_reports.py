@@ -140,7 +140,7 @@ def test_summary_tables_show_strict_validity_beside_validity():
 
 
 def test_compare_shows_validity_strict_beside_validity():
-    from molguide.compare import KEY_METRICS, to_csv, to_table
+    from molguide.runs.compare import KEY_METRICS, to_csv, to_table
 
     assert KEY_METRICS.index("validity_strict") == KEY_METRICS.index("validity") + 1
     row = {"run_id": "0123456789abcdef", "experiment": "molguide-x", "run_name": "r", "status": "FINISHED"}

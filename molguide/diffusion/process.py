@@ -26,9 +26,9 @@ import torch
 from torch.nn import functional as F
 from torch_geometric.utils import scatter
 
+from molguide.data.geometry import kabsch_align, remove_mean
 from molguide.data.graphs import fully_connected_edges
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.geometry import kabsch_align, remove_mean
 
 ONEHOT_SCALE = 0.25
 LOSS_WEIGHTINGS = ("uniform", "snr_clamp")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from molguide.config import RunConfig
-from molguide.datasets import get_dataset
-from molguide.design_pipeline import MoleculeDiffusionPipeline
-from molguide.networks import atom_types_of, load_score_model
-from molguide.tracking import log_config, log_metrics_batch, mlflow_run
+from molguide.runs.config import RunConfig
+from molguide.data.registry import get_dataset
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.storage.networks import atom_types_of, load_score_model
+from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
 

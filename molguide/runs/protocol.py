@@ -6,7 +6,7 @@ With ``protocol.enabled`` the full pipeline runs ``train-score`` and then:
     For each property of ``protocol.properties``: the noise-level classifier on the
     generator half (``protocol.n_bins`` quantile bins), the evaluator on the evaluator
     half and, with ``cfg.enabled``, a conditional score model. Each is trained by its
-    single pipeline (:mod:`molguide.pipelines.guidance`) on a copy of the config whose
+    single pipeline (:mod:`molguide.runs.guide`) on a copy of the config whose
     target is the property and whose ``output_dir`` is ``<output_dir>/protocol/<property>``,
     so checkpoints, resume and MLflow nesting are the single pipelines' own.
 ``protocol``
@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molguide.atomic import as_json, read_json, write_json
-from molguide.checkpoint import load_checkpoint
-from molguide.config import RunConfig, TrainSection
+from molguide.storage.files import as_json, read_json, write_json
+from molguide.storage.checkpoints import load_checkpoint
+from molguide.runs.config import RunConfig, TrainSection
 from molguide.data.molecules import Molecule, MoleculeSet
-from molguide.datasets import split_molecules
-from molguide.design_pipeline import MoleculeDiffusionPipeline
+from molguide.data.registry import split_molecules
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.diagnostics.baselines import atom_count_predictor, mean_absolute_error, reference_maes
 from molguide.diagnostics.published import TABLE_UNITS, to_table_units
 from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sample_quality
@@ -53,15 +53,15 @@ from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import protocol_tables
 from molguide.diffusion.sampling import for_samples
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
-from molguide.guidance.settings import SamplingSetting
+from molguide.runs.settings import SamplingSetting
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
 from molguide.models.predictor import predict_samples
-from molguide.networks import atom_types_of, load_network, load_score_model
-from molguide.pipelines.train import train_network
-from molguide.sample_store import BatchedSamples, batch_seed
-from molguide.tracking import log_metrics_batch, mlflow_run
-from molguide.training_specs import TRAINING_SPECS
+from molguide.storage.networks import atom_types_of, load_network, load_score_model
+from molguide.runs.train import train_network
+from molguide.generation.sample_store import BatchedSamples, batch_seed
+from molguide.runs.tracking import log_metrics_batch, mlflow_run
+from molguide.runs.training_specs import TRAINING_SPECS
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import csv
 import io
 import math
 
-from molguide.tracking import tracking_uri
+from molguide.runs.tracking import tracking_uri
 
 KEY_METRICS = (
     "property_improvement",

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from molguide.components import Components, load_components
-from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.data.elements import QM9_ATOMIC_NUMBERS
+from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceTerm, SampleResult, for_samples, sample
-from molguide.elements import QM9_ATOMIC_NUMBERS
-from molguide.pretrained import save_pretrained
+from molguide.storage.components import Components, load_components
+from molguide.storage.pretrained import save_pretrained
 
 
 @dataclass
@@ -81,7 +81,7 @@ class MoleculeDiffusionPipeline:
     def save_pretrained(
         self, directory: str | Path, training: Mapping | None = None, card: str | None = None
     ) -> Path:
-        """Write the pipeline as a saved model folder (:func:`molguide.pretrained.save_pretrained`):
+        """Write the pipeline as a saved model folder (:func:`molguide.storage.pretrained.save_pretrained`):
         the network's weights and config, the diffusion, the node counts, the atom types and
         this pipeline's sampler settings, which :meth:`from_pretrained` restores."""
         if self.nodes is None:

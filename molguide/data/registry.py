@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from molguide.chem.smiles import qm9_training_smiles
+from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.data.molecules import MoleculeSet
 from molguide.data.qm9 import PROPERTIES as QM9_PROPERTIES
 from molguide.data.qm9 import PropertySpec, load_qm9
 from molguide.data.splits import edm_splits
-from molguide.elements import QM9_ATOMIC_NUMBERS
 
 
 @dataclass(frozen=True)

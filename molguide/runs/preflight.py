@@ -3,7 +3,7 @@
 A setting the config schema accepts but this machine cannot honour (an ``output_dir``
 that cannot be written, ``device=cuda`` without CUDA) is one :class:`PreflightError`
 line naming the key, instead of a traceback after minutes of data preparation or
-training. The tracking store has its own check (:func:`molguide.tracking.check_tracking`).
+training. The tracking store has its own check (:func:`molguide.runs.tracking.check_tracking`).
 """
 
 from __future__ import annotations

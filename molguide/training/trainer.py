@@ -11,7 +11,7 @@ dropping) comes from a generator seeded by (seed, k). A run resumed from its
 checkpoint therefore continues with exactly the losses an uninterrupted run would
 have had, without saving RNG states.
 
-Under ``torchrun`` (see :mod:`molguide.distributed`) the model is wrapped in
+Under ``torchrun`` (see :mod:`molguide.training.distributed`) the model is wrapped in
 DistributedDataParallel; every process draws the same global batch and keeps its
 contiguous part, so N processes take the same steps as one process would on the
 global batch. Only rank 0 writes checkpoints.
@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from molguide import distributed
-from molguide.checkpoint import (
+from molguide.storage.checkpoints import (
     CheckpointError,
     config_differences,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
+from molguide.training import distributed
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A spec names the kind's config section and data split, builds its
 :class:`TrainingJob` (the network, its objective, its batches and the metadata its
 checkpoint carries: target binning, property scaling) and, optionally, measures the
 trained network (``finish``: the classifier's per-noise-level diagnostics, the
-evaluator's reference rows). :func:`molguide.pipelines.train.train_network` runs any of
+evaluator's reference rows). :func:`molguide.runs.train.train_network` runs any of
 them. To train a new kind of network, add one spec to :data:`TRAINING_SPECS`.
 """
 
@@ -20,21 +20,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from molguide.atomic import as_json
-from molguide.checkpoint import load_checkpoint
-from molguide.config import RunConfig, TrainSection
+from molguide.storage.files import as_json
+from molguide.storage.checkpoints import load_checkpoint
+from molguide.runs.config import RunConfig, TrainSection
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
-from molguide.datasets import get_dataset, split_molecules
-from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.data.registry import get_dataset, split_molecules
+from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
-from molguide.diffusion.training import DenoisingObjective
+from molguide.diffusion.objective import DenoisingObjective
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
 from molguide.guidance.targets import PropertyTarget, reward_weights
 from molguide.models.residual import ResidualScoreNetwork
-from molguide.networks import build_predictor, build_score_model, diffusion_from_config, inference_state
-from molguide.tracking import log_metrics_batch
-from molguide.training import Objective, TrainConfig, Trainer
+from molguide.storage.networks import build_predictor, build_score_model, diffusion_from_config, inference_state
+from molguide.runs.tracking import log_metrics_batch
+from molguide.training.trainer import Objective, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 

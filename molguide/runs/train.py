@@ -4,7 +4,7 @@
 Every kind runs the same steps: take the kind's split of the data (the generator half,
 or the evaluator half for the evaluator; docs/protocol.md), seed the initial
 weights with the kind's ``train.seed``, let the kind's spec
-(:mod:`molguide.training_specs`) build the network, its objective, its batches and its
+(:mod:`molguide.runs.training_specs`) build the network, its objective, its batches and its
 checkpoint's metadata, train with resume and time box under an MLflow run, let the
 spec add its diagnostics, and log the checkpoint and the inference weights
 (``models/<kind>``).
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from molguide.config import RunConfig
-from molguide.datasets import split_molecules
-from molguide.networks import inference_state
-from molguide.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
-from molguide.tracking import log_metrics_batch
-from molguide.training import RESUME_SIGNATURE, Trainer
-from molguide.training_specs import TRAINING_SPECS, resume_signature, train_config
+from molguide.runs.config import RunConfig
+from molguide.data.registry import split_molecules
+from molguide.storage.networks import inference_state
+from molguide.runs.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
+from molguide.runs.tracking import log_metrics_batch
+from molguide.training.trainer import RESUME_SIGNATURE, Trainer
+from molguide.runs.training_specs import TRAINING_SPECS, resume_signature, train_config
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
 def use_pretrained(config: RunConfig) -> dict:
     """``model.pretrained``: write the saved model as ``output_dir/score/last.pt`` (the
     checkpoint every later step reads), so nothing is trained; returns the summary."""
-    from molguide.checkpoint import save_checkpoint
-    from molguide.components import log_component
-    from molguide.pretrained import load_pretrained
+    from molguide.storage.checkpoints import save_checkpoint
+    from molguide.storage.components import log_component
+    from molguide.storage.pretrained import load_pretrained
 
     loaded = load_pretrained(config.model.pretrained)
     checkpoint = {**loaded.training_checkpoint(), "pretrained": config.model.pretrained}

@@ -2,7 +2,7 @@
 
 Protocol (docs/protocol.md, docs/guidance.md): the classifier and the reward model trained on
 the generator half (like the score model); the evaluator, the oracle that judges
-generated molecules, on the other half (:mod:`molguide.pipelines.train`). Guided and
+generated molecules, on the other half (:mod:`molguide.runs.train`). Guided and
 unguided samples share seeds (same node counts, same initial and ancestral noise), so
 improvements are paired differences with bootstrap intervals. GFN2-xTB judges beside
 the evaluator, independent of every learned model.
@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 from molguide.chem.xtb import XTB_PROPERTIES
-from molguide.components import load_components, log_component
-from molguide.config import RunConfig
-from molguide.datasets import get_dataset, split_molecules
-from molguide.design_pipeline import MoleculeDiffusionPipeline
+from molguide.storage.components import load_components, log_component
+from molguide.runs.config import RunConfig
+from molguide.data.registry import get_dataset, split_molecules
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.kinds import GUIDANCE_KINDS, baselines, setting_name
-from molguide.guidance.settings import guide_settings
-from molguide.tracking import log_config, log_metrics_batch, mlflow_run
+from molguide.runs.settings import guide_settings
+from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def run_toy(config=None, progress: bool | None = None, out_dir: str | Path | Non
 
     from molguide.diagnostics.plots import plot_toy
     from molguide.diagnostics.tables import toy_table
-    from molguide.tracking import log_metrics_batch, mlflow_run, ui_command
+    from molguide.runs.tracking import log_metrics_batch, mlflow_run, ui_command
 
     gm = default_mixture()
     out_dir = Path(out_dir or (Path(config.output_dir) if config is not None else Path("runs/toy"))) / "toy"

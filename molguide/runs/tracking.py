@@ -284,7 +284,7 @@ def log_config(config) -> None:
     """Log a RunConfig as flat params plus the resolved YAML (artifact ``config.yaml``)."""
     import mlflow
 
-    from molguide.config import dump_config
+    from molguide.runs.config import dump_config
 
     mlflow.log_params(flatten(config.model_dump()))
     mlflow.log_text(dump_config(config), "config.yaml")

@@ -1,4 +1,4 @@
-"""The denoising objective of score networks, for :class:`molguide.training.Trainer`.
+"""The denoising objective of score networks, for :class:`molguide.training.trainer.Trainer`.
 
 One objective covers the three score models molguide trains: the unconditional
 model, the conditional model for classifier-free guidance (a per-molecule context,
@@ -14,8 +14,8 @@ from molguide.data.bonds import BondTable
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.process import LossDraws, VPDiffusion
-from molguide.distributed import Shard, all_reduce_sum
-from molguide.training import StepLog, TrainConfig, Trainer
+from molguide.training.distributed import Shard, all_reduce_sum
+from molguide.training.trainer import StepLog, TrainConfig, Trainer
 
 __all__ = ["DenoisingObjective", "DiffusionTrainer", "StepLog", "TrainConfig"]
 
@@ -30,7 +30,7 @@ class DenoisingObjective:
         weight_key: batch key of (B,) per-molecule weights (reward-weighted training).
     """
 
-    supports_sharding = True  # data-parallel training: see molguide.distributed.Shard
+    supports_sharding = True  # data-parallel training: see molguide.training.distributed.Shard
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """Generated molecules stored batch by batch, so an interrupted sampling run continues.
 
-Used by EDM's protocol (:mod:`molguide.pipelines.protocol`), whose settings sample
+Used by EDM's protocol (:mod:`molguide.runs.protocol`), whose settings sample
 10,000 molecules each: every batch has its own seed (:func:`batch_seed`), so a resumed
 run makes exactly the molecules an uninterrupted run would have made.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from molguide.atomic import as_json, atomic_write, read_json, write_json
 from molguide.data.molecules import Molecule
+from molguide.storage.files import as_json, atomic_write, read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import torch
 
-from molguide.atomic import atomic_write
-from molguide.checkpoint import CheckpointError
-from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import ONEHOT_SCALE, VPDiffusion
+from molguide.storage.checkpoints import CheckpointError
+from molguide.storage.files import atomic_write
 
 FORMAT = "molguide-score-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "MODEL_CARD.md"
-SHIPPED_ROOT = Path(__file__).resolve().parent / "weights"
+SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = {"qm9": SHIPPED_ROOT / "qm9"}  # name -> folder inside the package
 
 
@@ -50,7 +50,7 @@ class PretrainedScoreModel:
     source: str = ""
 
     def component_state(self) -> dict:
-        """The inference state :class:`molguide.components.Components` works with."""
+        """The inference state :class:`molguide.storage.components.Components` works with."""
         return {
             "model_config": self.config["model"],
             "diffusion_config": self.config["diffusion"],
@@ -159,7 +159,7 @@ def load_pretrained(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from molguide.networks import diffusion_from_config, network_from_state
+    from molguide.storage.networks import diffusion_from_config, network_from_state
 
     name = str(source)
     directory = SHIPPED[name] if name in SHIPPED else Path(source)
@@ -210,9 +210,9 @@ def export_checkpoint(
     """A ``train-score`` checkpoint (``output_dir/score/last.pt``) -> a saved model folder
     with its EMA weights; the checkpoint's step and data settings go into ``training``;
     ``sampler`` as in :func:`save_pretrained`."""
-    from molguide.checkpoint import load_checkpoint
-    from molguide.elements import QM9_ATOMIC_NUMBERS
-    from molguide.networks import inference_state, network_from_state
+    from molguide.data.elements import QM9_ATOMIC_NUMBERS
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.networks import inference_state, network_from_state
 
     state = load_checkpoint(checkpoint)
     missing = [k for k in ("model_config", "diffusion_config", "node_counts", "ema") if k not in state]

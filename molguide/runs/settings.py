@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from molguide.config import GuideSection
+from molguide.runs.config import GuideSection
 from molguide.diffusion.process import VPDiffusion
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
 from molguide.guidance.targets import PropertyTarget

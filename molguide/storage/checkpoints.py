@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from molguide.atomic import atomic_write
+from molguide.storage.files import atomic_write
 
 
 class CheckpointError(RuntimeError):

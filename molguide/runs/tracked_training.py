@@ -1,10 +1,10 @@
 """A training run under MLflow: resume, time box, batched metric logging, the finished model logged.
 
-:func:`run_training` drives a :class:`~molguide.training.Trainer` (resuming from its
+:func:`run_training` drives a :class:`~molguide.training.trainer.Trainer` (resuming from its
 checkpoint when asked, stopping at ``max_minutes`` with a checkpoint) and logs its steps
 to the active MLflow run; :func:`training_run` opens that run (rank 0 only in
 data-parallel jobs); :func:`log_trained_component` logs the checkpoint and the inference
-weights. The training pipelines (:mod:`molguide.pipelines.train`) compose them.
+weights. The training pipelines (:mod:`molguide.runs.train`) compose them.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from molguide import distributed
-from molguide.config import RunConfig, TrainSection
-from molguide.networks import inference_state
-from molguide.tracking import log_config, log_metrics_batch, mlflow_run
-from molguide.training import StepLog, Trainer
+from molguide.training import distributed
+from molguide.runs.config import RunConfig, TrainSection
+from molguide.storage.networks import inference_state
+from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
+from molguide.training.trainer import StepLog, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ def warm_start(trainer: Trainer, source: str) -> dict:
     the run's checkpoints as ``warm_start``; returns that record."""
     from pathlib import Path
 
-    from molguide.checkpoint import CheckpointError, load_checkpoint
+    from molguide.storage.checkpoints import CheckpointError, load_checkpoint
     from molguide.models.growth import grow_state
-    from molguide.pretrained import SHIPPED, load_pretrained
+    from molguide.storage.pretrained import SHIPPED, load_pretrained
 
     config = getattr(trainer.model, "config", None)
     if config is None:
@@ -163,7 +163,7 @@ def log_trained_component(run, kind: str, trainer: Trainer, summary: dict) -> di
     """
     import mlflow
 
-    from molguide.components import log_component
+    from molguide.storage.components import log_component
 
     if run is None:
         return summary

@@ -6,7 +6,7 @@ own MLflow run, nested under the parent, and writes its checkpoint into the shar
 ``output_dir``; running the same command again resumes every unfinished training
 and redoes only the work after it. The parent run carries the headline metrics of
 README "Set up and run the quickstart", the plots and a plain-text summary table. With
-``protocol.enabled``, ``full`` is EDM's QM9 protocol (:mod:`molguide.pipelines.protocol`),
+``protocol.enabled``, ``full`` is EDM's QM9 protocol (:mod:`molguide.runs.protocol`),
 whose finished trainings, sample batches and results a rerun skips.
 """
 
@@ -20,18 +20,18 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from molguide.config import RunConfig, parse_yaml
+from molguide.runs.config import RunConfig, parse_yaml
 from molguide.diagnostics.tables import run_summary_table
-from molguide.pipelines import guidance, protocol, score, train
-from molguide.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
-from molguide.training_specs import TRAINING_SPECS
+from molguide.runs import guide, protocol, sample, train
+from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
+from molguide.runs.training_specs import TRAINING_SPECS
 
 log = logging.getLogger(__name__)
 
 STEPS: dict[str, Callable[[RunConfig, bool | None], dict]] = {
     **{f"train-{kind}": functools.partial(train.train_network, kind) for kind in TRAINING_SPECS},
-    "sample": score.sample_and_evaluate,
-    "guide": guidance.guided_sample,
+    "sample": sample.sample_and_evaluate,
+    "guide": guide.guided_sample,
     "protocol-train": protocol.train_protocol_models,
     "protocol": protocol.run_protocol,
 }
@@ -55,8 +55,8 @@ QUALITY = (
 
 
 def quickstart_defaults() -> dict:
-    """The quickstart's own configuration (``molguide/pipelines/quickstart.yaml``)."""
-    text = importlib.resources.files("molguide.pipelines").joinpath("quickstart.yaml").read_text()
+    """The quickstart's own configuration (``molguide/runs/quickstart.yaml``)."""
+    text = importlib.resources.files("molguide.runs").joinpath("quickstart.yaml").read_text()
     return parse_yaml(text)
 
 
@@ -183,7 +183,7 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     evaluator_path = Path(config.output_dir) / "evaluator" / "last.pt"
     if evaluator_path.exists():
         from molguide.models.predictor import predict_property
-        from molguide.networks import diffusion_from_config, load_network
+        from molguide.storage.networks import diffusion_from_config, load_network
 
         model, state = load_network(evaluator_path, "evaluator")
         onehot = diffusion_from_config(config.diffusion.model_dump()).onehot_scale

@@ -5,8 +5,8 @@ A network's state is its weights plus the metadata that rebuilds it: its own
 needs (label binning, property scaling). :func:`network_from_state` turns such a state
 into the network, :func:`load_network` a training checkpoint, and
 :func:`inference_state` reduces a checkpoint to what inference needs (the EMA weights).
-Run folders, MLflow runs and saved model folders (:mod:`molguide.components`,
-:mod:`molguide.pretrained`) all load through here.
+Run folders, MLflow runs and saved model folders (:mod:`molguide.storage.components`,
+:mod:`molguide.storage.pretrained`) all load through here.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from molguide.checkpoint import CheckpointError, load_checkpoint, load_weights
-from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.data.elements import QM9_ATOMIC_NUMBERS
+from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import ONEHOT_SCALE, LossSettings, VPDiffusion
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.elements import QM9_ATOMIC_NUMBERS
 from molguide.models import ScoreNetwork
 from molguide.models.predictor import MoleculePredictor
 from molguide.models.residual import ResidualScoreNetwork, is_residual_config
-from molguide.training import ema_weights
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint, load_weights
+from molguide.training.trainer import ema_weights
 
 KINDS = ("score", "classifier", "evaluator", "reward", "cfg")
 _TRAINING_ONLY = ("model", "ema", "optimizer", "losses")

@@ -30,13 +30,13 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 
-from molguide.components import Components, load_components
 from molguide.data.molecules import Molecule
-from molguide.design_pipeline import MoleculeDiffusionPipeline
 from molguide.diffusion.sampling import GuidanceTerm
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
+from molguide.storage.components import Components, load_components
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,17 @@ from pathlib import Path
 
 import torch
 
-from molguide.checkpoint import CheckpointError, load_checkpoint
-from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.guidance.targets import PropertyTarget
-from molguide.networks import KINDS, atom_types_of, diffusion_from_config, inference_state, network_from_state
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint
+from molguide.storage.networks import (
+    KINDS,
+    atom_types_of,
+    diffusion_from_config,
+    inference_state,
+    network_from_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +132,7 @@ def states_from_run(run_id: str, device: str = "cpu") -> dict[str, dict]:
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 
-    from molguide.tracking import tracking_uri
+    from molguide.runs.tracking import tracking_uri
 
     # runs:/ URIs resolve through MLflow's global URI, which an earlier run in this process
     # may have set to another store: follow $MLFLOW_TRACKING_URI, as every molguide call does.
@@ -171,11 +177,11 @@ def _logged_state(uri: str, device: str) -> dict:
 
 def load_components(source: str | Path, device: str = "cpu") -> Components:
     """Components from a shipped name (``"qm9"``), a saved model folder
-    (:func:`molguide.pretrained.save_pretrained`), ``runs:/<run_id>`` (MLflow) or a run
+    (:func:`molguide.storage.pretrained.save_pretrained`), ``runs:/<run_id>`` (MLflow) or a run
     folder (``output_dir``). A ``device`` this machine lacks is a
-    :class:`~molguide.preflight.PreflightError` before anything is read."""
-    from molguide.preflight import check_device
-    from molguide.pretrained import CONFIG_FILE, SHIPPED, load_pretrained
+    :class:`~molguide.runs.preflight.PreflightError` before anything is read."""
+    from molguide.runs.preflight import check_device
+    from molguide.storage.pretrained import CONFIG_FILE, SHIPPED, load_pretrained
 
     check_device(device)
     source = str(source)

@@ -4,7 +4,7 @@ Unknown keys, wrong types and bad values are reported as one message naming the
 key path and what is allowed (pydantic does the checking). Names of backbones,
 samplers, data sets and target properties are checked against their registries
 (:data:`molguide.models.registry.BACKBONES`, :data:`molguide.diffusion.samplers.SAMPLERS`,
-:data:`molguide.datasets.DATASETS`), so what a registry holds a config accepts.
+:data:`molguide.data.registry.DATASETS`), so what a registry holds a config accepts.
 """
 
 from __future__ import annotations
@@ -58,14 +58,14 @@ def _registered(module: str, name: str) -> AfterValidator:
 
 
 def _target_property(name: str) -> str:
-    from molguide.datasets import target_properties
+    from molguide.data.registry import target_properties
 
     return _one_of(name, target_properties())
 
 
 BackboneName = Annotated[str, _registered("molguide.models.registry", "BACKBONES")]
 SamplerName = Annotated[str, _registered("molguide.diffusion.samplers", "SAMPLERS")]
-DatasetName = Annotated[str, _registered("molguide.datasets", "DATASETS")]
+DatasetName = Annotated[str, _registered("molguide.data.registry", "DATASETS")]
 PropertyName = Annotated[str, AfterValidator(_target_property)]
 Parameterisation = Annotated[str, _registered("molguide.models.score", "PARAMETERISATIONS")]
 LossWeighting = Annotated[str, _registered("molguide.diffusion.process", "LOSS_WEIGHTINGS")]
