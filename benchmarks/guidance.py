@@ -67,9 +67,11 @@ def main() -> None:
     device = torch.device(args.device)
     at_start = machine(device)
     torch.manual_seed(0)
-    from molguide.storage.pretrained import SHIPPED, load_pretrained
+    from _common import load_generator
 
-    shipped = load_pretrained(SHIPPED["qm9"])
+    from molguide.storage.trained_run import SHIPPED
+
+    shipped = load_generator(SHIPPED["qm9"])
     counts = shipped.nodes.sample(args.molecules, torch.Generator().manual_seed(0))
     diffusion = shipped.diffusion
     score = shipped.model.to(device).eval()

@@ -35,11 +35,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import judge_side_by_side, machine  # noqa: E402
+from _common import (  # noqa: E402
+    judge_side_by_side,
+    load_generator,  # noqa: E402
+    machine,
+)
 
 import molguide  # noqa: E402
 from molguide.storage.files import atomic_write  # noqa: E402
-from molguide.storage.pretrained import CARD_FILE, SHIPPED, export_checkpoint, load_pretrained  # noqa: E402
+from molguide.storage.trained_run import CARD_FILE, SHIPPED, export_checkpoint, write_index  # noqa: E402
 
 log = logging.getLogger("shipped")
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +54,7 @@ ABLATION_RUN = ROOT / "benchmarks" / "results" / "ablation" / "all.json"  # the 
 CURVE_KEYS = ("mol_stability", "validity", "validity_strict", "atom_stability", "uniqueness")
 CONFIG = "configs/qm9_generator_cpu.yaml"
 
-# design.md section 9 (QM9, EDM protocol, %): atom stab, mol stab, valid, valid*unique.
+# QM9 under EDM protocol, % (docs/protocol.md, "Published rows"): atom stab, mol stab, valid, valid*unique.
 ANCHORS = [
     ("QM9 data", "99.0", "95.2", "97.7", "97.7", "-"),
     ("EDM (1000 steps)", "98.7", "82.0", "91.9", "90.7", "1000"),
@@ -342,7 +346,7 @@ def write_card_from_results(folder: Path) -> None:
     if not RESULTS.exists():
         raise SystemExit(f"no measurement at {RESULTS}: run this script without --card-only first")
     saved = json.loads(RESULTS.read_text())
-    config = load_pretrained(folder).config
+    config = load_generator(folder).config
     if saved["training"]["steps"] != config["training"]["steps"]:
         raise SystemExit(
             f"{RESULTS} measured the model at {saved['training']['steps']} steps, but {folder} "
@@ -424,8 +428,9 @@ def main() -> None:
     shipped |= {"options": options} if options else {}
     cells = [(args.sampler, args.grid_power, options)] + [parse_cell(c) for c in args.compare]
     if not args.no_export:
-        export_checkpoint(args.checkpoint, args.out, sampler=shipped)
-    pretrained = load_pretrained(args.out)
+        export_checkpoint(args.checkpoint, "score", Path(args.out) / "score", sampler=shipped)
+        write_index(args.out)
+    pretrained = load_generator(args.out)
     # One process per cell (one thread each): the measurements run side by side.
     measured = judge_side_by_side(
         args.out, args.samples, args.steps, args.seed, args.batch_size, cells, args.processes

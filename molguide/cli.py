@@ -369,10 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="add PoseBusters' molecule checks (about 1 s per molecule: it embeds reference conformers)",
     )
 
-    ex = sub.add_parser("export", help="a train-score checkpoint as a self-describing model folder")
-    ex.add_argument("checkpoint", help="output_dir/score/last.pt of a train-score run")
+    ex = sub.add_parser(
+        "export", help="training checkpoints as a trained-run folder (what molguide.load and sampling read)"
+    )
     ex.add_argument(
-        "out", help="folder to write (model.safetensors, config.json); molguide.load(out) reads it"
+        "source", help="a run's output_dir (every <kind>/last.pt in it) or one train-score checkpoint"
+    )
+    ex.add_argument(
+        "out",
+        help="folder to write (molguide_run.json, <kind>/config.json + model.safetensors; may be the "
+        "run folder itself); molguide.load(out) reads it",
     )
     ex.add_argument("--card", help="a Markdown model card to copy in as MODEL_CARD.md")
     ex.add_argument(
@@ -464,7 +470,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "compare":
             return run_compare(args)
         if args.command == "export":
-            from molguide.storage.pretrained import export_checkpoint
+            from molguide.storage.metadata import RECORDS
+            from molguide.storage.trained_run import CARD_FILE, export_checkpoint, write_index
 
             if args.card and not Path(args.card).is_file():
                 raise UserError(f"{args.card}: no such model card")
@@ -472,8 +479,27 @@ def _dispatch(args: argparse.Namespace) -> int:
             if args.grid_power is not None and not args.grid_power > 0:
                 raise UserError(f"--grid-power must be > 0, got {args.grid_power}")
             sampler = _export_sampler(args)
-            folder = export_checkpoint(args.checkpoint, args.out, card=card, sampler=sampler)
-            print(f"wrote {folder} (load it with molguide.load({str(folder)!r}))")
+            source, folder = Path(args.source), Path(args.out)
+            if source.is_dir():
+                checkpoints = {
+                    p.parent.name: p for p in sorted(source.glob("*/last.pt")) if p.parent.name in RECORDS
+                }
+            elif source.is_file():
+                checkpoints = {"score": source}
+            else:
+                raise UserError(f"{source}: no such run folder or checkpoint")
+            if "score" not in checkpoints:
+                raise UserError(
+                    f"{source}: no score/last.pt to export (a trained run needs its score network)"
+                )
+            for kind, checkpoint in checkpoints.items():
+                export_checkpoint(
+                    checkpoint, kind, folder / kind, sampler=sampler if kind == "score" else None
+                )
+            if card is not None:
+                (folder / CARD_FILE).write_text(card)
+            write_index(folder)
+            print(f"wrote {folder}: {', '.join(checkpoints)} (load it with molguide.load({str(folder)!r}))")
             return 0
     except one_line_errors as err:
         print(f"molguide: error: {err}", file=sys.stderr)

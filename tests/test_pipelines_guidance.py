@@ -96,7 +96,7 @@ def test_guide_without_a_classifier_checkpoint_names_the_file(tmp_path, mlflow_s
     from molguide.storage.checkpoints import CheckpointError
 
     config = load_config(None, [f"output_dir={tmp_path / 'nothing'}"])
-    with pytest.raises(CheckpointError, match="no such run folder"):
+    with pytest.raises(CheckpointError, match="nothing: no such folder"):
         guided_sample(config, progress=False)
 
 
@@ -136,7 +136,7 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
     from molguide.runs.guide import guided_sample
     from molguide.runs.train import train_classifier, train_evaluator, train_reward, train_score
     from molguide.storage.checkpoints import load_checkpoint
-    from molguide.storage.networks import load_network
+    from molguide.storage.trained_run import read_network
 
     config = load_config(
         None,
@@ -154,14 +154,14 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
     train_evaluator(config, progress=False)
     train_reward(config, progress=False)
     runs = tmp_path / "runs"
-    reward, state = load_network(runs / "reward" / "last.pt", "reward")
-    score, _ = load_network(runs / "score" / "last.pt", "score")
-    assert state["model_config"]["correction"] == {"backbone_kwargs": {"hidden": 8, "num_layers": 2}}
+    reward = read_network(runs / "reward").network
+    score = read_network(runs / "score").network
+    assert reward.config["correction"] == {"backbone_kwargs": {"hidden": 8, "num_layers": 2}}
     assert reward.has_base(score)  # frozen: the base is still the score network
     trained = load_checkpoint(runs / "reward" / "last.pt")["model"]
     moved = [k for k in trained if k.startswith("correction.") and trained[k].abs().sum() > 0]
     assert any("readout" in k for k in moved)  # the zero-started output layer learned
-    clf, _ = load_network(runs / "classifier" / "last.pt", "classifier")
+    clf = read_network(runs / "classifier").network
     assert not any("coord" in name for name, _ in clf.named_parameters())
 
     out = guided_sample(config, progress=False)
@@ -169,7 +169,7 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
     # molguide.load(run folder) rebuilds the residual network on the run's own score network
     # (sampling from a 30-step score model diverges, so the designer's networks are checked).
     designer = molguide.load(str(runs))
-    loaded = designer.components.network("reward")
+    loaded = designer.run.network("reward")
     assert loaded.has_base(designer.pipeline.model)
     torch.testing.assert_close(loaded.state_dict(), reward.state_dict())
 

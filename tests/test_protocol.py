@@ -373,14 +373,15 @@ def test_a_time_boxed_score_model_stops_the_protocol_before_the_later_steps(tmp_
 def test_the_protocol_score_model_does_not_diverge_in_its_first_steps(qm9):
     """EGNN 256x9 with 15 A per layer diverged at step 2 (loss 1e10); EDM's 15 / 9 per layer does not."""
     from molguide.diffusion.objective import DiffusionTrainer
+    from molguide.diffusion.process import VPDiffusion
+    from molguide.models.build import build_score_model
     from molguide.runs.config import load_config
-    from molguide.storage.networks import build_score_model, diffusion_from_config
     from molguide.training.trainer import TrainConfig
 
     config = load_config(CONFIG, [])
     torch.manual_seed(0)
     model = build_score_model(config.model.model_dump())
-    diffusion = diffusion_from_config(config.diffusion.model_dump())
+    diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
     train = TrainConfig(steps=4, batch_size=16, lr=config.train.lr, warmup_steps=config.train.warmup_steps)
     trainer = DiffusionTrainer(model, diffusion, qm9.subset(np.arange(2000)), train)
     trainer.train()

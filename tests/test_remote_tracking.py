@@ -133,8 +133,7 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
     import mlflow
 
     import molguide
-    from molguide.storage.checkpoints import load_checkpoint
-    from molguide.storage.networks import inference_state
+    from molguide.storage.checkpoints import ema_weights, load_checkpoint
 
     uri, shared = shared_folder_server
     client = mlflow.MlflowClient(uri)  # a fresh client, as a team member would use
@@ -169,11 +168,11 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
         # The worker wrote its artifacts itself, straight into the shared folder on disk ...
         on_disk = shared / experiment_id / run_id / "artifacts"
         assert Path(run.info.artifact_uri.removeprefix("file://")) == on_disk
-        for rel in ("config.yaml", "checkpoint/last.pt", "models/score/state_dict.pth"):
+        for rel in ("config.yaml", "checkpoint/last.pt", "trained_run/score/model.safetensors"):
             assert (on_disk / rel).is_file(), f"{rel} missing from {on_disk}"
         # ... and anyone with the run id finds them: the server says where, the client reads the folder.
         listed = {a.path for a in client.list_artifacts(run_id)}
-        assert {"config.yaml", "checkpoint", "models"} <= listed
+        assert {"config.yaml", "checkpoint", "trained_run"} <= listed
         config = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path / name))).read_text()
         assert f"name: {name}" in config and str(outs[name]) in config
 
@@ -185,8 +184,8 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
     for name in WORKERS:
         designer = molguide.load(f"runs:/{summaries[name]['run_id']}")
         assert designer.guidance_kinds == []
-        weights[name] = designer.components.states["score"]["weights"]
-        local = inference_state(load_checkpoint(outs[name] / "score" / "last.pt"))["weights"]
+        weights[name] = designer.run.network("score").state_dict()
+        local = ema_weights(load_checkpoint(outs[name] / "score" / "last.pt")["ema"])
         assert weights[name].keys() == local.keys()
         assert all(torch.equal(weights[name][k], local[k]) for k in local)
     assert any(not torch.equal(weights["alice"][k], weights["bob"][k]) for k in weights["alice"])

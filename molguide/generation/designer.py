@@ -36,7 +36,7 @@ from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
-from molguide.storage.components import Components, load_components
+from molguide.storage.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +48,30 @@ class GenerationError(RuntimeError):
 class Designer:
     """Generates molecules from a trained run, optionally guided towards a property class."""
 
-    def __init__(self, components: Components) -> None:
-        self.components = components
-        self.pipeline = MoleculeDiffusionPipeline.from_components(components)
+    def __init__(self, run: TrainedRun) -> None:
+        self.run = run
+        self.pipeline = MoleculeDiffusionPipeline.from_run(run)
         self.last_failures: dict[int, str] = {}
         self.last_metrics: dict[str, float | None] = {}  # of the last generate(evaluate=True)
 
     @classmethod
     def load(cls, source: str, device: str = "cpu") -> Designer:
         """A designer from ``runs:/<run_id>`` or a run folder (see :func:`molguide.load`)."""
-        return cls(load_components(source, device))
+        return cls(TrainedRun.from_pretrained(source, device))
 
     @property
     def target(self) -> PropertyTarget | None:
         """The property binning the guidance networks were trained with (None: unguided only)."""
-        return self.components.target
+        return self.run.target
 
     @property
     def guidance_kinds(self) -> list[str]:
         """The guidance terms this run can apply."""
-        return [name for name, kind in GUIDANCE_KINDS.items() if self.components.has(kind.network)]
+        return [name for name, kind in GUIDANCE_KINDS.items() if self.run.has(kind.network)]
 
     def __repr__(self) -> str:
         target = self.target.describe() if self.target else "no guidance networks"
-        return f"Designer({self.components.source}: {target}; guidance {self.guidance_kinds})"
+        return f"Designer({self.run.source}: {target}; guidance {self.guidance_kinds})"
 
     # ------------------------------------------------------------------ arguments
     def resolve_target(self, target: Mapping[str, str | int] | None) -> PropertyTarget | None:
@@ -83,7 +83,7 @@ class Designer:
             raise ValueError(f"target: give one property, e.g. {{'gap_eV': 'high'}}; got {target!r}")
         ((name, goal),) = target.items()
         if trained is None:
-            raise ValueError(f"target {name!r}: {self.components.source} has no classifier or CFG model")
+            raise ValueError(f"target {name!r}: {self.run.source} has no classifier or CFG model")
         if name != trained.name:
             raise ValueError(
                 f"target {name!r}: this run's guidance networks were trained for {trained.name!r}"
@@ -106,8 +106,8 @@ class Designer:
             if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
                 raise ValueError(f"guidance[{name!r}]: a weight must be a finite number >= 0, got {w!r}")
             kind = GUIDANCE_KINDS[name]
-            if kind.is_on(w) and not self.components.has(kind.network):
-                raise ValueError(f"guidance[{name!r}]: {self.components.source} has no {kind.network} model")
+            if kind.is_on(w) and not self.run.has(kind.network):
+                raise ValueError(f"guidance[{name!r}]: {self.run.source} has no {kind.network} model")
             if kind.is_on(w):
                 weights[name] = float(w)
         return weights
@@ -115,7 +115,7 @@ class Designer:
     def _terms(self, weights: dict[str, float], target: PropertyTarget | None, window: TimeWindow):
         """The terms of the weights by kind, and the pipeline to sample them with (a kind
         that samples its own network, CFG, puts that network under the sampler)."""
-        c = self.components
+        c = self.run
         if weights and target is None:
             raise ValueError("guidance needs a target")
         terms, pipeline = [], self.pipeline
@@ -123,7 +123,7 @@ class Designer:
             kind = GUIDANCE_KINDS[name]
             network = c.network(kind.network)
             request = TermRequest(
-                network, c.states[kind.network], target, target.target_class, c.diffusion, w, window
+                network, c.record(kind.network), target, target.target_class, c.diffusion, w, window
             )
             terms.append(kind.build(request))
             if kind.samples_own_network:
@@ -227,15 +227,15 @@ class Designer:
         return self._to_rdkit(molecules, evaluate)
 
     def _predict(self, molecules: list[Molecule]) -> None:
-        if not molecules or not self.components.has("evaluator"):
+        if not molecules or not self.run.has("evaluator"):
             return
         from molguide.models.predictor import predict_samples
 
-        state = self.components.states["evaluator"]
-        evaluator, onehot = self.components.network("evaluator"), self.components.diffusion.onehot_scale
-        values = predict_samples(evaluator, molecules, state["mean"], state["std"], onehot)
+        record = self.run.record("evaluator")
+        evaluator, onehot = self.run.network("evaluator"), self.run.diffusion.onehot_scale
+        values = predict_samples(evaluator, molecules, record.mean, record.std, onehot)
         for m, v in zip(molecules, values):
-            m.properties[f"evaluator_{state['property']}"] = float(v)
+            m.properties[f"evaluator_{record.property}"] = float(v)
 
     def _to_rdkit(self, molecules: list[Molecule], evaluate: bool) -> list:
         from molguide.chem.evaluate import METRIC_NAMES, PREDICTED_BONDS_METRIC, annotated_mols

@@ -29,8 +29,9 @@ from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceTerm, SampleResult, for_samples, sample
-from molguide.storage.components import Components, load_components
-from molguide.storage.pretrained import save_pretrained
+from molguide.storage.files import atomic_write
+from molguide.storage.metadata import ScoreRecord
+from molguide.storage.trained_run import CARD_FILE, TrainedRun, save_network, write_index
 
 
 @dataclass
@@ -57,52 +58,59 @@ class MoleculeDiffusionPipeline:
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: str = "cpu") -> MoleculeDiffusionPipeline:
-        """The pipeline of a shipped generator (``"qm9"``), a saved model folder,
-        ``runs:/<run_id>`` or a run folder, with the sampler settings the model recommends."""
-        return cls.from_components(load_components(source, device))
+        """The pipeline of a shipped generator (``"qm9"``), a saved model folder, a run folder,
+        or ``runs:/<run_id>``, with the sampler settings the
+        model recommends (:meth:`TrainedRun.from_pretrained`)."""
+        return cls.from_run(TrainedRun.from_pretrained(source, device))
 
     @classmethod
-    def from_components(cls, components: Components, kind: str = "score") -> MoleculeDiffusionPipeline:
+    def from_run(cls, run: TrainedRun, kind: str = "score") -> MoleculeDiffusionPipeline:
         """The pipeline around a run's ``kind`` network (``score``, or ``cfg`` for CFG) with the
-        score model's node counts, atom types and recommended time grid."""
-        recommended = components.sampler_settings
+        score network's atom counts, atom types and recommended sampler."""
+        recommended = run.sampler_settings
         return cls(
-            components.network(kind),
-            components.diffusion,
-            components.nodes,
-            components.atom_types,
+            run.network(kind),
+            run.diffusion,
+            run.nodes,
+            run.atom_types,
             sampler=str(recommended.get("method", "ancestral")),
             steps=int(recommended.get("steps", 100)),
             grid_power=float(recommended.get("grid_power", 1.0)),
-            device=components.device,
+            device=run.device,
             sampler_options=dict(recommended.get("options", {})),
         )
 
     def save_pretrained(
-        self, directory: str | Path, training: Mapping | None = None, card: str | None = None
+        self, directory: str | Path, training: Mapping | None = None, card: str | None = None, step: int = 0
     ) -> Path:
-        """Write the pipeline as a saved model folder (:func:`molguide.storage.pretrained.save_pretrained`):
-        the network's weights and config, the diffusion, the node counts, the atom types and
+        """Write the pipeline as a trained-run folder (:mod:`molguide.storage.trained_run`):
+        the network's weights and config, the diffusion, the atom counts, the atom types and
         this pipeline's sampler settings, which :meth:`from_pretrained` restores."""
         if self.nodes is None:
             raise ValueError("save_pretrained: a saved generator needs its node-count distribution")
-        sampler = {
-            "method": self.sampler,
-            "steps": self.steps,
-            "grid_power": self.grid_power,
-            "options": dict(self.sampler_options),
-        }
-        return save_pretrained(
-            directory,
-            self.model,
-            self.model.config,
-            self.diffusion.config,
-            self.nodes,
-            self.atom_types,
-            training,
-            card,
-            sampler=sampler,
+        channels = getattr(self.model, "num_atom_types", len(self.atom_types))
+        if channels != len(self.atom_types):
+            raise ValueError(
+                f"the model has {channels} atom-type channels but "
+                f"{len(self.atom_types)} atom types were given"
+            )
+        record = ScoreRecord(
+            diffusion=self.diffusion.config,
+            atom_types=[int(z) for z in self.atom_types],
+            node_count_probs=[float(p) for p in self.nodes.probs],
+            training=dict(training or {}),
+            sampler={
+                "method": self.sampler,
+                "steps": self.steps,
+                "grid_power": self.grid_power,
+                "options": dict(self.sampler_options),
+            },
         )
+        directory = Path(directory)
+        save_network(directory / "score", "score", self.model, record, step)
+        if card is not None:
+            atomic_write(directory / CARD_FILE, lambda fh: fh.write(card.encode()))
+        return write_index(directory)
 
     def with_model(self, model: torch.nn.Module) -> MoleculeDiffusionPipeline:
         """The same pipeline around another score network of the same diffusion (e.g. a CFG model)."""

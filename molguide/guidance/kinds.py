@@ -14,7 +14,7 @@ terms when they are called.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +32,13 @@ class TermRequest:
     """What a guidance term is built from.
 
     ``classes`` is the target class for every molecule (an int) or one per molecule of
-    the sampled call (a (B,) integer tensor, EDM's protocol); ``metadata`` is what was
-    saved with ``network`` (e.g. a reward model's trained direction).
+    the sampled call (a (B,) integer tensor, EDM's protocol); ``record`` is what was
+    saved with ``network`` (:mod:`molguide.storage.metadata`, e.g. a reward model's
+    trained direction).
     """
 
     network: torch.nn.Module
-    metadata: Mapping[str, Any]
+    record: Any
     target: PropertyTarget
     classes: int | torch.Tensor
     diffusion: VPDiffusion
@@ -148,7 +149,7 @@ def _cfg_term(request: TermRequest) -> GuidanceTerm:
 def _reward_term(request: TermRequest) -> GuidanceTerm:
     from molguide.guidance.terms import RewardGuidance
 
-    trained = float(request.metadata.get("direction", request.target.direction))
+    trained = float(request.record.direction)
     if request.target.direction != trained:
         raise ValueError(
             f"guidance['reward']: the reward model was trained to make {request.target.name} "

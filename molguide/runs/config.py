@@ -225,8 +225,11 @@ class SampleSection(_Section):
     _options = model_validator(mode="after")(_sampler_options)
     batch_size: int = Field(250, ge=1)
     seed: int = 0
-    checkpoint: str | None = None
-    use_ema: bool = True
+    model: str | None = Field(
+        None,
+        description="the trained run to sample: a folder, runs:/<id> or a "
+        "shipped name (default: output_dir)",
+    )
     xtb: bool = False
 
 

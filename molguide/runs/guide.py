@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from molguide.chem.xtb import XTB_PROPERTIES
-from molguide.storage.components import load_components, log_component
+from molguide.storage.trained_run import TrainedRun, log_trained_network
 from molguide.runs.config import RunConfig
 from molguide.data.registry import get_dataset, split_molecules
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
@@ -46,16 +46,16 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
 
     progress = _progress(progress)
     gc = config.guide
-    parts = load_components(config.output_dir, config.device)
-    score_model, diffusion = parts.network("score"), parts.diffusion
-    pipe = MoleculeDiffusionPipeline.from_components(parts)
-    classifier, cstate = parts.network("classifier"), parts.states["classifier"]
-    target = parts.target
-    evaluator, estate = parts.network("evaluator"), parts.states["evaluator"]
-    rstate = parts.states.get("reward")
-    cfg_model = parts.networks.get("cfg")
+    run = TrainedRun.from_pretrained(config.output_dir, config.device)
+    diffusion = run.diffusion
+    pipe = MoleculeDiffusionPipeline.from_run(run)
+    classifier, classifier_record = run.network("classifier"), run.record("classifier")
+    target = run.target
+    evaluator, evaluator_record = run.network("evaluator"), run.record("evaluator")
+    reward_record = run.record("reward") if run.has("reward") else None
+    cfg_model = run.network("cfg") if run.has("cfg") else None
     for kind in GUIDANCE_KINDS.values():
-        if getattr(gc, kind.name) > 0 and not parts.has(kind.network):
+        if getattr(gc, kind.name) > 0 and not run.has(kind.network):
             log.warning(
                 "no %s model in %s: %s guidance skipped (run train-%s)",
                 kind.network,
@@ -63,7 +63,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 kind.name,
                 kind.network,
             )
-    settings = guide_settings(gc, target, score_model, diffusion, parts.networks, parts.states)
+    settings = guide_settings(gc, run)
 
     calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
     novelty_reference = get_dataset(config.data.dataset).training_smiles()
@@ -78,8 +78,8 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     }
     with mlflow_run(EXPERIMENT, f"{config.name}-guide", tags):
         log_config(config)
-        for kind, state in parts.states.items():  # this run id alone loads the designer again
-            log_component(kind, state)
+        for kind in run.networks:  # this run id alone loads the designer again
+            log_trained_network(Path(config.output_dir) / kind)
         mlflow.set_tag("molguide.target", target.describe())
         if cfg_model is not None:  # the CFG-implied guidance gives the better error estimate
             held = split_molecules(config.data, "valid", gc.diagnostics_molecules)
@@ -94,10 +94,10 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 progress=progress,
             )
         else:
-            rows = cstate.get("noise_levels", [])
+            rows = classifier_record.noise_levels
         noise_rows = log_noise_levels(rows)
-        if rstate is not None and "reward_weight_ess" in rstate:
-            log_metrics_batch([("reward_weight_ess", rstate["reward_weight_ess"], 0)])
+        if reward_record is not None and reward_record.reward_weight_ess is not None:
+            log_metrics_batch([("reward_weight_ess", reward_record.reward_weight_ess, 0)])
         base_seconds = None
         for setting in settings:
             name, kind, w = setting.name, setting.kind, setting.weight
@@ -121,7 +121,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 failures,
                 gc.n_samples,
                 evaluator,
-                estate,
+                evaluator_record,
                 target,
                 diffusion.onehot_scale,
                 novelty_reference,
@@ -136,7 +136,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             metrics["guided_step_cost_ratio"] = seconds / base_seconds if base_seconds else 1.0
             metrics_tags = {}
             if setting.reference is not None:
-                metrics.update(paired_report(j, judged[setting.reference], target, rstate))
+                metrics.update(paired_report(j, judged[setting.reference], target, reward_record))
                 metrics_tags = {"molguide.reference": setting.reference}
             with mlflow_run(
                 EXPERIMENT,
@@ -186,7 +186,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         "noise_levels": noise_rows,
         "n_samples": gc.n_samples,
         "sampling_steps": gc.steps,
-        "trained_steps": int(parts.states["score"]["step"]),
+        "trained_steps": run.step("score"),
         "results": results,
         "run_id": run_id,
     }

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from molguide.storage.files import as_json, read_json, write_json
-from molguide.storage.checkpoints import load_checkpoint
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint
 from molguide.runs.config import RunConfig, TrainSection
 from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.data.registry import split_molecules
@@ -57,7 +57,7 @@ from molguide.runs.settings import SamplingSetting
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
 from molguide.models.predictor import predict_samples
-from molguide.storage.networks import atom_types_of, load_network, load_score_model
+from molguide.storage.trained_run import TrainedNetwork, TrainedRun, read_network
 from molguide.runs.train import train_network
 from molguide.generation.sample_store import BatchedSamples, batch_seed
 from molguide.runs.tracking import log_metrics_batch, mlflow_run
@@ -240,13 +240,17 @@ def _sample_setting(
     return store
 
 
-def _network(folder: Path, kind: str, device: str) -> tuple[torch.nn.Module, dict]:
-    return load_network(folder / kind / "last.pt", kind, device)
+def _network(folder: Path, kind: str, device: str) -> TrainedNetwork:
+    """The exported network of ``kind`` in a property's folder (written when it was trained)."""
+    if not (folder / kind / "config.json").is_file():
+        raise CheckpointError(f"no {kind} network in {folder / kind}; run protocol-train (or full) first")
+    return read_network(folder / kind, device)
 
 
-def _predict(evaluator: torch.nn.Module, state: dict, mols: list[Molecule | None], onehot_scale: float):
+def _predict(evaluator: TrainedNetwork, mols: list[Molecule | None], onehot_scale: float):
     """The evaluator's value per sample (NaN for lost samples)."""
-    return predict_samples(evaluator, mols, state["mean"], state["std"], onehot_scale)
+    record = evaluator.record
+    return predict_samples(evaluator.network, mols, record.mean, record.std, onehot_scale)
 
 
 def _settings_of_property(
@@ -259,13 +263,13 @@ def _settings_of_property(
     settings = []
     for name, weights in protocol_weights(config).items():
         kind = GUIDANCE_KINDS[name]
-        network, state = _network(folder, kind.network, device)
-        target = PropertyTarget.from_dict(state["target"])
+        trained = _network(folder, kind.network, device)
+        network, target = trained.network, trained.record.property_target
         classes = torch.as_tensor(target.labels(targets))
         model = network if kind.samples_own_network else pipe.model
         for w in weights:
-            request = TermRequest(network, state, target, classes, pipe.diffusion, w, TimeWindow())
-            sig = {**base_signature, "kind": name, "weight": w, f"{kind.network}_step": int(state["step"])}
+            request = TermRequest(network, trained.record, target, classes, pipe.diffusion, w, TimeWindow())
+            sig = {**base_signature, "kind": name, "weight": w, f"{kind.network}_step": trained.step}
             settings.append(
                 SamplingSetting(setting_name(name, w), name, w, model, [kind.build(request)], signature=sig)
             )
@@ -333,12 +337,12 @@ def _property_results(
     """Every row of one property's column (MAE in the table's unit): references, unguided, guided."""
     pconf = property_config(config, prop)
     folder = Path(pconf.output_dir)
-    evaluator, estate = _network(folder, "evaluator", config.device)
+    evaluator = _network(folder, "evaluator", config.device)
     settings = _settings_of_property(config, prop, pairs, base_signature, pipe)
     signature = as_json(
         {
             **base_signature,
-            "evaluator_step": int(estate["step"]),
+            "evaluator_step": evaluator.step,
             "settings": {s.name: s.signature for s in settings},
             "quality_version": QUALITY_VERSION,  # results only: the samples do not depend on it
         }
@@ -355,7 +359,7 @@ def _property_results(
     targets = pairs.targets(prop)
     onehot_scale = pipe.diffusion.onehot_scale
     # The reference rows: the evaluator on the pairs' real molecules; #Atoms fitted on the evaluator half.
-    real = _predict(evaluator, estate, list(pairs.molecules), onehot_scale)
+    real = _predict(evaluator, list(pairs.molecules), onehot_scale)
     atoms = atom_count_predictor(split_molecules(pconf.data, "evaluator_half"), prop)(pairs.counts)
     rng = np.random.default_rng([config.protocol.seed, 3])
     maes = {k: to_table_units(prop, v) for k, v in reference_maes(real, targets, atoms, rng).items()}
@@ -368,7 +372,7 @@ def _property_results(
         pairs.counts,
         progress,
     ).load()[0]  # sampled by the unconditional step already: nothing left to do but read
-    unguided_pred = _predict(evaluator, estate, unguided, onehot_scale)
+    unguided_pred = _predict(evaluator, unguided, onehot_scale)
     maes["unguided"] = to_table_units(prop, mean_absolute_error(unguided_pred, targets))
     out_settings: dict[str, dict] = {}
     for s in settings:
@@ -376,7 +380,7 @@ def _property_results(
             s, protocol_dir(config) / "samples" / prop / s.name, config, pipe, pairs.counts, progress
         )
         mols, _, seconds = store.load()
-        pred = _predict(evaluator, estate, mols, onehot_scale)
+        pred = _predict(evaluator, mols, onehot_scale)
         for m, v, c in zip(mols, pred, targets):
             if m is not None:  # SD tags of the SDF
                 m.properties[f"evaluator_{prop}"], m.properties[f"target_{prop}"] = float(v), float(c)
@@ -415,12 +419,13 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
 
     progress = _progress(progress)
     pc = config.protocol
-    score_path = Path(config.output_dir) / "score" / "last.pt"
-    if not score_path.exists():
-        raise ValueError(f"protocol: no score checkpoint at {score_path}; run train-score first")
-    score, diffusion, nodes, score_state = load_score_model(score_path, use_ema=True, device=config.device)
+    score_folder = Path(config.output_dir) / "score"
+    if not (score_folder / "config.json").is_file():
+        raise ValueError(f"protocol: no score network in {score_folder}; run train-score first")
+    generator = TrainedRun({"score": read_network(score_folder, config.device)}, str(score_folder), config.device)
+    # EDM's sampler settings (protocol.steps, protocol.method, the even grid), not the model's own
     pipe = MoleculeDiffusionPipeline(
-        score, diffusion, nodes, atom_types_of(score_state), device=config.device
+        generator.network("score"), generator.diffusion, generator.nodes, generator.atom_types, device=config.device
     )
     pairs = draw_pairs(config)
     base_signature = {
@@ -428,7 +433,7 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
         "steps": pc.steps,
         "method": pc.method,
         "batch_size": config.sample.batch_size,  # batches carry their own seeds
-        "score_step": int(score_state["step"]),
+        "score_step": generator.step("score"),
     }
     tags = {"molguide.pipeline": "protocol", "molguide.split_half": config.data.split}
     with mlflow_run(EXPERIMENT, "protocol", tags) as run:
@@ -438,7 +443,7 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
             prop: _property_results(config, prop, pairs, base_signature, pipe, progress)
             for prop in pc.properties
         }
-        result = protocol_tables(config, unconditional, data_row, per_property, int(score_state["step"]))
+        result = protocol_tables(config, unconditional, data_row, per_property, generator.step("score"))
         result["reused"] = [
             name for name, r in (("unconditional", unconditional), *per_property.items()) if r.get("reused")
         ]

@@ -11,7 +11,7 @@ import torch
 from molguide.runs.config import RunConfig
 from molguide.data.registry import get_dataset
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
-from molguide.storage.networks import atom_types_of, load_score_model
+from molguide.storage.trained_run import TrainedRun
 from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,12 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
 
     progress = sys.stderr.isatty() if progress is None else progress
     sc = config.sample
-    ckpt = Path(sc.checkpoint) if sc.checkpoint else Path(config.output_dir) / "score" / "last.pt"
-    model, diffusion, nodes, state = load_score_model(ckpt, sc.use_ema, config.device)
-    pipe = MoleculeDiffusionPipeline(model, diffusion, nodes, atom_types_of(state), device=config.device)
+    source = sc.model or config.output_dir
+    run = TrainedRun.from_pretrained(source, config.device)
+    # the sample section's sampler settings, not the model's recommended ones
+    pipe = MoleculeDiffusionPipeline(
+        run.network("score"), run.diffusion, run.nodes, run.atom_types, device=config.device
+    )
     reference = get_dataset(config.data.dataset).training_smiles()
     out_dir = Path(config.output_dir) / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,17 +48,17 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
         f"{config.name}-sample",
         {
             "molguide.pipeline": "sample",
-            "molguide.checkpoint": str(ckpt),
+            "molguide.model": str(source),
             "molguide.dataset": config.data.dataset,
             "molguide.split_half": config.data.split,
         },
     ):
         log_config(config)
-        mlflow.log_param("trained_steps", int(state["step"]))
+        mlflow.log_param("trained_steps", run.step("score"))
         for steps in sc.steps:
             # Sizes and noise from one generator seeded with sample.seed, as before the pipeline.
             gen = torch.Generator().manual_seed(sc.seed)
-            counts = nodes.sample(sc.n_samples, gen)
+            counts = run.nodes.sample(sc.n_samples, gen)
             result = pipe(
                 counts,
                 batch_size=sc.batch_size,
@@ -86,8 +89,8 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
                 "%s: %s", tag, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
             )
     return {
-        "trained_steps": int(state["step"]),
+        "trained_steps": run.step("score"),
         "results": results,
-        "checkpoint": str(ckpt),
-        "train_config": state.get("train_config", {}),
+        "model": str(source),
+        "training": run.record("score").training,
     }

@@ -10,17 +10,14 @@ Both build their terms through the registry of :mod:`molguide.guidance.kinds`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from molguide.runs.config import GuideSection
-from molguide.diffusion.process import VPDiffusion
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
-from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
+from molguide.storage.trained_run import TrainedRun
 
 
 @dataclass
@@ -36,29 +33,23 @@ class SamplingSetting:
     signature: dict = field(default_factory=dict)  # what made its samples (for resumable stores)
 
 
-def guide_settings(
-    gc: GuideSection,
-    target: PropertyTarget,
-    score: torch.nn.Module,
-    diffusion: VPDiffusion,
-    networks: Mapping[str, torch.nn.Module],
-    metadata: Mapping[str, Mapping[str, Any]],
-) -> list[SamplingSetting]:
-    """The ``guide`` section's settings: unguided, then per guidance kind whose network the
-    run trained (registry order) its baseline when it samples its own network, and one
-    setting per weight (the configured one and the sweep)."""
+def guide_settings(gc: GuideSection, run: TrainedRun) -> list[SamplingSetting]:
+    """The ``guide`` section's settings for a trained run: unguided, then per guidance kind
+    whose network the run trained (registry order) its baseline when it samples its own
+    network, and one setting per weight (the configured one and the sweep)."""
     window = TimeWindow(gc.t_min, gc.t_max)
+    score, target, diffusion = run.network("score"), run.target, run.diffusion
     settings = [SamplingSetting("unguided", "unguided", 0.0, score)]
     for kind in GUIDANCE_KINDS.values():
-        network = networks.get(kind.network)
-        if network is None:
+        if not run.has(kind.network):
             continue
+        network = run.network(kind.network)
         model = network if kind.samples_own_network else score
         if kind.reference != "unguided":
             settings.append(SamplingSetting(kind.reference, kind.reference, 0.0, model))
         for w in kind.weights(getattr(gc, kind.name), gc.sweep):
             request = TermRequest(
-                network, metadata.get(kind.network, {}), target, target.target_class, diffusion, w, window
+                network, run.record(kind.network), target, target.target_class, diffusion, w, window
             )
             name = setting_name(kind.name, w)
             settings.append(SamplingSetting(name, kind.name, w, model, [kind.build(request)], kind.reference))

@@ -19,7 +19,6 @@ import numpy as np
 
 from molguide.training import distributed
 from molguide.runs.config import RunConfig, TrainSection
-from molguide.storage.networks import inference_state
 from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
 from molguide.training.trainer import StepLog, Trainer
 
@@ -50,9 +49,9 @@ def warm_start(trainer: Trainer, source: str) -> dict:
     the run's checkpoints as ``warm_start``; returns that record."""
     from pathlib import Path
 
-    from molguide.storage.checkpoints import CheckpointError, load_checkpoint
     from molguide.models.growth import grow_state
-    from molguide.storage.pretrained import SHIPPED, load_pretrained
+    from molguide.storage.checkpoints import CheckpointError, ema_weights, load_checkpoint
+    from molguide.storage.trained_run import SHIPPED, TrainedRun
 
     config = getattr(trainer.model, "config", None)
     if config is None:
@@ -60,9 +59,10 @@ def warm_start(trainer: Trainer, source: str) -> dict:
             "train.init_from: only networks that describe themselves (score networks) warm-start"
         )
     if str(source) in SHIPPED or Path(source).is_dir():
-        loaded = load_pretrained(source)
-        weights, source_config = loaded.model.state_dict(), dict(loaded.model.config)  # defaults filled
-        training = loaded.config.get("training", {})
+        loaded = TrainedRun.from_pretrained(source)
+        network = loaded.network("score")
+        weights, source_config = network.state_dict(), dict(network.config)  # defaults filled
+        training = loaded.record("score").training
         record = {"steps": training.get("steps"), "cpu_seconds": 3600 * training.get("cpu_hours", 0.0)}
     else:
         path = Path(source)
@@ -70,8 +70,10 @@ def warm_start(trainer: Trainer, source: str) -> dict:
             raise CheckpointError(
                 f"train.init_from: {source} is neither a checkpoint, a model folder nor a shipped name"
             )
-        state = inference_state(load_checkpoint(path), source=path)
-        weights, source_config = state["weights"], state.get("model_config")
+        state = load_checkpoint(path)
+        if "ema" not in state:
+            raise CheckpointError(f"train.init_from: {path} is not a training checkpoint (no EMA weights)")
+        weights, source_config = ema_weights(state["ema"]), state.get("model_config")
         if source_config is None:
             raise CheckpointError(f"train.init_from: {path} does not record its network's config")
         record = {"steps": int(state.get("step", 0)), "cpu_seconds": float(state.get("cpu_seconds", 0.0))}
@@ -157,17 +159,21 @@ def training_run(experiment: str, run_name: str, tags: Mapping[str, str], config
 
 
 def log_trained_component(run, kind: str, trainer: Trainer, summary: dict) -> dict:
-    """Log the finished checkpoint and the inference weights (``models/<kind>``) to ``run``.
+    """Export the trained network beside its checkpoint (``<kind>/config.json`` +
+    ``model.safetensors``, EMA weights), update the run folder's index, and log the
+    checkpoint and the exported network (``trained_run/<kind>``) to ``run``.
 
     Adds ``run_id`` to ``summary``; does nothing on data-parallel ranks other than 0.
     """
     import mlflow
 
-    from molguide.storage.components import log_component
+    from molguide.storage.trained_run import export_checkpoint, log_trained_network, write_index
 
     if run is None:
         return summary
+    folder = export_checkpoint(trainer.state_dict(), kind, trainer.checkpoint_path.parent)
+    write_index(folder.parent)
     mlflow.log_artifact(str(trainer.checkpoint_path), "checkpoint")
-    log_component(kind, inference_state(trainer.state_dict()))
+    log_trained_network(folder)
     summary["run_id"] = run.info.run_id
     return summary

@@ -6,8 +6,10 @@ or the evaluator half for the evaluator; docs/protocol.md), seed the initial
 weights with the kind's ``train.seed``, let the kind's spec
 (:mod:`molguide.runs.training_specs`) build the network, its objective, its batches and its
 checkpoint's metadata, train with resume and time box under an MLflow run, let the
-spec add its diagnostics, and log the checkpoint and the inference weights
-(``models/<kind>``).
+spec add its diagnostics, then export the network beside its checkpoint
+(``<output_dir>/<kind>/config.json`` + ``model.safetensors``, EMA weights; the run
+folder's index ``molguide_run.json`` updated: :mod:`molguide.storage.trained_run`) and log
+the checkpoint and the exported network (``trained_run/<kind>``) to MLflow.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import torch
 
 from molguide.runs.config import RunConfig
 from molguide.data.registry import split_molecules
-from molguide.storage.networks import inference_state
 from molguide.runs.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
 from molguide.runs.tracking import log_metrics_batch
 from molguide.training.trainer import RESUME_SIGNATURE, Trainer
@@ -107,26 +108,20 @@ def train_cfg(config: RunConfig, progress: bool | None = None) -> dict:
 
 
 def use_pretrained(config: RunConfig) -> dict:
-    """``model.pretrained``: write the saved model as ``output_dir/score/last.pt`` (the
-    checkpoint every later step reads), so nothing is trained; returns the summary."""
-    from molguide.storage.checkpoints import save_checkpoint
-    from molguide.storage.components import log_component
-    from molguide.storage.pretrained import load_pretrained
+    """``model.pretrained``: the saved generator becomes the run's score network
+    (``output_dir/score``, exported form, no training checkpoint), so nothing is trained;
+    returns the summary."""
+    from molguide.storage.trained_run import TrainedRun, log_trained_network, save_network, write_index
 
-    loaded = load_pretrained(config.model.pretrained)
-    checkpoint = {**loaded.training_checkpoint(), "pretrained": config.model.pretrained}
-    state, steps = loaded.component_state(), int(checkpoint["step"])
-    path = Path(config.output_dir) / "score" / "last.pt"
-    save_checkpoint(checkpoint, path)
-    log.info("score model: %s (%d training steps), not trained here -> %s", loaded.source, steps, path)
-    summary = {
-        "pretrained": loaded.source,
-        "steps": steps,
-        "checkpoint": str(path),
-        "training": state["training"],
-    }
+    loaded = TrainedRun.from_pretrained(config.model.pretrained)
+    score, record, steps = loaded.network("score"), loaded.record("score"), loaded.step("score")
+    folder = Path(config.output_dir) / "score"
+    save_network(folder, "score", score, record, steps)
+    write_index(config.output_dir)
+    log.info("score model: %s (%d training steps), not trained here -> %s", loaded.source, steps, folder)
+    summary = {"pretrained": loaded.source, "steps": steps, "folder": str(folder), "training": record.training}
     # A run in MLflow all the same: which generator this experiment used, and its model.
-    data = state["training"].get("data", {})
+    data = record.training.get("data", {})
     tags = {
         "molguide.pipeline": "train-score",
         "molguide.dataset": data.get("dataset", config.data.dataset),
@@ -137,10 +132,9 @@ def use_pretrained(config: RunConfig) -> dict:
         if run is not None:
             import mlflow
 
-            record = state["training"]
             mlflow.log_params(
-                {f"pretrained.{k}": record[k] for k in ("steps", "epochs", "cpu_hours") if k in record}
+                {f"pretrained.{k}": record.training[k] for k in ("steps", "epochs", "cpu_hours") if k in record.training}
             )
-            log_component("score", inference_state(checkpoint))
+            log_trained_network(folder)
             summary["run_id"] = run.info.run_id
     return summary

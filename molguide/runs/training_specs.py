@@ -32,7 +32,8 @@ from molguide.diffusion.objective import DenoisingObjective
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
 from molguide.guidance.targets import PropertyTarget, reward_weights
 from molguide.models.residual import ResidualScoreNetwork
-from molguide.storage.networks import build_predictor, build_score_model, diffusion_from_config, inference_state
+from molguide.models.build import build_predictor, build_score_model
+from molguide.storage.trained_run import read_network
 from molguide.runs.tracking import log_metrics_batch
 from molguide.training.trainer import Objective, TrainConfig, Trainer
 
@@ -111,7 +112,7 @@ def _batches(config: RunConfig, mols: MoleculeSet, **extras) -> MoleculeBatches:
 def _score_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
     types = atom_types(config)
     model = build_score_model({**config.model.model_dump(), "num_atom_types": len(types)})
-    diffusion = diffusion_from_config(config.diffusion.model_dump())
+    diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
     nodes = NodeCountDistribution(mols.num_atoms)
     bonds = bond_labels(config, mols, config.model.model_dump(), progress)
     n_params = sum(p.numel() for p in model.parameters())
@@ -140,7 +141,7 @@ def _score_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Training
 def _classifier_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
     section, prop = config.classifier, config.target.property
     target = fitted_target(config, mols.properties[prop])
-    diffusion = diffusion_from_config(config.diffusion.model_dump())
+    diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
     model = build_predictor(section.model_dump(), target.n_bins, True, len(atom_types(config)))
     return TrainingJob(
         model,
@@ -183,7 +184,7 @@ def _evaluator_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trai
     values = mols.properties[prop]
     mean, std = float(values.mean()), float(values.std())
     model = build_predictor(config.evaluator.model_dump(), 1, False, len(atom_types(config)))
-    onehot_scale = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
+    onehot_scale = VPDiffusion.from_config(config.diffusion.model_dump()).onehot_scale
     return TrainingJob(
         model,
         RegressionObjective(onehot_scale),
@@ -234,21 +235,22 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
     diffusion_config = config.diffusion.model_dump()
     base_weights = None
     if section.init_from_score:
-        base = Path(config.output_dir) / "score" / "last.pt"
-        if not base.exists():
-            raise ValueError(f"reward.init_from_score: no score checkpoint at {base}; run train-score first")
-        base_state = inference_state(load_checkpoint(base), source=base)
+        base_folder = Path(config.output_dir) / "score"
+        if not (base_folder / "config.json").is_file():
+            raise ValueError(f"reward.init_from_score: no score network in {base_folder}; run train-score first")
+        base = read_network(base_folder)
         # The fine-tuned copy is the base network: its architecture and diffusion, not the config's
         # (they differ when the base is a shipped generator, model.pretrained).
-        model_config, diffusion_config = base_state["model_config"], base_state["diffusion_config"]
-        base_weights = base_state["weights"]
+        model_config = base.network.config
+        diffusion_config = base.record.diffusion.model_dump()
+        base_weights = base.network.state_dict()
     # A guidance term needs the reward model's score only: no bond-order head to train.
     model = build_score_model({**model_config, "bond_head": False})
     if base_weights is not None:
         model.load_state_dict({k: v for k, v in base_weights.items() if not k.startswith("bond_head.")})
     if section.correction is not None:  # the frozen score network plus a small trained correction
         model = ResidualScoreNetwork(model, {"backbone_kwargs": dict(section.correction)})
-    diffusion = diffusion_from_config(diffusion_config)
+    diffusion = VPDiffusion.from_config(diffusion_config)
     ess = {"reward_weight_ess": ess_fraction * len(mols), "reward_weight_ess_fraction": ess_fraction}
     message = (
         f"reward model: r = exp({section.beta:g} * {direction:+g} * z({prop})), z clipped at "
@@ -280,7 +282,7 @@ def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJo
         "num_atom_types": len(atom_types(config)),
     }
     model = build_score_model(model_config)
-    diffusion = diffusion_from_config(config.diffusion.model_dump())
+    diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
     objective = DenoisingObjective(diffusion, context_key="context", p_uncond=section.p_uncond)
     bonds = bond_labels(config, mols, model_config, progress)  # CFG's network is the sampler's base
     return TrainingJob(

@@ -180,16 +180,16 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     mols = report.require_molecules()
     extra: dict[str, float] = {}
     predicted: dict[str, np.ndarray] = {}  # SD tag name -> one evaluator prediction per molecule
-    evaluator_path = Path(config.output_dir) / "evaluator" / "last.pt"
-    if evaluator_path.exists():
+    evaluator_folder = Path(config.output_dir) / "evaluator"
+    if (evaluator_folder / "config.json").is_file():
         from molguide.models.predictor import predict_property
-        from molguide.storage.networks import diffusion_from_config, load_network
+        from molguide.storage.trained_run import read_network
 
-        model, state = load_network(evaluator_path, "evaluator")
-        onehot = diffusion_from_config(config.diffusion.model_dump()).onehot_scale
-        name = f"evaluator_{state['property']}"
+        evaluator = read_network(evaluator_folder)
+        record = evaluator.record
+        name = f"evaluator_{record.property}"
         predicted[name] = predict_property(
-            model, MoleculeSet.from_molecules(mols), state["mean"], state["std"], onehot
+            evaluator.network, MoleculeSet.from_molecules(mols), record.mean, record.std, record.onehot_scale
         )
         extra[f"{name}_mean"] = float(np.mean(predicted[name]))
     ev = evaluate(

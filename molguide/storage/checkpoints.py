@@ -133,3 +133,9 @@ def load_weights(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], s
             f"use the config it was trained with, or {MOVE_AWAY}"
         )
     module.load_state_dict(weights)
+
+
+def ema_weights(ema_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's weights in an EMA state dict (``AveragedModel``'s ``module.`` prefix and
+    its counter removed)."""
+    return {k.removeprefix("module."): v for k, v in ema_state.items() if k != "n_averaged"}

@@ -1,4 +1,4 @@
-"""The guidance theory checked on a Gaussian mixture (docs/guidance.md).
+"""The guidance theory checked on a Gaussian mixture (docs/theory.md).
 
 Everything here has an exact answer, so every number is a check: samplers with exact
 scores hit the closed forms, networks trained by molguide's own training loop recover

@@ -34,6 +34,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from molguide.storage.checkpoints import (
     CheckpointError,
     config_differences,
+    ema_weights,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -454,8 +455,3 @@ def warmup_ema(decay: float):
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
     return update
-
-
-def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip AveragedModel's ``module.`` prefix and counter from an EMA state dict."""
-    return {k.removeprefix("module."): v for k, v in ema_state.items() if k != "n_averaged"}
