@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from molguide import __version__
+from molguide.guidance.kinds import GUIDANCE_KINDS
 
 log = logging.getLogger("molguide")
 
@@ -191,15 +192,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# "module:function" or "module:function:first argument"; a guidance kind's network gets its
+# train-<network> command from the registry (molguide.guidance.kinds, imported without torch).
 PIPELINES = {
     "quickstart": "molguide.runs.workflow:quickstart",
     "full": "molguide.runs.workflow:full",
     "toy": "molguide.runs.toy:run_toy",
-    "train-score": "molguide.runs.train:train_score",
-    "train-classifier": "molguide.runs.train:train_classifier",
-    "train-evaluator": "molguide.runs.train:train_evaluator",
-    "train-reward": "molguide.runs.train:train_reward",
-    "train-cfg": "molguide.runs.train:train_cfg",
+    "train-score": "molguide.runs.train:train_network:score",
+    "train-evaluator": "molguide.runs.train:train_network:evaluator",
+    **{
+        f"train-{k.network}": f"molguide.runs.train:train_network:{k.network}"
+        for k in GUIDANCE_KINDS.values()
+    },
     "sample": "molguide.runs.sample:sample_and_evaluate",
     "guide": "molguide.runs.guide:guided_sample",
     "evaluate": "molguide.runs.workflow:evaluate_file",
@@ -260,12 +264,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     else:
         for run_id in end_stale_runs(config.output_dir):
             log.warning("MLflow run %s was left RUNNING by a process that is gone; marked FAILED", run_id)
-    module, func = PIPELINES[args.pipeline].split(":")
+    module, func, *first = PIPELINES[args.pipeline].split(":")
     log.info("running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", uri)
     log.debug("resolved config:\n%s", dump_config(config))
     progress = False if args.no_progress else None
     try:
-        summary = getattr(importlib.import_module(module), func)(config, progress=progress)
+        summary = getattr(importlib.import_module(module), func)(*first, config, progress=progress)
         distributed.shutdown()
     except _one_line_errors():
         raise  # the message says what to do; resuming the same command would meet it again

@@ -24,9 +24,10 @@ from molguide.diagnostics.statistics import (
     nanmean,
     paired_improvement,
 )
+from molguide.guidance.kinds import RewardRecord
 from molguide.guidance.targets import PropertyTarget, reward_logits
 from molguide.models.predictor import MoleculePredictor, predict_samples
-from molguide.storage.metadata import EvaluatorRecord, RewardRecord
+from molguide.storage.metadata import EvaluatorRecord
 
 
 def class_probability(pred: np.ndarray, rmse: float, target: PropertyTarget) -> np.ndarray:

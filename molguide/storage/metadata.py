@@ -10,9 +10,22 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from molguide.guidance.targets import PropertyTarget
+from molguide.guidance.kinds import GUIDANCE_KINDS, CfgRecord, ClassifierRecord, RewardRecord
+from molguide.guidance.records import DiffusionRecord, Record
+
+__all__ = [
+    "RECORDS",
+    "CfgRecord",
+    "ClassifierRecord",
+    "DiffusionRecord",
+    "EvaluatorRecord",
+    "Record",
+    "RewardRecord",
+    "ScoreRecord",
+    "register_record",
+]
 
 MAX_ATOMS = 1000  # atom-count distributions longer than this are refused (not a molecule)
 
@@ -20,22 +33,7 @@ AtomicNumber = Annotated[int, Field(ge=1, le=118)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class _Record(BaseModel):
-    # Unknown keys are refused: a misspelt key would otherwise be read as its default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DiffusionRecord(_Record):
-    """The VP diffusion a network was trained with (``VPDiffusion.config``)."""
-
-    schedule: str
-    steps: int = Field(ge=1, le=100_000)
-    precision: float = Field(gt=0, lt=1)
-    onehot_scale: float = Field(0.25, gt=0, allow_inf_nan=False)
-    loss: dict[str, Any] = Field(default_factory=dict)
-
-
-class ScoreRecord(_Record):
+class ScoreRecord(Record):
     """A score network: its diffusion, what its type channels are, the sizes it samples,
     how it was trained and how it samples best."""
 
@@ -62,19 +60,7 @@ class ScoreRecord(_Record):
         return probs
 
 
-class ClassifierRecord(_Record):
-    """A noise-level classifier: its target binning and per-noise-level diagnostics."""
-
-    target: dict[str, Any]
-    diffusion: DiffusionRecord
-    noise_levels: list[dict[str, Any]] = Field(default_factory=list)
-
-    @property
-    def property_target(self) -> PropertyTarget:
-        return PropertyTarget.from_dict(self.target)
-
-
-class EvaluatorRecord(_Record):
+class EvaluatorRecord(Record):
     """A property evaluator: the property and the scaling of its output."""
 
     property: str
@@ -84,49 +70,17 @@ class EvaluatorRecord(_Record):
     reference_rows: dict[str, Any] = Field(default_factory=dict)
 
 
-class RewardRecord(_Record):
-    """A reward-reweighted score network: the reward r = exp(beta * direction * z)."""
-
-    property: str
-    beta: Finite
-    clip_z: float | None = None
-    direction: float
-    mean: Finite
-    std: float = Field(gt=0, allow_inf_nan=False)
-    reward_weight_ess: float | None = None
-    diffusion: DiffusionRecord
-
-    @field_validator("direction")
-    @classmethod
-    def _sign(cls, direction: float) -> float:
-        if direction not in (-1.0, 1.0):
-            raise ValueError(f"direction must be 1 (higher) or -1 (lower), got {direction}")
-        return direction
-
-
-class CfgRecord(_Record):
-    """A conditional score network for classifier-free guidance: its label binning."""
-
-    target: dict[str, Any]
-    p_uncond: float = Field(ge=0, le=1)
-    diffusion: DiffusionRecord
-
-    @property
-    def property_target(self) -> PropertyTarget:
-        return PropertyTarget.from_dict(self.target)
-
-
-RECORDS: dict[str, type[_Record]] = {
+# The generator's and the evaluator's records, then each guidance kind's network's
+# (declared with the kind in molguide.guidance.kinds).
+RECORDS: dict[str, type[Record]] = {
     "score": ScoreRecord,
-    "classifier": ClassifierRecord,
     "evaluator": EvaluatorRecord,
-    "reward": RewardRecord,
-    "cfg": CfgRecord,
+    **{kind.network: kind.record for kind in GUIDANCE_KINDS.values()},
 }
 
 
-def register_record(kind: str, record: type[_Record]) -> type[_Record]:
-    """The record a new kind of network carries (its term's module registers it)."""
+def register_record(kind: str, record: type[Record]) -> type[Record]:
+    """The record of a kind of network that is not a guidance kind's (those come with their kind)."""
     if kind in RECORDS:
         raise ValueError(f"a record for {kind!r} networks is registered already")
     RECORDS[kind] = record
