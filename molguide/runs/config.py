@@ -212,9 +212,9 @@ class TrainSection(_Section):
         return self
 
 
-class SampleSection(_Section):
-    n_samples: int = Field(1000, ge=1)
-    steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [100], min_length=1)
+class _Sampling(_Section):
+    """The sampler settings the sample and guide sections share."""
+
     method: SamplerName = "ancestral"
     grid_power: float = Field(
         1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
@@ -225,10 +225,14 @@ class SampleSection(_Section):
     _options = model_validator(mode="after")(_sampler_options)
     batch_size: int = Field(250, ge=1)
     seed: int = 0
+
+
+class SampleSection(_Sampling):
+    n_samples: int = Field(1000, ge=1)
+    steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [100], min_length=1)
     model: str | None = Field(
         None,
-        description="the trained run to sample: a folder, runs:/<id> or a "
-        "shipped name (default: output_dir)",
+        description="the trained run to sample: a folder, runs:/<id> or a shipped name (default: output_dir)",
     )
     xtb: bool = False
 
@@ -328,7 +332,7 @@ class RewardSection(_Section):
         return self
 
 
-class _GuideSettings(_Section):
+class _GuideSettings(_Sampling):
     t_min: float = Field(0.0, ge=0, le=1)
     t_max: float = Field(1.0, ge=0, le=1)
     sweep: list[Annotated[float, Field(ge=0)]] = Field(
@@ -336,16 +340,6 @@ class _GuideSettings(_Section):
     )
     n_samples: int = Field(500, ge=2)
     steps: int = Field(100, ge=1)
-    method: SamplerName = "ancestral"
-    grid_power: float = Field(
-        1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
-    )
-    sampler_options: dict[str, float] = Field(
-        default_factory=dict, description="the sampler's own settings, e.g. {eta: 3.0} for dpmpp2m_sde"
-    )
-    _options = model_validator(mode="after")(_sampler_options)
-    batch_size: int = Field(250, ge=1)
-    seed: int = 0
     xtb: bool = True
     diagnostics_molecules: int = Field(1000, ge=10)
 
