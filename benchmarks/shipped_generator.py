@@ -210,7 +210,7 @@ def _recipe_note() -> str:
     finished = {p.stem: json.loads(p.read_text())["final"] for p in sorted(ablation.glob("*.json"))}
     note = (
         "this model continues the ablation's run of variant `all` (`benchmarks/generator_ablation.py`, "
-        'README "Generator ablation": 30 quiet CPU-minutes each, 1,000 samples of the EMA weights)'
+        'docs/train.md, "Generator ablation": 30 quiet CPU-minutes each, 1,000 samples of the EMA weights)'
     )
     if "all" not in finished:
         return note + "."
@@ -316,7 +316,7 @@ This model trained for a tiny fraction of EDM's budget (a GPU-week, about 1,100 
 
 `generate` samples this model as the first row does: `{sampler.get("method", "ancestral")}` \
 ({options or "no options"}, {sampler.get("steps", steps)} steps, \
-{grid_label(float(sampler.get("grid_power", 1.0)))}; `config.json`, `sampler`), a second-order \
+{grid_label(float(sampler.get("grid_power", 1.0)))}; `score/config.json`, `record.sampler`), a second-order \
 stochastic solver on the clean estimate (docs/sampling.md). \
 {
         "; ".join(
@@ -325,7 +325,7 @@ stochastic solver on the clean estimate (docs/sampling.md). \
             for name, row in ancestral
         )
     }. \
-Fewer steps and other settings: `python benchmarks/sampler_steps.py` (README, "Sampling in fewer steps").
+Fewer steps and other settings: `python benchmarks/sampler_steps.py` (docs/sampling.md).
 
 ## Reproduce
 
@@ -414,7 +414,7 @@ def main() -> None:
         raise SystemExit(f"--sampler: unknown sampler {args.sampler!r}; choose one of {list(SAMPLERS)}")
     options = dict(SAMPLERS[args.sampler].OPTIONS)
     given = args.sampler_option
-    if given is None:  # the shipped recommendation: eta 2 keeps valid x unique (README)
+    if given is None:  # the shipped recommendation: eta 2 keeps valid x unique (docs/sampling.md)
         given = ["eta=2"] if args.sampler == "dpmpp2m_sde" else []
     for item in given:
         key, _, value = item.partition("=")
