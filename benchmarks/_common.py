@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -159,7 +160,7 @@ def judge_samples(
     validity; lost samples count as invalid and unstable."""
     from molguide.chem import evaluate
     from molguide.chem.evaluate import over_requested
-    from molguide.design_pipeline import MoleculeDiffusionPipeline
+    from molguide.generation.pipeline import MoleculeDiffusionPipeline
 
     t0 = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)  # sizes, then noise, from one generator
@@ -199,15 +200,32 @@ def judge_saved_model(
     import logging
 
     from molguide.chem.smiles import qm9_training_smiles
-    from molguide.pretrained import load_pretrained
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    pretrained = load_pretrained(folder)
+    pretrained = load_generator(folder)
     reference = qm9_training_smiles()
     args = (pretrained.model, pretrained.diffusion, pretrained.nodes, n, steps, seed, reference, batch_size)
     return judge_samples(
         *args, progress=False, grid_power=grid_power, sampler=sampler, sampler_options=sampler_options
+    )
+
+
+def load_generator(source: str) -> SimpleNamespace:
+    """A saved generator (a folder or a shipped name) as ``model``, ``diffusion``, ``nodes``,
+    ``atom_types`` and ``config`` (its network config as ``model`` and its score record's
+    entries: ``training``, ``sampler``, ``diffusion``, ``atom_types``)."""
+    from molguide.storage.trained_run import TrainedRun
+
+    run = TrainedRun.from_pretrained(source)
+    record = run.record("score").model_dump(mode="json")
+    config = {"model": dict(run.network("score").config), **record}
+    return SimpleNamespace(
+        model=run.network("score"),
+        diffusion=run.diffusion,
+        nodes=run.nodes,
+        atom_types=run.atom_types,
+        config=config,
     )
 
 

@@ -41,14 +41,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import judge_samples, machine  # noqa: E402
 
-from molguide.atomic import atomic_write  # noqa: E402
 from molguide.chem.bond_orders import cached_bond_table  # noqa: E402
 from molguide.chem.smiles import qm9_training_smiles  # noqa: E402
 from molguide.data import edm_splits, load_qm9  # noqa: E402
-from molguide.diffusion.nodes import NodeCountDistribution  # noqa: E402
-from molguide.diffusion.training import DiffusionTrainer, TrainConfig  # noqa: E402
-from molguide.networks import build_score_model, diffusion_from_config  # noqa: E402
-from molguide.training import ema_weights  # noqa: E402
+from molguide.diffusion.atom_counts import NodeCountDistribution  # noqa: E402
+from molguide.diffusion.objective import DiffusionTrainer, TrainConfig  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
+from molguide.storage.networks import build_score_model, diffusion_from_config  # noqa: E402
+from molguide.training.trainer import ema_weights  # noqa: E402
 
 log = logging.getLogger("ablation")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -264,7 +264,7 @@ def judge_raw_weights(name: str, args, nodes, reference) -> dict | None:
         log.warning("%s: not finished (no %s); run it first", name, out_path)
         return None
     result = json.loads(out_path.read_text())
-    from molguide.checkpoint import load_checkpoint
+    from molguide.storage.checkpoints import load_checkpoint
 
     ckpt = Path(args.workdir) / name / "last.pt"
     if not ckpt.exists():
@@ -301,7 +301,7 @@ def promote(name: str, output_dir: Path, mols, s_per_step: float) -> Path:
     """A variant's checkpoint as a ``train-score`` checkpoint in ``output_dir/score/last.pt``, so
     ``molguide run train-score`` with the variant's settings continues it (the generator that
     ships starts from the best variant's 30 minutes instead of repeating them)."""
-    from molguide.checkpoint import load_checkpoint, save_checkpoint
+    from molguide.storage.checkpoints import load_checkpoint, save_checkpoint
 
     workdir = RESULTS / "ablation_state" / name
     state = load_checkpoint(workdir / "last.pt")

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved, machine, median_ratio, write_report  # noqa: E402
 
-from molguide.design_pipeline import MoleculeDiffusionPipeline
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.terms import ClassifierGuidance, RewardGuidance
 from molguide.models.predictor import MoleculePredictor
 from molguide.models.residual import ResidualScoreNetwork
@@ -67,9 +67,11 @@ def main() -> None:
     device = torch.device(args.device)
     at_start = machine(device)
     torch.manual_seed(0)
-    from molguide.pretrained import SHIPPED, load_pretrained
+    from _common import load_generator
 
-    shipped = load_pretrained(SHIPPED["qm9"])
+    from molguide.storage.trained_run import SHIPPED
+
+    shipped = load_generator(SHIPPED["qm9"])
     counts = shipped.nodes.sample(args.molecules, torch.Generator().manual_seed(0))
     diffusion = shipped.diffusion
     score = shipped.model.to(device).eval()

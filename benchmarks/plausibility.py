@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-from molguide.atomic import atomic_write  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "plausibility.json"
@@ -89,11 +89,12 @@ def qm9_row(n: int, seed: int) -> dict:
 def generated_row(folder: str, sampler: str, n: int, steps: int, seed: int) -> dict:
     """``n`` raw samples of the model with ``sampler`` (its recommended options and grid
     when it is the model's own recommendation, else the sampler's defaults and u^2)."""
-    from molguide.design_pipeline import MoleculeDiffusionPipeline
-    from molguide.diffusion.samplers import SAMPLERS
-    from molguide.pretrained import load_pretrained
+    from _common import load_generator
 
-    model = load_pretrained(folder)
+    from molguide.diffusion.samplers import SAMPLERS
+    from molguide.generation.pipeline import MoleculeDiffusionPipeline
+
+    model = load_generator(folder)
     recommended = model.config.get("sampler", {})
     options = dict(SAMPLERS[sampler].OPTIONS)
     if recommended.get("method") == sampler:
@@ -160,7 +161,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from molguide.pretrained import SHIPPED
+    from molguide.storage.trained_run import SHIPPED
 
     folder = str(SHIPPED[args.model]) if args.model in SHIPPED else args.model
     weights = Path(folder) / "model.safetensors"

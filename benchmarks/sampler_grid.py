@@ -21,10 +21,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import judge_side_by_side, machine  # noqa: E402
+from _common import (  # noqa: E402
+    judge_side_by_side,
+    load_generator,  # noqa: E402
+    machine,
+)
 
-from molguide.atomic import atomic_write  # noqa: E402
-from molguide.pretrained import SHIPPED, load_pretrained  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
+from molguide.storage.trained_run import SHIPPED  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_grid.json"
 KEYS = ("atom_stability", "mol_stability", "validity", "validity_strict", "uniqueness")
@@ -54,7 +58,7 @@ def main() -> None:
     table = "\n".join(lines)
     result = {
         "model": args.model,
-        "training": load_pretrained(args.model).config.get("training", {}),
+        "training": load_generator(args.model).config.get("training", {}),
         "sampler": {"method": "ancestral", "steps": args.steps, "seed": args.seed},
         "by_grid_power": {str(p): m for p, m in by_power.items()},
         "table_markdown": table,

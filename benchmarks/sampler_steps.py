@@ -26,10 +26,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import judge_samples, machine  # noqa: E402
+from _common import (  # noqa: E402
+    judge_samples,
+    load_generator,  # noqa: E402
+    machine,
+)
 
-from molguide.atomic import atomic_write  # noqa: E402
-from molguide.pretrained import SHIPPED, load_pretrained  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
+from molguide.storage.trained_run import SHIPPED  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_steps.json"
 KEYS = ("atom_stability", "mol_stability", "validity", "validity_strict", "uniqueness", "novelty")
@@ -46,7 +50,7 @@ def judge_cell(
     from molguide.chem.smiles import qm9_training_smiles
 
     torch.set_num_threads(1)
-    model = load_pretrained(folder)
+    model = load_generator(folder)
     args = (model.model, model.diffusion, model.nodes, n, steps, seed, qm9_training_smiles(), batch_size)
     return judge_samples(*args, grid_power=power, sampler=sampler, sampler_options=options)
 
@@ -100,7 +104,7 @@ def main() -> None:
         cells = [job.result() for job in jobs]
     result = {
         "model": folder,
-        "training": load_pretrained(folder).config.get("training", {}),
+        "training": load_generator(folder).config.get("training", {}),
         "samples": args.samples,
         "seed": args.seed,
         "cells": cells,

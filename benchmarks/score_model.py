@@ -99,8 +99,8 @@ class _Autocast:
 def trainer(model, data: Data, device: torch.device, bf16: bool):
     """molguide's Trainer of the plain score model, batches of 64, no checkpoints."""
     from molguide.data.graphs import MoleculeBatches
-    from molguide.diffusion.training import DenoisingObjective
-    from molguide.training import TrainConfig, Trainer
+    from molguide.diffusion.objective import DenoisingObjective
+    from molguide.training.trainer import TrainConfig, Trainer
 
     objective = _Autocast(DenoisingObjective(data.diffusion), device, bf16)
     # A long warm-up keeps the weights near their initial values during the few steps
@@ -129,7 +129,7 @@ def fwd_bwd(model, data: Data, device: torch.device, bf16: bool):
 
 def sampling_s_per_molecule(model, data, counts, device, bf16, steps_list, timed_steps) -> dict:
     """Seconds per molecule for each number of steps (extrapolated from ``timed_steps`` if given)."""
-    from molguide.design_pipeline import MoleculeDiffusionPipeline
+    from molguide.generation.pipeline import MoleculeDiffusionPipeline
 
     pipe = MoleculeDiffusionPipeline(model, data.diffusion, device=device)
 
@@ -248,7 +248,7 @@ def main() -> None:
         print(json.dumps(memory_probe(args.memory_probe, args.naive, device, args.bf16)))
         return
 
-    from molguide.diffusion.nodes import NodeCountDistribution
+    from molguide.diffusion.atom_counts import NodeCountDistribution
 
     report = {"machine_at_start": machine(device)}
     data = Data()

@@ -35,11 +35,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import judge_side_by_side, machine  # noqa: E402
+from _common import (  # noqa: E402
+    judge_side_by_side,
+    load_generator,  # noqa: E402
+    machine,
+)
 
 import molguide  # noqa: E402
-from molguide.atomic import atomic_write  # noqa: E402
-from molguide.pretrained import CARD_FILE, SHIPPED, export_checkpoint, load_pretrained  # noqa: E402
+from molguide.storage.files import atomic_write  # noqa: E402
+from molguide.storage.trained_run import CARD_FILE, SHIPPED, export_checkpoint, write_index  # noqa: E402
 
 log = logging.getLogger("shipped")
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +54,7 @@ ABLATION_RUN = ROOT / "benchmarks" / "results" / "ablation" / "all.json"  # the 
 CURVE_KEYS = ("mol_stability", "validity", "validity_strict", "atom_stability", "uniqueness")
 CONFIG = "configs/qm9_generator_cpu.yaml"
 
-# design.md section 9 (QM9, EDM protocol, %): atom stab, mol stab, valid, valid*unique.
+# QM9 under EDM protocol, % (docs/protocol.md, "Published rows"): atom stab, mol stab, valid, valid*unique.
 ANCHORS = [
     ("QM9 data", "99.0", "95.2", "97.7", "97.7", "-"),
     ("EDM (1000 steps)", "98.7", "82.0", "91.9", "90.7", "1000"),
@@ -206,7 +210,7 @@ def _recipe_note() -> str:
     finished = {p.stem: json.loads(p.read_text())["final"] for p in sorted(ablation.glob("*.json"))}
     note = (
         "this model continues the ablation's run of variant `all` (`benchmarks/generator_ablation.py`, "
-        'README "Generator ablation": 30 quiet CPU-minutes each, 1,000 samples of the EMA weights)'
+        'docs/train.md, "Generator ablation": 30 quiet CPU-minutes each, 1,000 samples of the EMA weights)'
     )
     if "all" not in finished:
         return note + "."
@@ -312,7 +316,7 @@ This model trained for a tiny fraction of EDM's budget (a GPU-week, about 1,100 
 
 `generate` samples this model as the first row does: `{sampler.get("method", "ancestral")}` \
 ({options or "no options"}, {sampler.get("steps", steps)} steps, \
-{grid_label(float(sampler.get("grid_power", 1.0)))}; `config.json`, `sampler`), a second-order \
+{grid_label(float(sampler.get("grid_power", 1.0)))}; `score/config.json`, `record.sampler`), a second-order \
 stochastic solver on the clean estimate (docs/sampling.md). \
 {
         "; ".join(
@@ -321,7 +325,7 @@ stochastic solver on the clean estimate (docs/sampling.md). \
             for name, row in ancestral
         )
     }. \
-Fewer steps and other settings: `python benchmarks/sampler_steps.py` (README, "Sampling in fewer steps").
+Fewer steps and other settings: `python benchmarks/sampler_steps.py` (docs/sampling.md).
 
 ## Reproduce
 
@@ -342,7 +346,7 @@ def write_card_from_results(folder: Path) -> None:
     if not RESULTS.exists():
         raise SystemExit(f"no measurement at {RESULTS}: run this script without --card-only first")
     saved = json.loads(RESULTS.read_text())
-    config = load_pretrained(folder).config
+    config = load_generator(folder).config
     if saved["training"]["steps"] != config["training"]["steps"]:
         raise SystemExit(
             f"{RESULTS} measured the model at {saved['training']['steps']} steps, but {folder} "
@@ -410,7 +414,7 @@ def main() -> None:
         raise SystemExit(f"--sampler: unknown sampler {args.sampler!r}; choose one of {list(SAMPLERS)}")
     options = dict(SAMPLERS[args.sampler].OPTIONS)
     given = args.sampler_option
-    if given is None:  # the shipped recommendation: eta 2 keeps valid x unique (README)
+    if given is None:  # the shipped recommendation: eta 2 keeps valid x unique (docs/sampling.md)
         given = ["eta=2"] if args.sampler == "dpmpp2m_sde" else []
     for item in given:
         key, _, value = item.partition("=")
@@ -424,8 +428,9 @@ def main() -> None:
     shipped |= {"options": options} if options else {}
     cells = [(args.sampler, args.grid_power, options)] + [parse_cell(c) for c in args.compare]
     if not args.no_export:
-        export_checkpoint(args.checkpoint, args.out, sampler=shipped)
-    pretrained = load_pretrained(args.out)
+        export_checkpoint(args.checkpoint, "score", Path(args.out) / "score", sampler=shipped)
+        write_index(args.out)
+    pretrained = load_generator(args.out)
     # One process per cell (one thread each): the measurements run side by side.
     measured = judge_side_by_side(
         args.out, args.samples, args.steps, args.seed, args.batch_size, cells, args.processes

@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in ("load", "Designer"):
-        from molguide import designer
+        from molguide.generation import designer
 
         return getattr(designer, name)
     raise AttributeError(f"module 'molguide' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from molguide import __version__
+from molguide.guidance.kinds import GUIDANCE_KINDS
 
 log = logging.getLogger("molguide")
 
@@ -31,9 +32,9 @@ def data_info(cache_dir: str | None = None, rebuild: bool = False) -> dict:
     """Sizes, splits, elements and property units and ranges of QM9 (as ``data info --json``)."""
     import numpy as np
 
+    from molguide.data.elements import symbol
     from molguide.data.qm9 import PROPERTIES, default_cache_dir, load_qm9
     from molguide.data.splits import EDM_SPLIT_SEED, edm_splits
-    from molguide.elements import symbol
 
     qm9 = load_qm9(cache_dir, rebuild=rebuild)
     splits = edm_splits(len(qm9))
@@ -153,7 +154,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from molguide.data.io import read_molecules
 
     if args.out:  # before the evaluation, which may take minutes
-        from molguide.preflight import check_output_dir
+        from molguide.runs.preflight import check_output_dir
 
         check_evaluated_sdf_path(args.out, args.file)
         check_output_dir(Path(args.out).resolve().parent, "--out folder")
@@ -191,18 +192,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# "module:function" or "module:function:first argument"; a guidance kind's network gets its
+# train-<network> command from the registry (molguide.guidance.kinds, imported without torch).
 PIPELINES = {
-    "quickstart": "molguide.pipelines.workflow:quickstart",
-    "full": "molguide.pipelines.workflow:full",
-    "toy": "molguide.pipelines.toy:run_toy",
-    "train-score": "molguide.pipelines.train:train_score",
-    "train-classifier": "molguide.pipelines.train:train_classifier",
-    "train-evaluator": "molguide.pipelines.train:train_evaluator",
-    "train-reward": "molguide.pipelines.train:train_reward",
-    "train-cfg": "molguide.pipelines.train:train_cfg",
-    "sample": "molguide.pipelines.score:sample_and_evaluate",
-    "guide": "molguide.pipelines.guidance:guided_sample",
-    "evaluate": "molguide.pipelines.workflow:evaluate_file",
+    "quickstart": "molguide.runs.workflow:quickstart",
+    "full": "molguide.runs.workflow:full",
+    "toy": "molguide.runs.toy:run_toy",
+    "train-score": "molguide.runs.train:train_network:score",
+    "train-evaluator": "molguide.runs.train:train_network:evaluator",
+    **{
+        f"train-{k.network}": f"molguide.runs.train:train_network:{k.network}"
+        for k in GUIDANCE_KINDS.values()
+    },
+    "sample": "molguide.runs.sample:sample_and_evaluate",
+    "guide": "molguide.runs.guide:guided_sample",
+    "evaluate": "molguide.runs.workflow:evaluate_file",
 }
 
 
@@ -211,7 +215,7 @@ DATA_PARALLEL_PIPELINES = ("train-score", "train-reward", "train-cfg")
 
 
 def _resume_command(args: argparse.Namespace) -> str:
-    from molguide.distributed import launched_by_torchrun
+    from molguide.training.distributed import launched_by_torchrun
 
     parts = ["molguide", "run", args.pipeline]
     if launched_by_torchrun():
@@ -229,14 +233,14 @@ def run_pipeline(args: argparse.Namespace) -> int:
     """``molguide run PIPELINE``: resolve the config, check the tracking store, run, print the summary."""
     import importlib
 
-    from molguide import distributed
-    from molguide.config import dump_config, load_config
-    from molguide.preflight import check_device, check_output_dir
-    from molguide.tracking import check_tracking, end_stale_runs, set_output_dir, ui_command
+    from molguide.runs.config import dump_config, load_config
+    from molguide.runs.preflight import check_device, check_output_dir
+    from molguide.runs.tracking import check_tracking, end_stale_runs, set_output_dir, ui_command
+    from molguide.training import distributed
 
     base = None
     if args.pipeline == "quickstart":
-        from molguide.pipelines.workflow import quickstart_defaults
+        from molguide.runs.workflow import quickstart_defaults
 
         base = quickstart_defaults()
     overrides = [*args.set, *shlex.split(args.overrides or "")]
@@ -260,12 +264,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     else:
         for run_id in end_stale_runs(config.output_dir):
             log.warning("MLflow run %s was left RUNNING by a process that is gone; marked FAILED", run_id)
-    module, func = PIPELINES[args.pipeline].split(":")
+    module, func, *first = PIPELINES[args.pipeline].split(":")
     log.info("running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", uri)
     log.debug("resolved config:\n%s", dump_config(config))
     progress = False if args.no_progress else None
     try:
-        summary = getattr(importlib.import_module(module), func)(config, progress=progress)
+        summary = getattr(importlib.import_module(module), func)(*first, config, progress=progress)
         distributed.shutdown()
     except _one_line_errors():
         raise  # the message says what to do; resuming the same command would meet it again
@@ -306,8 +310,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     """``molguide compare``: the runs of the store and their key metrics, as a table or CSV."""
-    from molguide.compare import compare_runs, to_csv, to_table
-    from molguide.tracking import check_tracking
+    from molguide.runs.compare import compare_runs, to_csv, to_table
+    from molguide.runs.tracking import check_tracking
 
     check_tracking()
     try:
@@ -369,10 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="add PoseBusters' molecule checks (about 1 s per molecule: it embeds reference conformers)",
     )
 
-    ex = sub.add_parser("export", help="a train-score checkpoint as a self-describing model folder")
-    ex.add_argument("checkpoint", help="output_dir/score/last.pt of a train-score run")
+    ex = sub.add_parser(
+        "export", help="training checkpoints as a trained-run folder (what molguide.load and sampling read)"
+    )
     ex.add_argument(
-        "out", help="folder to write (model.safetensors, config.json); molguide.load(out) reads it"
+        "source", help="a run's output_dir (every <kind>/last.pt in it) or one train-score checkpoint"
+    )
+    ex.add_argument(
+        "out",
+        help="folder to write (molguide_run.json, <kind>/config.json + model.safetensors; may be the "
+        "run folder itself); molguide.load(out) reads it",
     )
     ex.add_argument("--card", help="a Markdown model card to copy in as MODEL_CARD.md")
     ex.add_argument(
@@ -392,12 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_errors() -> tuple[type[Exception], ...]:
-    from molguide.checkpoint import CheckpointError
-    from molguide.config import ConfigError
     from molguide.data.io import MoleculeFileError
     from molguide.data.qm9 import DataError
-    from molguide.preflight import PreflightError
-    from molguide.tracking import TrackingError
+    from molguide.runs.config import ConfigError
+    from molguide.runs.preflight import PreflightError
+    from molguide.runs.tracking import TrackingError
+    from molguide.storage.checkpoints import CheckpointError
 
     return (
         UserError,
@@ -464,7 +474,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "compare":
             return run_compare(args)
         if args.command == "export":
-            from molguide.pretrained import export_checkpoint
+            from molguide.storage.metadata import RECORDS
+            from molguide.storage.trained_run import CARD_FILE, export_checkpoint, write_index
 
             if args.card and not Path(args.card).is_file():
                 raise UserError(f"{args.card}: no such model card")
@@ -472,8 +483,27 @@ def _dispatch(args: argparse.Namespace) -> int:
             if args.grid_power is not None and not args.grid_power > 0:
                 raise UserError(f"--grid-power must be > 0, got {args.grid_power}")
             sampler = _export_sampler(args)
-            folder = export_checkpoint(args.checkpoint, args.out, card=card, sampler=sampler)
-            print(f"wrote {folder} (load it with molguide.load({str(folder)!r}))")
+            source, folder = Path(args.source), Path(args.out)
+            if source.is_dir():
+                checkpoints = {
+                    p.parent.name: p for p in sorted(source.glob("*/last.pt")) if p.parent.name in RECORDS
+                }
+            elif source.is_file():
+                checkpoints = {"score": source}
+            else:
+                raise UserError(f"{source}: no such run folder or checkpoint")
+            if "score" not in checkpoints:
+                raise UserError(
+                    f"{source}: no score/last.pt to export (a trained run needs its score network)"
+                )
+            for kind, checkpoint in checkpoints.items():
+                export_checkpoint(
+                    checkpoint, kind, folder / kind, sampler=sampler if kind == "score" else None
+                )
+            if card is not None:
+                (folder / CARD_FILE).write_text(card)
+            write_index(folder)
+            print(f"wrote {folder}: {', '.join(checkpoints)} (load it with molguide.load({str(folder)!r}))")
             return 0
     except one_line_errors as err:
         print(f"molguide: error: {err}", file=sys.stderr)

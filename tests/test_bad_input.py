@@ -283,7 +283,7 @@ def test_bad_input_is_one_line_naming_the_culprit(case, tmp_path, monkeypatch, c
 
 
 def test_sqlite_uris_that_are_fine_pass_the_check(tmp_path, monkeypatch):
-    from molguide.tracking import TrackingError, check_tracking
+    from molguide.runs.tracking import TrackingError, check_tracking
 
     monkeypatch.chdir(tmp_path)
     for uri in (

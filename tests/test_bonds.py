@@ -16,12 +16,13 @@ from molguide.chem.bond_orders import (
 from molguide.chem.evaluate import PREDICTED_BONDS_METRIC, annotated_mols, evaluate
 from molguide.chem.validity import strict_check
 from molguide.data.bonds import BOND_CLASSES, BondTable
+from molguide.data.geometry import remove_mean
 from molguide.data.graphs import MoleculeBatches, collate_molecules, fully_connected_edges
+from molguide.diffusion.objective import DiffusionTrainer, TrainConfig
+from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import sample
-from molguide.diffusion.training import DiffusionTrainer, TrainConfig
-from molguide.geometry import remove_mean
 from molguide.models import ScoreNetwork
-from molguide.networks import build_score_model, diffusion_from_config
+from molguide.models.build import build_score_model
 from tests.equivariance import random_orthogonal
 
 VALENCE = {1: 1, 6: 4, 7: 3, 8: 2, 9: 1}
@@ -143,7 +144,7 @@ def test_a_bond_head_needs_x0_and_egnn_and_its_loss_needs_labels(labelled):
         ScoreNetwork(parameterisation="eps", bond_head=True)
     mols, _, _ = labelled
     model = build_score_model(BOND_MODEL)
-    diffusion = diffusion_from_config(DIFFUSION)
+    diffusion = VPDiffusion.from_config(DIFFUSION)
     trainer = DiffusionTrainer(model, diffusion, mols, TrainConfig(steps=1, batch_size=8))
     with pytest.raises(ValueError, match="needs bond_orders"):
         trainer.train(until_step=1)
@@ -159,7 +160,7 @@ def test_the_head_learns_bonds_and_samples_carry_them(labelled):
     mols, table, _ = labelled
     torch.manual_seed(0)
     model = build_score_model(BOND_MODEL)
-    diffusion = diffusion_from_config(DIFFUSION)
+    diffusion = VPDiffusion.from_config(DIFFUSION)
     config = TrainConfig(steps=300, batch_size=32, lr=2e-3, log_every=20)
     trainer = DiffusionTrainer(model, diffusion, mols, config, bonds=table)
     trainer.train(until_step=300)

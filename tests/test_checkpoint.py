@@ -6,8 +6,8 @@ import pickle
 import pytest
 import torch
 
-from molguide.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from molguide.cli import main
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 
 
 class _Payload:  # an object a weights-only load must refuse
@@ -122,12 +122,24 @@ def test_a_damaged_logged_model_is_a_checkpoint_error(tmp_path, tracking):
 
     mlflow.set_tracking_uri(tracking)
     mlflow.set_experiment("molguide-damaged")
+    from molguide.diffusion.atom_counts import NodeCountDistribution
+    from molguide.diffusion.process import VPDiffusion
+    from molguide.diffusion.schedule import NoiseSchedule
+    from molguide.generation.pipeline import MoleculeDiffusionPipeline
+    from molguide.models.score import ScoreNetwork
+    from molguide.storage.trained_run import log_trained_network
+
+    net = ScoreNetwork(hidden=8, num_layers=1)
+    nodes = NodeCountDistribution(torch.tensor([3, 4]))
+    folder = MoleculeDiffusionPipeline(
+        net, VPDiffusion(NoiseSchedule("polynomial_2", 100)), nodes
+    ).save_pretrained(tmp_path / "saved")
+    (folder / "score" / "model.safetensors").write_bytes(b"not weights")
     with mlflow.start_run() as active:
-        (tmp_path / "state_dict.pth").write_bytes(b"not weights")
-        mlflow.log_artifact(str(tmp_path / "state_dict.pth"), "models/score")
+        log_trained_network(folder / "score")
     with pytest.raises(CheckpointError) as caught:
         molguide.load(f"runs:/{active.info.run_id}")
-    assert "state_dict.pth: not a PyTorch checkpoint" in str(caught.value)
+    assert "model.safetensors: cannot read weights" in str(caught.value)
     assert "weights_only" not in str(caught.value)
 
 
@@ -143,7 +155,7 @@ def test_a_sound_checkpoint_that_cannot_load_here_is_not_called_damaged(tmp_path
 
 
 def test_config_differences_ignore_rounding_and_keys_of_other_versions():
-    from molguide.checkpoint import config_differences
+    from molguide.storage.checkpoints import config_differences
 
     saved = {"data": {"mean": 0.1 + 0.2, "edges": [1.0, 2.0]}, "train": {"lr": 1e-4}}
     current = {"data": {"mean": 0.3, "edges": [1.0, 2.0 + 1e-13]}, "train": {"lr": 1e-4, "new_key": 1}}
@@ -157,10 +169,38 @@ def test_config_differences_ignore_rounding_and_keys_of_other_versions():
 
 def test_loading_onto_a_device_this_machine_lacks_is_one_clear_error():
     import molguide
-    from molguide.preflight import PreflightError
+    from molguide.runs.preflight import PreflightError
 
     with pytest.raises(PreflightError, match="device=gpu: not a device name"):
         molguide.load("qm9", device="gpu")
     if not torch.cuda.is_available():
         with pytest.raises(PreflightError, match="device=cuda: CUDA is not available"):
             molguide.load("qm9", device="cuda")
+
+
+def test_a_signal_during_an_atomic_write_waits_until_the_file_is_in_place(tmp_path):
+    """SIGTERM inside torch.save broke its zip writer (the run failed instead of stopping):
+    a signal arriving during a write is delivered once the complete file is in place."""
+    import os
+    import signal
+
+    from molguide.storage.files import atomic_write
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped
+
+    def write(fh):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-write
+        fh.write(b"x" * 4096)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped):
+            atomic_write(tmp_path / "state.bin", write)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (tmp_path / "state.bin").read_bytes() == b"x" * 4096
+    assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]  # no temporary file left

@@ -1,6 +1,6 @@
 import pytest
 
-from molguide.config import ConfigError, dump_config, load_config
+from molguide.runs.config import ConfigError, dump_config, load_config
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -45,7 +45,7 @@ def test_bad_files(tmp_path):
 
 def test_overriding_one_training_key_keeps_the_sections_own_defaults():
     """--set cfg.train.max_minutes=6 once reset lr and ema to the generic defaults."""
-    from molguide.config import load_config
+    from molguide.runs.config import load_config
 
     cfg = load_config(None, ["cfg.train.max_minutes=6", "reward.train.steps=5", "classifier.train.seed=3"])
     assert cfg.cfg.train.max_minutes == 6 and cfg.cfg.train.lr == 5e-4 and cfg.cfg.train.ema_decay == 0.995
@@ -58,7 +58,7 @@ def test_overriding_one_training_key_keeps_the_sections_own_defaults():
 
 
 def test_quickstart_defaults_validate_and_layer_under_file_and_overrides(tmp_path):
-    from molguide.pipelines.workflow import full_steps, quickstart_defaults
+    from molguide.runs.workflow import full_steps, quickstart_defaults
 
     base = quickstart_defaults()
     config = load_config(None, [], base=base)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from molguide.design_pipeline import MoleculeDiffusionPipeline
-from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.samplers import SAMPLERS, DDIMSampler, build_sampler, register_sampler
 from molguide.diffusion.sampling import sample
 from molguide.diffusion.schedule import NoiseSchedule
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.terms import ClassifierGuidance
 from molguide.models import ScoreNetwork
 from molguide.models.predictor import MoleculePredictor
@@ -158,7 +158,7 @@ class _Exploding(torch.nn.Module):
 
 def test_generate_says_when_every_sample_is_lost_and_rejects_a_zero_batch():
     import molguide
-    from molguide.designer import GenerationError
+    from molguide.generation.designer import GenerationError
 
     designer = molguide.load("qm9")
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from molguide.checkpoint import CheckpointError, load_checkpoint
+from molguide.data.geometry import max_abs_mean
 from molguide.data.graphs import collate_molecules
-from molguide.diffusion.nodes import NodeCountDistribution
+from molguide.diffusion.atom_counts import NodeCountDistribution
+from molguide.diffusion.objective import DiffusionTrainer, TrainConfig
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import sample
 from molguide.diffusion.schedule import NoiseSchedule
 from molguide.diffusion.steps import time_grid
-from molguide.diffusion.training import DiffusionTrainer, TrainConfig
-from molguide.geometry import max_abs_mean
 from molguide.models import ScoreNetwork
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint
 
 
 @pytest.mark.parametrize("kind", ["polynomial_2", "cosine"])
@@ -264,7 +264,7 @@ def test_guidance_terms_add_to_the_score_exactly():
 def test_ema_warms_up_and_forgets_the_initial_weights():
     """EMA decay min(0.999, (1 + n) / (10 + n)) (after 300 steps the initial weights keep
     under 3% of the average, where a fixed 0.999 keeps 74%); both rules follow their formula."""
-    from molguide.training import TensorBatches, Trainer, ema_weights
+    from molguide.training.trainer import TensorBatches, Trainer, ema_weights
 
     def objective(model, batch, generator):
         return ((model(batch["x"]) - batch["y"]) ** 2).mean()

@@ -16,13 +16,13 @@ import pytest
 import torch
 from mlflow_server import free_port
 
-from molguide.checkpoint import load_checkpoint
+from molguide.diffusion.objective import DenoisingObjective
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.diffusion.training import DenoisingObjective
-from molguide.distributed import split_global_batch
 from molguide.models import ScoreNetwork
-from molguide.training import TensorBatches, TrainConfig, Trainer, step_generator
+from molguide.storage.checkpoints import load_checkpoint
+from molguide.training.distributed import split_global_batch
+from molguide.training.trainer import TensorBatches, TrainConfig, Trainer, step_generator
 
 TINY_EGNN = {"hidden": 16, "num_layers": 2}
 
@@ -91,8 +91,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str, cache: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
     os.environ.update(MASTER_PORT=str(port), MOLGUIDE_CACHE=cache)
     torch.set_num_threads(1)
-    from molguide import distributed
     from molguide.data import load_qm9
+    from molguide.training import distributed
 
     distributed.init_from_env("cpu")
     objective, data = _objective_and_data(load_qm9())
@@ -141,7 +141,7 @@ def test_two_spawned_processes_match_one_process(qm9, tmp_path, molguide_cache):
 
 
 def test_an_objective_without_sharding_is_refused_under_data_parallel(monkeypatch):
-    from molguide import distributed
+    from molguide.training import distributed
 
     monkeypatch.setattr(distributed, "_context", distributed.DistContext(rank=0, world_size=2))
     model = torch.nn.Linear(2, 1)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from molguide.data.geometry import remove_mean
 from molguide.data.graphs import fully_connected_edges
-from molguide.geometry import remove_mean
 from molguide.models import ScoreNetwork
 from molguide.models.growth import grow_state, growth_problem
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from equivariance import random_orthogonal, relative_error
 
+from molguide.data.geometry import max_abs_mean, remove_mean
 from molguide.data.graphs import fully_connected_edges
 from molguide.diagnostics.noise_levels import expected_calibration_error
 from molguide.diagnostics.statistics import bootstrap_mean, inverse_probability_summary, paired_improvement
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceState, sample
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.geometry import max_abs_mean, remove_mean
 from molguide.guidance.targets import PropertyTarget, effective_sample_size, reward_weights
 from molguide.guidance.terms import ClassifierFreeGuidance, ClassifierGuidance, RewardGuidance, TimeWindow
 from molguide.models.predictor import MoleculePredictor
@@ -308,8 +308,8 @@ def test_residual_reward_network_starts_as_its_base_and_its_guidance_skips_the_b
     own output equals the term that runs the base again, to rounding in float64, and the
     base does not run; a sampler network with other weights gets the full computation."""
     from molguide.diffusion.sampling import _score
+    from molguide.models.build import network_from_config
     from molguide.models.residual import ResidualScoreNetwork
-    from molguide.networks import network_from_state
 
     base = _self_conditioned_x0_network(0)
     residual = ResidualScoreNetwork(base, {"hidden": 8, "num_layers": 2}).double()
@@ -371,8 +371,9 @@ def test_residual_reward_network_starts_as_its_base_and_its_guidance_skips_the_b
         ResidualScoreNetwork(ScoreNetwork(backbone="e3nn", num_layers=1), {"num_layers": 1})
 
     # The reward network travels as a config and weights, like any other.
-    state = {"model_config": residual.config, "weights": residual.state_dict()}
-    again = network_from_state("reward", state).double()  # built in float32: weights rounded
+    again = network_from_config(residual.config)
+    again.load_state_dict(residual.state_dict())
+    again = again.double()  # built in float32: weights rounded
     assert isinstance(again, ResidualScoreNetwork)
     with torch.no_grad():
         pairs = zip(again(zx, zh, t, batch, edges, None, prev), residual(zx, zh, t, batch, edges, None, prev))

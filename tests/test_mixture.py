@@ -1,4 +1,4 @@
-"""The guidance theory on Gaussian mixtures, checked against closed forms (design.md sections 6-7)."""
+"""The guidance theory on Gaussian mixtures, checked against closed forms (docs/theory.md)."""
 
 from __future__ import annotations
 

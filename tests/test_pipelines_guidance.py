@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from molguide.config import load_config
+from molguide.runs.config import load_config
 
 TINY = [
     "data.max_molecules=400",
@@ -40,8 +40,8 @@ def mlflow_store(tmp_path, monkeypatch):
 def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlflow_store, qm9):
     import mlflow
 
-    from molguide.pipelines.guidance import guided_sample
-    from molguide.pipelines.train import (
+    from molguide.runs.guide import guided_sample
+    from molguide.runs.train import (
         train_cfg,
         train_classifier,
         train_evaluator,
@@ -92,11 +92,11 @@ def test_guidance_pipelines_run_end_to_end_and_log_the_diagnostics(tmp_path, mlf
 
 
 def test_guide_without_a_classifier_checkpoint_names_the_file(tmp_path, mlflow_store):
-    from molguide.checkpoint import CheckpointError
-    from molguide.pipelines.guidance import guided_sample
+    from molguide.runs.guide import guided_sample
+    from molguide.storage.checkpoints import CheckpointError
 
     config = load_config(None, [f"output_dir={tmp_path / 'nothing'}"])
-    with pytest.raises(CheckpointError, match="no such run folder"):
+    with pytest.raises(CheckpointError, match="nothing: no such folder"):
         guided_sample(config, progress=False)
 
 
@@ -104,8 +104,8 @@ def test_a_longer_run_resumes_a_finished_evaluator_exactly(tmp_path, mlflow_stor
     """A finished run's checkpoint keeps the raw weights, so extending it equals training longer at once."""
     import torch
 
-    from molguide.checkpoint import load_checkpoint
-    from molguide.pipelines.train import train_evaluator
+    from molguide.runs.train import train_evaluator
+    from molguide.storage.checkpoints import load_checkpoint
 
     tiny = [
         "data.max_molecules=200",
@@ -133,10 +133,10 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
     import torch
 
     import molguide
-    from molguide.checkpoint import load_checkpoint
-    from molguide.networks import load_network
-    from molguide.pipelines.guidance import guided_sample
-    from molguide.pipelines.train import train_classifier, train_evaluator, train_reward, train_score
+    from molguide.runs.guide import guided_sample
+    from molguide.runs.train import train_classifier, train_evaluator, train_reward, train_score
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.trained_run import read_network
 
     config = load_config(
         None,
@@ -154,14 +154,14 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
     train_evaluator(config, progress=False)
     train_reward(config, progress=False)
     runs = tmp_path / "runs"
-    reward, state = load_network(runs / "reward" / "last.pt", "reward")
-    score, _ = load_network(runs / "score" / "last.pt", "score")
-    assert state["model_config"]["correction"] == {"backbone_kwargs": {"hidden": 8, "num_layers": 2}}
+    reward = read_network(runs / "reward").network
+    score = read_network(runs / "score").network
+    assert reward.config["correction"] == {"backbone_kwargs": {"hidden": 8, "num_layers": 2}}
     assert reward.has_base(score)  # frozen: the base is still the score network
     trained = load_checkpoint(runs / "reward" / "last.pt")["model"]
     moved = [k for k in trained if k.startswith("correction.") and trained[k].abs().sum() > 0]
     assert any("readout" in k for k in moved)  # the zero-started output layer learned
-    clf, _ = load_network(runs / "classifier" / "last.pt", "classifier")
+    clf = read_network(runs / "classifier").network
     assert not any("coord" in name for name, _ in clf.named_parameters())
 
     out = guided_sample(config, progress=False)
@@ -169,7 +169,7 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
     # molguide.load(run folder) rebuilds the residual network on the run's own score network
     # (sampling from a 30-step score model diverges, so the designer's networks are checked).
     designer = molguide.load(str(runs))
-    loaded = designer.components.network("reward")
+    loaded = designer.run.network("reward")
     assert loaded.has_base(designer.pipeline.model)
     torch.testing.assert_close(loaded.state_dict(), reward.state_dict())
 
@@ -178,7 +178,7 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
 def x0_run(tmp_path_factory, qm9):
     """A tiny run with every guidance network (x0 networks: an untrained eps network's first
     steps blow the coordinates up; the reward model fine-tuned gently so its guided samples stay)."""
-    from molguide.pipelines.train import train_cfg, train_classifier, train_reward, train_score
+    from molguide.runs.train import train_cfg, train_classifier, train_reward, train_score
 
     folder = tmp_path_factory.mktemp("x0_run")
     with pytest.MonkeyPatch.context() as patch:

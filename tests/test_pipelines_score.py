@@ -87,7 +87,7 @@ def test_a_bond_head_trains_through_the_cli_and_its_exported_model_returns_its_b
     assert main(["export", str(run / "score" / "last.pt"), str(tmp_path / "model")]) == 0
     capsys.readouterr()
     designer = molguide.load(str(tmp_path / "model"))
-    assert designer.components.network("score").bond_head is not None
+    assert designer.run.network("score").bond_head is not None
     mols = designer.generate(4, steps=5, seed=0)
     assert "validity_strict_predicted_bonds" in designer.last_metrics
     assert {m.GetProp("bonds") for m in mols} == {"predicted"}
@@ -105,10 +105,10 @@ def test_a_wider_deeper_run_starts_from_a_smaller_runs_weights(qm9, tmp_path, tr
     where it came from, and a resumed run ignores init_from (its own checkpoint wins)."""
     import torch
 
-    from molguide.checkpoint import load_checkpoint
+    from molguide.data.geometry import remove_mean
     from molguide.data.graphs import fully_connected_edges
-    from molguide.geometry import remove_mean
-    from molguide.networks import load_score_model
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.trained_run import read_network
 
     base = ["--set", "data.max_molecules=128", "--set", "model.parameterisation=x0",
             "--set", "model.self_condition=true", "--set", "train.batch_size=16"]  # fmt: skip
@@ -126,8 +126,8 @@ def test_a_wider_deeper_run_starts_from_a_smaller_runs_weights(qm9, tmp_path, tr
     assert state["warm_start"]["steps"] == 6 and state["warm_start"]["cpu_seconds"] > 0
     assert state["warm_start"]["model_config"]["backbone_kwargs"]["hidden"] == 16
     # One step at a negligible learning rate: the grown EMA network still computes the small one's function.
-    small_net, *_ = load_score_model(small_dir / "score" / "last.pt")
-    big_net, *_ = load_score_model(big_dir / "score" / "last.pt")
+    small_net = read_network(small_dir / "score").network
+    big_net = read_network(big_dir / "score").network
     assert big_net.config["backbone_kwargs"]["hidden"] == 24
     g = torch.Generator().manual_seed(0)
     batch = torch.repeat_interleave(torch.arange(2), torch.tensor([5, 7]))

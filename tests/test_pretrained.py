@@ -1,4 +1,4 @@
-"""Self-describing saved score models (safetensors + JSON) and molguide.load on them."""
+"""Trained-run folders (an index, a subfolder per network: safetensors + JSON) and molguide.load on them."""
 
 import json
 
@@ -6,10 +6,12 @@ import pytest
 import torch
 
 import molguide
-from molguide.checkpoint import CheckpointError
-from molguide.diffusion.nodes import NodeCountDistribution
-from molguide.networks import build_score_model
-from molguide.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrained
+from molguide.diffusion.atom_counts import NodeCountDistribution
+from molguide.diffusion.process import VPDiffusion
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.models.build import build_score_model
+from molguide.storage.checkpoints import CheckpointError
+from molguide.storage.trained_run import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, TrainedRun
 
 MODEL = {
     "backbone": "egnn",
@@ -24,32 +26,38 @@ SHIPPED_STRICT_FLOOR = 0.05
 DIFFUSION = {"schedule": "polynomial_2", "steps": 100, "precision": 1e-5, "loss": {"time_power": 2.0}}
 
 
-def _saved(tmp_path, atom_types=(1, 6, 7, 8, 9), name="model"):
+def _saved(tmp_path, atom_types=(1, 6, 7, 8, 9), name="model", grid_power=1.0):
     torch.manual_seed(0)
     net = build_score_model({**MODEL, "num_atom_types": len(atom_types)})
-    return net, save_pretrained(
-        tmp_path / name,
-        net,
-        MODEL,
-        DIFFUSION,
-        NodeCountDistribution(torch.tensor([5, 6, 6, 7])),
-        atom_types,
-        training={"steps": 0, "split": "generator_half"},
-        card="# test model\n",
+    nodes = NodeCountDistribution(torch.tensor([5, 6, 6, 7]))
+    pipe = MoleculeDiffusionPipeline(
+        net, VPDiffusion.from_config(DIFFUSION), nodes, atom_types, grid_power=grid_power
     )
+    folder = pipe.save_pretrained(
+        tmp_path / name, training={"steps": 0, "split": "generator_half"}, card="# test model\n"
+    )
+    return net, folder
+
+
+def _score_config(folder):
+    return json.loads((folder / "score" / CONFIG_FILE).read_text())
 
 
 def test_saved_model_describes_itself_and_loads_weights_only(tmp_path):
     net, folder = _saved(tmp_path)
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    assert config["atom_types"] == [1, 6, 7, 8, 9] and config["model"]["parameterisation"] == "x0"
-    assert config["diffusion"]["loss"]["time_power"] == 2.0
+    index = json.loads((folder / INDEX_FILE).read_text())
+    assert index["format"] == "molguide-run" and index["networks"] == {"score": "score"}
+    config = _score_config(folder)
+    record = config["record"]
+    assert record["atom_types"] == [1, 6, 7, 8, 9] and config["network"]["parameterisation"] == "x0"
+    assert record["diffusion"]["loss"]["time_power"] == 2.0
     assert (folder / "MODEL_CARD.md").read_text().startswith("# test model")
-    loaded = load_pretrained(folder)
-    assert loaded.model.self_condition and loaded.model.parameterisation == "x0"
+    loaded = TrainedRun.from_pretrained(folder)
+    model = loaded.network("score")
+    assert model.self_condition and model.parameterisation == "x0"
     assert loaded.diffusion.loss_settings.time_power == 2.0 and loaded.diffusion.schedule.steps == 100
     for key, value in net.state_dict().items():
-        assert torch.equal(loaded.model.state_dict()[key], value)
+        assert torch.equal(model.state_dict()[key], value)
     assert float(loaded.nodes.probs[6]) == pytest.approx(0.5)
 
 
@@ -65,18 +73,12 @@ def test_designer_on_a_saved_model_is_seeded_and_decodes_its_own_atom_types(tmp_
         assert torch.allclose(
             torch.tensor(x.GetConformer().GetPositions()), torch.tensor(y.GetConformer().GetPositions())
         )
-    with pytest.raises(ValueError, match=r"atom types are \[1, 6, 8\], not \[1, 6, 7, 8, 9\]"):
-        load_pretrained(folder, expect_atom_types=(1, 6, 7, 8, 9))
+    assert designer.run.atom_types == (1, 6, 8)
 
 
 def test_a_saved_models_sampler_record_is_the_designers_default(tmp_path):
-    torch.manual_seed(0)
-    net = build_score_model(MODEL)
-    nodes = NodeCountDistribution(torch.tensor([5, 6, 6, 7]))
-    folder = save_pretrained(
-        tmp_path / "m", net, MODEL, DIFFUSION, nodes, (1, 6, 7, 8, 9), sampler={"grid_power": 2.0}
-    )
-    assert json.loads((folder / CONFIG_FILE).read_text())["sampler"] == {"grid_power": 2.0}
+    _, folder = _saved(tmp_path, name="m", grid_power=2.0)
+    assert _score_config(folder)["record"]["sampler"]["grid_power"] == 2.0
     designer = molguide.load(str(folder))
 
     def positions(**kw):
@@ -89,24 +91,23 @@ def test_a_saved_models_sampler_record_is_the_designers_default(tmp_path):
 
 def test_broken_saved_models_are_one_clear_error(tmp_path):
     _, folder = _saved(tmp_path)
-    (folder / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    (folder / "score" / WEIGHTS_FILE).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="cannot read weights"):
-        load_pretrained(folder)
+        TrainedRun.from_pretrained(folder)
     _, other = _saved(tmp_path, name="other")
-    config = json.loads((other / CONFIG_FILE).read_text())
-    config["model"]["backbone_kwargs"]["hidden"] = 32
-    (other / CONFIG_FILE).write_text(json.dumps(config))
+    config = _score_config(other)
+    config["network"]["backbone_kwargs"]["hidden"] = 32
+    (other / "score" / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="holds a network of another architecture"):
-        load_pretrained(other)
-    with pytest.raises(CheckpointError, match="neither a model folder nor a shipped model"):
-        load_pretrained(tmp_path / "nowhere")
+        TrainedRun.from_pretrained(other)
+    with pytest.raises(CheckpointError, match="no such folder, MLflow URI or shipped model"):
+        TrainedRun.from_pretrained(tmp_path / "nowhere")
 
 
 def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
     from molguide.cli import main
-    from molguide.diffusion.training import DiffusionTrainer, TrainConfig
-    from molguide.networks import diffusion_from_config
-    from molguide.training import ema_weights
+    from molguide.diffusion.objective import DiffusionTrainer, TrainConfig
+    from molguide.storage.checkpoints import ema_weights
 
     mols = qm9.subset(range(32))
     torch.manual_seed(0)
@@ -120,18 +121,19 @@ def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
     }
     ckpt = tmp_path / "score" / "last.pt"
     trainer = DiffusionTrainer(
-        model, diffusion_from_config(DIFFUSION), mols, TrainConfig(steps=3, batch_size=8), ckpt, extra
+        model, VPDiffusion.from_config(DIFFUSION), mols, TrainConfig(steps=3, batch_size=8), ckpt, extra
     )
     trainer.train()
     assert main(["export", str(ckpt), str(tmp_path / "exported")]) == 0
     assert "molguide.load" in capsys.readouterr().out
-    loaded = load_pretrained(tmp_path / "exported")
-    assert loaded.config["training"]["steps"] == 3
-    assert loaded.config["training"]["data"]["split"] == "generator_half"
-    assert loaded.config["training"]["epochs"] == pytest.approx(3 * 8 / 32)
-    assert loaded.config["training"]["cpu_hours"] > 0
+    loaded = TrainedRun.from_pretrained(tmp_path / "exported")
+    training = loaded.record("score").training
+    assert training["steps"] == 3 and loaded.step("score") == 3
+    assert training["data"]["split"] == "generator_half"
+    assert training["epochs"] == pytest.approx(3 * 8 / 32)
+    assert training["cpu_hours"] > 0
     ema = ema_weights(trainer.ema.state_dict())
-    for key, value in loaded.model.state_dict().items():
+    for key, value in loaded.network("score").state_dict().items():
         assert torch.equal(value, ema[key])  # the EMA weights are what ships
     assert main(["export", str(ckpt), str(tmp_path / "x"), "--card", str(tmp_path / "none.md")]) == 2
     assert "no such model card" in capsys.readouterr().err
@@ -140,9 +142,9 @@ def test_export_of_a_training_checkpoint_through_the_cli(qm9, tmp_path, capsys):
 def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch, capsys):
     """model.pretrained: train-score trains nothing and the reward model is fine-tuned
     from the saved network (its architecture, not the config's), through the CLI."""
-    from molguide.checkpoint import load_checkpoint
     from molguide.cli import main
-    from molguide.networks import load_score_model
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.trained_run import read_network
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     net, folder = _saved(tmp_path)
@@ -155,8 +157,12 @@ def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch,
     assert main(["run", "train-score", *common, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["pretrained"] == str(folder) and summary["steps"] == 0
-    model, diffusion, _, state = load_score_model(tmp_path / "run" / "score" / "last.pt")
-    assert model.parameterisation == "x0" and model.self_condition and state["atom_types"] == [1, 6, 7, 8, 9]
+    assert not (tmp_path / "run" / "score" / "last.pt").exists()  # nothing trained, no checkpoint
+    score = read_network(tmp_path / "run" / "score")
+    model = score.network
+    assert (
+        model.parameterisation == "x0" and model.self_condition and score.record.atom_types == [1, 6, 7, 8, 9]
+    )
     for key, value in net.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
     reward = [
@@ -176,12 +182,12 @@ def test_pipelines_start_from_a_pretrained_generator(qm9, tmp_path, monkeypatch,
 
 def test_the_shipped_qm9_generator_describes_itself_and_makes_molecules():
     """molguide.load("qm9"): the generator inside the package, trained on the generator half."""
-    from molguide.pretrained import CARD_FILE, SHIPPED
+    from molguide.storage.trained_run import CARD_FILE, SHIPPED
 
     assert (SHIPPED["qm9"] / CARD_FILE).is_file()
-    shipped = load_pretrained("qm9")
+    shipped = TrainedRun.from_pretrained("qm9")
     assert shipped.atom_types == (1, 6, 7, 8, 9) and shipped.source == "qm9"
-    record = shipped.config["training"]
+    record = shipped.record("score").training
     assert record["data"]["split"] == "generator_half" and record["steps"] > 0 and record["cpu_hours"] > 0
     designer = molguide.load("qm9")
     mols = designer.generate(40, seed=0)

@@ -21,7 +21,7 @@ from molguide.data.molecules import Molecule
 from molguide.diagnostics.baselines import mean_absolute_error, reference_maes
 from molguide.diagnostics.published import PUBLISHED_MAE, PUBLISHED_STABILITY, TABLE_UNITS, to_table_units
 from molguide.diagnostics.tables import conditional_mae_table, stability_table
-from molguide.sample_store import BatchedSamples, batch_seed
+from molguide.generation.sample_store import BatchedSamples, batch_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "qm9_edm_protocol.yaml"
@@ -119,8 +119,8 @@ def test_stability_table_has_strict_validity_beside_validity_and_none_published(
 
 
 def test_the_data_row_is_measured_again_when_its_cache_is_of_an_older_quality_version(qm9, molguide_cache):
-    from molguide.config import load_config
     from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row
+    from molguide.runs.config import load_config
 
     config = load_config(CONFIG, ["device=cpu", "data.max_molecules=300", "protocol.n_reference=8"])
     row = qm9_reference_row(config, progress=False)
@@ -133,9 +133,9 @@ def test_the_data_row_is_measured_again_when_its_cache_is_of_an_older_quality_ve
 
 
 def test_protocol_config_steps_and_per_property_copies(tmp_path):
-    from molguide.config import ConfigError, load_config
-    from molguide.pipelines.protocol import property_config
-    from molguide.pipelines.workflow import full_steps
+    from molguide.runs.config import ConfigError, load_config
+    from molguide.runs.protocol import property_config
+    from molguide.runs.workflow import full_steps
 
     config = load_config(
         CONFIG, ["device=cpu", f"output_dir={tmp_path}", "protocol.classifier_weights=[3, 1, 1]"]
@@ -355,7 +355,7 @@ def test_the_same_command_again_skips_finished_work_and_gives_the_same_tables(pr
 
 def test_a_time_boxed_score_model_stops_the_protocol_before_the_later_steps(tmp_path, monkeypatch, capsys):
     """max_minutes is a session's time box here: no per-property training or sampling on a half model."""
-    from molguide.pipelines.workflow import unfinished_trainings
+    from molguide.runs.workflow import unfinished_trainings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     sets = [*TINY, f"output_dir={tmp_path / 'runs'}", "train.steps=100000", "train.max_minutes=0.002"]
@@ -372,15 +372,16 @@ def test_a_time_boxed_score_model_stops_the_protocol_before_the_later_steps(tmp_
 
 def test_the_protocol_score_model_does_not_diverge_in_its_first_steps(qm9):
     """EGNN 256x9 with 15 A per layer diverged at step 2 (loss 1e10); EDM's 15 / 9 per layer does not."""
-    from molguide.config import load_config
-    from molguide.diffusion.training import DiffusionTrainer
-    from molguide.networks import build_score_model, diffusion_from_config
-    from molguide.training import TrainConfig
+    from molguide.diffusion.objective import DiffusionTrainer
+    from molguide.diffusion.process import VPDiffusion
+    from molguide.models.build import build_score_model
+    from molguide.runs.config import load_config
+    from molguide.training.trainer import TrainConfig
 
     config = load_config(CONFIG, [])
     torch.manual_seed(0)
     model = build_score_model(config.model.model_dump())
-    diffusion = diffusion_from_config(config.diffusion.model_dump())
+    diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
     train = TrainConfig(steps=4, batch_size=16, lr=config.train.lr, warmup_steps=config.train.warmup_steps)
     trainer = DiffusionTrainer(model, diffusion, qm9.subset(np.arange(2000)), train)
     trainer.train()

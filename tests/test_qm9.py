@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from molguide.data import PROPERTY_UNITS, edm_splits, load_qm9
+from molguide.data.elements import HARTREE_TO_EV
 from molguide.data.qm9 import CACHE_FILE, CACHE_FORMAT, NUM_MOLECULES
-from molguide.elements import HARTREE_TO_EV
 
 
 def test_all_molecules_with_named_units(qm9):

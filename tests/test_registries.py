@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from molguide.config import ConfigError, load_config
-from molguide.datasets import DATASETS, Dataset, get_dataset, register_dataset, split_molecules
+from molguide.data.registry import DATASETS, Dataset, get_dataset, register_dataset, split_molecules
 from molguide.diffusion.samplers import SAMPLERS, AncestralSampler, register_sampler
 from molguide.models.registry import BACKBONES, build_backbone, register_backbone
+from molguide.runs.config import ConfigError, load_config
 
 
 def test_a_registered_sampler_is_a_valid_config_value():

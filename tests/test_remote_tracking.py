@@ -10,7 +10,7 @@ be visible under the same path on every worker and on every machine that loads t
 
 The second test starts two workers on an experiment that does not exist yet, so that both
 try to create it: with MLflow 3.17 the loser's runs landed in 'Default' until
-molguide.tracking.mlflow_run passed start_run the experiment id explicitly.
+molguide.runs.tracking.mlflow_run passed start_run the experiment id explicitly.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def shared_folder_server(request, tmp_path_factory):
 # so that the two really meet on the server however the processes get scheduled:
 #   start_run:          just after its run was created (the two runs are open at the same time);
 #   create_experiment:  just before creating the experiment that both found missing (a sure race).
-# Then it runs the code after ``--``: molguide's command line or a molguide.tracking call.
+# Then it runs the code after ``--``: molguide's command line or a molguide.runs.tracking call.
 GATE = """
 import pathlib, sys, time
 import mlflow
@@ -82,7 +82,7 @@ args = sys.argv[sys.argv.index("--") + 1 :]
 """
 CLI = GATE + "from molguide.cli import main\nsys.exit(main(args))\n"
 OPEN_RUNS = GATE + (  # a run with one nested step, as quickstart and full open them
-    "from molguide.tracking import mlflow_run\n"
+    "from molguide.runs.tracking import mlflow_run\n"
     "with mlflow_run(args[0], args[1]) as run, mlflow_run(args[0], args[1] + '-step'):\n"
     "    print(run.info.run_id)\n"
 )
@@ -133,8 +133,7 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
     import mlflow
 
     import molguide
-    from molguide.checkpoint import load_checkpoint
-    from molguide.networks import inference_state
+    from molguide.storage.checkpoints import ema_weights, load_checkpoint
 
     uri, shared = shared_folder_server
     client = mlflow.MlflowClient(uri)  # a fresh client, as a team member would use
@@ -169,11 +168,11 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
         # The worker wrote its artifacts itself, straight into the shared folder on disk ...
         on_disk = shared / experiment_id / run_id / "artifacts"
         assert Path(run.info.artifact_uri.removeprefix("file://")) == on_disk
-        for rel in ("config.yaml", "checkpoint/last.pt", "models/score/state_dict.pth"):
+        for rel in ("config.yaml", "checkpoint/last.pt", "trained_run/score/model.safetensors"):
             assert (on_disk / rel).is_file(), f"{rel} missing from {on_disk}"
         # ... and anyone with the run id finds them: the server says where, the client reads the folder.
         listed = {a.path for a in client.list_artifacts(run_id)}
-        assert {"config.yaml", "checkpoint", "models"} <= listed
+        assert {"config.yaml", "checkpoint", "trained_run"} <= listed
         config = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path / name))).read_text()
         assert f"name: {name}" in config and str(outs[name]) in config
 
@@ -185,8 +184,8 @@ def test_concurrent_workers_log_to_one_server_and_write_into_the_shared_artifact
     for name in WORKERS:
         designer = molguide.load(f"runs:/{summaries[name]['run_id']}")
         assert designer.guidance_kinds == []
-        weights[name] = designer.components.states["score"]["weights"]
-        local = inference_state(load_checkpoint(outs[name] / "score" / "last.pt"))["weights"]
+        weights[name] = designer.run.network("score").state_dict()
+        local = ema_weights(load_checkpoint(outs[name] / "score" / "last.pt")["ema"])
         assert weights[name].keys() == local.keys()
         assert all(torch.equal(weights[name][k], local[k]) for k in local)
     assert any(not torch.equal(weights["alice"][k], weights["bob"][k]) for k in weights["alice"])

@@ -140,7 +140,7 @@ def test_summary_tables_show_strict_validity_beside_validity():
 
 
 def test_compare_shows_validity_strict_beside_validity():
-    from molguide.compare import KEY_METRICS, to_csv, to_table
+    from molguide.runs.compare import KEY_METRICS, to_csv, to_table
 
     assert KEY_METRICS.index("validity_strict") == KEY_METRICS.index("validity") + 1
     row = {"run_id": "0123456789abcdef", "experiment": "molguide-x", "run_name": "r", "status": "FINISHED"}
@@ -161,6 +161,7 @@ def test_strict_validity_of_judged_samples_counts_lost_ones_as_invalid(lost):
     from molguide.diagnostics.report import judge
     from molguide.guidance.targets import PropertyTarget
     from molguide.models.predictor import MoleculePredictor
+    from molguide.storage.metadata import EvaluatorRecord
 
     def molecule(smiles: str, name: str) -> Molecule:
         mol = _mol(smiles, name)
@@ -172,8 +173,8 @@ def test_strict_validity_of_judged_samples_counts_lost_ones_as_invalid(lost):
     torch.manual_seed(0)
     evaluator = MoleculePredictor(time_input=False, hidden=8, num_layers=1)
     target = PropertyTarget("gap_eV", thresholds=[5.0, 7.0], target="high").fit(np.zeros(1))
-    state = {"mean": 6.0, "std": 1.0}
-    out = judge(mols, {}, len(mols), evaluator, state, target, 1.0, [], False, None)
+    record = EvaluatorRecord(property=target.name, mean=6.0, std=1.0)
+    out = judge(mols, {}, len(mols), evaluator, record, target, 1.0, [], False, None)
     assert out["valid_strict"].tolist() == [True, False, *([False] * lost)]
     assert out["metrics"]["validity_strict"] == pytest.approx(1 / len(mols))
     assert out["metrics"]["validity"] == pytest.approx(out["valid"].sum() / len(mols))

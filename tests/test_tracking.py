@@ -44,7 +44,7 @@ def test_a_pipeline_logs_to_a_real_mlflow_server_and_its_run_id_loads_the_model(
     import mlflow
 
     import molguide
-    from molguide.designer import GenerationError
+    from molguide.generation.designer import GenerationError
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     args = ["-q", "run", "train-score", "--json", "--no-progress"]
@@ -126,7 +126,7 @@ def test_a_server_whose_api_refuses_this_host_is_one_clear_error(tmp_path, monke
 def test_the_api_check_sends_mlflow_credentials(monkeypatch):
     import base64
 
-    from molguide.tracking import TrackingError, check_tracking
+    from molguide.runs.tracking import TrackingError, check_tracking
 
     auth = "Basic " + base64.b64encode(b"alice:s3cret").decode()
     with _FakeTrackingServer("auth", auth) as server:
@@ -144,8 +144,8 @@ def test_ctrl_c_marks_the_run_killed_keeps_the_checkpoint_and_prints_the_resume_
 ):
     import mlflow
 
-    from molguide.checkpoint import load_checkpoint
-    from molguide.training import Trainer
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.training.trainer import Trainer
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -200,7 +200,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, molguide_cache):
 
     import mlflow
 
-    from molguide.checkpoint import load_checkpoint
+    from molguide.storage.checkpoints import load_checkpoint
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc, ckpt = _training_past_its_first_checkpoint(tmp_path, uri, molguide_cache)
@@ -265,7 +265,7 @@ def test_the_mlflow_project_entry_point_runs_the_pipeline_in_the_project_run(tmp
 _KILL_AT_STEP = """
 import os, signal, sys
 from molguide.cli import main
-from molguide.training import Trainer
+from molguide.training.trainer import Trainer
 
 real_step, kill_at = Trainer.train_step, int(sys.argv[1])
 
@@ -288,7 +288,7 @@ def test_kill_9_at_a_random_step_resumes_to_the_same_losses_and_a_clean_store(
     import mlflow
     import torch
 
-    from molguide.checkpoint import load_checkpoint
+    from molguide.storage.checkpoints import load_checkpoint
 
     kill_at = random.Random(14).randint(3, 18)  # seeded: the same step on every machine
     sets = [*TINY_SCORE, "train.checkpoint_every=4", "train.log_every=1"]

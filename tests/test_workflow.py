@@ -136,7 +136,7 @@ def test_quickstart_logs_metrics_plots_models_and_nested_steps(quickstart_run):
         run = by_pipeline[name]
         if name != "train-score":
             assert run.data.metrics["train_steps_per_s"] > 0
-        assert any(a.path == "models" for a in client.list_artifacts(run.info.run_id)), name
+        assert any(a.path == "trained_run" for a in client.list_artifacts(run.info.run_id)), name
     shipped = by_pipeline["train-score"].data
     assert shipped.tags["molguide.pretrained"] == "qm9" and int(shipped.params["pretrained.steps"]) > 0
     assert shipped.tags["molguide.split_half"] == "generator_half"

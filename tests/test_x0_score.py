@@ -4,12 +4,12 @@ equivariance, their training losses, aligned noise and data-biased times."""
 import pytest
 import torch
 
+from molguide.data.geometry import kabsch_align, max_abs_mean, remove_mean
 from molguide.data.graphs import fully_connected_edges
+from molguide.diffusion.objective import DiffusionTrainer, TrainConfig
 from molguide.diffusion.process import LossSettings, VPDiffusion, denoised_from_output
 from molguide.diffusion.sampling import GuidanceState, sample
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.diffusion.training import DiffusionTrainer, TrainConfig
-from molguide.geometry import kabsch_align, max_abs_mean, remove_mean
 from molguide.guidance.terms import RewardGuidance
 from molguide.models import ScoreNetwork
 from tests.equivariance import random_orthogonal, relative_error

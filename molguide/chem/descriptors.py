@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-DESCRIPTOR_NAMES = ("qed", "logp", "tpsa", "num_rings", "num_aromatic_rings", "sa_score")
-
 
 def _sa_scorer():
     # The SA score ships in RDKit's Contrib folder, not in the rdkit.Chem namespace.

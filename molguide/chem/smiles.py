@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from molguide.atomic import atomic_write
 from molguide.data.qm9 import default_cache_dir, load_qm9
 from molguide.data.splits import edm_splits
+from molguide.storage.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from molguide.elements import atomic_number
+from molguide.data.elements import atomic_number
 
 _BOND_LENGTHS_PM: dict[tuple[str, str], tuple[float, ...]] = {
     ("H", "H"): (74,), ("H", "C"): (109,), ("H", "N"): (101,), ("H", "O"): (96,),

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from molguide.chem.stability import bond_orders
+from molguide.data.elements import symbol
 from molguide.data.io import add_bond_orders, rdkit_messages
-from molguide.elements import symbol
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
+from molguide.data.elements import ANGSTROM_TO_BOHR, EBOHR_TO_DEBYE, HARTREE_TO_EV
 from molguide.data.molecules import Molecule, MoleculeSet
-from molguide.elements import ANGSTROM_TO_BOHR, EBOHR_TO_DEBYE, HARTREE_TO_EV
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ class BondTable:
 
     def save(self, path) -> None:
         """Write as npz (atomically: a crash never leaves half a file)."""
-        from molguide.atomic import atomic_write
+        from molguide.storage.files import atomic_write
 
         atomic_write(
             path,

@@ -14,8 +14,8 @@ import torch
 from torch_geometric.data import Data
 
 from molguide.data.bonds import BondTable
+from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.data.molecules import MoleculeSet
-from molguide.elements import QM9_ATOMIC_NUMBERS
 
 # Inverse lookup: atomic number -> one-hot column (-1 = not a known type).
 _MAX_Z = 128
@@ -154,7 +154,7 @@ def collate_molecules(
 
 
 class MoleculeBatches:
-    """A training batch source over a :class:`MoleculeSet` (for :class:`molguide.training.Trainer`).
+    """A training batch source over a :class:`MoleculeSet` (for :class:`molguide.training.trainer.Trainer`).
 
     ``extras`` are per-molecule arrays (labels, sample weights, conditions) that are
     indexed with the molecules and returned under their own keys. ``bonds`` (one row

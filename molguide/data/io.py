@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from molguide.atomic import atomic_write
+from molguide.data.elements import ATOMIC_NUMBERS, atomic_number, symbol
 from molguide.data.molecules import Molecule, SourceRecord
-from molguide.elements import ATOMIC_NUMBERS, atomic_number, symbol
+from molguide.storage.files import atomic_write
 
 log = logging.getLogger(__name__)
 

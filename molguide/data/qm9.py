@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from molguide.atomic import atomic_write
+from molguide.data.elements import HARTREE_TO_EV, atomic_number
 from molguide.data.molecules import MoleculeSet
-from molguide.elements import HARTREE_TO_EV, atomic_number
+from molguide.storage.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import numpy as np
 
 EDM_SPLIT_SEED = 0
 EDM_TRAIN_SIZE = 100_000
-SPLIT_NAMES = ("train", "valid", "test", "evaluator_half", "generator_half")
 
 
 def edm_splits(num_molecules: int = 130_831, seed: int = EDM_SPLIT_SEED) -> dict[str, np.ndarray]:

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from molguide.data.geometry import remove_mean
 from molguide.data.graphs import collate_molecules, fully_connected_edges
 from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceState
-from molguide.geometry import remove_mean
 from molguide.guidance.terms import classifier_log_prob_gradient
 
 
@@ -210,7 +210,7 @@ def log_noise_levels(rows: list) -> list[dict]:
     """Per-bin diagnostics (NoiseLevelRow objects or their stored dicts) with step = bin."""
     import mlflow
 
-    from molguide.tracking import log_metrics_batch
+    from molguide.runs.tracking import log_metrics_batch
 
     rows = [r.as_dict() if hasattr(r, "as_dict") else r for r in rows]
     keys = (

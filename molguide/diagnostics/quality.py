@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from molguide.atomic import read_json, write_json
 from molguide.chem.evaluate import evaluate, over_requested, write_annotated_sdf
-from molguide.config import RunConfig
 from molguide.data.molecules import Molecule
-from molguide.datasets import split_molecules
+from molguide.data.registry import split_molecules
+from molguide.runs.config import RunConfig
+from molguide.storage.files import read_json, write_json
 
 # What the protocol measures on every set of samples (and on the data row).
 PROTOCOL_QUALITY = (

@@ -1,4 +1,4 @@
-"""Judging generated molecules and comparing guided with unguided samples (docs/guidance.md).
+"""Judging generated molecules and comparing guided with unguided samples (docs/theory.md).
 
 :func:`judge` turns one set of samples into per-sample arrays (index = sample
 number, NaN where a sample failed or has no value) and quality metrics;
@@ -24,8 +24,10 @@ from molguide.diagnostics.statistics import (
     nanmean,
     paired_improvement,
 )
+from molguide.guidance.kinds import RewardRecord
 from molguide.guidance.targets import PropertyTarget, reward_logits
 from molguide.models.predictor import MoleculePredictor, predict_samples
+from molguide.storage.metadata import EvaluatorRecord
 
 
 def class_probability(pred: np.ndarray, rmse: float, target: PropertyTarget) -> np.ndarray:
@@ -49,7 +51,7 @@ def judge(
     failures: dict[int, str],
     n_requested: int,
     evaluator: MoleculePredictor,
-    evaluator_state: dict,
+    evaluator_record: EvaluatorRecord,
     target: PropertyTarget,
     onehot_scale: float,
     reference_smiles,
@@ -71,9 +73,7 @@ def judge(
         raise ValueError(f"{len(molecules)} entries for {n_requested} requested samples")
     present = [k for k, m in enumerate(molecules) if m is not None]
     mols = [molecules[k] for k in present]
-    pred = predict_samples(
-        evaluator, molecules, evaluator_state["mean"], evaluator_state["std"], onehot_scale
-    )
+    pred = predict_samples(evaluator, molecules, evaluator_record.mean, evaluator_record.std, onehot_scale)
     for k in present:
         molecules[k].properties[f"evaluator_{prop}"] = float(pred[k])
     ev = evaluate(mols, reference_smiles=reference_smiles, descriptors=False, xtb=xtb, progress=progress)
@@ -99,9 +99,7 @@ def judge(
         metrics[f"xtb_{prop}_mean"] = nanmean(xtb_values)
     if target.target_value is not None:
         metrics["mae_to_target"] = nanmean(np.abs(pred - target.target_value))
-    rmse = float(
-        evaluator_state.get("reference_rows", {}).get("evaluator_rmse", evaluator_state["std"] * 0.3)
-    )
+    rmse = float(evaluator_record.reference_rows.get("evaluator_rmse", evaluator_record.std * 0.3))
     p_target = class_probability(pred[np.isfinite(pred)], rmse, target)
     metrics.update(inverse_probability_summary(p_target))
 
@@ -121,7 +119,9 @@ def judge(
     }
 
 
-def paired_report(guided: dict, unguided: dict, target: PropertyTarget, reward_state: dict | None) -> dict:
+def paired_report(
+    guided: dict, unguided: dict, target: PropertyTarget, reward_record: RewardRecord | None
+) -> dict:
     """Improvement of ``guided`` over ``unguided`` (same seeds), with bootstrap 95 % intervals."""
     direction = target.direction or 1.0
     out: dict[str, float] = {}
@@ -138,9 +138,9 @@ def paired_report(guided: dict, unguided: dict, target: PropertyTarget, reward_s
         out.update(
             bootstrap_mean(guided["xtb_hits"] - unguided["xtb_hits"]).as_metrics("target_hit_rate_xtb_gain")
         )
-    if reward_state is not None:
-        args = (reward_state["beta"], reward_state["direction"], reward_state["mean"], reward_state["std"])
-        args += (reward_state.get("clip_z"),)
+    if reward_record is not None:
+        r = reward_record
+        args = (r.beta, r.direction, r.mean, r.std, r.clip_z)
         r_g, r_u = reward_values(guided["evaluator"], *args), reward_values(unguided["evaluator"], *args)
         out.update(paired_improvement(r_g, r_u, 1.0)[0].as_metrics("reward_improvement"))
         out["reward_mean"] = nanmean(r_g)

@@ -60,14 +60,6 @@ def paired_improvement(
     return interval, improved
 
 
-def difference_of_rates(
-    hits: np.ndarray, hits_reference: np.ndarray, n_boot: int = 2000, seed: int = 0
-) -> Interval:
-    """Paired difference of two hit indicators (1/0, nan where there is no value)."""
-    a, b = np.asarray(hits, dtype=float), np.asarray(hits_reference, dtype=float)
-    return bootstrap_mean(a - b, n_boot, seed)
-
-
 def inverse_probability_summary(p: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """E[1/p(y|x)] statistics: heavy-tailed, so mean with interval, median and quantiles."""
     p = np.asarray(p, dtype=float)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-from molguide.config import RunConfig
 from molguide.diagnostics.published import PUBLISHED_MAE, PUBLISHED_STABILITY, TABLE_UNITS
 from molguide.diagnostics.quality import PROTOCOL_QUALITY
 from molguide.diagnostics.statistics import is_finite_number
+from molguide.runs.config import RunConfig
 
 
 def _num(value, fmt: str = ".3f") -> str:
@@ -214,7 +214,7 @@ def toy_table(toy: dict) -> str:
 
 def run_summary_table(out: dict, config: RunConfig) -> str:
     """The text a user reads at the end: training, guidance results, noise-level diagnostics."""
-    from molguide.datasets import get_dataset
+    from molguide.data.registry import get_dataset
 
     units = {p.name: p.unit for p in get_dataset(config.data.dataset).properties}
     parts = [f"molguide {out['pipeline']} ({config.name}, output in {config.output_dir})"]

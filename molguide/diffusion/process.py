@@ -26,9 +26,9 @@ import torch
 from torch.nn import functional as F
 from torch_geometric.utils import scatter
 
+from molguide.data.geometry import kabsch_align, remove_mean
 from molguide.data.graphs import fully_connected_edges
 from molguide.diffusion.schedule import NoiseSchedule
-from molguide.geometry import kabsch_align, remove_mean
 
 ONEHOT_SCALE = 0.25
 LOSS_WEIGHTINGS = ("uniform", "snr_clamp")
@@ -174,9 +174,16 @@ class VPDiffusion:
         self.onehot_scale = onehot_scale
         self.loss_settings = loss_settings or LossSettings()
 
+    @classmethod
+    def from_config(cls, config: dict) -> VPDiffusion:
+        """The diffusion a :attr:`config` (or a run's ``diffusion`` section) describes."""
+        settings = LossSettings(**config.get("loss", {}))  # records before x0 networks have none
+        schedule = NoiseSchedule(config["schedule"], config["steps"], config["precision"])
+        return cls(schedule, float(config.get("onehot_scale", ONEHOT_SCALE)), settings)
+
     @property
     def config(self) -> dict:
-        """Everything that rebuilds this diffusion (``diffusion_from_config``): the run's
+        """Everything that rebuilds this diffusion (:meth:`from_config`): the run's
         ``diffusion`` section plus the one-hot scaling."""
         s = self.schedule
         return {

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch_geometric.utils import scatter
 
+from molguide.data.elements import QM9_ATOMIC_NUMBERS
+from molguide.data.geometry import centered_gaussian, remove_mean
 from molguide.data.graphs import fully_connected_edges
 from molguide.data.molecules import Molecule
 from molguide.diffusion.process import Denoised, VPDiffusion
 from molguide.diffusion.samplers import build_sampler
-from molguide.elements import QM9_ATOMIC_NUMBERS
-from molguide.geometry import centered_gaussian, remove_mean
 
 EXPLODED_ANGSTROM = 100.0  # no QM9-like molecule spans this; beyond it the sample is lost
 

@@ -8,15 +8,21 @@ how it builds its term from a trained network, a target, a weight and a time win
 section (one weight per kind), EDM's protocol (kinds that take one target per sample,
 one ``<kind>_weights`` list each), the headline settings and the plots.
 
-This module imports no torch at import time (configs read it); the builders import the
-terms when they are called.
+This module imports no torch at import time (configs and the command line read it); the
+builders import the terms when they are called. Each kind's network's record (what it
+carries beside its weights) is declared here with the kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, field_validator
+
+from molguide.guidance.records import DiffusionRecord, Record, TargetRecord
 
 if TYPE_CHECKING:
     import torch
@@ -32,12 +38,13 @@ class TermRequest:
     """What a guidance term is built from.
 
     ``classes`` is the target class for every molecule (an int) or one per molecule of
-    the sampled call (a (B,) integer tensor, EDM's protocol); ``metadata`` is what was
-    saved with ``network`` (e.g. a reward model's trained direction).
+    the sampled call (a (B,) integer tensor, EDM's protocol); ``record`` is what was
+    saved with ``network`` (:mod:`molguide.storage.metadata`, e.g. a reward model's
+    trained direction).
     """
 
     network: torch.nn.Module
-    metadata: Mapping[str, Any]
+    record: Any
     target: PropertyTarget
     classes: int | torch.Tensor
     diffusion: VPDiffusion
@@ -53,6 +60,8 @@ class GuidanceKind:
         name: the weight's key (``generate(guidance={name: w})``, ``guide.<name>``) and the
             prefix of its settings' names (``<name>_w2``).
         network: the kind of trained network it needs (``molguide run train-<network>``).
+        record: what that network carries beside its weights (a
+            :class:`~molguide.guidance.records.Record`, checked when a saved network is read).
         summary: one line for configs, docs and logs.
         default_weight: the ``guide`` section's default weight.
         build: the term from a :class:`TermRequest`; raises ValueError when the network
@@ -71,6 +80,7 @@ class GuidanceKind:
 
     name: str
     network: str
+    record: type[Record]
     summary: str
     default_weight: float
     build: Callable[[TermRequest], GuidanceTerm]
@@ -129,6 +139,40 @@ def setting_name(kind: str, weight: float) -> str:
 # ----------------------------------------------------------------------------- the kinds
 
 
+class ClassifierRecord(TargetRecord):
+    """A noise-level classifier: its target binning and per-noise-level diagnostics."""
+
+    diffusion: DiffusionRecord
+    noise_levels: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RewardRecord(Record):
+    """A reward-reweighted score network: the reward r = exp(beta * direction * z)."""
+
+    property: str
+    beta: float = Field(allow_inf_nan=False)
+    clip_z: float | None = None
+    direction: float
+    mean: float = Field(allow_inf_nan=False)
+    std: float = Field(gt=0, allow_inf_nan=False)
+    reward_weight_ess: float | None = None
+    diffusion: DiffusionRecord
+
+    @field_validator("direction")
+    @classmethod
+    def _sign(cls, direction: float) -> float:
+        if direction not in (-1.0, 1.0) or math.isnan(direction):
+            raise ValueError(f"direction must be 1 (higher) or -1 (lower), got {direction}")
+        return direction
+
+
+class CfgRecord(TargetRecord):
+    """A conditional score network for classifier-free guidance: its label binning."""
+
+    p_uncond: float = Field(ge=0, le=1)
+    diffusion: DiffusionRecord
+
+
 def _classifier_term(request: TermRequest) -> GuidanceTerm:
     from molguide.guidance.terms import ClassifierGuidance
 
@@ -148,7 +192,7 @@ def _cfg_term(request: TermRequest) -> GuidanceTerm:
 def _reward_term(request: TermRequest) -> GuidanceTerm:
     from molguide.guidance.terms import RewardGuidance
 
-    trained = float(request.metadata.get("direction", request.target.direction))
+    trained = float(request.record.direction)
     if request.target.direction != trained:
         raise ValueError(
             f"guidance['reward']: the reward model was trained to make {request.target.name} "
@@ -161,6 +205,7 @@ register_guidance_kind(
     GuidanceKind(
         "classifier",
         network="classifier",
+        record=ClassifierRecord,
         summary="classifier guidance: w * grad log p_t(target class | z_t) of the noise-level classifier",
         default_weight=1.0,
         build=_classifier_term,
@@ -174,6 +219,7 @@ register_guidance_kind(
     GuidanceKind(
         "reward",
         network="reward",
+        record=RewardRecord,
         summary="reward guidance: w * (s_reward - s), the reward-reweighted score minus the score",
         default_weight=1.0,
         build=_reward_term,
@@ -185,6 +231,7 @@ register_guidance_kind(
     GuidanceKind(
         "cfg",
         network="cfg",
+        record=CfgRecord,
         summary="classifier-free guidance: s(z|c) + w (s(z|c) - s(z)) of the conditional network "
         "(0: plain conditional sampling)",
         default_weight=0.0,

@@ -1,4 +1,4 @@
-"""Training objectives of the property networks, for :class:`molguide.training.Trainer`.
+"""Training objectives of the property networks, for :class:`molguide.training.trainer.Trainer`.
 
 - :class:`NoisyClassifierObjective`: cross-entropy of p_hat_t(y | z_t) on molecules
   noised by the same VP process as the score model, t uniform on the grid; an

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from molguide.data.geometry import remove_mean
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceState
-from molguide.geometry import remove_mean
 
 
 @dataclass

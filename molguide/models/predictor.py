@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from molguide.data.geometry import remove_mean
 from molguide.data.graphs import collate_molecules, fully_connected_edges
 from molguide.data.molecules import Molecule, MoleculeSet
-from molguide.geometry import remove_mean
 from molguide.models.registry import build_backbone
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from molguide.data.geometry import remove_mean
 from molguide.data.graphs import fully_connected_edges
-from molguide.geometry import remove_mean
 from molguide.models.bond_head import BondOrderHead
 from molguide.models.registry import build_backbone
 

@@ -1,11 +1,11 @@
-"""The guidance theory checked on a Gaussian mixture (docs/guidance.md).
+"""The guidance theory checked on a Gaussian mixture (docs/theory.md).
 
 Everything here has an exact answer, so every number is a check: samplers with exact
 scores hit the closed forms, networks trained by molguide's own training loop recover
 the exact scores and classifier, the guidance error follows the excess cross-entropy,
 a rough classifier is caught by the smoothness diagnostic, CFG lowers E[1/p(c|x)], and
 reward guidance raises E[r]. The functions return plain dicts; the ``toy`` pipeline
-(:mod:`molguide.pipelines.toy`) runs them all and the tests call them directly.
+(:mod:`molguide.runs.toy`) runs them all and the tests call them directly.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from molguide.toy.vectors import (
     eps_model_score,
     sample_vectors,
 )
-from molguide.training import TensorBatches, TrainConfig, Trainer
+from molguide.training.trainer import TensorBatches, TrainConfig, Trainer
 
 TARGET = 1  # the minority class of the default mixture, p(y = 1) = 0.2
 REWARD_DIRECTION = (0.5, 0.25)

@@ -1,4 +1,4 @@
-"""Gaussian mixtures under the VP noising: exact classifiers, scores and guidance (docs/guidance.md).
+"""Gaussian mixtures under the VP noising: exact classifiers, scores and guidance (docs/theory.md).
 
 Component k, N(mu_k, Sigma_k) with weight pi_k, is at noise level (alpha, sigma)
 N(alpha mu_k, C_k) with C_k = alpha^2 Sigma_k + sigma^2 I. Everything below follows:

@@ -1,6 +1,6 @@
 """The guidance theory as numbers: excess cross-entropy, guidance error, smoothness, E[1/p].
 
-Exact on Gaussian mixtures (docs/guidance.md):
+Exact on Gaussian mixtures (docs/theory.md):
 - excess cross-entropy eps_t^2 = CE_t(p_hat) - CE_t(p) = E_{z ~ p_t} KL(p_t(.|z) || p_hat_t(.|z));
 - guidance error MSE_t = E_{z ~ p_t(.|y)} |grad log p_hat_t(y|z) - grad log p_t(y|z)|^2;
 - the theory bounds MSE_t by (a smoothness constant) x d x sqrt(eps_t^2); the fitted

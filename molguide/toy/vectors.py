@@ -135,15 +135,3 @@ def eps_model_score(model: nn.Module, context: torch.Tensor | None = None) -> Ve
         return -model(z, tt, ctx) / sigma
 
     return score
-
-
-def classifier_guidance_fn(classifier: nn.Module, y: int) -> VectorScore:
-    """grad_z log p_hat_t(y | z) of a trained time-conditioned classifier MLP."""
-
-    def guidance(z: torch.Tensor, t: float, alpha: float, sigma: float) -> torch.Tensor:
-        z = z.detach().requires_grad_(True)
-        tt = torch.full((len(z),), t, dtype=z.dtype)
-        logp = torch.log_softmax(classifier(z, tt), -1)[:, y].sum()
-        return torch.autograd.grad(logp, z)[0]
-
-    return guidance

@@ -1,0 +1,101 @@
+"""The data sets molguide trains on, by name: how each is loaded, split and which properties it has.
+
+A data set is one :class:`Dataset` entry in :data:`DATASETS`; ``data.dataset`` in a
+config names it, ``target.property`` and ``protocol.properties`` must be among its
+``targets``. To add one: write its loader (a function returning a
+:class:`~molguide.data.molecules.MoleculeSet` with per-molecule properties) and
+register it with :func:`register_dataset`; its splits must include ``train``,
+``valid``, ``generator_half`` and ``evaluator_half``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from molguide.chem.smiles import qm9_training_smiles
+from molguide.data.elements import QM9_ATOMIC_NUMBERS
+from molguide.data.molecules import MoleculeSet
+from molguide.data.qm9 import PROPERTIES as QM9_PROPERTIES
+from molguide.data.qm9 import PropertySpec, load_qm9
+from molguide.data.splits import edm_splits
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One data set: its loader, its split protocol and its properties.
+
+    ``targets`` are the properties guidance and EDM's protocol can aim at (QM9: the six
+    of EDM's conditional table); ``atom_types`` the atomic numbers of the networks'
+    atom-type channels, in order; ``training_smiles`` the canonical SMILES that novelty
+    is measured against (the generator's training molecules).
+    """
+
+    name: str
+    load: Callable[[], MoleculeSet]
+    splits: Callable[[int], dict[str, np.ndarray]]
+    properties: tuple[PropertySpec, ...]
+    targets: tuple[str, ...]
+    atom_types: tuple[int, ...]
+    training_smiles: Callable[[], frozenset[str]]
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    """Make ``dataset`` available by its name (configs validate ``data.dataset`` against these)."""
+    if dataset.name in DATASETS:
+        raise ValueError(f"a data set named {dataset.name!r} is registered already")
+    unknown = set(dataset.targets) - {p.name for p in dataset.properties}
+    if unknown:
+        raise ValueError(f"data set {dataset.name!r}: targets {sorted(unknown)} are not among its properties")
+    DATASETS[dataset.name] = dataset
+    return dataset
+
+
+register_dataset(
+    Dataset(
+        "qm9",
+        load_qm9,
+        edm_splits,
+        QM9_PROPERTIES,
+        ("gap_eV", "homo_eV", "lumo_eV", "mu_D", "alpha_bohr3", "cv_calmolK"),
+        QM9_ATOMIC_NUMBERS,
+        qm9_training_smiles,
+    )
+)
+
+
+def target_properties() -> tuple[str, ...]:
+    """Every registered data set's target properties, in registration order, each once."""
+    return tuple(dict.fromkeys(p for d in DATASETS.values() for p in d.targets))
+
+
+def get_dataset(name: str) -> Dataset:
+    """The registered data set ``name``; unknown names list the known ones."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")
+    return DATASETS[name]
+
+
+def split_molecules(data, split: str | None = None, limit: int | None = None) -> MoleculeSet:
+    """Molecules of one split of a config's data set (``data``: the config's ``data`` section).
+
+    ``split`` defaults to ``data.split``, ``limit`` (the first N of the split) to
+    ``data.max_molecules``; hydrogens are removed with ``data.remove_hydrogens``.
+    """
+    dataset = get_dataset(data.dataset)
+    molecules = dataset.load()
+    splits = dataset.splits(len(molecules))
+    name = split or data.split
+    if name not in splits:
+        raise ValueError(f"data set {dataset.name!r} has no split {name!r}; it has {list(splits)}")
+    idx = splits[name]
+    limit = limit if limit is not None else data.max_molecules
+    if limit:
+        idx = idx[:limit]
+    mols = molecules.subset(idx)
+    return mols.without_hydrogens() if data.remove_hydrogens else mols

@@ -1,0 +1,1 @@
+"""The VP diffusion of molecules: schedule, process, objective, samplers, sampling."""

@@ -1,0 +1,1 @@
+"""Sampling molecules: the design pipeline, the designer (molguide.load), resumable sample stores."""

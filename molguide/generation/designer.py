@@ -1,0 +1,277 @@
+"""The designer: a trained molguide run as one object that generates RDKit molecules.
+
+    designer = molguide.load("qm9")                   # the generator shipped in the package
+    designer = molguide.load("runs:/<run_id>")        # or a run folder such as runs/quickstart
+    mols = designer.generate(100, target={"gap_eV": "high"}, guidance={"classifier": 2.0}, seed=0)
+
+Each returned molecule is an RDKit Mol with a 3D conformer and properties (those of
+:func:`molguide.chem.evaluate.annotated_mols`). Its bonds are the generator's own when
+the score network has a bond-order head (property ``bonds`` = "predicted", judged by
+``valid_strict_predicted_bonds``), otherwise perceived from the coordinates with total
+charge 0 where that succeeds (``bonds`` = "perceived"). Properties:
+
+- ``valid``: EDM's validity (distance-table bonds, no charges; what the published
+  tables count), ``edm_smiles`` (its largest fragment) when valid;
+- ``valid_strict``: one connected, neutral, closed-shell molecule with every hydrogen,
+  judged on the perceived bonds; with ``charged_atoms``, ``radical_electrons``,
+  ``fragments`` and ``missing_h`` (what it looked at, set where bonds were perceived),
+  so a molecule that needed charges or radicals says so;
+- ``smiles`` (the perceived molecule), ``mol_stable``, ``atom_stable_fraction``,
+  RDKit descriptors and ``notes`` (why a molecule is not valid);
+- the evaluator's prediction ``evaluator_<property>`` when the run trained an
+  evaluator, and ``molguide_guidance`` / ``molguide_seed`` recording how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+from molguide.data.molecules import Molecule
+from molguide.diffusion.sampling import GuidanceTerm
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
+from molguide.guidance.targets import PropertyTarget
+from molguide.guidance.terms import TimeWindow
+from molguide.storage.trained_run import TrainedRun
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(RuntimeError):
+    """Every requested sample was lost while sampling; ``Designer.last_failures`` says why."""
+
+
+class Designer:
+    """Generates molecules from a trained run, optionally guided towards a property class."""
+
+    def __init__(self, run: TrainedRun) -> None:
+        self.run = run
+        self.pipeline = MoleculeDiffusionPipeline.from_run(run)
+        self.last_failures: dict[int, str] = {}
+        self.last_metrics: dict[str, float | None] = {}  # of the last generate(evaluate=True)
+
+    @classmethod
+    def load(cls, source: str, device: str = "cpu") -> Designer:
+        """A designer from ``runs:/<run_id>`` or a run folder (see :func:`molguide.load`)."""
+        return cls(TrainedRun.from_pretrained(source, device))
+
+    @property
+    def target(self) -> PropertyTarget | None:
+        """The property binning the guidance networks were trained with (None: unguided only)."""
+        return self.run.target
+
+    @property
+    def guidance_kinds(self) -> list[str]:
+        """The guidance terms this run can apply."""
+        return [name for name, kind in GUIDANCE_KINDS.items() if self.run.has(kind.network)]
+
+    def __repr__(self) -> str:
+        target = self.target.describe() if self.target else "no guidance networks"
+        return f"Designer({self.run.source}: {target}; guidance {self.guidance_kinds})"
+
+    # ------------------------------------------------------------------ arguments
+    def resolve_target(self, target: Mapping[str, str | int] | None) -> PropertyTarget | None:
+        """``{"gap_eV": "high" | "low" | bin}`` -> the trained binning with that goal."""
+        trained = self.target
+        if target is None:
+            return trained
+        if not isinstance(target, Mapping) or len(target) != 1:
+            raise ValueError(f"target: give one property, e.g. {{'gap_eV': 'high'}}; got {target!r}")
+        ((name, goal),) = target.items()
+        if trained is None:
+            raise ValueError(f"target {name!r}: {self.run.source} has no classifier or CFG model")
+        if name != trained.name:
+            raise ValueError(
+                f"target {name!r}: this run's guidance networks were trained for {trained.name!r}"
+            )
+        return dataclasses.replace(trained, target=goal)
+
+    def resolve_guidance(
+        self, guidance: Mapping[str, float] | None, target: Mapping | None
+    ) -> dict[str, float]:
+        """Weights by kind; a target without weights means classifier guidance at weight 1."""
+        if guidance is None:
+            if target is None:
+                return {}
+            guidance = {"classifier": 1.0}
+        unknown = set(guidance) - set(GUIDANCE_KINDS)
+        if unknown:
+            raise ValueError(f"guidance: unknown term(s) {sorted(unknown)}; allowed: {list(GUIDANCE_KINDS)}")
+        weights = {}
+        for name, w in guidance.items():
+            if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"guidance[{name!r}]: a weight must be a finite number >= 0, got {w!r}")
+            kind = GUIDANCE_KINDS[name]
+            if kind.is_on(w) and not self.run.has(kind.network):
+                raise ValueError(f"guidance[{name!r}]: {self.run.source} has no {kind.network} model")
+            if kind.is_on(w):
+                weights[name] = float(w)
+        return weights
+
+    def _terms(self, weights: dict[str, float], target: PropertyTarget | None, window: TimeWindow):
+        """The terms of the weights by kind, and the pipeline to sample them with (a kind
+        that samples its own network, CFG, puts that network under the sampler)."""
+        c = self.run
+        if weights and target is None:
+            raise ValueError("guidance needs a target")
+        terms, pipeline = [], self.pipeline
+        for name, w in weights.items():
+            kind = GUIDANCE_KINDS[name]
+            network = c.network(kind.network)
+            request = TermRequest(
+                network, c.record(kind.network), target, target.target_class, c.diffusion, w, window
+            )
+            terms.append(kind.build(request))
+            if kind.samples_own_network:
+                pipeline = self.pipeline.with_model(network)
+        return terms, pipeline
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        n: int,
+        target: Mapping[str, str | int] | None = None,
+        guidance: Mapping[str, float] | Sequence[GuidanceTerm] | None = None,
+        seed: int = 0,
+        steps: int | None = None,
+        method: str | None = None,
+        t_min: float = 0.0,
+        t_max: float = 1.0,
+        batch_size: int = 250,
+        evaluate: bool = True,
+        progress: bool = False,
+        grid_power: float | None = None,
+        sampler_options: Mapping[str, float] | None = None,
+    ) -> list:
+        """Generate ``n`` molecules; returns RDKit Mols with 3D conformers and properties.
+
+        Args:
+            target: ``{property: "high" | "low" | bin index}``; default: the trained target.
+            guidance: weights by guidance kind (:mod:`molguide.guidance.kinds`), e.g.
+                ``{"classifier": 2.0, "reward": 1.0, "cfg": 0.5}``; ``"cfg": 0`` is plain
+                conditional sampling, any other kind at 0 is off (default: none, or
+                classifier weight 1 when a target is given), or your
+                own guidance terms (objects with ``__call__(GuidanceState) -> (g_x, g_h)``,
+                see :mod:`molguide.guidance.terms`), which add to the score as they are.
+            seed: the same seed gives the same molecule sizes and noise, so guided and
+                unguided calls with one seed are paired sample by sample.
+            steps, method: sampler steps and a registered sampler ("ancestral", "ddim",
+                "dpmpp2m", "dpmpp2m_sde"); default: what the model recommends (a saved
+                model's ``sampler`` record, e.g. the shipped one's), else 100 ancestral steps.
+            grid_power: spacing of the sampler's time grid (1: EDM's even grid; 2: more
+                steps near the data); default: what the model recommends, else 1.
+            sampler_options: the sampler's own settings, e.g. ``{"eta": 1.0}`` for
+                "dpmpp2m_sde"; default: the model's recommended ones for its recommended
+                sampler, else the sampler's defaults.
+            evaluate: perceive bonds and add the properties of the module docstring
+                (``valid``, ``valid_strict`` and what it looked at, stability, SMILES,
+                descriptors; otherwise atoms and coordinates only); the returned molecules'
+                ``validity``, ``validity_strict`` and stability are logged (INFO) and kept
+                in ``last_metrics``.
+
+        Samples whose coordinates diverge are not returned; their reasons are in
+        ``last_failures`` and a warning says how many. When every sample diverges,
+        :class:`GenerationError` says so (nothing to return is not a result).
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        window = TimeWindow(t_min, t_max)
+        if _are_terms(guidance):
+            if target is not None:
+                raise ValueError(
+                    "target: applies to guidance weights by name; your own guidance terms carry their targets"
+                )
+            terms, pipe = list(guidance), self.pipeline
+            label = ", ".join(type(term).__name__ for term in terms) or "none"
+        else:
+            resolved = self.resolve_target(target)
+            weights = self.resolve_guidance(guidance, target)
+            terms, pipe = self._terms(weights, resolved, window)
+            label = ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
+            if weights:
+                label += f"; target {resolved.name} class {resolved.target_class}"
+        result = pipe(
+            n,
+            terms,
+            seed,
+            batch_size,
+            steps=steps,
+            sampler=method,
+            grid_power=grid_power,
+            sampler_options=sampler_options,
+            progress=progress,
+        )
+        molecules = result.molecules
+        self.last_failures = dict(result.failures)
+        if not molecules:
+            first = min(result.failures)
+            raise GenerationError(
+                f"all {n} samples diverged while sampling (sample {first}: {result.failures[first]}); "
+                "designer.last_failures has every reason"
+            )
+        if self.last_failures:
+            log.warning(
+                "%d of %d samples diverged and are not returned (see last_failures)",
+                len(self.last_failures),
+                n,
+            )
+        for m in molecules:
+            m.tags["molguide_guidance"] = label
+            m.tags["molguide_seed"] = str(seed)
+        self._predict(molecules)
+        self.last_metrics = {}
+        return self._to_rdkit(molecules, evaluate)
+
+    def _predict(self, molecules: list[Molecule]) -> None:
+        if not molecules or not self.run.has("evaluator"):
+            return
+        from molguide.models.predictor import predict_samples
+
+        record = self.run.record("evaluator")
+        evaluator, onehot = self.run.network("evaluator"), self.run.diffusion.onehot_scale
+        values = predict_samples(evaluator, molecules, record.mean, record.std, onehot)
+        for m, v in zip(molecules, values):
+            m.properties[f"evaluator_{record.property}"] = float(v)
+
+    def _to_rdkit(self, molecules: list[Molecule], evaluate: bool) -> list:
+        from molguide.chem.evaluate import METRIC_NAMES, PREDICTED_BONDS_METRIC, annotated_mols
+        from molguide.chem.evaluate import evaluate as evaluate_molecules
+        from molguide.data.io import molecule_to_rdkit
+
+        if not evaluate or not molecules:
+            return [molecule_to_rdkit(m) for m in molecules]
+        ev = evaluate_molecules(molecules, reference_smiles=[], descriptors=True, xtb=False, progress=False)
+        names = [k for k in METRIC_NAMES if k != "novelty"]
+        names += [PREDICTED_BONDS_METRIC] if PREDICTED_BONDS_METRIC in ev.metrics else []
+        self.last_metrics = {k: ev.metrics.get(k) for k in names}
+        log.info(
+            "%d molecules: %s",
+            len(molecules),
+            ", ".join(f"{k} {v:.3f}" for k, v in self.last_metrics.items() if v is not None),
+        )
+        mols = annotated_mols(ev, molecules)
+        for mol, m in zip(mols, molecules):
+            for key, value in m.tags.items():
+                mol.SetProp(key, value)
+        return mols
+
+
+def _are_terms(guidance) -> bool:
+    """Whether ``guidance`` is a sequence of guidance-term objects (not the weights by name)."""
+    if guidance is None or isinstance(guidance, (Mapping, str)):
+        return False
+    if not all(callable(term) for term in guidance):
+        raise ValueError("guidance: give weights by kind, e.g. {'classifier': 2.0}, or guidance-term objects")
+    return True
+
+
+def load(source: str, device: str = "cpu") -> Designer:
+    """A :class:`Designer` from a shipped generator (``"qm9"``: the QM9 score model in
+    the package, unguided), a saved model folder, ``"runs:/<run_id>"`` (MLflow, any run
+    of a quickstart, full or guide pipeline, or a training run) or a run folder
+    (``output_dir``)."""
+    return Designer.load(source, device)

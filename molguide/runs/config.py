@@ -1,0 +1,557 @@
+"""Typed run configuration: YAML files plus ``--set key.path=value`` overrides.
+
+Unknown keys, wrong types and bad values are reported as one message naming the
+key path and what is allowed (pydantic does the checking). Names of backbones,
+samplers, data sets and target properties are checked against their registries
+(:data:`molguide.models.registry.BACKBONES`, :data:`molguide.diffusion.samplers.SAMPLERS`,
+:data:`molguide.data.registry.DATASETS`), so what a registry holds a config accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from molguide.guidance.kinds import GUIDANCE_KINDS
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _one_of(name: str, allowed: Iterable[str]) -> str:
+    """``name`` when it is among ``allowed``, else the error pydantic gives for a Literal."""
+    allowed = list(allowed)
+    if name in allowed:
+        return name
+    quoted = [repr(a) for a in allowed]
+    expected = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+
+
+def _registered(module: str, name: str) -> AfterValidator:
+    """A validator accepting the keys of ``module.name`` (a registry dict or a tuple of names),
+    imported when a config is checked: torch-backed registries stay out of ``import``."""
+
+    def check(value: str) -> str:
+        import importlib
+
+        return _one_of(value, getattr(importlib.import_module(module), name))
+
+    return AfterValidator(check)
+
+
+def _target_property(name: str) -> str:
+    from molguide.data.registry import target_properties
+
+    return _one_of(name, target_properties())
+
+
+BackboneName = Annotated[str, _registered("molguide.models.registry", "BACKBONES")]
+SamplerName = Annotated[str, _registered("molguide.diffusion.samplers", "SAMPLERS")]
+DatasetName = Annotated[str, _registered("molguide.data.registry", "DATASETS")]
+PropertyName = Annotated[str, AfterValidator(_target_property)]
+Parameterisation = Annotated[str, _registered("molguide.models.score", "PARAMETERISATIONS")]
+LossWeighting = Annotated[str, _registered("molguide.diffusion.process", "LOSS_WEIGHTINGS")]
+TypeLoss = Annotated[str, _registered("molguide.diffusion.process", "TYPE_LOSSES")]
+ScheduleName = Annotated[str, _registered("molguide.diffusion.schedule", "SCHEDULES")]
+
+
+def _sampler_options(section: Any) -> Any:
+    """Options the section's sampler does not have, or negative ones, fail here, by name."""
+    from molguide.diffusion.samplers import SAMPLERS
+
+    known = SAMPLERS[section.method].OPTIONS
+    for key, value in section.sampler_options.items():
+        if key not in known:
+            raise PydanticCustomError(
+                "value_error",
+                "sampler '{method}' has no option '{key}' (its options: {known})",
+                {"method": section.method, "key": key, "known": ", ".join(known) or "none"},
+            )
+        if not value >= 0:
+            raise PydanticCustomError(
+                "value_error", "{key} must be >= 0, got {value}", {"key": key, "value": value}
+            )
+    return section
+
+
+def _backbone_kwargs(kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """Sizes the backbone cannot be built with (a zero or negative width) fail here, by name."""
+    from molguide.models.registry import backbone_argument_problem
+
+    backbone = info.data.get("backbone")
+    problem = backbone_argument_problem(backbone, kwargs) if backbone else None
+    if problem:
+        raise PydanticCustomError("value_error", "{problem}", {"problem": problem})
+    return kwargs
+
+
+class _Backbone(_Section):
+    """A section choosing a backbone and its sizes."""
+
+    _check_kwargs = field_validator("backbone_kwargs", check_fields=False)(_backbone_kwargs)
+
+
+class DataConfig(_Section):
+    dataset: DatasetName = "qm9"
+    split: Literal["train", "generator_half", "evaluator_half"] = "generator_half"
+    max_molecules: int | None = Field(None, ge=1, description="first N molecules of the split (None: all)")
+    remove_hydrogens: bool = False
+
+
+class ModelConfig(_Backbone):
+    backbone: BackboneName = "egnn"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 4})
+    parameterisation: Parameterisation = Field(
+        "eps", description="network predicts the noise (EDM) or the clean molecule (positions + type logits)"
+    )
+    self_condition: bool = Field(False, description="feed the previous clean estimate back in (EGNN only)")
+    bond_head: bool = Field(
+        False,
+        description="also predict bond orders (x0 + EGNN; trained on bonds perceived from the DFT "
+        "geometries); the returned molecules then carry the predicted bonds",
+    )
+    pretrained: str | None = Field(
+        None,
+        description="a shipped generator (qm9) or a saved model folder: train-score uses it instead of "
+        "training (its own architecture and diffusion; the keys above are then ignored)",
+    )
+
+    @field_validator("backbone_kwargs")
+    @classmethod
+    def _positions_move(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs.get("coordinate_updates", True) is False:  # a predictor-only switch
+            raise PydanticCustomError(
+                "value_error",
+                "coordinate_updates: false is for classifiers and evaluators; "
+                "a score network's positions are its output",
+            )
+        return kwargs
+
+
+class LossSection(_Section):
+    """Training of x0 networks (see molguide.diffusion.process.LossSettings); time_power,
+    align_noise and self_condition_prob apply to eps networks too."""
+
+    weighting: LossWeighting = "snr_clamp"
+    snr_min: float = Field(0.05, gt=0)
+    snr_max: float = Field(1.5, gt=0)
+    type_loss: TypeLoss = "ce"
+    type_weight: float = Field(1.0, ge=0)
+    time_power: float = Field(1.0, gt=0, description="t = u^power: > 1 trains more near the data")
+    align_noise: bool = Field(False, description="rotate position noise onto the data (Kabsch)")
+    self_condition_prob: float = Field(0.5, ge=0, le=1)
+    bond_weight: float = Field(1.0, ge=0, description="factor on the bond-order cross-entropy (bond_head)")
+
+
+class DiffusionConfig(_Section):
+    schedule: ScheduleName = "polynomial_2"
+    steps: int = Field(1000, ge=10)
+    precision: float = Field(1e-5, gt=0, lt=0.5)
+    loss: LossSection = Field(default_factory=LossSection)
+
+
+class TrainSection(_Section):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-12, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    lr_decay_start: int | None = Field(
+        None, ge=0, description="step at which a cosine decay of the learning rate starts (None: constant)"
+    )
+    lr_decay_steps: int = Field(0, ge=0, description="length of that decay in steps")
+    lr_final: float = Field(0.0, ge=0, description="learning rate at the end of that decay")
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_warmup: bool = Field(
+        False, description="EMA decay min(ema_decay, (1 + n) / (10 + n)): forgets the init"
+    )
+    grad_clip: float = Field(2.0, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    resume: bool = True
+    init_from: str | None = Field(
+        None,
+        description=(
+            "start a new run from these weights (a training checkpoint, a saved model folder or a "
+            "shipped name); a wider or deeper EGNN grows from them computing the same function"
+        ),
+    )
+    max_minutes: float | None = Field(None, gt=0, description="stop (with a checkpoint) after this long")
+    mixed_precision: bool = Field(
+        False, description="bf16 autocast of the network forward (positions and the loss stay float32)"
+    )
+
+    @model_validator(mode="after")
+    def _decay(self) -> TrainSection:
+        # A decay start without a length would drop the rate to lr_final in one step.
+        if self.lr_decay_start is not None and self.lr_decay_steps < 1:
+            raise PydanticCustomError(
+                "value_error",
+                "lr_decay_steps must be at least 1 when lr_decay_start ({start}) is set",
+                {"start": self.lr_decay_start},
+            )
+        return self
+
+
+class _Sampling(_Section):
+    """The sampler settings the sample and guide sections share."""
+
+    method: SamplerName = "ancestral"
+    grid_power: float = Field(
+        1.0, gt=0, description="time grid t = u^p (1: EDM's even grid; 2: more steps near the data)"
+    )
+    sampler_options: dict[str, float] = Field(
+        default_factory=dict, description="the sampler's own settings, e.g. {eta: 3.0} for dpmpp2m_sde"
+    )
+    _options = model_validator(mode="after")(_sampler_options)
+    batch_size: int = Field(250, ge=1)
+    seed: int = 0
+
+
+class SampleSection(_Sampling):
+    n_samples: int = Field(1000, ge=1)
+    steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [100], min_length=1)
+    model: str | None = Field(
+        None,
+        description="the trained run to sample: a folder, runs:/<id> or a shipped name (default: output_dir)",
+    )
+    xtb: bool = False
+
+
+class PredictorTrainSection(TrainSection):
+    """Training defaults of classifiers and evaluators (a partial override keeps the rest)."""
+
+    steps: int = Field(2000, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+
+
+class RewardTrainSection(TrainSection):
+    """Fine-tuning defaults of the reward-reweighted score model."""
+
+    lr: float = Field(2e-4, gt=0)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+
+
+class CfgTrainSection(TrainSection):
+    """Training defaults of the conditional (CFG) score model."""
+
+    lr: float = Field(5e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+
+
+class TargetSection(_Section):
+    """Which property guidance aims at and how it becomes classes (see PropertyTarget)."""
+
+    property: PropertyName = "gap_eV"
+    n_bins: int = Field(3, ge=2, le=20, description="quantile bins (ignored with thresholds)")
+    thresholds: list[float] | None = None
+    target: Literal["high", "low"] | int = "high"
+    target_value: float | None = None
+
+
+class NetworkSection(_Backbone):
+    """An invariant predictor (noise-level classifier or clean-molecule evaluator)."""
+
+    backbone: BackboneName = "egnn"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"hidden": 64, "num_layers": 3})
+    time_heads: int = Field(1, ge=1, description="one output head per bucket of t (classifier only)")
+    grad_penalty: float = Field(0.0, ge=0, description="smoothness: weight of sigma^2 |grad log p|^2")
+    train: PredictorTrainSection = Field(default_factory=PredictorTrainSection)
+    holdout: int = Field(2000, ge=10, description="validation molecules for the diagnostics")
+
+
+class CfgSection(_Section):
+    """Conditional score model for classifier-free guidance (label = target class one-hot)."""
+
+    enabled: bool = Field(False, description="train it in the full pipeline")
+    p_uncond: float = Field(0.1, ge=0, le=1, description="probability the label is dropped (null token)")
+    train: CfgTrainSection = Field(default_factory=CfgTrainSection)
+
+
+class RewardSection(_Section):
+    """Reward-reweighted score model: r(x) = exp(beta * z(property)), z standardised and clipped."""
+
+    beta: float = Field(1.0, description="inverse temperature on the standardised property")
+    clip_z: float | None = Field(
+        3.0, gt=0, description="clip the standardised property to +-clip_z (None: no clip)"
+    )
+    init_from_score: bool = True
+    correction: dict[str, Any] | None = Field(
+        None,
+        description="experimental: backbone sizes of a small correction network (e.g. {hidden: 32, "
+        "num_layers: 3}): the reward model is then the frozen score network plus this correction, "
+        "and reward guidance costs the correction alone (needs init_from_score). Measured once in "
+        "the quickstart it steered the property the wrong way (README); None: fine-tune a full copy",
+    )
+    train: RewardTrainSection = Field(default_factory=RewardTrainSection)
+
+    @model_validator(mode="after")
+    def _correction_needs_base(self) -> RewardSection:
+        import inspect
+
+        from molguide.models.registry import BACKBONES, backbone_argument_problem
+
+        if self.correction is None:
+            return self
+        if not self.init_from_score:
+            raise ValueError(
+                "correction: a correction is trained on top of the score network; set init_from_score: true"
+            )
+        known = set(inspect.signature(BACKBONES["egnn"]().__init__).parameters) - {
+            "self",
+            "in_features",
+            "out_features",
+        }
+        unknown = sorted(set(self.correction) - known)
+        if unknown:
+            raise ValueError(f"correction: unknown EGNN setting(s) {unknown}; known: {sorted(known)}")
+        problem = backbone_argument_problem("egnn", self.correction)
+        if problem:
+            raise ValueError(f"correction: {problem}")
+        return self
+
+
+class _GuideSettings(_Sampling):
+    t_min: float = Field(0.0, ge=0, le=1)
+    t_max: float = Field(1.0, ge=0, le=1)
+    sweep: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=list, description="extra weights, one nested run each"
+    )
+    n_samples: int = Field(500, ge=2)
+    steps: int = Field(100, ge=1)
+    xtb: bool = True
+    diagnostics_molecules: int = Field(1000, ge=10)
+
+    @model_validator(mode="after")
+    def _window(self) -> _GuideSettings:
+        # An empty window would switch every term off without a word.
+        if self.t_min >= self.t_max:
+            raise PydanticCustomError(
+                "value_error",
+                "t_min ({t_min}) must be below t_max ({t_max}): guidance acts for t in [t_min, t_max]",
+                {"t_min": self.t_min, "t_max": self.t_max},
+            )
+        return self
+
+
+GuideSection = create_model(
+    "GuideSection",
+    __base__=_GuideSettings,
+    __module__=__name__,
+    __doc__="Guided sampling: one weight per guidance kind (molguide.guidance.kinds), "
+    "their time window, and the sweep.",
+    **{
+        kind.name: (float, Field(kind.default_weight, ge=0, description=kind.summary))
+        for kind in GUIDANCE_KINDS.values()
+    },
+)
+
+
+class _ProtocolSettings(_Section):
+    """EDM's QM9 protocol in ``molguide run full`` (docs/protocol.md).
+
+    Per property: a noise-level classifier (``classifier`` section, ``n_bins`` quantile
+    bins of the generator half) and an evaluator (``evaluator`` section, evaluator half);
+    with ``cfg.enabled`` also a conditional score model. Then ``n_samples`` (N, value)
+    pairs of generator-half molecules are sampled unguided and guided, judged by the
+    evaluator, and logged as the stability and conditional-MAE tables.
+    """
+
+    enabled: bool = Field(False, description="run the protocol steps in the full pipeline")
+    properties: list[PropertyName] = Field(
+        default_factory=lambda: ["alpha_bohr3", "gap_eV", "homo_eV", "lumo_eV", "mu_D", "cv_calmolK"],
+        min_length=1,
+    )
+    n_samples: int = Field(10000, ge=2, description="(N, value) pairs, one sample each per setting")
+    n_bins: int = Field(10, ge=2, le=20, description="quantile bins of each property's classifier")
+    n_reference: int = Field(10000, ge=2, description="random generator-half molecules of the data row")
+    steps: int = Field(1000, ge=1, description="sampling steps")
+    method: SamplerName = "ancestral"
+    seed: int = 0
+
+    @field_validator("properties")
+    @classmethod
+    def _distinct(cls, properties: list[str]) -> list[str]:
+        if len(set(properties)) != len(properties):
+            raise ValueError(f"each property once, got {properties}")
+        return properties
+
+
+def _weight_list(weights: list[float]) -> list[float]:
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weights must be >= 0, got {weights}")
+    return sorted(set(weights))
+
+
+ProtocolSection = create_model(
+    "ProtocolSection",
+    __base__=_ProtocolSettings,
+    __module__=__name__,
+    __doc__=_ProtocolSettings.__doc__
+    + "\n    ``<kind>_weights``: the weights of each guidance kind that steers every molecule "
+    "to its own target, one row each.\n",
+    **{
+        f"{kind.name}_weights": (
+            Annotated[list[float], AfterValidator(_weight_list)],
+            Field(
+                default_factory=lambda kind=kind: list(kind.protocol_weights),
+                description=f"{kind.label} weights, one row each ({kind.summary})",
+            ),
+        )
+        for kind in GUIDANCE_KINDS.values()
+        if kind.per_sample_targets
+    },
+)
+
+
+class EvaluateSection(_Section):
+    """``molguide run evaluate``: chemistry metrics of a molecule file, logged to MLflow."""
+
+    file: str | None = Field(None, description="SDF, XYZ or SMILES CSV to evaluate")
+    xtb: bool = True
+    novelty: bool = True
+
+
+class RunConfig(_Section):
+    """Everything a run needs; ``molguide run PIPELINE -c FILE --set a.b=c`` builds one."""
+
+    name: str = "molguide"
+    output_dir: str = "runs/default"
+    device: str = "cpu"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    sample: SampleSection = Field(default_factory=SampleSection)
+    target: TargetSection = Field(default_factory=TargetSection)
+    classifier: NetworkSection = Field(default_factory=NetworkSection)
+    evaluator: NetworkSection = Field(default_factory=NetworkSection)
+    reward: RewardSection = Field(default_factory=RewardSection)
+    cfg: CfgSection = Field(default_factory=CfgSection)
+    guide: GuideSection = Field(default_factory=GuideSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    protocol: ProtocolSection = Field(default_factory=ProtocolSection)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, as one readable message."""
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping that gives one key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps
+    the last silently, so a config would lose the first value without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(f"key {key!r} appears twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python objects, refusing duplicate keys (:class:`yaml.YAMLError` otherwise)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_yaml_tree(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a nested dict; unreadable or malformed files (a key given twice
+    included) name the file."""
+    path = Path(path)
+    try:
+        tree = parse_yaml(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}; give each key once") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    return tree
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Read a YAML config (or the defaults) and apply ``key.path=value`` overrides.
+
+    ``base`` (a pipeline's own defaults, e.g. the quickstart's) lies under the file:
+    the file's keys replace the base's one by one, sections merge.
+    """
+    tree: dict[str, Any] = copy.deepcopy(base or {})
+    if path:
+        tree = _merge(tree, read_yaml_tree(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            problems.append(f"{where}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else ""))
+        source = f"{path}: " if path else ""
+        raise ConfigError(source + "; ".join(problems)) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved configuration as YAML (logged with every run)."""
+    return yaml.safe_dump(config.model_dump(), sort_keys=False)

@@ -1,0 +1,219 @@
+"""The ``guide`` pipeline: sample unguided and guided with paired seeds, judge, report.
+
+Protocol (docs/protocol.md, docs/guidance.md): the classifier and the reward model trained on
+the generator half (like the score model); the evaluator, the oracle that judges
+generated molecules, on the other half (:mod:`molguide.runs.train`). Guided and
+unguided samples share seeds (same node counts, same initial and ancestral noise), so
+improvements are paired differences with bootstrap intervals. GFN2-xTB judges beside
+the evaluator, independent of every learned model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+from molguide.chem.xtb import XTB_PROPERTIES
+from molguide.storage.trained_run import TrainedRun, log_trained_network
+from molguide.runs.config import RunConfig
+from molguide.data.registry import get_dataset, split_molecules
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.guidance.kinds import GUIDANCE_KINDS, baselines, setting_name
+from molguide.runs.settings import guide_settings
+from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "molguide-guidance"
+
+
+def _progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+# ----------------------------------------------------------------------------- guided sampling
+
+
+def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
+    """Sample unguided and guided with paired seeds; judge by evaluator and xTB; log the diagnostics."""
+    import mlflow
+
+    from molguide.diagnostics.noise_levels import log_noise_levels, noise_level_diagnostics
+    from molguide.diagnostics.plots import plot_histograms, plot_molecule_grid, plot_noise_levels, plot_sweep
+    from molguide.diagnostics.report import judge, paired_report
+
+    progress = _progress(progress)
+    gc = config.guide
+    run = TrainedRun.from_pretrained(config.output_dir, config.device)
+    diffusion = run.diffusion
+    pipe = MoleculeDiffusionPipeline.from_run(run)
+    classifier, classifier_record = run.network("classifier"), run.record("classifier")
+    target = run.target
+    evaluator, evaluator_record = run.network("evaluator"), run.record("evaluator")
+    reward_record = run.record("reward") if run.has("reward") else None
+    cfg_model = run.network("cfg") if run.has("cfg") else None
+    for kind in GUIDANCE_KINDS.values():
+        if getattr(gc, kind.name) > 0 and not run.has(kind.network):
+            log.warning(
+                "no %s model in %s: %s guidance skipped (run train-%s)",
+                kind.network,
+                config.output_dir,
+                kind.name,
+                kind.network,
+            )
+    settings = guide_settings(gc, run)
+
+    calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
+    novelty_reference = get_dataset(config.data.dataset).training_smiles()
+    out_dir = Path(config.output_dir) / "guided"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    judged: dict[str, dict] = {}
+    tags = {
+        "molguide.pipeline": "guide",
+        "molguide.dataset": config.data.dataset,
+        "molguide.split_half": config.data.split,
+    }
+    with mlflow_run(EXPERIMENT, f"{config.name}-guide", tags):
+        log_config(config)
+        for kind in run.networks:  # this run id alone loads the designer again
+            log_trained_network(Path(config.output_dir) / kind)
+        mlflow.set_tag("molguide.target", target.describe())
+        if cfg_model is not None:  # the CFG-implied guidance gives the better error estimate
+            held = split_molecules(config.data, "valid", gc.diagnostics_molecules)
+            rows = noise_level_diagnostics(
+                classifier,
+                diffusion,
+                held,
+                target.labels(held.properties[target.name]),
+                target.target_class,
+                cfg_model=cfg_model,
+                num_classes=target.n_bins,
+                progress=progress,
+            )
+        else:
+            rows = classifier_record.noise_levels
+        noise_rows = log_noise_levels(rows)
+        if reward_record is not None and reward_record.reward_weight_ess is not None:
+            log_metrics_batch([("reward_weight_ess", reward_record.reward_weight_ess, 0)])
+        base_seconds = None
+        for setting in settings:
+            name, kind, w = setting.name, setting.kind, setting.weight
+            # Every setting shares the unguided one's seed: same sizes and noise, sample by sample.
+            result = pipe.with_model(setting.model)(
+                gc.n_samples,
+                setting.terms,
+                gc.seed,
+                gc.batch_size,
+                steps=gc.steps,
+                sampler=gc.method,
+                grid_power=gc.grid_power,
+                sampler_options=gc.sampler_options,
+                progress=progress,
+            )
+            mols, failures, seconds = result.by_index(), result.failures, result.seconds
+            if kind == "unguided":
+                base_seconds = seconds
+            j = judge(
+                mols,
+                failures,
+                gc.n_samples,
+                evaluator,
+                evaluator_record,
+                target,
+                diffusion.onehot_scale,
+                novelty_reference,
+                gc.xtb,
+                calibration,
+                progress,
+                requested_atoms=sum(result.atom_counts),
+            )
+            judged[name] = j
+            metrics = dict(j["metrics"])
+            metrics["sample_s_per_molecule"] = seconds / gc.n_samples
+            metrics["guided_step_cost_ratio"] = seconds / base_seconds if base_seconds else 1.0
+            metrics_tags = {}
+            if setting.reference is not None:
+                metrics.update(paired_report(j, judged[setting.reference], target, reward_record))
+                metrics_tags = {"molguide.reference": setting.reference}
+            with mlflow_run(
+                EXPERIMENT,
+                name,
+                {"molguide.guidance": kind, "molguide.weight": str(w), **metrics_tags},
+                nested=True,
+            ):
+                log_metrics_batch(
+                    [(k, v, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+                )
+                sdf = out_dir / f"{name}.sdf"
+                j["write_sdf"](sdf)
+                mlflow.log_artifact(str(sdf), "samples")
+            results[name] = metrics
+            log.info("%s: %s", name, _short(metrics))
+        main = [n for n in results if n not in baselines()]
+        parent = {
+            f"{n}.{k}": v
+            for n in main
+            for k, v in results[n].items()
+            if k.startswith(("property_improvement", "target_hit_rate", "reward_improvement"))
+        }
+        log_metrics_batch([(k, v, 0) for k, v in parent.items() if math.isfinite(v)])
+        headline = headline_settings(gc, results)
+        if headline:  # the parent run carries the headline metric names for the first headline setting
+            log_metrics_batch(
+                [
+                    (k, v, 0)
+                    for k, v in results[headline[0]].items()
+                    if k.startswith(
+                        ("property_improvement", "target_hit_rate", "reward_improvement", "inv_prob")
+                    )
+                    and math.isfinite(v)
+                ]
+            )
+        plot_histograms(judged, target, out_dir / "property_histograms.png")
+        plot_sweep(results, out_dir / "improvement_vs_weight.png")
+        grid = {n: judged[n]["rdkit"]() for n in ("unguided", *headline)}
+        plot_molecule_grid(grid, out_dir / "sample_molecules.png", f"evaluator_{target.name}")
+        plot_noise_levels(noise_rows, out_dir / "noise_levels.png", f"{target.name} classifier")
+        for png in ("property_histograms", "improvement_vs_weight", "sample_molecules", "noise_levels"):
+            mlflow.log_artifact(str(out_dir / f"{png}.png"), "plots")
+        run_id = mlflow.active_run().info.run_id
+    return {
+        "target": target.describe(),
+        "headline": headline,
+        "noise_levels": noise_rows,
+        "n_samples": gc.n_samples,
+        "sampling_steps": gc.steps,
+        "trained_steps": run.step("score"),
+        "results": results,
+        "run_id": run_id,
+    }
+
+
+def headline_settings(gc, results: dict) -> list[str]:
+    """The settings at the configured positive weights (not the sweep), in registry order, that were run."""
+    names = [setting_name(k, getattr(gc, k)) for k in GUIDANCE_KINDS if getattr(gc, k) > 0]
+    return [n for n in names if n in results]
+
+
+def _xtb_calibration(config: RunConfig, prop: str, n: int = 200) -> tuple[float, float]:
+    """xTB -> DFT mapping for ``prop`` measured on n evaluator-half QM9 molecules."""
+    from molguide.chem.xtb import calibrate_to_dft
+
+    return calibrate_to_dft(split_molecules(config.data, "evaluator_half", n), prop)
+
+
+def _short(metrics: dict) -> str:
+    keys = (
+        "property_improvement",
+        "property_improvement_ci_low",
+        "property_improvement_ci_high",
+        "target_hit_rate",
+        "target_hit_rate_unguided",
+        "validity",
+        "validity_strict",
+        "mol_stability",
+    )
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics and metrics[k] is not None)

@@ -1,0 +1,471 @@
+"""EDM's QM9 evaluation protocol as steps of ``molguide run full`` (docs/protocol.md).
+
+With ``protocol.enabled`` the full pipeline runs ``train-score`` and then:
+
+``protocol-train``
+    For each property of ``protocol.properties``: the noise-level classifier on the
+    generator half (``protocol.n_bins`` quantile bins), the evaluator on the evaluator
+    half and, with ``cfg.enabled``, a conditional score model. Each is trained by its
+    single pipeline (:mod:`molguide.runs.guide`) on a copy of the config whose
+    target is the property and whose ``output_dir`` is ``<output_dir>/protocol/<property>``,
+    so checkpoints, resume and MLflow nesting are the single pipelines' own.
+``protocol``
+    Draws ``protocol.n_samples`` generator-half molecules: their (atom count N, value c)
+    pairs are the targets (EDM draws N and c jointly from the data). The score model is
+    sampled once with those N: these unguided samples give the stability table's
+    molguide row (their N follow the data's size distribution) and every property's
+    unguided row. Per property, classifier guidance steers each molecule towards the
+    bin of its own c, at every weight of ``protocol.classifier_weights``; with a CFG
+    model, its label is that bin's one-hot. The property's evaluator judges every
+    sample against its c. Reference rows (Naive, #Atoms, lower bound) come from the
+    real molecules of the pairs. The two tables are returned beside the published
+    anchors and logged to the parent run by :func:`log_protocol`.
+
+Resume: every sampling setting writes each batch of ``sample.batch_size`` molecules
+atomically to ``protocol/samples/<setting>/`` and skips the batches already there; each
+batch has its own seed, so a resumed run makes exactly the molecules an uninterrupted
+run would have made, and the guided and unguided molecules of a pair share their
+noise. Finished results go atomically to ``protocol/unconditional/results.json`` and
+``protocol/<property>/results.json`` and are reused while their inputs (checkpoint
+steps, sampling settings, pairs) are unchanged; finished trainings are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molguide.storage.files import as_json, read_json, write_json
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint
+from molguide.runs.config import RunConfig, TrainSection
+from molguide.data.molecules import Molecule, MoleculeSet
+from molguide.data.registry import split_molecules
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.diagnostics.baselines import atom_count_predictor, mean_absolute_error, reference_maes
+from molguide.diagnostics.published import TABLE_UNITS, to_table_units
+from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sample_quality
+from molguide.diagnostics.statistics import is_finite_number
+from molguide.diagnostics.tables import protocol_tables
+from molguide.diffusion.sampling import for_samples
+from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
+from molguide.runs.settings import SamplingSetting
+from molguide.guidance.targets import PropertyTarget
+from molguide.guidance.terms import TimeWindow
+from molguide.models.predictor import predict_samples
+from molguide.storage.trained_run import TrainedNetwork, TrainedRun, read_network
+from molguide.runs.train import train_network
+from molguide.generation.sample_store import BatchedSamples, batch_seed
+from molguide.runs.tracking import log_metrics_batch, mlflow_run
+from molguide.runs.training_specs import TRAINING_SPECS
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "molguide-full"  # used when a step runs alone; nested runs stay in the parent's experiment
+
+
+def _progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def protocol_dir(config: RunConfig) -> Path:
+    """Where the protocol keeps its models, samples and results: ``<output_dir>/protocol``."""
+    return Path(config.output_dir) / "protocol"
+
+
+def property_config(config: RunConfig, prop: str) -> RunConfig:
+    """The config of one property's models: its target binning and its own ``output_dir``."""
+    target = config.target.model_copy(
+        update={
+            "property": prop,
+            "n_bins": config.protocol.n_bins,
+            "thresholds": None,
+            "target": "high",
+            "target_value": None,
+        }
+    )
+    update = {
+        "name": f"{config.name}-{prop}",
+        "output_dir": str(protocol_dir(config) / prop),
+        "target": target,
+    }
+    return config.model_copy(update=update, deep=True)
+
+
+def protocol_weights(config: RunConfig) -> dict[str, list[float]]:
+    """The weights of each guidance kind that steers every molecule to its own target
+    (``protocol.<kind>_weights``), registry order; kinds without a weight that guides, or
+    whose network's section is not ``enabled`` (``cfg.enabled``), are left out."""
+    weights = {}
+    for kind in GUIDANCE_KINDS.values():
+        if not kind.per_sample_targets or not getattr(getattr(config, kind.network, None), "enabled", True):
+            continue
+        chosen = [w for w in getattr(config.protocol, f"{kind.name}_weights") if kind.is_on(w)]
+        if chosen:
+            weights[kind.name] = chosen
+    return weights
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _kinds(config: RunConfig) -> list[str]:
+    """The networks each property needs: the evaluator and those of the guidance kinds it samples."""
+    guided = [GUIDANCE_KINDS[name].network for name in protocol_weights(config)]
+    return [*guided[:1], "evaluator", *guided[1:]]  # the order of earlier runs: classifier, evaluator, CFG
+
+
+def _finished(checkpoint: Path, summary: dict, section: TrainSection, n_bins: int) -> bool:
+    """A training is finished when its checkpoint holds the recorded step and that step is the last.
+
+    A finished classifier or CFG model binned differently from ``protocol.n_bins`` is an
+    error: reusing it would mix two binnings in one table.
+    """
+    if not checkpoint.exists():
+        return False
+    state = load_checkpoint(checkpoint)
+    trained_bins = state.get("target", {}).get("n_bins", n_bins)
+    if trained_bins != n_bins:
+        raise ValueError(
+            f"{checkpoint} was trained with {trained_bins} bins but protocol.n_bins is {n_bins}: "
+            f"set it back, or delete {checkpoint.parent} to train again"
+        )
+    step = int(state["step"])
+    return step == summary.get("steps") and step >= section.steps
+
+
+def train_protocol_models(config: RunConfig, progress: bool | None = None) -> dict:
+    """Train each property's classifier, evaluator (and CFG model) for the protocol; skip finished ones.
+
+    One nested MLflow run per property (``protocol-<property>``) holds the single
+    pipelines' runs. A part whose checkpoint reached its configured steps in an earlier
+    run of the same command is not run again: its recorded summary is returned with
+    ``reused = True``. Unfinished parts resume from their checkpoints.
+    """
+    out: dict = {"parts": {}}
+    for prop in config.protocol.properties:
+        pconf = property_config(config, prop)
+        folder = Path(pconf.output_dir)
+        record_path = folder / "training.json"
+        record = read_json(record_path) or {}
+        tags = {"molguide.pipeline": "protocol-train", "molguide.property": prop}
+        with mlflow_run(EXPERIMENT, f"protocol-{prop}", tags):
+            reused = []
+            for kind in _kinds(config):
+                section = TRAINING_SPECS[kind].settings(config)
+                summary = record.get(kind)
+                checkpoint, n_bins = folder / kind / "last.pt", config.protocol.n_bins
+                if summary is not None and _finished(checkpoint, summary, section, n_bins):
+                    log.info(
+                        "protocol %s %s: finished earlier (%d steps), reused", prop, kind, summary["steps"]
+                    )
+                    reused.append(kind)
+                    summary = {**summary, "reused": True}
+                else:
+                    summary = train_network(kind, pconf, progress)
+                    record[kind] = summary
+                    write_json(record_path, record)
+                out["parts"][f"{prop} {kind}"] = summary
+            if reused:
+                import mlflow
+
+                mlflow.set_tag("molguide.reused", ",".join(reused))
+    return out
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Pairs:
+    """The protocol's targets: real generator-half molecules, whose (N, c) each sample gets."""
+
+    molecules: MoleculeSet
+    signature: dict
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.molecules.num_atoms
+
+    def targets(self, prop: str) -> np.ndarray:
+        return self.molecules.properties[prop]
+
+
+def draw_pairs(config: RunConfig) -> Pairs:
+    """``protocol.n_samples`` molecules of the generator half, drawn with ``protocol.seed``."""
+    pc = config.protocol
+    mols = split_molecules(config.data)
+    rng = np.random.default_rng([pc.seed, 1])
+    idx = rng.choice(len(mols), pc.n_samples, replace=pc.n_samples > len(mols))
+    signature = {
+        "n_samples": pc.n_samples,
+        "seed": pc.seed,
+        "split": config.data.split,
+        "max_molecules": config.data.max_molecules,
+        "remove_hydrogens": config.data.remove_hydrogens,
+    }
+    return Pairs(mols.subset(idx), signature)
+
+
+def _sample_setting(
+    setting: SamplingSetting,
+    folder: Path,
+    config: RunConfig,
+    base: MoleculeDiffusionPipeline,
+    counts,
+    progress: bool,
+) -> BatchedSamples:
+    """Sample (or finish sampling) one setting for every pair; returns its stored batches."""
+    pc = config.protocol
+    store = BatchedSamples(folder, setting.signature, len(counts), config.sample.batch_size)
+    pipe = base.with_model(setting.model)
+
+    def one_batch(k: int, start: int, end: int) -> tuple[list[Molecule | None], dict[int, str]]:
+        # Each batch has its own seed, so a resumed run makes the molecules it would have made.
+        result = pipe(
+            torch.as_tensor(counts[start:end]),
+            [for_samples(term, start, end) for term in setting.terms],
+            batch_size=end - start,
+            generator=torch.Generator().manual_seed(batch_seed(pc.seed, k)),
+            steps=pc.steps,
+            sampler=pc.method,
+        )
+        return result.by_index(), dict(result.failures)
+
+    store.fill(one_batch, f"protocol {setting.name}", progress)
+    return store
+
+
+def _network(folder: Path, kind: str, device: str) -> TrainedNetwork:
+    """The exported network of ``kind`` in a property's folder (written when it was trained)."""
+    if not (folder / kind / "config.json").is_file():
+        raise CheckpointError(f"no {kind} network in {folder / kind}; run protocol-train (or full) first")
+    return read_network(folder / kind, device)
+
+
+def _predict(evaluator: TrainedNetwork, mols: list[Molecule | None], onehot_scale: float):
+    """The evaluator's value per sample (NaN for lost samples)."""
+    record = evaluator.record
+    return predict_samples(evaluator.network, mols, record.mean, record.std, onehot_scale)
+
+
+def _settings_of_property(
+    config: RunConfig, prop: str, pairs: Pairs, base_signature: dict, pipe: MoleculeDiffusionPipeline
+) -> list[SamplingSetting]:
+    """One setting per guidance kind and weight of one property, each molecule steered to
+    the bin of its own target value."""
+    folder, device = protocol_dir(config) / prop, config.device
+    targets = pairs.targets(prop)
+    settings = []
+    for name, weights in protocol_weights(config).items():
+        kind = GUIDANCE_KINDS[name]
+        trained = _network(folder, kind.network, device)
+        network, target = trained.network, trained.record.property_target
+        classes = torch.as_tensor(target.labels(targets))
+        model = network if kind.samples_own_network else pipe.model
+        for w in weights:
+            request = TermRequest(network, trained.record, target, classes, pipe.diffusion, w, TimeWindow())
+            sig = {**base_signature, "kind": name, "weight": w, f"{kind.network}_step": trained.step}
+            settings.append(
+                SamplingSetting(setting_name(name, w), name, w, model, [kind.build(request)], signature=sig)
+            )
+    return settings
+
+
+def _log_setting(name: str, tags: dict, metrics: dict, sdf: Path | None) -> None:
+    """One nested run per sampling setting: its metrics and its molecules as SDF."""
+    import mlflow
+
+    with mlflow_run(EXPERIMENT, name, tags, nested=True):
+        log_metrics_batch([(k, v, 0) for k, v in metrics.items() if is_finite_number(v)])
+        if sdf is not None and sdf.exists():
+            mlflow.log_artifact(str(sdf), "samples")
+
+
+def _unguided(score: torch.nn.Module, signature: dict) -> SamplingSetting:
+    return SamplingSetting("unguided", "unguided", 0.0, score, signature=signature)
+
+
+def _unconditional(
+    config: RunConfig, pairs: Pairs, signature: dict, pipe: MoleculeDiffusionPipeline, progress: bool
+) -> dict:
+    """Unguided samples with the pairs' N: the stability row (and every property's unguided row)."""
+    root = protocol_dir(config)
+    results_path = root / "unconditional" / "results.json"
+    sdf = root / "unconditional" / "samples.sdf"
+    cached = read_json(results_path)
+    if (
+        cached is not None
+        and cached.get("signature") == as_json(signature)
+        and cached.get("quality_version") == QUALITY_VERSION
+    ):
+        log.info("protocol unconditional: results of an earlier run reused (%s)", results_path)
+        result = {**cached, "reused": True}
+    else:
+        folder = root / "samples" / "unguided"
+        store = _sample_setting(
+            _unguided(pipe.model, signature), folder, config, pipe, pairs.counts, progress
+        )
+        mols, _, seconds = store.load()
+        quality = sample_quality(mols, progress, sdf, int(pairs.counts.sum()))
+        quality["sample_s_per_molecule"] = seconds / len(mols)
+        result = {
+            "signature": as_json(signature),
+            "quality_version": QUALITY_VERSION,
+            "n": len(mols),
+            "quality": quality,
+        }
+        write_json(results_path, result)
+        result["reused"] = False
+    tags = {"molguide.guidance": "unguided", "molguide.steps": str(config.protocol.steps)}
+    _log_setting("unconditional", tags, result["quality"], sdf)
+    return result
+
+
+def _property_results(
+    config: RunConfig,
+    prop: str,
+    pairs: Pairs,
+    base_signature: dict,
+    pipe: MoleculeDiffusionPipeline,
+    progress: bool,
+) -> dict:
+    """Every row of one property's column (MAE in the table's unit): references, unguided, guided."""
+    pconf = property_config(config, prop)
+    folder = Path(pconf.output_dir)
+    evaluator = _network(folder, "evaluator", config.device)
+    settings = _settings_of_property(config, prop, pairs, base_signature, pipe)
+    signature = as_json(
+        {
+            **base_signature,
+            "evaluator_step": evaluator.step,
+            "settings": {s.name: s.signature for s in settings},
+            "quality_version": QUALITY_VERSION,  # results only: the samples do not depend on it
+        }
+    )
+    results_path = folder / "results.json"
+    cached = read_json(results_path)
+    if cached is not None and cached.get("signature") == signature:
+        log.info("protocol %s: results of an earlier run reused (%s)", prop, results_path)
+        for name, row in cached["settings"].items():
+            _log_setting(f"{prop}-{name}", row["tags"], row["metrics"], folder / f"samples_{name}.sdf")
+        return {**cached, "reused": True}
+
+    unit = TABLE_UNITS[prop][0]
+    targets = pairs.targets(prop)
+    onehot_scale = pipe.diffusion.onehot_scale
+    # The reference rows: the evaluator on the pairs' real molecules; #Atoms fitted on the evaluator half.
+    real = _predict(evaluator, list(pairs.molecules), onehot_scale)
+    atoms = atom_count_predictor(split_molecules(pconf.data, "evaluator_half"), prop)(pairs.counts)
+    rng = np.random.default_rng([config.protocol.seed, 3])
+    maes = {k: to_table_units(prop, v) for k, v in reference_maes(real, targets, atoms, rng).items()}
+
+    unguided = _sample_setting(
+        _unguided(pipe.model, base_signature),
+        protocol_dir(config) / "samples" / "unguided",
+        config,
+        pipe,
+        pairs.counts,
+        progress,
+    ).load()[0]  # sampled by the unconditional step already: nothing left to do but read
+    unguided_pred = _predict(evaluator, unguided, onehot_scale)
+    maes["unguided"] = to_table_units(prop, mean_absolute_error(unguided_pred, targets))
+    out_settings: dict[str, dict] = {}
+    for s in settings:
+        store = _sample_setting(
+            s, protocol_dir(config) / "samples" / prop / s.name, config, pipe, pairs.counts, progress
+        )
+        mols, _, seconds = store.load()
+        pred = _predict(evaluator, mols, onehot_scale)
+        for m, v, c in zip(mols, pred, targets):
+            if m is not None:  # SD tags of the SDF
+                m.properties[f"evaluator_{prop}"], m.properties[f"target_{prop}"] = float(v), float(c)
+        mae = mean_absolute_error(pred, targets)
+        maes[s.name] = to_table_units(prop, mae)
+        metrics = {
+            "mae_to_target": mae,
+            "mae_table_units": to_table_units(prop, mae),
+            "n_evaluated": float(np.isfinite(pred).sum()),
+            "sample_s_per_molecule": seconds / len(mols),
+            **sample_quality(mols, progress, folder / f"samples_{s.name}.sdf", int(pairs.counts.sum())),
+        }
+        tags = {"molguide.property": prop, "molguide.guidance": s.kind, "molguide.weight": str(s.weight)}
+        out_settings[s.name] = {"metrics": metrics, "tags": tags}
+        _log_setting(f"{prop}-{s.name}", tags, metrics, folder / f"samples_{s.name}.sdf")
+    result = {
+        "property": prop,
+        "unit": unit,
+        "signature": signature,
+        "n_pairs": len(targets),
+        "mae": maes,
+        "settings": out_settings,
+    }
+    write_json(results_path, result)
+    log.info("protocol %s: %s", prop, ", ".join(f"{k} {v:.4g} {unit}" for k, v in maes.items()))
+    return {**result, "reused": False}
+
+
+def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
+    """Sample the protocol's pairs unguided and guided, judge them, and build the two tables.
+
+    Needs the score model (``train-score``) and the per-property models
+    (:func:`train_protocol_models`). Returns the tables (Markdown), their rows (JSON),
+    the metrics :func:`log_protocol` puts on the parent run, and which results were reused.
+    """
+
+    progress = _progress(progress)
+    pc = config.protocol
+    score_folder = Path(config.output_dir) / "score"
+    if not (score_folder / "config.json").is_file():
+        raise ValueError(f"protocol: no score network in {score_folder}; run train-score first")
+    generator = TrainedRun({"score": read_network(score_folder, config.device)}, str(score_folder), config.device)
+    # EDM's sampler settings (protocol.steps, protocol.method, the even grid), not the model's own
+    pipe = MoleculeDiffusionPipeline(
+        generator.network("score"), generator.diffusion, generator.nodes, generator.atom_types, device=config.device
+    )
+    pairs = draw_pairs(config)
+    base_signature = {
+        "pairs": pairs.signature,
+        "steps": pc.steps,
+        "method": pc.method,
+        "batch_size": config.sample.batch_size,  # batches carry their own seeds
+        "score_step": generator.step("score"),
+    }
+    tags = {"molguide.pipeline": "protocol", "molguide.split_half": config.data.split}
+    with mlflow_run(EXPERIMENT, "protocol", tags) as run:
+        unconditional = _unconditional(config, pairs, base_signature, pipe, progress)
+        data_row = qm9_reference_row(config, progress)
+        per_property = {
+            prop: _property_results(config, prop, pairs, base_signature, pipe, progress)
+            for prop in pc.properties
+        }
+        result = protocol_tables(config, unconditional, data_row, per_property, generator.step("score"))
+        result["reused"] = [
+            name for name, r in (("unconditional", unconditional), *per_property.items()) if r.get("reused")
+        ]
+        result["properties"] = {
+            p: {k: v for k, v in r.items() if k != "signature"} for p, r in per_property.items()
+        }
+        log_protocol(result)
+        result["run_id"] = run.info.run_id
+    return result
+
+
+def log_protocol(result: dict) -> None:
+    """Log the protocol's tables (Markdown, JSON) and metrics to the active MLflow run."""
+    import mlflow
+
+    log_metrics_batch([(k, v, 0) for k, v in result["metrics"].items()])
+    mlflow.log_text(
+        result["header"] + "\n\n" + result["stability_table"] + "\n", "protocol/stability_table.md"
+    )
+    mlflow.log_text(
+        result["header"] + "\n\n" + result["conditional_mae_table"] + "\n",
+        "protocol/conditional_mae_table.md",
+    )
+    tables = {k: result[k] for k in ("header", "stability", "conditional_mae", "units", "metrics")}
+    mlflow.log_dict(tables, "protocol/tables.json")

@@ -1,0 +1,304 @@
+"""MLflow glue: where runs go, batched metric logging, artifacts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+# What every run of this process is tagged with, so a later run can tell a run whose
+# process is gone (kill -9, a lost machine) from one that is still going.
+_RUN_CONTEXT: dict[str, str] = {}
+
+
+def set_output_dir(output_dir: str | Path) -> None:
+    """Tag this process's runs with the run folder they write to (see :func:`end_stale_runs`)."""
+    _RUN_CONTEXT["molguide.output_dir"] = str(Path(output_dir).resolve())
+
+
+def _process_tags() -> dict[str, str]:
+    import socket
+
+    return {"molguide.host": socket.gethostname(), "molguide.pid": str(os.getpid()), **_RUN_CONTEXT}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def end_stale_runs(output_dir: str | Path) -> list[str]:
+    """Mark FAILED the molguide runs still RUNNING whose process has ended; returns their ids.
+
+    A run is stale when it was started on this host by a process that no longer exists
+    (kill -9, a crash the run could not record), or when it wrote to ``output_dir`` from
+    another host (a lost machine: a run starting on this folder again means that one is
+    gone). Each gets the tag ``molguide.note`` saying so, so the store shows no ghosts.
+    """
+    import socket
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("molguide-")]
+    if not experiments:
+        return []
+    host, folder = socket.gethostname(), str(Path(output_dir).resolve())
+    ended = []
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("molguide.pid", "")
+        here = tags.get("molguide.host") == host
+        dead_here = here and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+        lost_there = not here and "molguide.host" in tags and tags.get("molguide.output_dir") == folder
+        if dead_here or lost_there:
+            why = "its process had ended" if dead_here else f"its machine ({tags['molguide.host']}) was lost"
+            note = f"was still RUNNING when {folder} was run again on {host}: {why} (kill -9 or a crash)"
+            client.set_tag(run.info.run_id, "molguide.note", note)
+            client.set_terminated(run.info.run_id, status="FAILED")
+            ended.append(run.info.run_id)
+    return ended
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else ./mlflow.db (MLflow 3 has no file store by default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def ui_command(uri: str | None = None) -> str:
+    """The command that opens the MLflow UI on this store (SQLite paths made absolute)."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b": "value"} params (MLflow params are flat strings)."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (e.g. a server that does not answer)."""
+
+
+# Tracking URI schemes MLflow 3 has stores for ("" and file: a local folder), when its
+# registry (which also holds plugins' schemes) cannot be asked.
+KNOWN_SCHEMES = ("", "file", "sqlite", "http", "https", "databricks", "databricks-uc", "uc",
+                 "postgresql", "mysql", "mssql")  # fmt: skip
+
+
+def _known_schemes() -> tuple[str, ...]:
+    try:  # a private registry: fall back to the list above if it moves
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        return (*KNOWN_SCHEMES, *_tracking_store_registry._registry)
+    except (ImportError, AttributeError):
+        return KNOWN_SCHEMES
+
+
+def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
+    """Fail fast, before any training, when the tracking store cannot be used: an HTTP
+    server that does not answer, a SQLite file that cannot be written or is not a
+    database, an unknown URI scheme. Returns the URI.
+    """
+    import urllib.error
+    import urllib.request
+
+    uri = uri or tracking_uri()
+    has_scheme = "://" in uri or uri.startswith("sqlite:")
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if has_scheme else ""
+    if scheme not in _known_schemes():
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri}: unknown scheme {scheme!r}; use sqlite:///FILE.db, "
+            "http(s)://SERVER, postgresql://..., mysql://... or a folder"
+        )
+    if scheme == "sqlite":
+        _check_sqlite(uri)
+        return uri
+    if scheme not in ("http", "https"):
+        return uri
+    base = uri.rstrip("/")
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=timeout_s) as reply:  # noqa: S310 (the user's URI)
+            if reply.status != 200:
+                raise TrackingError(f"MLflow tracking server {uri} answered {reply.status} on /health")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is not reachable: {reason}. "
+            "Start it, or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
+        ) from None
+    _check_api(uri, timeout_s)
+    return uri
+
+
+def _check_sqlite(uri: str) -> None:
+    """The SQLite file of ``uri`` can be opened for writing and is a sound database.
+
+    MLflow would otherwise retry for minutes on a read-only file and print a traceback
+    for a file that is not a database.
+    """
+    import sqlite3
+
+    where = uri.split("?", 1)[0].split("://", 1)[-1]  # sqlite+pysqlite:///x too
+    if where in ("", "/", "/:memory:"):
+        return
+    path = Path(where[1:] if where.startswith("/") else where).absolute()  # sqlite:///rel, ////abs
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        named = f"MLFLOW_TRACKING_URI={uri}"
+    else:
+        named = f"the default store {uri} (set MLFLOW_TRACKING_URI to choose another)"
+    folder = path.parent
+    if not folder.is_dir():
+        raise TrackingError(f"{named}: the folder {folder} does not exist; create it or choose another file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrackingError(f"{named}: the folder {folder} is not writable (SQLite writes its journal there)")
+    if not path.exists():
+        return  # MLflow creates it
+    if path.is_dir():
+        raise TrackingError(f"{named}: {path} is a folder, not a database file")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise TrackingError(f"{named}: {path} is read-only; make it writable or choose another file")
+    try:
+        with contextlib.closing(sqlite3.connect(path.as_uri() + "?mode=ro", uri=True, timeout=5)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            return  # another process is writing: MLflow waits for it like any client
+        raise TrackingError(f"{named}: cannot read {path} ({err})") from None
+    except sqlite3.DatabaseError as err:  # "file is not a database", "database disk image is malformed"
+        why = f"{path} is not a usable SQLite database ({err}); move it away"
+        raise TrackingError(f"{named}: {why}") from None
+    if verdict != "ok":
+        raise TrackingError(f"{named}: {path} is a damaged SQLite database ({verdict}); move it away")
+
+
+def _check_api(uri: str, timeout_s: float) -> None:
+    """One API call the way MLflow makes them (credentials, TLS settings from the environment).
+
+    /health answers even when the API refuses this client (a host name missing from the
+    server's --allowed-hosts, missing or wrong credentials).
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        reply = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/get-by-name",
+            "GET",
+            params={"experiment_name": "Default"},
+            max_retries=0,
+            timeout=timeout_s,
+            raise_on_status=False,
+        )
+    except Exception as err:  # noqa: BLE001 (any transport failure is the same message)
+        raise TrackingError(
+            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) failed an API call: {err}"
+        ) from None
+    if reply.status_code in (200, 404):  # 404: no experiment of that name, the API answered
+        return
+    hint = {
+        403: " (this host name is not in the server's --allowed-hosts, or the user lacks rights)",
+        401: " (check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)",
+    }.get(reply.status_code, "")
+    detail = reply.text[:300].strip()
+    raise TrackingError(
+        f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) refuses requests: "
+        f"{reply.status_code} {detail}{hint}"
+    )
+
+
+@contextmanager
+def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = None, nested: bool = False):
+    """Start an MLflow run with the git commit as a tag; yields the active run.
+
+    Inside another run (a quickstart step, a sweep setting) the run is nested under it
+    and stays in the parent's experiment. Under ``mlflow run`` (``MLFLOW_RUN_ID`` set)
+    the outermost run is the one MLflow created for the project. A crash marks the run
+    FAILED, Ctrl-C marks it KILLED (MLflow's own end_run states).
+    """
+    import mlflow
+
+    # stdout carries molguide's summary (or its --json); MLflow would print run URLs there.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    mlflow.set_tracking_uri(tracking_uri())
+    parent = mlflow.active_run()
+    nested = nested or parent is not None
+    # The experiment id goes to start_run explicitly: when another worker creates the experiment
+    # at the same moment, MLflow 3.17's set_experiment returns it without making it active.
+    experiment_id = None
+    if parent is not None:
+        experiment_id = parent.info.experiment_id
+    elif not nested and not os.environ.get("MLFLOW_RUN_ID"):
+        experiment_id = mlflow.set_experiment(experiment).experiment_id
+    all_tags = {"molguide.git_commit": _git_commit() or "unknown", **_process_tags(), **(tags or {})}
+    run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags, experiment_id=experiment_id)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def log_config(config) -> None:
+    """Log a RunConfig as flat params plus the resolved YAML (artifact ``config.yaml``)."""
+    import mlflow
+
+    from molguide.runs.config import dump_config
+
+    mlflow.log_params(flatten(config.model_dump()))
+    mlflow.log_text(dump_config(config), "config.yaml")
+
+
+def log_metrics_batch(rows: Iterable[tuple[str, float, int]]) -> None:
+    """Log (name, value, step) rows in one call (single log_metric calls cost ~7 ms each)."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    if run is None:
+        return
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, int(s)) for k, v, s in rows if v is not None]
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 1000])

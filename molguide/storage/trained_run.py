@@ -1,0 +1,556 @@
+"""A trained run as one object and one on-disk format, read by one loader.
+
+On disk, a trained run is a folder with an index and a subfolder per trained network
+(the layout of diffusers' pipelines)::
+
+    <folder>/molguide_run.json         the format, which networks, the target, the data set
+    <folder>/<kind>/config.json        the network's own config, its training step and the
+                                       record of its kind (molguide.storage.metadata)
+    <folder>/<kind>/model.safetensors  its (EMA) weights, nothing else (no pickled code)
+    <folder>/MODEL_CARD.md             optional
+
+A run's ``output_dir`` is such a folder (the training checkpoints ``<kind>/last.pt`` lie
+beside, for resuming only), so are a saved model (:meth:`TrainedRun.save_pretrained`),
+the generators shipped in the package, and what a training run logs to MLflow (the
+artifact folder ``trained_run``). :meth:`TrainedRun.from_pretrained` reads every one of
+them, and folders of the first format (one score network, ``molguide-score-model``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from molguide.data.elements import QM9_ATOMIC_NUMBERS
+from molguide.diffusion.atom_counts import NodeCountDistribution
+from molguide.diffusion.process import VPDiffusion
+from molguide.guidance.targets import PropertyTarget
+from molguide.models.build import network_from_config
+from molguide.storage.checkpoints import CheckpointError, ema_weights, load_checkpoint, load_weights
+from molguide.storage.files import atomic_write
+from molguide.storage.metadata import RECORDS, ScoreRecord
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "molguide_run.json"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "MODEL_CARD.md"
+RUN_FORMAT, NETWORK_FORMAT, FORMAT_VERSION = "molguide-run", "molguide-network", 2
+FIRST_FORMAT = "molguide-score-model"  # format 1: a folder holding one score network
+MLFLOW_FOLDER = "trained_run"  # where training runs log their networks
+SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "weights"
+SHIPPED = {"qm9": SHIPPED_ROOT / "qm9"}  # name -> folder inside the package
+TARGET_KINDS = ("classifier", "cfg")  # kinds whose record holds the run's target binning
+
+
+@dataclass
+class TrainedNetwork:
+    """One trained network: the module (eval mode), its kind's record and its training step."""
+
+    kind: str
+    network: torch.nn.Module
+    record: Any  # the kind's record (molguide.storage.metadata.RECORDS)
+    step: int
+    source: str
+
+
+# ----------------------------------------------------------------------------- one network
+
+
+def save_network(
+    folder: str | Path,
+    kind: str,
+    network: torch.nn.Module,
+    record: Any,
+    step: int,
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``<folder>/config.json`` and ``model.safetensors`` (``weights`` default to the
+    network's own) atomically; returns the folder."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = weights if weights is not None else network.state_dict()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    config = {
+        "format": NETWORK_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "step": int(step),
+        "network": dict(network.config),
+        "record": RECORDS[kind].model_validate(record).model_dump(mode="json"),
+    }
+    payload = save(tensors)
+    atomic_write(folder / WEIGHTS_FILE, lambda fh: fh.write(payload))
+    text = json.dumps(config, indent=1).encode()
+    atomic_write(folder / CONFIG_FILE, lambda fh: fh.write(text))
+    return folder
+
+
+def read_network(folder: str | Path, device: str | torch.device = "cpu") -> TrainedNetwork:
+    """The network saved in ``folder`` by :func:`save_network`; every problem is one
+    :class:`CheckpointError` naming the file and what is wrong."""
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    config = _read_json(path)
+    if config.get("format") != NETWORK_FORMAT:
+        raise CheckpointError(f"{path}: not a {NETWORK_FORMAT} config (format {config.get('format')!r})")
+    _check_version(path, config)
+    for key in ("kind", "network", "record"):
+        if key not in config:
+            raise CheckpointError(f"{path}: missing key {key!r}")
+    kind = config["kind"]
+    if kind not in RECORDS:
+        raise CheckpointError(f"{path}: unknown kind of network {kind!r} (known: {', '.join(RECORDS)})")
+    record = _validated(RECORDS[kind], config["record"], path, "record")
+    network = _built(config["network"], folder / WEIGHTS_FILE, device, record)
+    return TrainedNetwork(kind, network, record, _int(config.get("step", 0), path, "step"), str(folder))
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: not a saved molguide network or run (no {path.name})")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable ({err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: holds a {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _check_version(path: Path, config: Mapping) -> None:
+    version = _int(config.get("format_version", 0), path, "format_version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version} is newer than this molguide reads ({FORMAT_VERSION}); "
+            "upgrade molguide"
+        )
+
+
+def _int(value: Any, path: Path, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"{path}: {key} must be a whole number, got {value!r}")
+    return value
+
+
+def _validated(cls, value: Any, path: Path, key: str):
+    try:
+        return cls.model_validate(value)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in (key, *first["loc"]))
+        raise CheckpointError(f"{path}: {where}: {first['msg']} (got {_short(first.get('input'))})") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _built(network_config: Any, weights_path: Path, device, record: Any) -> torch.nn.Module:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not isinstance(network_config, dict):
+        raise CheckpointError(f"{weights_path.parent / CONFIG_FILE}: network must be an object")
+    if isinstance(record, ScoreRecord):
+        channels = network_config.get("num_atom_types", len(record.atom_types))
+        if channels != len(record.atom_types):
+            raise CheckpointError(
+                f"{weights_path.parent / CONFIG_FILE}: {len(record.atom_types)} atom types but a "
+                f"network for {channels}"
+            )
+    try:
+        model = network_from_config(network_config)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{weights_path.parent / CONFIG_FILE}: network: {err}") from None
+    try:
+        weights = load_file(str(weights_path), device="cpu")
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{weights_path}: cannot read weights ({err})") from None
+    load_weights(model, weights, weights_path)
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- training checkpoints
+
+
+def record_from_checkpoint(kind: str, state: Mapping, sampler: Mapping | None = None) -> Any:
+    """The record of a ``kind`` network from its training checkpoint's metadata."""
+    cls = RECORDS[kind]
+    fields = {name: state[name] for name in cls.model_fields if name in state}
+    if "diffusion" in cls.model_fields and "diffusion_config" in state:
+        fields["diffusion"] = state["diffusion_config"]
+    if kind == "score":
+        fields["atom_types"] = [int(z) for z in state.get("atom_types", QM9_ATOMIC_NUMBERS)]
+        fields["node_count_probs"] = [float(p) for p in state["node_counts"]["probs"]]
+        fields["training"] = training_record(state)
+        fields["sampler"] = dict(sampler or {})
+    return cls.model_validate(fields)
+
+
+def training_record(state: Mapping) -> dict:
+    """How a score network was trained, from its checkpoint: steps, data, optimiser, epochs,
+    hours (summed over every session) and what it was warm-started from."""
+    steps = int(state.get("step", 0))
+    record: dict[str, Any] = {"steps": steps, "data": state.get("data_config", {})}
+    optimiser = state.get("train_config", {})
+    record.update({k: optimiser[k] for k in ("lr", "ema_decay") if k in optimiser})
+    if optimiser.get("lr_decay_start") is not None:  # finished on a decay branch
+        record["lr_decay"] = {k: optimiser[k] for k in ("lr_decay_start", "lr_decay_steps", "lr_final")}
+    batch = optimiser.get("batch_size")
+    if state.get("n_molecules") and batch:
+        record["batch_size"] = int(batch)
+        record["epochs"] = round(steps * int(batch) / int(state["n_molecules"]), 2)
+    if "train_seconds" in state:
+        record["train_hours"] = float(state["train_seconds"]) / 3600
+        record["cpu_hours"] = float(state["cpu_seconds"]) / 3600
+    warm = state.get("warm_start")
+    if warm:  # grown from another run: its cost counts too
+        record["warm_start"] = {
+            "source": warm.get("source"),
+            "steps": warm.get("steps"),
+            "cpu_hours": float(warm.get("cpu_seconds") or 0.0) / 3600,
+            "model": warm.get("model_config", {}).get("backbone_kwargs"),
+        }
+        record["cpu_hours_with_warm_start"] = record.get("cpu_hours", 0.0) + record["warm_start"]["cpu_hours"]
+    return record
+
+
+def export_checkpoint(
+    checkpoint: str | Path | Mapping,
+    kind: str,
+    folder: str | Path,
+    training: Mapping | None = None,
+    sampler: Mapping | None = None,
+) -> Path:
+    """A training checkpoint (a path or its loaded state) -> the exported network in
+    ``folder`` (EMA weights); ``training`` entries join a score network's training record,
+    ``sampler`` records how it samples best. Returns the folder."""
+    source = checkpoint if not isinstance(checkpoint, Mapping) else "checkpoint"
+    state = load_checkpoint(checkpoint) if not isinstance(checkpoint, Mapping) else checkpoint
+    missing = [k for k in ("model_config", "ema", "step") if k not in state]
+    if missing:
+        raise CheckpointError(f"{source}: not a molguide training checkpoint (missing {', '.join(missing)})")
+    try:
+        record = record_from_checkpoint(kind, state, sampler)
+    except ValidationError as err:
+        raise CheckpointError(
+            f"{source}: cannot export its {kind} network ({err.errors()[0]['msg']})"
+        ) from None
+    if training:
+        record = record.model_copy(update={"training": {**record.training, **training}})
+    weights = ema_weights(state["ema"])
+    network = network_from_config(state["model_config"])
+    load_weights(network, weights, source)
+    return save_network(folder, kind, network, record, int(state["step"]))
+
+
+def export_run(folder: str | Path, kinds: list[str] | None = None) -> Path:
+    """Export every ``<folder>/<kind>/last.pt`` (or those of ``kinds``) beside itself and
+    write the folder's index: a run folder that samples. Returns the folder."""
+    folder = Path(folder)
+    for kind in kinds or list(RECORDS):
+        checkpoint = folder / kind / "last.pt"
+        if checkpoint.is_file():
+            export_checkpoint(checkpoint, kind, folder / kind)
+    return write_index(folder)
+
+
+def write_index(folder: str | Path, dataset: str | None = None) -> Path:
+    """Write ``<folder>/molguide_run.json`` from the networks saved in its subfolders."""
+    folder = Path(folder)
+    networks = {}
+    for kind in RECORDS:
+        path = folder / kind / CONFIG_FILE
+        if path.is_file():
+            networks[kind] = _read_json(path)
+    if not networks:
+        raise CheckpointError(f"{folder}: no saved network to index (no <kind>/{CONFIG_FILE})")
+    training = networks["score"]["record"].get("training", {}) if "score" in networks else {}
+    target = next((networks[k]["record"]["target"] for k in TARGET_KINDS if k in networks), None)
+    index = {
+        "format": RUN_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "networks": {kind: kind for kind in networks},
+        "dataset": dataset or training.get("data", {}).get("dataset"),
+        "target": target,
+    }
+    text = json.dumps(index, indent=1).encode()
+    return atomic_write(folder / INDEX_FILE, lambda fh: fh.write(text)).parent
+
+
+# ----------------------------------------------------------------------------- a trained run
+
+
+class TrainedRun:
+    """The trained networks of one run (any but ``score`` may be missing), as one object.
+
+    ``TrainedRun.from_pretrained(source)`` reads a shipped name (``"qm9"``), a saved or
+    exported folder, a run's ``output_dir``, ``runs:/<run_id>`` (MLflow: the run and the
+    runs nested in it, nearest first; ``runs:/<run_id>/<path>`` for a folder logged there);
+    :meth:`save_pretrained` writes the folder.
+    """
+
+    def __init__(
+        self,
+        networks: Mapping[str, TrainedNetwork],
+        source: str,
+        device: str = "cpu",
+        card: str | None = None,
+    ) -> None:
+        if "score" not in networks:
+            raise CheckpointError(f"{source}: no score network (score/{CONFIG_FILE})")
+        self.networks = dict(networks)
+        self.source, self.device, self.card = source, device, card
+
+    def __repr__(self) -> str:
+        return f"TrainedRun({self.source}: {', '.join(self.networks)})"
+
+    # ------------------------------------------------------------------ access
+    def has(self, kind: str) -> bool:
+        return kind in self.networks
+
+    def network(self, kind: str) -> torch.nn.Module:
+        """The network of ``kind``; a clear error when this run did not train one."""
+        return self._trained(kind).network
+
+    def record(self, kind: str) -> Any:
+        """The record of ``kind`` (:mod:`molguide.storage.metadata`)."""
+        return self._trained(kind).record
+
+    def step(self, kind: str) -> int:
+        return self._trained(kind).step
+
+    def _trained(self, kind: str) -> TrainedNetwork:
+        if kind not in self.networks:
+            raise ValueError(f"{self.source} has no {kind} model (it has: {', '.join(self.networks)})")
+        return self.networks[kind]
+
+    @property
+    def diffusion(self) -> VPDiffusion:
+        return VPDiffusion.from_config(self.record("score").diffusion.model_dump())
+
+    @property
+    def atom_types(self) -> tuple[int, ...]:
+        """Atomic numbers of the score network's type channels."""
+        return tuple(self.record("score").atom_types)
+
+    @property
+    def nodes(self) -> NodeCountDistribution:
+        probs = torch.tensor(self.record("score").node_count_probs, dtype=torch.float64)
+        return NodeCountDistribution.from_state_dict({"probs": probs})
+
+    @property
+    def sampler_settings(self) -> dict:
+        """How the score network samples best (empty: the defaults)."""
+        return dict(self.record("score").sampler)
+
+    @property
+    def target(self) -> PropertyTarget | None:
+        """The classifier's (else the CFG model's) target binning."""
+        for kind in TARGET_KINDS:
+            if kind in self.networks:
+                return self.record(kind).property_target
+        return None
+
+    def check_consistent(self) -> None:
+        """Raise when the networks were trained for different targets or properties."""
+        target = self.target
+        if target is None:
+            return
+        if self.has("evaluator") and self.record("evaluator").property != target.name:
+            raise ValueError(
+                f"{self.source}: the evaluator predicts {self.record('evaluator').property}, "
+                f"the classifier {target.name}"
+            )
+        if self.has("cfg") and self.record("cfg").property_target.edges != target.edges:
+            raise ValueError(f"{self.source}: the CFG model and the classifier use different target bins")
+        if self.has("reward") and self.record("reward").property != target.name:
+            raise ValueError(
+                f"{self.source}: the reward model rewards {self.record('reward').property}, "
+                f"the classifier {target.name}"
+            )
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, folder: str | Path, card: str | None = None) -> Path:
+        """Write the run as a folder :meth:`from_pretrained` reads (index, a subfolder per
+        network, the model card when given)."""
+        folder = Path(folder)
+        for kind, trained in self.networks.items():
+            save_network(folder / kind, kind, trained.network, trained.record, trained.step)
+        text = card if card is not None else self.card
+        if text is not None:
+            atomic_write(folder / CARD_FILE, lambda fh: fh.write(text.encode()))
+        return write_index(folder)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, device: str = "cpu") -> TrainedRun:
+        """The trained run at ``source`` (see the class docstring). A ``device`` this
+        machine lacks is a :class:`~molguide.runs.preflight.PreflightError` before anything is read."""
+        from molguide.runs.preflight import check_device
+
+        check_device(device)
+        name = str(source)
+        if name.startswith("runs:/") and "/" not in name.removeprefix("runs:/").strip("/"):
+            run = cls(_networks_of_mlflow_run(name.removeprefix("runs:/").strip("/"), device), name, device)
+        elif name.startswith("models:/"):
+            raise CheckpointError(
+                f"{name}: molguide runs are not in MLflow's model registry yet; load the training "
+                "run with runs:/<run_id>"
+            )
+        elif name.startswith("runs:/"):
+            with tempfile.TemporaryDirectory(prefix="molguide-") as tmp:
+                run = cls._from_folder(_download(name, Path(tmp)), device, name)
+        elif name in SHIPPED:
+            folder = SHIPPED[name]
+            if not ((folder / INDEX_FILE).is_file() or (folder / CONFIG_FILE).is_file()):
+                raise CheckpointError(
+                    f"shipped model {name!r}: {folder / INDEX_FILE} is missing from this install"
+                )
+            run = cls._from_folder(folder, device, name)
+        else:
+            folder = Path(source)
+            if not folder.is_dir():
+                known = ", ".join(sorted(SHIPPED))
+                raise CheckpointError(
+                    f"{source}: no such folder, MLflow URI or shipped model (shipped: {known})"
+                )
+            run = cls._from_folder(folder, device, str(folder))
+        run.check_consistent()
+        return run
+
+    @classmethod
+    def _from_folder(cls, folder: Path, device: str, source: str) -> TrainedRun:
+        card = (folder / CARD_FILE).read_text() if (folder / CARD_FILE).is_file() else None
+        index_path = folder / INDEX_FILE
+        if index_path.is_file():
+            index = _read_json(index_path)
+            if index.get("format") != RUN_FORMAT:
+                raise CheckpointError(
+                    f"{index_path}: not a {RUN_FORMAT} index (format {index.get('format')!r})"
+                )
+            _check_version(index_path, index)
+            kinds = index.get("networks")
+            if not isinstance(kinds, dict) or not kinds:
+                raise CheckpointError(f"{index_path}: networks must name at least one network")
+            networks = {}
+            for kind, sub in kinds.items():
+                trained = read_network(folder / str(sub), device)
+                if trained.kind != kind:
+                    raise CheckpointError(
+                        f"{folder / str(sub) / CONFIG_FILE}: a {trained.kind} network, indexed as {kind}"
+                    )
+                networks[kind] = trained
+            return cls(networks, source, device, card)
+        if (folder / CONFIG_FILE).is_file():
+            return cls({"score": _first_format_network(folder, device)}, source, device, card)
+        if any((folder / kind / "last.pt").is_file() for kind in RECORDS):
+            raise CheckpointError(
+                f"{folder}: holds training checkpoints but no exported networks ({INDEX_FILE}); "
+                f"export them with: molguide export {folder}"
+            )
+        raise CheckpointError(f"{folder}: not a trained molguide run (no {INDEX_FILE})")
+
+
+def _first_format_network(folder: Path, device) -> TrainedNetwork:
+    """A folder of format 1 (``molguide-score-model``: config.json + model.safetensors of one
+    score network), read into today's record."""
+    path = folder / CONFIG_FILE
+    config = _read_json(path)
+    if config.get("format") == NETWORK_FORMAT:
+        return read_network(folder, device)
+    if config.get("format") != FIRST_FORMAT:
+        raise CheckpointError(f"{path}: not a molguide model config (format {config.get('format')!r})")
+    _check_version(path, {"format_version": 1})
+    for key in ("model", "atom_types", "diffusion", "node_count_probs"):
+        if key not in config:
+            raise CheckpointError(f"{path}: missing key {key!r}")
+    fields = {
+        k: config[k]
+        for k in ("atom_types", "diffusion", "node_count_probs", "training", "sampler")
+        if k in config
+    }
+    record = _validated(ScoreRecord, fields, path, "config")
+    model_config = config["model"]
+    if isinstance(model_config, dict):
+        model_config = {k: v for k, v in model_config.items() if k != "pretrained"}
+    network = _built(model_config, folder / WEIGHTS_FILE, device, record)
+    return TrainedNetwork("score", network, record, int(record.training.get("steps", 0) or 0), str(folder))
+
+
+def log_trained_network(folder: str | Path) -> None:
+    """Log an exported network folder (``<output_dir>/<kind>``) to the active MLflow run as
+    ``trained_run/<kind>``, which ``runs:/<run_id>`` loads."""
+    import mlflow
+
+    folder = Path(folder)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        mlflow.log_artifact(str(folder / name), f"{MLFLOW_FOLDER}/{folder.name}")
+
+
+def _networks_of_mlflow_run(run_id: str, device: str) -> dict[str, TrainedNetwork]:
+    """Networks logged to an MLflow run or its descendants (nearest first).
+
+    A quickstart or full run holds no networks itself; its child runs (train-score,
+    train-classifier, ...) do, so the search walks down the run tree breadth first.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from molguide.runs.tracking import tracking_uri
+
+    # runs:/ URIs resolve through MLflow's global URI, which an earlier run in this process
+    # may have set to another store: follow $MLFLOW_TRACKING_URI, as every molguide call does.
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient(tracking_uri())
+    try:
+        root = client.get_run(run_id)
+    except MlflowException as err:
+        raise CheckpointError(f"runs:/{run_id}: no such run in {tracking_uri()} ({err.message})") from None
+    networks: dict[str, TrainedNetwork] = {}
+    queue = [root]
+    with tempfile.TemporaryDirectory(prefix="molguide-") as tmp:
+        while queue:
+            run = queue.pop(0)
+            rid = run.info.run_id
+            for art in client.list_artifacts(rid, MLFLOW_FOLDER):
+                kind = Path(art.path).name
+                if art.is_dir and kind in RECORDS and kind not in networks:
+                    uri = f"runs:/{rid}/{art.path}"
+                    folder = _download(uri, Path(tmp) / rid)
+                    networks[kind] = read_network(folder, device)
+                    networks[kind].source = uri
+                    log.info("loaded %s network from %s", kind, uri)
+            queue += client.search_runs(
+                [run.info.experiment_id], f"tags.mlflow.parentRunId = '{rid}'", order_by=["start_time ASC"]
+            )
+    if not networks:
+        raise CheckpointError(
+            f"runs:/{run_id}: no networks logged there or in its nested runs ({MLFLOW_FOLDER}/)"
+        )
+    return networks
+
+
+def _download(uri: str, into: Path) -> Path:
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(into)))
+    except (MlflowException, OSError) as err:
+        shutil.rmtree(into, ignore_errors=True)
+        raise CheckpointError(f"{uri}: cannot download ({err})") from None

@@ -1,0 +1,1 @@
+"""The training loop (Trainer, EMA, checkpoints, time box) and data-parallel training."""
