@@ -46,8 +46,9 @@ from molguide.chem.smiles import qm9_training_smiles  # noqa: E402
 from molguide.data import edm_splits, load_qm9  # noqa: E402
 from molguide.diffusion.atom_counts import NodeCountDistribution  # noqa: E402
 from molguide.diffusion.objective import DiffusionTrainer, TrainConfig  # noqa: E402
+from molguide.diffusion.process import VPDiffusion  # noqa: E402
+from molguide.models.build import build_score_model  # noqa: E402
 from molguide.storage.files import atomic_write  # noqa: E402
-from molguide.storage.networks import build_score_model, diffusion_from_config  # noqa: E402
 from molguide.training.trainer import ema_weights  # noqa: E402
 
 log = logging.getLogger("ablation")
@@ -124,7 +125,7 @@ def diffusion_config(name: str) -> dict:
 def _trainer(name: str, args, mols, workdir: Path):
     torch.manual_seed(args.seed)
     model = build_score_model(model_config(name))
-    diffusion = diffusion_from_config(diffusion_config(name))
+    diffusion = VPDiffusion.from_config(diffusion_config(name))
     config = TrainConfig(
         steps=10**9,
         batch_size=args.batch_size,
@@ -276,7 +277,7 @@ def judge_raw_weights(name: str, args, nodes, reference) -> dict | None:
     model = build_score_model(model_config(name))
     model.load_state_dict(state["model"])
     model.eval()
-    diffusion = diffusion_from_config(diffusion_config(name))
+    diffusion = VPDiffusion.from_config(diffusion_config(name))
     metrics = judge_samples(model, diffusion, nodes, args.samples, args.steps, args.seed + 1, reference)
     result["final_raw_weights"] = {"step": int(state["step"]), **metrics}
     payload = json.dumps(result, indent=1).encode()
