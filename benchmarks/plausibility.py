@@ -164,7 +164,9 @@ def main() -> None:
     from molguide.storage.trained_run import SHIPPED
 
     folder = str(SHIPPED[args.model]) if args.model in SHIPPED else args.model
-    weights = Path(folder) / "model.safetensors"
+    weights = Path(folder) / "score" / "model.safetensors"  # a trained-run folder
+    if not weights.exists():
+        weights = Path(folder) / "model.safetensors"  # a folder of format 1
     model_id = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else folder
     at_start = machine(torch.device("cpu"))
     rows = [

@@ -111,6 +111,13 @@ def _worker(rank: int, world: int, port: int, out_dir: str, cache: str) -> None:
         f"{out_dir}/rank{rank}.pt",
     )
     distributed.shutdown()
+    # Leave without interpreter teardown: freeing the DDP reducer there destroys the gloo
+    # process group while holding the GIL, and gloo's worker thread, freeing its last
+    # all-reduce, waits for the GIL: the process hung at exit twice on this machine
+    # (py-spy: ProcessGroupGloo::~ProcessGroupGloo joining runLoop). The results are written.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def test_two_spawned_processes_match_one_process(qm9, tmp_path, molguide_cache):

@@ -96,3 +96,29 @@ def test_a_registered_data_set_is_loaded_split_and_validated(qm9):
         del DATASETS["tiny_test"]
     with pytest.raises(ConfigError, match="data.dataset: Input should be 'qm9'"):
         load_config(overrides=["data.dataset=tiny_test"])
+
+
+def test_a_registered_guidance_kind_gets_its_weight_config_section_record_and_command():
+    """One GuidanceKind (registered before the config is imported, as molguide's own kinds
+    are in guidance/kinds.py) gives the guide section its weight, the run config its
+    network's section, the saved-network loader its record and the CLI its train command."""
+    import subprocess
+    import sys
+
+    program = """
+from molguide.guidance.kinds import ClassifierRecord, GuidanceKind, register_guidance_kind
+register_guidance_kind(GuidanceKind(
+    "pull", network="puller", record=ClassifierRecord, summary="a test kind",
+    default_weight=0.0, build=lambda request: None))
+from molguide.runs.config import load_config
+config = load_config(None, ["guide.pull=1.5", "puller.train.steps=7"])
+from molguide.storage.metadata import RECORDS
+import molguide.cli
+print(config.guide.pull, config.puller.train.steps, RECORDS["puller"].__name__,
+      molguide.cli.PIPELINES["train-puller"])
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1.5", "7", "ClassifierRecord", "molguide.runs.train:train_network:puller"]
+    with pytest.raises(ConfigError, match="puller"):
+        load_config(None, ["puller.train.steps=7"])  # without the kind there is no such section

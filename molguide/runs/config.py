@@ -433,8 +433,7 @@ class EvaluateSection(_Section):
     novelty: bool = True
 
 
-class RunConfig(_Section):
-    """Everything a run needs; ``molguide run PIPELINE -c FILE --set a.b=c`` builds one."""
+class _RunSections(_Section):
 
     name: str = "molguide"
     output_dir: str = "runs/default"
@@ -452,6 +451,21 @@ class RunConfig(_Section):
     guide: GuideSection = Field(default_factory=GuideSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     protocol: ProtocolSection = Field(default_factory=ProtocolSection)
+
+
+# A guidance kind whose network has no section above gets an invariant predictor's
+# (backbone, sizes, training), so registering the kind is enough to configure and train it.
+RunConfig = create_model(
+    "RunConfig",
+    __base__=_RunSections,
+    __module__=__name__,
+    __doc__="Everything a run needs; ``molguide run PIPELINE -c FILE --set a.b=c`` builds one.",
+    **{
+        kind.network: (NetworkSection, Field(default_factory=NetworkSection))
+        for kind in GUIDANCE_KINDS.values()
+        if kind.network not in _RunSections.model_fields
+    },
+)
 
 
 class ConfigError(ValueError):
