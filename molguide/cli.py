@@ -474,6 +474,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "compare":
             return run_compare(args)
         if args.command == "export":
+            from molguide.storage.files import atomic_write
             from molguide.storage.metadata import RECORDS
             from molguide.storage.trained_run import CARD_FILE, export_checkpoint, write_index
 
@@ -501,7 +502,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     checkpoint, kind, folder / kind, sampler=sampler if kind == "score" else None
                 )
             if card is not None:
-                (folder / CARD_FILE).write_text(card)
+                atomic_write(folder / CARD_FILE, lambda fh: fh.write(card.encode()))
             write_index(folder)
             print(f"wrote {folder}: {', '.join(checkpoints)} (load it with molguide.load({str(folder)!r}))")
             return 0

@@ -196,3 +196,16 @@ def test_the_shipped_qm9_generator_describes_itself_and_makes_molecules():
     # Floors far under the model card's numbers: they catch a broken sampler or decoding.
     assert m["atom_stability"] > SHIPPED_ATOM_STABILITY_FLOOR
     assert m["validity_strict"] > SHIPPED_STRICT_FLOOR
+
+
+def test_export_of_a_checkpoint_of_another_kind_is_one_line(tmp_path, capsys):
+    """A classifier's checkpoint given where a score network's is expected: one line, no traceback."""
+    from molguide.cli import main
+    from molguide.storage.checkpoints import save_checkpoint
+
+    net = build_score_model(MODEL)
+    state = {"model_config": net.config, "model": net.state_dict(), "ema": net.state_dict(), "step": 1}
+    path = save_checkpoint(state, tmp_path / "classifier" / "last.pt")
+    assert main(["export", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "not a score checkpoint" in err and "Traceback" not in err

@@ -434,7 +434,6 @@ class EvaluateSection(_Section):
 
 
 class _RunSections(_Section):
-
     name: str = "molguide"
     output_dir: str = "runs/default"
     device: str = "cpu"

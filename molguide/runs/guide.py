@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 from molguide.chem.xtb import XTB_PROPERTIES
-from molguide.storage.trained_run import TrainedRun, log_trained_network
-from molguide.runs.config import RunConfig
 from molguide.data.registry import get_dataset, split_molecules
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.kinds import GUIDANCE_KINDS, baselines, setting_name
+from molguide.runs.config import RunConfig
 from molguide.runs.settings import guide_settings
 from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
+from molguide.storage.trained_run import TrainedRun, log_trained_network
 
 log = logging.getLogger(__name__)
 

@@ -40,28 +40,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molguide.storage.files import as_json, read_json, write_json
-from molguide.storage.checkpoints import CheckpointError, load_checkpoint
-from molguide.runs.config import RunConfig, TrainSection
 from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.data.registry import split_molecules
-from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.diagnostics.baselines import atom_count_predictor, mean_absolute_error, reference_maes
 from molguide.diagnostics.published import TABLE_UNITS, to_table_units
 from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sample_quality
 from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import protocol_tables
 from molguide.diffusion.sampling import for_samples
+from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.generation.sample_store import BatchedSamples, batch_seed
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
-from molguide.runs.settings import SamplingSetting
-from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
 from molguide.models.predictor import predict_samples
-from molguide.storage.trained_run import TrainedNetwork, TrainedRun, read_network
-from molguide.runs.train import train_network
-from molguide.generation.sample_store import BatchedSamples, batch_seed
+from molguide.runs.config import RunConfig, TrainSection
+from molguide.runs.settings import SamplingSetting
 from molguide.runs.tracking import log_metrics_batch, mlflow_run
+from molguide.runs.train import train_network
 from molguide.runs.training_specs import TRAINING_SPECS
+from molguide.storage.checkpoints import CheckpointError, load_checkpoint
+from molguide.storage.files import as_json, read_json, write_json
+from molguide.storage.trained_run import TrainedNetwork, TrainedRun, read_network
 
 log = logging.getLogger(__name__)
 
@@ -422,10 +421,16 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
     score_folder = Path(config.output_dir) / "score"
     if not (score_folder / "config.json").is_file():
         raise ValueError(f"protocol: no score network in {score_folder}; run train-score first")
-    generator = TrainedRun({"score": read_network(score_folder, config.device)}, str(score_folder), config.device)
+    generator = TrainedRun(
+        {"score": read_network(score_folder, config.device)}, str(score_folder), config.device
+    )
     # EDM's sampler settings (protocol.steps, protocol.method, the even grid), not the model's own
     pipe = MoleculeDiffusionPipeline(
-        generator.network("score"), generator.diffusion, generator.nodes, generator.atom_types, device=config.device
+        generator.network("score"),
+        generator.diffusion,
+        generator.nodes,
+        generator.atom_types,
+        device=config.device,
     )
     pairs = draw_pairs(config)
     base_signature = {

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from molguide.runs.config import RunConfig
 from molguide.data.registry import get_dataset
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
-from molguide.storage.trained_run import TrainedRun
+from molguide.runs.config import RunConfig
 from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
+from molguide.storage.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
 

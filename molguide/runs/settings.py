@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from molguide.runs.config import GuideSection
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
 from molguide.guidance.terms import TimeWindow
+from molguide.runs.config import GuideSection
 from molguide.storage.trained_run import TrainedRun
 
 

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from molguide.training import distributed
 from molguide.runs.config import RunConfig, TrainSection
 from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
+from molguide.training import distributed
 from molguide.training.trainer import StepLog, Trainer
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from molguide.runs.config import RunConfig
 from molguide.data.registry import split_molecules
+from molguide.runs.config import RunConfig
 from molguide.runs.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
 from molguide.runs.tracking import log_metrics_batch
-from molguide.training.trainer import RESUME_SIGNATURE, Trainer
 from molguide.runs.training_specs import TRAINING_SPECS, resume_signature, train_config
+from molguide.training.trainer import RESUME_SIGNATURE, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,12 @@ def use_pretrained(config: RunConfig) -> dict:
     save_network(folder, "score", score, record, steps)
     write_index(config.output_dir)
     log.info("score model: %s (%d training steps), not trained here -> %s", loaded.source, steps, folder)
-    summary = {"pretrained": loaded.source, "steps": steps, "folder": str(folder), "training": record.training}
+    summary = {
+        "pretrained": loaded.source,
+        "steps": steps,
+        "folder": str(folder),
+        "training": record.training,
+    }
     # A run in MLflow all the same: which generator this experiment used, and its model.
     data = record.training.get("data", {})
     tags = {
@@ -133,7 +138,11 @@ def use_pretrained(config: RunConfig) -> dict:
             import mlflow
 
             mlflow.log_params(
-                {f"pretrained.{k}": record.training[k] for k in ("steps", "epochs", "cpu_hours") if k in record.training}
+                {
+                    f"pretrained.{k}": record.training[k]
+                    for k in ("steps", "epochs", "cpu_hours")
+                    if k in record.training
+                }
             )
             log_trained_network(folder)
             summary["run_id"] = run.info.run_id

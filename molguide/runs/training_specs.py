@@ -20,21 +20,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from molguide.storage.files import as_json
-from molguide.storage.checkpoints import load_checkpoint
-from molguide.runs.config import RunConfig, TrainSection
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
 from molguide.data.registry import get_dataset, split_molecules
 from molguide.diffusion.atom_counts import NodeCountDistribution
-from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.objective import DenoisingObjective
+from molguide.diffusion.process import VPDiffusion
 from molguide.guidance.objectives import NoisyClassifierObjective, RegressionObjective
 from molguide.guidance.targets import PropertyTarget, reward_weights
-from molguide.models.residual import ResidualScoreNetwork
 from molguide.models.build import build_predictor, build_score_model
-from molguide.storage.trained_run import read_network
+from molguide.models.residual import ResidualScoreNetwork
+from molguide.runs.config import RunConfig, TrainSection
 from molguide.runs.tracking import log_metrics_batch
+from molguide.storage.files import as_json
+from molguide.storage.trained_run import read_network
 from molguide.training.trainer import Objective, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -237,7 +236,9 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
     if section.init_from_score:
         base_folder = Path(config.output_dir) / "score"
         if not (base_folder / "config.json").is_file():
-            raise ValueError(f"reward.init_from_score: no score network in {base_folder}; run train-score first")
+            raise ValueError(
+                f"reward.init_from_score: no score network in {base_folder}; run train-score first"
+            )
         base = read_network(base_folder)
         # The fine-tuned copy is the base network: its architecture and diffusion, not the config's
         # (they differ when the base is a shipped generator, model.pretrained).

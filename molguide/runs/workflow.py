@@ -20,9 +20,9 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from molguide.runs.config import RunConfig, parse_yaml
 from molguide.diagnostics.tables import run_summary_table
 from molguide.runs import guide, protocol, sample, train
+from molguide.runs.config import RunConfig, parse_yaml
 from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
 from molguide.runs.training_specs import TRAINING_SPECS
 

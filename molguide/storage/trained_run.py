@@ -250,6 +250,8 @@ def export_checkpoint(
         raise CheckpointError(
             f"{source}: cannot export its {kind} network ({err.errors()[0]['msg']})"
         ) from None
+    except (KeyError, TypeError) as err:  # e.g. a classifier's checkpoint exported as a score network
+        raise CheckpointError(f"{source}: not a {kind} checkpoint (no usable {err})") from None
     if training:
         record = record.model_copy(update={"training": {**record.training, **training}})
     weights = ema_weights(state["ema"])
