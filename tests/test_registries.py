@@ -122,3 +122,41 @@ print(config.guide.pull, config.puller.train.steps, RECORDS["puller"].__name__,
     assert out.stdout.split() == ["1.5", "7", "ClassifierRecord", "molguide.runs.train:train_network:puller"]
     with pytest.raises(ConfigError, match="puller"):
         load_config(None, ["puller.train.steps=7"])  # without the kind there is no such section
+
+
+def test_a_data_set_with_new_elements_brings_their_bond_table():
+    """Registering a data set with S and Cl rows makes EDM's stability and validity defined
+    for molecules with those elements (in a subprocess: the tables are process-wide)."""
+    import subprocess
+    import sys
+
+    program = """
+import molguide
+from rdkit import Chem
+from rdkit.Chem import AllChem
+from molguide.data.registry import Dataset, get_dataset, register_dataset
+
+def embedded(smiles):
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    return mol
+
+mols = [embedded("CS"), embedded("CCl")]
+before = molguide.evaluate(mols, novelty=False)
+qm9 = get_dataset("qm9")
+lengths = {("C", "S"): (182,), ("H", "S"): (134,), ("C", "Cl"): (177,), ("H", "Cl"): (127,)}
+register_dataset(Dataset("sulfur_test", qm9.load, qm9.splits, qm9.properties, (), (1, 6, 16, 17),
+                         frozenset, lengths, {"S": (2, 4, 6), "Cl": 1}))
+after = molguide.evaluate(mols, novelty=False)
+try:
+    register_dataset(Dataset("clash_test", qm9.load, qm9.splits, qm9.properties, (), (1, 6),
+                             frozenset, {("C", "Cl"): (170,)}, {}))
+except ValueError as error:
+    print("refused:", error)
+print(before["atom_stability"], after["atom_stability"], after["mol_stability"], after["validity"])
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    refused, numbers = out.stdout.strip().splitlines()[-2:]
+    assert "data set 'clash_test': bond lengths of C-Cl: (170.0,) pm differ" in refused
+    assert numbers.split() == ["None", "1.0", "1.0", "1.0"]

@@ -31,7 +31,7 @@ from molguide.chem.bond_orders import mol_from_orders
 from molguide.chem.descriptors import rdkit_descriptors
 from molguide.chem.reconstruct import rebuild_molecule
 from molguide.chem.smiles import canonical_smiles, canonicalise
-from molguide.chem.stability import SUPPORTED, atom_stability
+from molguide.chem.stability import atom_stability, elements_without_bond_table
 from molguide.chem.validity import StrictCheck, edm_validity, strict_check
 from molguide.data.io import RecordError, rdkit_messages
 from molguide.data.molecules import Molecule
@@ -105,7 +105,8 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         n_stable_atoms=None,
         mol_stable=None,
     )
-    if set(molecule.atomic_numbers.tolist()) <= SUPPORTED:
+    missing = elements_without_bond_table(molecule.atomic_numbers.tolist())
+    if not missing:
         stable = atom_stability(molecule.atomic_numbers, molecule.positions)
         result.n_stable_atoms = int(stable.sum())
         result.mol_stable = bool(stable.all())
@@ -114,7 +115,8 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         if edm.reason:
             result.notes.append(f"EDM-invalid: {edm.reason}")
     else:
-        result.notes.append("stability and EDM validity undefined: elements outside H, C, N, O, F")
+        missing = ", ".join(missing)
+        result.notes.append(f"stability and EDM validity undefined: no EDM bond table for {missing}")
     if molecule.bond_orders is not None:
         _judge_predicted_bonds(molecule, result)
     rebuilt = rebuild_molecule(molecule)

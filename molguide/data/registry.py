@@ -5,17 +5,20 @@ config names it, ``target.property`` and ``protocol.properties`` must be among i
 ``targets``. To add one: write its loader (a function returning a
 :class:`~molguide.data.molecules.MoleculeSet` with per-molecule properties) and
 register it with :func:`register_dataset`; its splits must include ``train``,
-``valid``, ``generator_half`` and ``evaluator_half``.
+``valid``, ``generator_half`` and ``evaluator_half``. Elements beyond EDM's QM9 table
+(H, C, N, O, F) bring their bond lengths and valences in the same entry, so EDM's
+stability and validity are defined for its molecules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from molguide.chem.smiles import qm9_training_smiles
+from molguide.chem.stability import register_bond_table
 from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.data.molecules import MoleculeSet
 from molguide.data.qm9 import PROPERTIES as QM9_PROPERTIES
@@ -30,7 +33,10 @@ class Dataset:
     ``targets`` are the properties guidance and EDM's protocol can aim at (QM9: the six
     of EDM's conditional table); ``atom_types`` the atomic numbers of the networks'
     atom-type channels, in order; ``training_smiles`` the canonical SMILES that novelty
-    is measured against (the generator's training molecules).
+    is measured against (the generator's training molecules). ``bond_lengths_pm`` and
+    ``valences`` extend EDM's stability tables to elements QM9 lacks (see
+    :func:`molguide.chem.stability.register_bond_table`; e.g. ``{("C", "Cl"): (177,)}``
+    and ``{"Cl": 1, "P": (3, 5)}``).
     """
 
     name: str
@@ -40,6 +46,8 @@ class Dataset:
     targets: tuple[str, ...]
     atom_types: tuple[int, ...]
     training_smiles: Callable[[], frozenset[str]]
+    bond_lengths_pm: Mapping[tuple[str, str], Sequence[float]] = field(default_factory=dict)
+    valences: Mapping[str, int | Sequence[int]] = field(default_factory=dict)
 
 
 DATASETS: dict[str, Dataset] = {}
@@ -52,6 +60,10 @@ def register_dataset(dataset: Dataset) -> Dataset:
     unknown = set(dataset.targets) - {p.name for p in dataset.properties}
     if unknown:
         raise ValueError(f"data set {dataset.name!r}: targets {sorted(unknown)} are not among its properties")
+    try:
+        register_bond_table(dataset.bond_lengths_pm, dataset.valences)
+    except ValueError as error:
+        raise ValueError(f"data set {dataset.name!r}: {error}") from None
     DATASETS[dataset.name] = dataset
     return dataset
 
