@@ -231,11 +231,10 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     """``molguide run PIPELINE``: resolve the config, check the tracking store, run, print the summary."""
-    import importlib
-
-    from molguide.runs.config import dump_config, load_config
+    from molguide.runs.config import load_config
+    from molguide.runs.lock import hold_output_dir
     from molguide.runs.preflight import check_device, check_output_dir
-    from molguide.runs.tracking import check_tracking, end_stale_runs, set_output_dir, ui_command
+    from molguide.runs.tracking import check_tracking, end_stale_runs, set_output_dir
     from molguide.training import distributed
 
     base = None
@@ -259,11 +258,26 @@ def run_pipeline(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"device": device})
     check_device(config.device)
     is_main = distributed.context().is_main
-    if not is_main:  # rank 0 speaks for the job
+    if not is_main:  # rank 0 speaks for the job (and holds the folder for it)
         logging.getLogger().setLevel(logging.WARNING)
-    else:
-        for run_id in end_stale_runs(config.output_dir):
-            log.warning("MLflow run %s was left RUNNING by a process that is gone; marked FAILED", run_id)
+    with hold_output_dir(config.output_dir) if is_main else contextlib.nullcontext() as taken_over:
+        if is_main:
+            if taken_over is not None:
+                log.warning("took over the lock of %s: that process is gone", taken_over.describe())
+            for run_id in end_stale_runs(config.output_dir, taken_over):
+                log.warning("MLflow run %s was left RUNNING by a process that is gone; marked FAILED", run_id)
+        return _run_locked(args, config, uri, is_main)
+
+
+def _run_locked(args: argparse.Namespace, config, uri: str, is_main: bool) -> int:
+    """The pipeline itself, once its output folder is held: run, then print the summary."""
+    import importlib
+
+    from molguide.runs.config import dump_config
+    from molguide.runs.tracking import ui_command
+    from molguide.storage.files import StorageError
+    from molguide.training import distributed
+
     module, func, *first = PIPELINES[args.pipeline].split(":")
     log.info("running %s (config %s), tracking to %s", args.pipeline, args.config or "defaults", uri)
     log.debug("resolved config:\n%s", dump_config(config))
@@ -271,6 +285,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     try:
         summary = getattr(importlib.import_module(module), func)(*first, config, progress=progress)
         distributed.shutdown()
+    except StorageError:  # a full disk: the last checkpoint is whole, the same command resumes
+        print(f"molguide: free some space, then resume with: {_resume_command(args)}", file=sys.stderr)
+        raise
     except _one_line_errors():
         raise  # the message says what to do; resuming the same command would meet it again
     except ValueError as err:  # configuration values the schema cannot check (e.g. backbone kwargs)
@@ -313,7 +330,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from molguide.runs.compare import compare_runs, to_csv, to_table
     from molguide.runs.tracking import check_tracking
 
-    check_tracking()
+    check_tracking(read_only=True)  # compare only reads: a read-only store is fine
     try:
         rows = compare_runs(args.experiment, include_nested=args.all)
     except ValueError as err:
@@ -405,9 +422,11 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     from molguide.data.io import MoleculeFileError
     from molguide.data.qm9 import DataError
     from molguide.runs.config import ConfigError
+    from molguide.runs.lock import FolderInUseError
     from molguide.runs.preflight import PreflightError
     from molguide.runs.tracking import TrackingError
     from molguide.storage.checkpoints import CheckpointError
+    from molguide.storage.files import StorageError
 
     return (
         UserError,
@@ -417,6 +436,8 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
         CheckpointError,
         TrackingError,
         PreflightError,
+        FolderInUseError,
+        StorageError,
     )
 
 

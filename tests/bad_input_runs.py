@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from bad_input_common import (
@@ -15,7 +17,33 @@ from bad_input_common import (
     write,
 )
 
+_HELD = []  # lock holders kept open until the test process ends (the "other run")
+
+
+def held_by_another_run(folder: Path, pipeline: str = "train-score") -> list[str]:
+    """Hold ``folder/run``'s lock as a live run would (a separate open file: flock conflicts)."""
+    from molguide.runs.lock import hold_output_dir
+
+    (folder / "run").mkdir(exist_ok=True)
+    holder = hold_output_dir(folder / "run", command="molguide run train-score (the first run)")
+    holder.__enter__()
+    _HELD.append(holder)
+    return run_args(folder, "train.steps=1", pipeline=pipeline)
+
+
 CASES = [
+    Case(
+        "output_dir used by a live run",
+        held_by_another_run,
+        2,
+        f"output_dir={{d}}/run is in use by pid {os.getpid()} on {socket.gethostname()}",
+    ),
+    Case(
+        "output_dir used by a live run, sampling",
+        lambda d: held_by_another_run(d, "sample"),
+        2,
+        "(the first run); wait for it to finish, or choose another with --set output_dir=FOLDER",
+    ),
     Case(
         "output_dir is a file",
         lambda d: run_args(d, f"output_dir={write(d, 'f', 'x')}"),

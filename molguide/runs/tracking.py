@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from molguide.runs.lock import Holder
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -39,13 +43,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def end_stale_runs(output_dir: str | Path) -> list[str]:
+def end_stale_runs(output_dir: str | Path, taken_over: Holder | None = None) -> list[str]:
     """Mark FAILED the molguide runs still RUNNING whose process has ended; returns their ids.
 
     A run is stale when it was started on this host by a process that no longer exists
-    (kill -9, a crash the run could not record), or when it wrote to ``output_dir`` from
-    another host (a lost machine: a run starting on this folder again means that one is
-    gone). Each gets the tag ``molguide.note`` saying so, so the store shows no ghosts.
+    (kill -9, a crash the run could not record), or when it is the run of ``taken_over``,
+    the holder of ``output_dir``'s lock whose lock was free when this run took the
+    folder (a lost machine on a shared folder). A run of another host that merely names
+    the same path is left alone: its folder may be another disk, and its process cannot
+    be checked from here. Each run ended gets the tag ``molguide.note`` saying why, so
+    the store shows no ghosts.
     """
     import socket
 
@@ -62,7 +69,13 @@ def end_stale_runs(output_dir: str | Path) -> list[str]:
         pid = tags.get("molguide.pid", "")
         here = tags.get("molguide.host") == host
         dead_here = here and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
-        lost_there = not here and "molguide.host" in tags and tags.get("molguide.output_dir") == folder
+        lost_there = (
+            not here
+            and taken_over is not None
+            and tags.get("molguide.host") == taken_over.host
+            and pid == str(taken_over.pid)
+            and tags.get("molguide.output_dir") == folder
+        )
         if dead_here or lost_there:
             why = "its process had ended" if dead_here else f"its machine ({tags['molguide.host']}) was lost"
             note = f"was still RUNNING when {folder} was run again on {host}: {why} (kill -9 or a crash)"
@@ -130,10 +143,11 @@ def _known_schemes() -> tuple[str, ...]:
         return KNOWN_SCHEMES
 
 
-def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
+def check_tracking(uri: str | None = None, timeout_s: float = 5.0, read_only: bool = False) -> str:
     """Fail fast, before any training, when the tracking store cannot be used: an HTTP
     server that does not answer, a SQLite file that cannot be written or is not a
-    database, an unknown URI scheme. Returns the URI.
+    database, an unknown URI scheme. Returns the URI. ``read_only`` (``molguide
+    compare``): a SQLite store only has to exist and be readable.
     """
     import urllib.error
     import urllib.request
@@ -147,7 +161,7 @@ def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
             "http(s)://SERVER, postgresql://..., mysql://... or a folder"
         )
     if scheme == "sqlite":
-        _check_sqlite(uri)
+        _check_sqlite(uri, read_only)
         return uri
     if scheme not in ("http", "https"):
         return uri
@@ -166,8 +180,9 @@ def check_tracking(uri: str | None = None, timeout_s: float = 5.0) -> str:
     return uri
 
 
-def _check_sqlite(uri: str) -> None:
-    """The SQLite file of ``uri`` can be opened for writing and is a sound database.
+def _check_sqlite(uri: str, read_only: bool = False) -> None:
+    """The SQLite file of ``uri`` can be opened for writing (for reading: ``read_only``)
+    and is a sound database.
 
     MLflow would otherwise retry for minutes on a read-only file and print a traceback
     for a file that is not a database.
@@ -185,13 +200,17 @@ def _check_sqlite(uri: str) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise TrackingError(f"{named}: the folder {folder} does not exist; create it or choose another file")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not read_only and not os.access(folder, os.W_OK | os.X_OK):
         raise TrackingError(f"{named}: the folder {folder} is not writable (SQLite writes its journal there)")
     if not path.exists():
+        if read_only:
+            raise TrackingError(f"{named}: {path} does not exist (no runs recorded there yet)")
         return  # MLflow creates it
     if path.is_dir():
         raise TrackingError(f"{named}: {path} is a folder, not a database file")
-    if not os.access(path, os.R_OK | os.W_OK):
+    if read_only and not os.access(path, os.R_OK):
+        raise TrackingError(f"{named}: {path} cannot be read; make it readable or choose another file")
+    if not read_only and not os.access(path, os.R_OK | os.W_OK):
         raise TrackingError(f"{named}: {path} is read-only; make it writable or choose another file")
     try:
         with contextlib.closing(sqlite3.connect(path.as_uri() + "?mode=ro", uri=True, timeout=5)) as db:
@@ -271,13 +290,25 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run(status="KILLED")
+        _end_run_anyway("KILLED")
         raise
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        _end_run_anyway("FAILED")
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def _end_run_anyway(status: str) -> None:
+    """End the active run with ``status`` while an error is on its way out; a store that
+    cannot record it (the full disk that caused the error) must not hide that error."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status=status)
+    except Exception as err:  # noqa: BLE001 (the error being raised is the one to report)
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        logging.getLogger("molguide").warning("could not mark the MLflow run %s: %s", status, first)
 
 
 def log_config(config) -> None:
