@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_NAME = ".molguide.lock"
+log = logging.getLogger("molguide")
 
 
 class FolderInUseError(RuntimeError):
@@ -72,6 +74,7 @@ def hold_output_dir(output_dir: str | Path, command: str | None = None) -> Itera
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             holder = _read_holder(fd)
             who = holder.describe() if holder else "another process"
@@ -79,6 +82,12 @@ def hold_output_dir(output_dir: str | Path, command: str | None = None) -> Itera
                 f"output_dir={output_dir} is in use by {who}; wait for it to finish, "
                 "or choose another with --set output_dir=FOLDER"
             ) from None
+        except OSError as err:  # a file system without locks (some FUSE mounts): run unguarded
+            log.warning("cannot lock %s (%s): a second run here would go unnoticed", path, err.strerror)
+            locked = False
+        if not locked:
+            yield None
+            return
         stale = _read_holder(fd)
         me = Holder(
             socket.gethostname(),
