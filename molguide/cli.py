@@ -94,8 +94,10 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def _print_evaluation(result: dict, path: str, max_errors: int = 20) -> None:
+def _print_evaluation(result: dict, path: str, max_errors: int = 20, warning: str | None = None) -> None:
     print(f"{path}: {result['n_evaluated']} of {result['n_input']} records evaluated")
+    if warning is not None:
+        print(f"  {warning}")
     from molguide.chem import METRIC_NAMES
     from molguide.chem.evaluate import PREDICTED_BONDS_METRIC
 
@@ -150,15 +152,37 @@ def _export_sampler(args: argparse.Namespace) -> dict | None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from molguide.chem.evaluate import check_evaluated_sdf_path, evaluate, write_evaluated_sdf
+    from molguide.chem.evaluate import (
+        check_evaluated_sdf_path,
+        evaluate,
+        missing_hydrogens_warning,
+        write_evaluated_sdf,
+    )
     from molguide.data.io import read_molecules
 
+    def number_option(option: str, raw: str | None, whole: bool) -> float | int | None:
+        """The value of a numeric ``evaluate`` option: a finite number above 0 (a whole one
+        when ``whole``), None when not given; UserError naming the option otherwise."""
+        if raw is None:
+            return None
+        kind = "a whole number of at least 1" if whole else "a number above 0"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UserError(f"{option}: {raw!r} is not a number; give {kind}") from None
+        if not (math.isfinite(value) and value > 0) or (whole and not value.is_integer()):
+            raise UserError(f"{option}: {raw} is not {kind}")
+        return int(value) if whole else value
+
+    workers = number_option("--workers", args.workers, whole=True)
+    xtb_timeout = number_option("--xtb-timeout", args.xtb_timeout, whole=False)
+    max_file_mb = number_option("--max-file-mb", args.max_file_mb, whole=False)
     if args.out:  # before the evaluation, which may take minutes
         from molguide.runs.preflight import check_output_dir
 
         check_evaluated_sdf_path(args.out, args.file)
         check_output_dir(Path(args.out).resolve().parent, "--out folder")
-    report = read_molecules(args.file)
+    report = read_molecules(args.file, max_mb=max_file_mb)
     if report.errors:
         log.warning("%s", report.summary())
     if not report.molecules and args.json:
@@ -170,12 +194,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         molecules,
         reference_smiles=[] if args.no_novelty else None,
         xtb=not args.no_xtb,
-        xtb_workers=args.workers,
-        xtb_timeout_s=args.xtb_timeout,
+        xtb_workers=workers,
+        xtb_timeout_s=xtb_timeout,
         read_errors=report.errors,
         progress=None if not args.json else False,
     )
     result = evaluation.to_dict()
+    warning = missing_hydrogens_warning(evaluation, molecules)
+    if warning is not None and args.json:
+        log.warning("%s", warning)  # stdout holds only the JSON object
     if args.posebusters:
         from molguide.chem.plausibility import posebusters_checks
 
@@ -188,7 +215,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, allow_nan=False, default=_json_default))
     else:
-        _print_evaluation(result, args.file)
+        _print_evaluation(result, args.file, warning=warning)
     return 0
 
 
@@ -381,8 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--no-xtb", action="store_true", help="skip the GFN2-xTB oracle")
     ev.add_argument("--no-novelty", action="store_true", help="skip novelty against QM9 train")
-    ev.add_argument("--workers", type=int, default=None, help="xTB worker processes (default: cores)")
-    ev.add_argument("--xtb-timeout", type=float, default=60.0, help="seconds per molecule for xTB")
+    # Numbers are checked by run_evaluate, so that a bad one is one `molguide: error:` line.
+    ev.add_argument("--workers", default=None, help="xTB worker processes, at least 1 (default: cores)")
+    ev.add_argument("--xtb-timeout", default="60", help="seconds per molecule for xTB, above 0 (default: 60)")
+    ev.add_argument(
+        "--max-file-mb",
+        default=None,
+        help="refuse molecule files larger than this many MB (default: $MOLGUIDE_MAX_FILE_MB, else 1024)",
+    )
     ev.add_argument("--out", help="also write the molecules with per-molecule results as SDF tags")
     ev.add_argument(
         "--posebusters",

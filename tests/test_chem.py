@@ -209,3 +209,64 @@ def test_lost_samples_count_as_invalid_and_unstable():
     assert over_requested(measured, present, 2)["atom_stability"] == 0.8  # sizes unknown: as measured
     with pytest.raises(ValueError, match="only 1 requested"):
         over_requested(measured, present, 1)
+
+
+def test_two_atoms_in_one_place_are_unstable_and_invalid_not_a_crash():
+    """A generated sample (no file check before it) with a hydrogen on its oxygen: EDM's
+    distance rule alone would call it stable and valid; RDKit's perception would crash."""
+    water = Molecule([8, 1, 1], [[0, 0, 0], [0, 0, 0], [-0.24, 0.93, 0]], name="w")
+    result = evaluate([water], reference_smiles=[], descriptors=False, progress=False)
+    judged = result.molecules[0]
+    assert not judged.valid and not judged.mol_stable and not judged.valid_strict
+    assert judged.n_stable_atoms == 1 and judged.bond_method is None
+    assert "atoms 1 (O) and 2 (H) are 0.000 Angstrom apart" in " ".join(judged.notes)
+
+
+def test_a_crash_in_the_hueckel_helper_costs_one_molecule():
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from molguide.chem.isolated import HelperFailed, determine_bonds_isolated
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol, randomSeed=1)
+    z = [a.GetAtomicNum() for a in mol.GetAtoms()]
+    pos = mol.GetConformer().GetPositions()
+    crushed = pos.copy()
+    crushed[1] = crushed[0]  # what kills RDKit's extended-Hueckel code (SIGSEGV)
+    with pytest.raises(HelperFailed, match="crashed"):
+        determine_bonds_isolated(z, crushed, True, 1000)
+    rebuilt = determine_bonds_isolated(z, pos, True, 1000)  # a new helper takes over
+    assert Chem.MolToSmiles(Chem.RemoveHs(rebuilt)) == "CCO"
+
+
+def test_hueckel_in_the_helper_gives_what_it_gives_in_process(qm9):
+    from rdkit import Chem
+
+    from molguide.chem import rebuild_molecule
+    from molguide.chem.isolated import determine_bonds
+    from molguide.chem.reconstruct import MAX_BOND_ORDER_ITERATIONS
+
+    needing = [qm9[i] for i in range(0, 1500, 3) if rebuild_molecule(qm9[i]).method == "hueckel"][:5]
+    assert len(needing) == 5
+    for molecule in needing:
+        isolated = rebuild_molecule(molecule).mol
+        here = determine_bonds(
+            molecule.atomic_numbers.tolist(), molecule.positions.tolist(), True, MAX_BOND_ORDER_ITERATIONS
+        )
+        assert Chem.MolToSmiles(isolated) == Chem.MolToSmiles(here)
+        assert np.allclose(isolated.GetConformer().GetPositions(), molecule.positions)
+
+
+def test_molecules_without_hydrogens_give_a_warning():
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mols = []
+    for smiles in ("CCO", "O=C=O"):  # CO2 needs no hydrogen: strictly valid, not counted
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        AllChem.EmbedMolecule(mol, randomSeed=0)
+        mols.append(Chem.RemoveHs(mol))
+    with pytest.warns(UserWarning, match="1 of 2 records evaluated have no hydrogen atoms"):
+        report = molguide.evaluate(mols, novelty=False, descriptors=False)
+    assert report["validity"] == 1.0 and report["validity_strict"] == 0.5

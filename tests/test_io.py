@@ -235,3 +235,100 @@ def test_utf16_and_byte_order_marks(tmp_path):
         read_smiles_csv(tmp_path / "w.csv", workers=1)
     (tmp_path / "bom.csv").write_bytes("smiles,name\nCCO,ethanol\n".encode("utf-8-sig"))
     assert [m.name for m in read_smiles_csv(tmp_path / "bom.csv", workers=1).molecules] == ["ethanol"]
+
+
+def test_reading_in_small_chunks_gives_the_same_records(tmp_path, monkeypatch):
+    """Records, line numbers, a BOM and CRLF come out the same wherever chunks end."""
+    from molecule_files import zinc_style_sdf
+
+    from molguide.data import io
+
+    text = zinc_style_sdf(tmp_path / "zinc.sdf").read_text().replace("\n", "\r\n")
+    (tmp_path / "z.sdf").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    water = "3\n{}\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+    xyz = water.format("w1").replace("\n", "\r\n") + "\r\n" + water.format("w2").replace("\n", "\r")
+    (tmp_path / "w.xyz").write_bytes(xyz.encode())
+    whole = read_sdf(tmp_path / "z.sdf"), read_xyz(tmp_path / "w.xyz")
+    monkeypatch.setattr(io, "_CHUNK", 7)
+    chunked = read_sdf(tmp_path / "z.sdf"), read_xyz(tmp_path / "w.xyz")
+    for a, b in zip(whole, chunked):
+        assert [m.name for m in a.molecules] == [m.name for m in b.molecules]
+        sources = [[m.source and m.source.text for m in r.molecules] for r in (a, b)]
+        assert sources[0] == sources[1]
+    assert [m.name for m in chunked[1].molecules] == ["w1", "w2"]  # LF, CRLF and lone CR lines
+    assert chunked[0].molecules[0].name == "ZINC000000000001"  # the BOM is not in the title
+    (tmp_path / "nul.xyz").write_bytes(b"3\nw\n" + b"O 0 0 0\n" * 3 + b"\x00")
+    with pytest.raises(MoleculeFileError, match="binary data at byte 28"):
+        read_xyz(tmp_path / "nul.xyz")
+
+
+def test_size_limit_from_argument_environment_and_default(tmp_path, monkeypatch):
+    from molguide.data.io import DEFAULT_MAX_FILE_MB, max_file_bytes, read_molecules
+
+    path = tmp_path / "w.xyz"
+    path.write_text("3\nw\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n" * 40)  # 1.5 KB
+    monkeypatch.delenv("MOLGUIDE_MAX_FILE_MB", raising=False)
+    assert max_file_bytes() == DEFAULT_MAX_FILE_MB * 1024 * 1024
+    with pytest.raises(MoleculeFileError, match=r"w.xyz: is 1.48 KB, over the 1.02 KB limit"):
+        read_molecules(path, max_mb=0.001)
+    monkeypatch.setenv("MOLGUIDE_MAX_FILE_MB", "0.001")
+    with pytest.raises(MoleculeFileError, match="over the 1.02 KB limit"):
+        read_molecules(path)
+    assert len(read_molecules(path, max_mb=1).molecules) == 40  # the argument wins
+    monkeypatch.setenv("MOLGUIDE_MAX_FILE_MB", "2")
+    assert len(read_molecules(path).molecules) == 40
+
+
+def test_files_that_are_not_regular_files_are_refused_without_reading(tmp_path):
+    import os
+
+    from molguide.data.io import read_molecules
+
+    os.mkfifo(tmp_path / "p.sdf")
+    (tmp_path / "z.xyz").symlink_to("/dev/zero")
+    (tmp_path / "loop.sdf").symlink_to(tmp_path / "loop.sdf")
+    (tmp_path / "gone.sdf").symlink_to(tmp_path / "nowhere.sdf")
+    for name, message in [
+        ("p.sdf", "is a FIFO"),
+        ("z.xyz", "is a character device"),
+        ("loop.sdf", "symlink loop"),
+        ("gone.sdf", "broken symlink"),
+        ("none.sdf", "no such file"),
+    ]:
+        with pytest.raises(MoleculeFileError, match=f"{name}: {message}"):
+            read_molecules(tmp_path / name)
+
+
+def test_closest_pair_matches_brute_force():
+    from molguide.data.io import MIN_ATOM_DISTANCE, closest_pair
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 60, 300):
+        for spread in (1.0, 3.0, 10.0):
+            pos = rng.uniform(0, spread, size=(n, 3))
+            if n > 2 and rng.random() < 0.5:
+                pos[:, 2] = 0.0  # planar, as z = 0 files are
+            distances = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(n) * 1e9
+            found = closest_pair(pos)
+            if distances.min() >= MIN_ATOM_DISTANCE:
+                assert found is None
+            else:
+                i, j, d = found
+                assert i < j and d < MIN_ATOM_DISTANCE and np.isclose(d, distances[i, j])
+    grid = np.stack(np.meshgrid(*[np.arange(12.0)] * 3), axis=-1).reshape(-1, 3)  # 1,728 atoms, 1 A apart
+    assert closest_pair(grid) is None
+    grid[1000] = grid[17] + [0.3, 0.0, 0.0]
+    assert closest_pair(grid)[:2] == (17, 1000)
+
+
+def test_isotope_labels_and_the_whole_periodic_table():
+    from rdkit import Chem
+
+    from molguide.data.elements import SYMBOLS, atomic_number, is_element_symbol, symbol
+
+    table = Chem.GetPeriodicTable()
+    assert [table.GetElementSymbol(z) for z in range(1, 119)] == list(SYMBOLS[1:])
+    assert atomic_number("D") == atomic_number("t") == 1 and symbol(118) == "Og"
+    assert atomic_number("hg") == 80 and not is_element_symbol("Q") and not is_element_symbol("Uue")
+    with pytest.raises(ValueError, match="unknown element 'Xx'"):
+        atomic_number("Xx")

@@ -27,13 +27,15 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from molguide.chem.bond_orders import mol_from_orders
 from molguide.chem.descriptors import rdkit_descriptors
 from molguide.chem.reconstruct import rebuild_molecule
 from molguide.chem.smiles import canonical_smiles, canonicalise
 from molguide.chem.stability import atom_stability, elements_without_bond_table
 from molguide.chem.validity import StrictCheck, edm_validity, strict_check
-from molguide.data.io import RecordError, rdkit_messages
+from molguide.data.io import RecordError, closest_pair, coincident_atoms, rdkit_messages
 from molguide.data.molecules import Molecule
 
 log = logging.getLogger(__name__)
@@ -106,14 +108,24 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         mol_stable=None,
     )
     missing = elements_without_bond_table(molecule.atomic_numbers.tolist())
+    # Two atoms in one place: EDM's distance rule would bond them (a hydrogen on its oxygen
+    # counts as stable and valid), which no chemist would; here they are neither.
+    pair = closest_pair(molecule.positions) if np.isfinite(molecule.positions).all() else None
     if not missing:
         stable = atom_stability(molecule.atomic_numbers, molecule.positions)
+        if pair is not None:
+            stable[list(pair[:2])] = False
         result.n_stable_atoms = int(stable.sum())
         result.mol_stable = bool(stable.all())
-        edm = edm_validity(molecule.atomic_numbers, molecule.positions)
-        result.valid, result.edm_smiles = edm.valid, edm.smiles
-        if edm.reason:
-            result.notes.append(f"EDM-invalid: {edm.reason}")
+        if pair is None:
+            edm = edm_validity(molecule.atomic_numbers, molecule.positions)
+            result.valid, result.edm_smiles = edm.valid, edm.smiles
+            if edm.reason:
+                result.notes.append(f"EDM-invalid: {edm.reason}")
+        else:
+            result.notes.append(
+                "EDM-invalid: " + (coincident_atoms(molecule.atomic_numbers, molecule.positions) or "")
+            )
     else:
         missing = ", ".join(missing)
         result.notes.append(f"stability and EDM validity undefined: no EDM bond table for {missing}")
@@ -245,6 +257,25 @@ def evaluate(
     keys = sorted({k for r in results for k in r.properties})
     summary = {k: _summary(r.properties.get(k, float("nan")) for r in results) for k in keys}
     return Evaluation(metrics, results, errors, n + len(read_errors), summary)
+
+
+def missing_hydrogens_warning(evaluation: Evaluation, molecules: Sequence[Molecule]) -> str | None:
+    """One line when evaluated molecules hold no hydrogen atom and are not strictly valid
+    (a file written without hydrogens: EDM's validity fills them in, strict validity does
+    not, so the two disagree), naming how many; None when there are none."""
+    lacking = sum(
+        1
+        for molecule, result in zip(molecules, evaluation.molecules)
+        if not (molecule.atomic_numbers == 1).any() and not result.valid_strict
+    )
+    if not lacking:
+        return None
+    return (
+        f"warning: {lacking} of {len(evaluation.molecules)} records evaluated have no hydrogen atoms: "
+        "EDM's validity fills in missing hydrogens, strict validity counts them as missing, so "
+        "validity and validity_strict disagree; evaluate molecules with explicit hydrogens "
+        "(e.g. RDKit's Chem.AddHs(mol, addCoords=True))"
+    )
 
 
 def over_requested(

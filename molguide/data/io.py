@@ -9,10 +9,13 @@ did not. A file that cannot be read at all, or holds no records, raises
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
+import numbers
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molguide.data.elements import ATOMIC_NUMBERS, atomic_number, symbol
+from molguide.data.elements import SYMBOLS, atomic_number, is_element_symbol, symbol
 from molguide.data.molecules import Molecule, SourceRecord
 from molguide.storage.files import atomic_write
 
@@ -85,26 +88,150 @@ class LoadReport:
         )
 
 
-def _read_text(path: Path) -> str:
-    """The file's text; bytes that are not UTF-8 are kept as lone surrogates so that
-    only the records holding them fail (see :func:`_undecodable`), not the file."""
-    if not path.exists():
-        raise MoleculeFileError(f"{path}: no such file")
-    if path.is_dir():
-        raise MoleculeFileError(f"{path}: is a folder, not a molecule file")
+# Molecule files above this size are refused unless the limit is raised: the molecules of
+# a 1 GiB SDF (about 300,000 drug-sized records) already take several GiB of memory, and
+# without a limit a link to /dev/zero or a runaway file would fill the machine's memory.
+DEFAULT_MAX_FILE_MB = 1024.0
+MAX_FILE_MB_ENV = "MOLGUIDE_MAX_FILE_MB"
+_MB = 1024 * 1024
+_CHUNK = 1 << 20  # bytes read at a time
+
+
+def max_file_bytes(max_mb: float | None = None) -> int:
+    """The size limit for molecule files in bytes: ``max_mb`` megabytes (MiB), else
+    ``$MOLGUIDE_MAX_FILE_MB``, else :data:`DEFAULT_MAX_FILE_MB`.
+
+    ValueError for a ``max_mb`` that is not a positive number, MoleculeFileError for
+    such an environment variable.
+    """
+    if max_mb is not None:
+        if isinstance(max_mb, bool) or not isinstance(max_mb, numbers.Real) or not 0 < max_mb < math.inf:
+            raise ValueError(f"max_mb must be a positive number of megabytes, not {max_mb!r}")
+        return max(1, int(max_mb * _MB))
+    raw = os.environ.get(MAX_FILE_MB_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_FILE_MB * _MB)
+    value = _parse_value(raw)
+    if value is None or not 0 < value < math.inf:
+        raise MoleculeFileError(f"{MAX_FILE_MB_ENV}={raw!r}: not a positive number of megabytes")
+    return max(1, int(value * _MB))
+
+
+def _size(n_bytes: float) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", _MB), ("KB", 1 << 10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.3g} {unit}"
+    return f"{int(n_bytes)} bytes"
+
+
+def _limit_hint(limit: int) -> str:
+    return (
+        f"over the {_size(limit)} limit for molecule files (raise it with --max-file-mb, "
+        f"{MAX_FILE_MB_ENV} or read(..., max_mb=...))"
+    )
+
+
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> MoleculeFileError | None:
+    if stat.S_ISDIR(mode):
+        return MoleculeFileError(f"{path}: is a folder, not a molecule file")
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    # A pipe may never end and a device may never stop giving bytes: read only real files.
+    return MoleculeFileError(f"{path}: is {kind}, not a regular file; save the molecules to a file first")
+
+
+def _missing(path: Path, err: OSError) -> MoleculeFileError:
+    """The one line for a path that cannot be opened, by its cause."""
+    if err.errno == errno.ELOOP:
+        return MoleculeFileError(f"{path}: symlink loop (the links lead back to themselves)")
+    if err.errno == errno.ENOENT and os.path.islink(path):
+        return MoleculeFileError(f"{path}: broken symlink (to {os.readlink(path)}, which does not exist)")
+    if err.errno == errno.ENOENT:
+        return MoleculeFileError(f"{path}: no such file")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return MoleculeFileError(f"{path}: permission denied")
+    return MoleculeFileError(f"{path}: cannot read ({err.strerror})")
+
+
+def _open_molecule_file(path: Path, max_bytes: int):
+    """The regular file at ``path`` opened for binary reading, after the checks that
+    need no reading: it exists, is no folder, pipe or device, and is within the limit."""
     try:
-        data = path.read_bytes()
+        problem = _not_regular(path, os.stat(path).st_mode)
     except OSError as err:
-        raise MoleculeFileError(f"{path}: cannot read ({err.strerror})") from err
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise MoleculeFileError(f"{path}: is UTF-16 text (as Windows PowerShell writes); save it as UTF-8")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise MoleculeFileError(f"{path}: not a text file (binary data at byte {nul})")
-    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")  # a UTF-8 BOM
-    if not text.strip():
+        raise _missing(path, err) from err
+    if problem is not None:
+        raise problem
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place since the check must not hang the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise _missing(path, err) from err
+    info = os.fstat(fd)
+    problem = _not_regular(path, info.st_mode)
+    if problem is None and info.st_size > max_bytes:
+        problem = MoleculeFileError(f"{path}: is {_size(info.st_size)}, {_limit_hint(max_bytes)}")
+    if problem is not None:
+        os.close(fd)
+        raise problem
+    return os.fdopen(fd, "rb")
+
+
+def _iter_lines(path: Path, max_bytes: int | None = None) -> Iterator[str]:
+    """The file's lines, split at line feeds only (as ``str.split`` would), read in chunks.
+
+    Never more than ``max_bytes`` (default :func:`max_file_bytes`) are read, nor more
+    than one line is held besides the chunk. Bytes that are not UTF-8 are kept as lone
+    surrogates so that only the records holding them fail (see :func:`_undecodable`),
+    not the file. A NUL byte (binary data), UTF-16 text or a file of only white space
+    raise MoleculeFileError where they are met.
+    """
+    limit = max_file_bytes() if max_bytes is None else max_bytes
+    seen_text, total, pending = False, 0, b""
+    with _open_molecule_file(path, limit) as fh:
+        while True:
+            try:
+                chunk = fh.read(_CHUNK)
+            except OSError as err:
+                raise MoleculeFileError(f"{path}: cannot read ({err.strerror})") from err
+            if total == 0 and chunk.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise MoleculeFileError(
+                    f"{path}: is UTF-16 text (as Windows PowerShell writes); save it as UTF-8"
+                )
+            if total == 0 and chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]  # a UTF-8 byte order mark
+                total = 3
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                raise MoleculeFileError(f"{path}: not a text file (binary data at byte {total + nul})")
+            total += len(chunk)
+            if total > limit:  # the file grew after the size check, or reports no size (/proc)
+                raise MoleculeFileError(f"{path}: holds more than {_size(limit)}, {_limit_hint(limit)}")
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                text = line.decode("utf-8", errors="surrogateescape")
+                seen_text = seen_text or bool(text.strip())
+                yield text
+    text = pending.decode("utf-8", errors="surrogateescape")
+    if not (seen_text or text.strip()):
         raise MoleculeFileError(f"{path}: file is empty")
-    return text
+    yield text
+
+
+def _read_text(path: Path, max_bytes: int | None = None) -> str:
+    """The whole text of a (small) molecule file, with the checks of :func:`_iter_lines`."""
+    return "\n".join(_iter_lines(path, max_bytes))
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
@@ -149,10 +276,12 @@ def geometry_problem(
     worst = np.abs(positions).max(initial=0.0)
     if worst > MAX_COORDINATE:
         return _out_of_range(int(np.argmax(np.abs(positions).max(axis=1))) + 1, f"{worst:.3g}")
-    if len(positions) < 2 or not np.allclose(positions[:, 2], 0.0) or flagged_2d is False:
-        return None
-    if flagged_2d:
+    planar = len(positions) >= 2 and np.allclose(positions[:, 2], 0.0)
+    if planar and flagged_2d:
         return "coordinates are 2D (all z = 0); a 3D conformer is needed"
+    coincident = coincident_atoms(atomic_numbers, positions)
+    if coincident is not None or not planar or flagged_2d is False:
+        return coincident
     flat = _flat_tetrahedral_atom(atomic_numbers, positions)
     if flat is not None:
         return (
@@ -160,6 +289,78 @@ def geometry_problem(
             "has four bonded neighbours in that plane); a 3D structure is needed"
         )
     return None
+
+
+# Atoms closer than this (Angstrom) are one atom written twice or a broken structure, never
+# a molecule: the shortest bond there is, H-H in H2, is 0.74 A, bonds to hydrogen are
+# 0.92-1.1 A, and atoms that are not bonded stay beyond 2 A. RDKit's bond perception (its
+# extended-Hueckel code) kills the process on two atoms in one place, so this is checked
+# before anything is perceived.
+MIN_ATOM_DISTANCE = 0.5
+
+# Positions are projected on this direction (no lattice or plane of a structure is aligned
+# with it) and sorted, so that only neighbours along it are compared: no n x n matrix.
+_PROJECTION = np.array([1.0, math.sqrt(2.0), math.pi]) / math.sqrt(3.0 + math.pi**2)
+
+
+def closest_pair(positions: np.ndarray, below: float = MIN_ATOM_DISTANCE) -> tuple[int, int, float] | None:
+    """Two atoms (0-based, first < second) closer than ``below`` Angstrom and their
+    distance, or None when no pair is that close. Up to 64 atoms it is the closest pair;
+    above, the closest of the first pairs found, which is enough to name the fault."""
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if len(pos) <= 64:  # small molecules: all pairs at once is cheaper than sorting
+        diff = pos[:, None] - pos[None]
+        squared = np.einsum("ijk,ijk->ij", diff, diff)
+        np.fill_diagonal(squared, np.inf)
+        i, j = divmod(int(np.argmin(squared)), len(pos)) if len(pos) > 1 else (0, 0)
+        if len(pos) < 2 or squared[i, j] >= below * below:
+            return None
+        return min(i, j), max(i, j), float(np.sqrt(squared[i, j]))
+    projected = pos @ _PROJECTION
+    order = np.argsort(projected, kind="stable")
+    along = projected[order]
+    sorted_pos = pos[order]
+    for shift in range(1, len(pos)):
+        # Atoms closer than ``below`` are closer than that along the direction too; the gaps
+        # grow with the shift, so once none is small enough no later shift has one.
+        near = np.flatnonzero(along[shift:] - along[:-shift] < below)
+        if len(near) == 0:
+            return None
+        distance = np.linalg.norm(sorted_pos[near + shift] - sorted_pos[near], axis=1)
+        hits = np.flatnonzero(distance < below)
+        if len(hits):
+            k = hits[np.argmin(distance[hits])]
+            i, j = sorted(int(a) for a in (order[near[k]], order[near[k] + shift]))
+            return i, j, float(distance[k])
+    return None
+
+
+def coincident_atoms(atomic_numbers: np.ndarray, positions: np.ndarray) -> str | None:
+    """Why two atoms cannot both be there (closer than :data:`MIN_ATOM_DISTANCE`), or None."""
+    pair = closest_pair(positions)
+    if pair is None:
+        return None
+    i, j, distance = pair
+
+    def atom(k: int) -> str:
+        z = int(atomic_numbers[k])
+        return f"{k + 1} ({symbol(z) if 0 < z < len(SYMBOLS) else z})"
+
+    return (
+        f"atoms {atom(i)} and {atom(j)} are {distance:.3f} Angstrom apart (closer than "
+        f"{MIN_ATOM_DISTANCE} Angstrom: one atom written twice, or a broken structure)"
+    )
+
+
+def molecule_problem(molecule: Molecule) -> str | None:
+    """Why a Molecule built in Python cannot be evaluated (no atoms, an atomic number
+    outside the periodic table, coordinates as :func:`geometry_problem` checks them), or None."""
+    if molecule.num_atoms == 0:
+        return "molecule has no atoms"
+    bad = [int(z) for z in molecule.atomic_numbers if not 0 < int(z) < len(SYMBOLS)]
+    if bad:
+        return f"atomic number {bad[0]} is not an element (1-{len(SYMBOLS) - 1})"
+    return geometry_problem(molecule.atomic_numbers, molecule.positions, flagged_2d=None)
 
 
 def _flat_tetrahedral_atom(atomic_numbers: np.ndarray, positions: np.ndarray) -> int | None:
@@ -226,44 +427,47 @@ class _SdfRecord:
     problem: str | None = None  # why it cannot be trusted, found while splitting
 
 
-def _split_sdf_records(text: str) -> list[_SdfRecord]:
-    """The records between ``$$$$`` lines, also splitting where a ``$$$$`` is missing.
+def _split_sdf_records(lines: Iterable[str]) -> Iterator[_SdfRecord]:
+    """The records between ``$$$$`` lines, also splitting where a ``$$$$`` is missing,
+    one at a time as the lines come (the file is never held whole).
 
     After ``M  END`` only SD data items may follow (``> <name>`` and value lines, each
     item ended by a blank line). A molfile counts line there means the next molecule
     began three lines earlier without a ``$$$$``; the record before it is reported
     rather than merged into one molecule with the next one's text as data.
     """
-    lines = text.split("\n")  # not splitlines(): a title may hold U+2028 or a form feed
-    records: list[_SdfRecord] = []
+    chunk: list[str] = []  # the current record's lines, as read
     start, in_data, in_value, stray = 0, False, False, None
 
-    def close(end: int, problem: str | None) -> None:
-        chunk = lines[start:end]
-        if any(ln.strip() for ln in chunk):
-            records.append(_SdfRecord(start + 1, "\n".join(chunk) + "\n", problem))
+    def record(part: list[str], problem: str | None) -> _SdfRecord | None:
+        if any(ln.strip() for ln in part):
+            return _SdfRecord(start + 1, "\n".join(part) + "\n", problem)
+        return None
 
-    k = 0
-    while k < len(lines):
-        line = lines[k].rstrip("\r")  # the record keeps its own line endings
+    for k, raw in enumerate(lines):
+        line = raw.rstrip("\r")  # the record keeps its own line endings
         if line.strip() == "$$$$":
-            close(k, stray)
-            start, in_data, in_value, stray = k + 1, False, False, None
-        elif not in_data:
+            if (done := record(chunk, stray)) is not None:
+                yield done
+            chunk, start, in_data, in_value, stray = [], k + 1, False, False, None
+            continue
+        if not in_data:
             in_data = line.startswith("M  END")
-        elif _COUNTS_LINE.match(line) and k - 3 > start:
-            close(k - 3, f"no '$$$$' line after this record's data; the next record starts at line {k - 2}")
-            start, in_data, in_value, stray = k - 3, False, False, None
-            continue  # this counts line is read again, now as the new record's
+        elif _COUNTS_LINE.match(line) and len(chunk) > 3:
+            problem = f"no '$$$$' line after this record's data; the next record starts at line {k - 2}"
+            if (done := record(chunk[:-3], problem)) is not None:
+                yield done
+            # The new record began with the three lines before this counts line.
+            chunk, start, in_data, in_value, stray = chunk[-3:], k - 3, False, False, None
         elif line.startswith(">"):
             in_value = True
         elif not line.strip():
             in_value = False
         elif not in_value and stray is None:
             stray = f"line {k + 1}: text after M  END that is not an SD data item (a missing '$$$$'?)"
-        k += 1
-    close(len(lines), stray)
-    return records
+        chunk.append(raw)
+    if (done := record(chunk, stray)) is not None:
+        yield done
 
 
 def _diagnose_molblock(block: str) -> str | None:
@@ -293,11 +497,16 @@ def _diagnose_molblock(block: str) -> str | None:
                 return f"atom {k}: non-numeric coordinate {coord!r}"
             if abs(float(coord)) > MAX_COORDINATE:  # RDKit would misread it, or fail without a reason
                 return _out_of_range(k, coord)
-        if fields[3].capitalize() not in ATOMIC_NUMBERS:
+        if not is_element_symbol(fields[3]):
             return f"atom {k}: unknown element {fields[3]!r}"
     bond_lines = lines[4 + n_atoms : 4 + n_atoms + n_bonds]
     if len(bond_lines) < n_bonds or any(not line[:3].strip().isdigit() for line in bond_lines):
         return f"counts line declares {n_bonds} bonds but the bond lines do not match"
+    for k, line in enumerate(bond_lines, start=1):
+        # RDKit stops on a bond to an atom that does not exist with a C++ stack trace on stderr.
+        ends = [line[0:3].strip(), line[3:6].strip()]
+        if not all(end.isdigit() and 1 <= int(end) <= n_atoms for end in ends):
+            return f"bond {k}: line {line!r} names atoms {ends[0]!r} and {ends[1]!r}, not 2 of the {n_atoms}"
     following = lines[4 + n_atoms + n_bonds : 5 + n_atoms + n_bonds]
     if following and _looks_like_atom_line(following[0]):
         return f"counts line declares {n_atoms} atoms and {n_bonds} bonds but more atom lines follow"
@@ -335,19 +544,19 @@ def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
     return Molecule(z, pos, props, name=name, tags=tags), None
 
 
-def read_sdf(path: str | Path) -> LoadReport:
+def read_sdf(path: str | Path, max_mb: float | None = None) -> LoadReport:
     """Read an SDF (V2000 or V3000): 3D coordinates, numeric SD tags as properties.
 
     Each molecule keeps its record (``Molecule.source``), and each record error its
     text, so that a tool writing them back can keep every atom, bond and SD tag exactly
-    as given.
+    as given. The file is read record by record, up to ``max_mb`` (see :func:`max_file_bytes`).
     """
     from rdkit import Chem
 
     path = Path(path)
-    text = _read_text(path)
     report = LoadReport(str(path))
-    for record, sdf in enumerate(_split_sdf_records(text), start=1):
+    lines = _iter_lines(path, max_file_bytes(max_mb))
+    for record, sdf in enumerate(_split_sdf_records(lines), start=1):
         reason = sdf.problem or _undecodable(sdf.text, sdf.line) or _diagnose_molblock(sdf.text)
         mol = None
         if reason is None:
@@ -355,7 +564,12 @@ def read_sdf(path: str | Path) -> LoadReport:
                 # One block at a time so a bad record cannot take its neighbours down.
                 supplier = Chem.SDMolSupplier()
                 supplier.SetData(sdf.text + "$$$$\n", sanitize=False, removeHs=False, strictParsing=True)
-                mol = next(iter(supplier), None)
+                try:
+                    mol = next(iter(supplier), None)
+                except (SystemError, UnicodeError):
+                    # RDKit sometimes logs bytes past the end of a malformed line (seen on an
+                    # atom-list query line), which Python cannot decode: the record is unreadable.
+                    mol = None
             if mol is None:
                 reason = "RDKit cannot parse the block" + (f": {messages[-1]}" if messages else "")
         if mol is not None:
@@ -538,62 +752,87 @@ def _parse_atom_line(line: str) -> tuple[int, tuple[float, float, float]]:
     return z, (coords[0], coords[1], coords[2])
 
 
-def read_xyz(path: str | Path) -> LoadReport:
+class _Lines:
+    """Lines with one of look-ahead and the 0-based number of the next one."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.index = 0
+        self._next = next(self._lines, None)
+
+    def peek(self) -> str | None:
+        return self._next
+
+    def take(self) -> str | None:
+        line, self._next = self._next, next(self._lines, None)
+        self.index += line is not None
+        return line
+
+
+def _xyz_lines(lines: Iterable[str]) -> Iterator[str]:
+    """Lines of an XYZ file ended by LF, CRLF or a lone CR (as ``str.splitlines`` reads them,
+    but without splitting at form feeds or Unicode separators inside a comment)."""
+    for raw in lines:
+        yield from raw.removesuffix("\r").split("\r")
+
+
+def read_xyz(path: str | Path, max_mb: float | None = None) -> LoadReport:
     """Read an XYZ file with one or many molecules; extended-XYZ ``key=value`` comments
-    give properties."""
+    give properties. The file is read record by record, up to ``max_mb`` (see
+    :func:`max_file_bytes`)."""
     path = Path(path)
-    lines = _read_text(path).splitlines()
+    lines = _Lines(_xyz_lines(_iter_lines(path, max_file_bytes(max_mb))))
     report = LoadReport(str(path))
-    i, record = 0, 0
-    n = len(lines)
-    while i < n:
-        if not lines[i].strip():
-            i += 1
+    record = 0
+
+    def is_atom_line(line: str | None) -> bool:
+        return line is not None and bool(line.strip()) and not _INT_LINE.match(line)
+
+    while (head := lines.peek()) is not None:
+        if not head.strip():
+            lines.take()
             continue
         record += 1
-        start = i + 1
-        if not _INT_LINE.match(lines[i]):
-            report.errors.append(
-                RecordError(str(path), record, f"expected an atom count, found {lines[i].strip()!r}", start)
-            )
-            i += 1
-            while i < n and not _INT_LINE.match(lines[i]):
-                i += 1
+        start = lines.index + 1
+        lines.take()
+        if not _INT_LINE.match(head):
+            found = f"expected an atom count, found {head.strip()!r}"
+            report.errors.append(RecordError(str(path), record, found, start))
+            while (line := lines.peek()) is not None and not _INT_LINE.match(line):
+                lines.take()
             continue
-        count = int(lines[i])
-        comment = lines[i + 1] if i + 1 < n else ""
+        count = int(head)
+        comment = lines.take() or ""
+        text = [head, comment]
         atoms: list[tuple[int, tuple[float, float, float]]] = []
         reason = None
-        j = i + 2
-        while j < n and len(atoms) < count:
-            if _INT_LINE.match(lines[j]) or not lines[j].strip():
-                break  # the next record (or the end) came early
+        while len(atoms) < count and is_atom_line(lines.peek()):
+            line = lines.take() or ""
+            text.append(line)
             try:
-                atoms.append(_parse_atom_line(lines[j]))
+                atoms.append(_parse_atom_line(line))
             except ValueError as err:
-                reason = reason or f"atom {len(atoms) + 1} (line {j + 1}): {err}"
+                reason = reason or f"atom {len(atoms) + 1} (line {lines.index}): {err}"
                 atoms.append((0, (0.0, 0.0, 0.0)))
-            j += 1
         reasons = [reason] if reason else []
         if len(atoms) < count:
             reasons.append(f"declares {count} atoms but has {len(atoms)} atom lines")
-        elif j < n and lines[j].strip() and not _INT_LINE.match(lines[j]):
-            extra = j
-            while j < n and lines[j].strip() and not _INT_LINE.match(lines[j]):
-                j += 1
-            reasons.append(f"declares {count} atoms but has {count + j - extra} atom lines")
+        elif is_atom_line(lines.peek()):
+            extra = 0
+            while is_atom_line(lines.peek()):
+                lines.take()
+                extra += 1
+            reasons.append(f"declares {count} atoms but has {count + extra} atom lines")
         if count == 0:
             reasons.append("declares 0 atoms")
         z = np.array([a[0] for a in atoms])
         pos = np.array([a[1] for a in atoms]).reshape(-1, 3)
         if not reasons:
-            problem = _undecodable("\n".join(lines[i:j]), start)
+            problem = _undecodable("\n".join(text), start)
             problem = problem or geometry_problem(z, pos, flagged_2d=None)
             reasons += [problem] if problem else []
-        reason = "; ".join(reasons) or None
-        i = j
-        if reason is not None:
-            report.errors.append(RecordError(str(path), record, reason, start))
+        if reasons:
+            report.errors.append(RecordError(str(path), record, "; ".join(reasons), start))
             continue
         first = comment.split()[0] if comment.split() else ""
         name = first if "=" not in first else ""
@@ -666,18 +905,18 @@ def read_smiles_csv(
     name_column: str | None = None,
     seed: int = 0,
     workers: int | None = None,
+    max_mb: float | None = None,
 ) -> LoadReport:
     """Read a CSV (or .smi) of SMILES plus numeric property columns and embed each in 3D.
 
     Embedding runs in a process pool (``workers``, default: all cores) with a
-    per-molecule seed ``seed + record``, so results do not depend on the pool size.
+    per-molecule seed ``seed + record``, so results do not depend on the pool size. The
+    file is read up to ``max_mb`` (see :func:`max_file_bytes`).
     """
-    import os
-
     import pandas as pd
 
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path, max_file_bytes(max_mb))
     if path.suffix.lower() == ".smi":
         rows = [ln.split() for ln in text.splitlines()]
         pairs = [(r[0], r[1] if len(r) > 1 else "") for r in rows if r]
@@ -755,12 +994,20 @@ READERS = {".sdf": read_sdf, ".sd": read_sdf, ".mol": read_sdf, ".xyz": read_xyz
            ".csv": read_smiles_csv, ".smi": read_smiles_csv}  # fmt: skip
 
 
-def read_molecules(path: str | Path) -> LoadReport:
-    """Read any supported molecule file, chosen by its extension."""
+def read_molecules(path: str | Path, max_mb: float | None = None) -> LoadReport:
+    """Read any supported molecule file, chosen by its extension, up to ``max_mb``
+    megabytes (default: ``$MOLGUIDE_MAX_FILE_MB``, else 1024; see :func:`max_file_bytes`).
+
+    Only regular files are read: a folder, FIFO, device or socket, a missing file, a broken
+    link or a symlink loop is one MoleculeFileError naming the path and the cause.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: give a file name (str or Path), not {type(path).__name__}")
     path = Path(path)
+    max_file_bytes(max_mb)  # a bad limit is reported before the file is looked at
     reader = READERS.get(path.suffix.lower())
     if path.is_dir():
         raise MoleculeFileError(f"{path}: is a folder, not a molecule file")
     if reader is None:
         raise MoleculeFileError(f"{path}: unknown file type {path.suffix!r} (use one of {sorted(READERS)})")
-    return reader(path)
+    return reader(path, max_mb=max_mb)

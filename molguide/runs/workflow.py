@@ -166,7 +166,12 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     import mlflow
     import numpy as np
 
-    from molguide.chem.evaluate import annotated_mols, evaluate, write_evaluated_sdf
+    from molguide.chem.evaluate import (
+        annotated_mols,
+        evaluate,
+        missing_hydrogens_warning,
+        write_evaluated_sdf,
+    )
     from molguide.data.io import read_molecules
     from molguide.data.molecules import MoleculeSet
     from molguide.diagnostics.plots import plot_molecule_grid
@@ -202,6 +207,9 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
     for name, values in predicted.items():
         for result, value in zip(ev.molecules, values):
             result.properties[name] = float(value)
+    warning = missing_hydrogens_warning(ev, mols)
+    if warning:
+        log.warning("%s", warning)
     result = ev.to_dict()
     out_dir = Path(config.output_dir) / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
