@@ -10,16 +10,18 @@ molecule it was working on (an error naming the signal or the time) and is start
 for the next one.
 
 The helper is this file run as a script: it imports only the standard library and RDKit,
-not molguide, reads pickled requests from stdin and writes pickled replies to stdout, each
-behind an 8-byte length. Its stderr goes to /dev/null: the Hueckel code writes warnings
+not molguide, reads JSON requests from stdin and writes JSON replies to stdout (the
+molecule as RDKit's own binary form, base64), each behind a mark and its length; nothing
+is unpickled. Its stderr goes to /dev/null: the Hueckel code writes warnings
 from C straight to file descriptor 2, where RDKit's logger cannot catch them.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
+import json
 import os
-import pickle
 import select
 import signal
 import struct
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 # DetermineBondOrders is bounded by its iteration limit; this only guards against a hang.
 TIMEOUT_S = 120.0
 
-# Each message: a 4-byte mark, then its length, then the pickle; a reply without the mark
+# Each message: a 4-byte mark, then its length, then the JSON; a reply without the mark
 # (something in the helper wrote to its stdout) ends the helper rather than the protocol.
 _MARK = b"MGH1"
 _HEADER = struct.Struct("<4sQ")
@@ -127,15 +129,15 @@ class _Helper:
                 if self._owner == os.getpid():
                     self.stop()
                 proc = self._start()
-            data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+            data = json.dumps(request).encode()
             try:
                 proc.stdin.write(_HEADER.pack(_MARK, len(data)) + data)
                 proc.stdin.flush()
                 mark, size = _HEADER.unpack(_read(proc.stdout.fileno(), _HEADER.size, timeout))
                 if mark != _MARK:
                     raise EOFError("the helper wrote something else than a reply")
-                return pickle.loads(_read(proc.stdout.fileno(), size, timeout))
-            except (OSError, EOFError, TimeoutError, pickle.UnpicklingError) as err:
+                return json.loads(_read(proc.stdout.fileno(), size, timeout))
+            except (OSError, EOFError, TimeoutError, ValueError) as err:
                 timed_out = isinstance(err, TimeoutError)
                 self.stop()
                 how = f"took longer than {timeout:g} s" if timed_out else _died(proc.returncode)
@@ -177,7 +179,7 @@ def determine_bonds_isolated(
     status, value = _HELPER.call(request)
     if status == "error":
         raise ValueError(value)
-    return Chem.Mol(value)
+    return Chem.Mol(base64.b64decode(value))
 
 
 def _serve() -> None:
@@ -194,14 +196,14 @@ def _serve() -> None:
         mark, size = _HEADER.unpack(header)
         if mark != _MARK:
             return
-        atomic_numbers, positions, use_hueckel, max_iterations = pickle.loads(stdin.read(size))
+        atomic_numbers, positions, use_hueckel, max_iterations = json.loads(stdin.read(size))
         try:
             mol = determine_bonds(atomic_numbers, positions, use_hueckel, max_iterations)
-            reply = ("ok", mol.ToBinary())
+            reply = ("ok", base64.b64encode(mol.ToBinary()).decode())
         except Exception as err:  # RDKit raises several types; the parent reports the text
             text = str(err).strip()
             reply = ("error", text.splitlines()[0] if text else type(err).__name__)
-        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        data = json.dumps(reply).encode()
         stdout.write(_HEADER.pack(_MARK, len(data)) + data)
         stdout.flush()
 
