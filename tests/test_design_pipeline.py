@@ -79,7 +79,7 @@ def test_a_call_in_batches_equals_the_batches_sampled_one_by_one(pipe):
 
 
 def test_bad_calls_name_the_problem(pipe):
-    with pytest.raises(ValueError, match="n must be >= 1"):
+    with pytest.raises(ValueError, match="n must be a whole number >= 1"):
         pipe(0)
     with pytest.raises(ValueError, match="positive integers"):
         pipe([3, 0])
@@ -161,7 +161,7 @@ def test_generate_says_when_every_sample_is_lost_and_rejects_a_zero_batch():
     from molguide.generation.designer import GenerationError
 
     designer = molguide.load("qm9")
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 0"):
         designer.generate(2, steps=5, batch_size=0)
     designer.pipeline = designer.pipeline.with_model(_Exploding())
     with pytest.raises(GenerationError, match=r"all 3 samples diverged .*sample 0: coordinates became"):

@@ -100,7 +100,7 @@ def test_broken_saved_models_are_one_clear_error(tmp_path):
     (other / "score" / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="holds a network of another architecture"):
         TrainedRun.from_pretrained(other)
-    with pytest.raises(CheckpointError, match="no such folder, MLflow URI or shipped model"):
+    with pytest.raises(CheckpointError, match="no such folder, and not a shipped model"):
         TrainedRun.from_pretrained(tmp_path / "nowhere")
 
 

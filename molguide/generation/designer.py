@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 
 from molguide.data.molecules import Molecule
 from molguide.diffusion.sampling import GuidanceTerm
+from molguide.generation.limits import MAX_SAMPLES, MAX_STEPS, check_sample_count, whole_number
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
 from molguide.guidance.targets import PropertyTarget
@@ -88,16 +89,26 @@ class Designer:
             raise ValueError(
                 f"target {name!r}: this run's guidance networks were trained for {trained.name!r}"
             )
+        if isinstance(goal, str):
+            if goal not in ("high", "low"):
+                raise ValueError(f"target[{name!r}]: give 'high', 'low' or a bin index, got {goal!r}")
+        else:  # a bin: 1.5 or True would silently become bin 1
+            goal = whole_number(f"target[{name!r}] (a bin index)", goal, least=0, most=trained.n_bins - 1)
         return dataclasses.replace(trained, target=goal)
 
     def resolve_guidance(
         self, guidance: Mapping[str, float] | None, target: Mapping | None
     ) -> dict[str, float]:
-        """Weights by kind; a target without weights means classifier guidance at weight 1."""
+        """Weights by kind; a target without weights means classifier guidance at weight 1;
+        a kind's name alone (``"classifier"``) means that kind at weight 1."""
         if guidance is None:
             if target is None:
                 return {}
             guidance = {"classifier": 1.0}
+        if isinstance(guidance, str):  # one kind by name, not a sequence of its letters
+            guidance = {guidance: 1.0}
+        if not isinstance(guidance, Mapping):
+            raise ValueError(f"guidance: give weights by kind, e.g. {{'classifier': 2.0}}, got {guidance!r}")
         unknown = set(guidance) - set(GUIDANCE_KINDS)
         if unknown:
             raise ValueError(f"guidance: unknown term(s) {sorted(unknown)}; allowed: {list(GUIDANCE_KINDS)}")
@@ -146,6 +157,7 @@ class Designer:
         progress: bool = False,
         grid_power: float | None = None,
         sampler_options: Mapping[str, float] | None = None,
+        max_samples: int | None = MAX_SAMPLES,
     ) -> list:
         """Generate ``n`` molecules; returns RDKit Mols with 3D conformers and properties.
 
@@ -167,6 +179,10 @@ class Designer:
             sampler_options: the sampler's own settings, e.g. ``{"eta": 1.0}`` for
                 "dpmpp2m_sde"; default: the model's recommended ones for its recommended
                 sampler, else the sampler's defaults.
+            max_samples: the most molecules one call may make (default
+                :data:`~molguide.generation.limits.MAX_SAMPLES`, 100,000; None: no bound). A
+                call whose results would not fit in this machine's free memory is refused
+                whatever it says.
             evaluate: perceive bonds and add the properties of the module docstring
                 (``valid``, ``valid_strict`` and what it looked at, stability, SMILES,
                 descriptors; otherwise atoms and coordinates only); the returned molecules'
@@ -177,8 +193,17 @@ class Designer:
         ``last_failures`` and a warning says how many. When every sample diverges,
         :class:`GenerationError` says so (nothing to return is not a result).
         """
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        # Every argument is checked before any work: a wrong one is a ValueError naming it.
+        n = whole_number("n", n, least=1)
+        if max_samples is not None:
+            max_samples = whole_number("max_samples", max_samples, least=1)
+        check_sample_count(n, max_samples)
+        seed = whole_number("seed", seed, least=0, most=2**63 - 2)
+        if steps is not None:
+            steps = whole_number("steps", steps, least=1, most=MAX_STEPS)
+        for name, value in (("t_min", t_min), ("t_max", t_max)):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
         window = TimeWindow(t_min, t_max)
         if _are_terms(guidance):
             if target is not None:
@@ -264,7 +289,7 @@ def _are_terms(guidance) -> bool:
     """Whether ``guidance`` is a sequence of guidance-term objects (not the weights by name)."""
     if guidance is None or isinstance(guidance, (Mapping, str)):
         return False
-    if not all(callable(term) for term in guidance):
+    if not isinstance(guidance, Sequence) or not all(callable(term) for term in guidance):
         raise ValueError("guidance: give weights by kind, e.g. {'classifier': 2.0}, or guidance-term objects")
     return True
 

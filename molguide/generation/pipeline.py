@@ -29,6 +29,7 @@ from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceTerm, SampleResult, for_samples, sample
+from molguide.generation.limits import MAX_STEPS, check_sample_count, whole_number
 from molguide.storage.files import atomic_write
 from molguide.storage.metadata import ScoreRecord
 from molguide.storage.trained_run import CARD_FILE, TrainedRun, save_network, write_index
@@ -145,14 +146,22 @@ class MoleculeDiffusionPipeline:
                 for this call (another sampler starts from its own default options).
         Returns:
             the molecules with their sample indices, the failures by index, and the seconds taken.
+
+        A wrong argument (``seed="7"``, ``steps=2.5``, ``batch_size=True``, a negative seed) is a
+        ValueError naming it; so is a call whose results would not fit in this machine's free
+        memory (:func:`molguide.generation.limits.check_sample_count`).
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = whole_number("batch_size", batch_size, least=1)
+        seed = whole_number("seed", seed, least=0, most=2**63 - 2)  # seed + 1 seeds the noise
+        steps = whole_number("steps", self.steps if steps is None else steps, least=1, most=MAX_STEPS)
+        method = self.sampler if sampler is None else sampler
+        if not isinstance(method, str):
+            raise ValueError(f"sampler must be a sampler's name, got {method!r}")
+        power = self.grid_power if grid_power is None else grid_power
+        if not isinstance(power, numbers.Real) or isinstance(power, bool) or not 0 < power < float("inf"):
+            raise ValueError(f"grid_power must be a finite number above 0, got {power!r}")
         counts = self._counts(n, seed)
         noise = generator if generator is not None else torch.Generator().manual_seed(seed + 1)
-        steps = self.steps if steps is None else steps
-        method = self.sampler if sampler is None else sampler
-        power = self.grid_power if grid_power is None else grid_power
         if sampler_options is not None:
             options = dict(sampler_options)
         else:  # the pipeline's options belong to its own sampler
@@ -191,15 +200,16 @@ class MoleculeDiffusionPipeline:
         return SampleResult(molecules, failures, steps, method, power, indices, seconds, counts.tolist())
 
     def _counts(self, n: int | Sequence[int] | torch.Tensor, seed: int) -> torch.Tensor:
-        if isinstance(n, numbers.Integral):  # a numpy integer too
-            n = int(n)
-            if n < 1:
-                raise ValueError(f"n must be >= 1, got {n}")
+        if isinstance(n, numbers.Integral) and not isinstance(n, bool):  # a numpy integer too
+            n = whole_number("n", n, least=1)
+            check_sample_count(n, max_samples=None)  # before n atom counts are drawn
             if self.nodes is None:
                 raise ValueError(
                     "this pipeline has no node-count distribution: give one atom count per sample"
                 )
             return self.nodes.sample(n, torch.Generator().manual_seed(seed))
+        if isinstance(n, (bool, str, float)):
+            raise ValueError(f"n must be a whole number of molecules or their atom counts, got {n!r}")
         counts = torch.as_tensor(n, dtype=torch.long)
         if counts.dim() != 1 or len(counts) == 0 or bool((counts < 1).any()):
             raise ValueError("atom counts: give a non-empty sequence of positive integers")

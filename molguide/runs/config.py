@@ -28,7 +28,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from molguide.generation.limits import MAX_SAMPLES, check_sample_count, short
 from molguide.guidance.kinds import GUIDANCE_KINDS
+
+MAX_DEPTH = 32  # sections nest 3 deep; a deeper YAML value is a mistake or an attack
 
 
 class _Section(BaseModel):
@@ -224,7 +227,21 @@ class _Sampling(_Section):
     )
     _options = model_validator(mode="after")(_sampler_options)
     batch_size: int = Field(250, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+    max_samples: int = Field(
+        MAX_SAMPLES, ge=1, description="n_samples above this is refused (raise it to sample more in one run)"
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> _Sampling:
+        # Refused here, before anything is drawn or trained: no allocation, no resume hint.
+        n_samples = getattr(self, "n_samples", None)
+        if n_samples is not None:
+            try:
+                check_sample_count(n_samples, self.max_samples, name="n_samples")
+            except ValueError as err:
+                raise PydanticCustomError("value_error", "{problem}", {"problem": str(err)}) from None
+        return self
 
 
 class SampleSection(_Sampling):
@@ -384,11 +401,22 @@ class _ProtocolSettings(_Section):
         min_length=1,
     )
     n_samples: int = Field(10000, ge=2, description="(N, value) pairs, one sample each per setting")
+    max_samples: int = Field(
+        MAX_SAMPLES, ge=1, description="n_samples above this is refused (raise it to go on)"
+    )
     n_bins: int = Field(10, ge=2, le=20, description="quantile bins of each property's classifier")
     n_reference: int = Field(10000, ge=2, description="random generator-half molecules of the data row")
     steps: int = Field(1000, ge=1, description="sampling steps")
     method: SamplerName = "ancestral"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> _ProtocolSettings:
+        try:
+            check_sample_count(self.n_samples, self.max_samples, name="n_samples")
+        except ValueError as err:
+            raise PydanticCustomError("value_error", "{problem}", {"problem": str(err)}) from None
+        return self
 
     @field_validator("properties")
     @classmethod
@@ -471,8 +499,16 @@ class ConfigError(ValueError):
     """A configuration problem, as one readable message."""
 
 
+def _dotted(path: list[str]) -> str:
+    """A key path, its middle cut when it is long (a key nested 3,000 deep)."""
+    return ".".join(path) if len(path) <= 8 else ".".join(path[:4]) + "..." + ".".join(path[-3:])
+
+
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if len(keys) > MAX_DEPTH or not all(keys):
+        problem = f"nested deeper than {MAX_DEPTH} levels" if all(keys) else "an empty key"
+        raise ConfigError(f"--set {_dotted(keys)}: {problem}")
     node = tree
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -485,9 +521,39 @@ class DuplicateKeyError(yaml.YAMLError):
     """A YAML mapping that gives one key twice."""
 
 
+class RefusedYamlError(yaml.YAMLError):
+    """YAML that is valid but not accepted in a config: an alias, or nesting past MAX_DEPTH."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps
-    the last silently, so a config would lose the first value without a word)."""
+    the last silently, so a config would lose the first value without a word), aliases
+    (``*name``: nine nested aliases of nine make a billion values out of a few lines, the
+    "billion laughs"; no config needs one) and values nested deeper than :data:`MAX_DEPTH`
+    (which would exhaust Python's recursion in the composer)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._path: list[str] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise RefusedYamlError(
+                f"line {event.start_mark.line + 1}: an alias (*{short(event.anchor, 40)}) is not "
+                "accepted in a config; write the value out"
+            )
+        if parent is None or (index is None and self.check_event(yaml.ScalarEvent)):
+            return super().compose_node(parent, index)  # the document, or a plain key
+        # A mapping's value comes with its key node, a list item with its position.
+        key = index.value if isinstance(index, yaml.ScalarNode) else "?" if index is None else str(index)
+        self._path.append(key[:40] if isinstance(key, str) else "?")
+        try:
+            if len(self._path) > MAX_DEPTH:
+                raise RefusedYamlError(f"{_dotted(self._path)}: nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._path.pop()
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -510,18 +576,38 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one short line (PyYAML's own spans several, with a snippet)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    return short(" ".join(str(err).split()), 200).strip("'\"")
+
+
 def read_yaml_tree(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a nested dict; unreadable or malformed files (a key given twice
-    included) name the file."""
+    """A YAML config file as a nested dict; unreadable or malformed files (a key given twice,
+    an alias, a value nested too deep, bytes that are not UTF-8 included) name the file."""
     path = Path(path)
     try:
-        tree = parse_yaml(path.read_text()) or {}
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}, line {line}: 0x{raw[err.start]:02x}); "
+            "save the config as UTF-8"
+        ) from None
+    try:
+        tree = parse_yaml(text) or {}
     except DuplicateKeyError as err:
         raise ConfigError(f"{path}: {err}; give each key once") from None
+    except RefusedYamlError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections")
     return tree
@@ -553,14 +639,20 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
-        _set_path(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            value = parse_yaml(raw)
+        except yaml.YAMLError as err:
+            what = str(err) if isinstance(err, (RefusedYamlError, DuplicateKeyError)) else yaml_problem(err)
+            raise ConfigError(f"--set {short(item, 60)}: not a YAML value ({what})") from None
+        _set_path(tree, key.strip(), value)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
         problems = []
         for e in err.errors():
             where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            problems.append(f"{where}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else ""))
+            shown = "input" in e and not isinstance(e["input"], dict)  # a whole section tells nothing
+            problems.append(f"{where}: {e['msg']}" + (f" (got {short(e['input'])})" if shown else ""))
         source = f"{path}: " if path else ""
         raise ConfigError(source + "; ".join(problems)) from None
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -33,11 +34,22 @@ from pydantic import ValidationError
 from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
+from molguide.generation.limits import short
 from molguide.guidance.targets import PropertyTarget
 from molguide.models.build import network_from_config
 from molguide.storage.checkpoints import CheckpointError, ema_weights, load_checkpoint, load_weights
 from molguide.storage.files import atomic_write
-from molguide.storage.metadata import RECORDS, ScoreRecord
+from molguide.storage.metadata import (
+    FIRST_FORMAT,
+    FORMAT_VERSION,
+    NETWORK_FORMAT,
+    RECORDS,
+    RUN_FORMAT,
+    NetworkConfig,
+    NetworkFile,
+    RunIndex,
+    ScoreRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +57,12 @@ INDEX_FILE = "molguide_run.json"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "MODEL_CARD.md"
-RUN_FORMAT, NETWORK_FORMAT, FORMAT_VERSION = "molguide-run", "molguide-network", 2
-FIRST_FORMAT = "molguide-score-model"  # format 1: a folder holding one score network
+MAX_JSON_BYTES = 16 * 2**20  # a config.json or index is a few kB; refuse to parse gigabytes
 MLFLOW_FOLDER = "trained_run"  # where training runs log their networks
 SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = {"qm9": SHIPPED_ROOT / "qm9"}  # name -> folder inside the package
+# What a source may be (every error about a source lists it).
+SOURCE_FORMS = "a trained-run folder, file://<folder>, runs:/<run_id>[/<path>] (MLflow) or a shipped name"
 TARGET_KINDS = ("classifier", "cfg")  # kinds whose record holds the run's target binning
 
 
@@ -83,14 +96,17 @@ def save_network(
     folder.mkdir(parents=True, exist_ok=True)
     state = weights if weights is not None else network.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    config = {
-        "format": NETWORK_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "step": int(step),
-        "network": dict(network.config),
-        "record": RECORDS[kind].model_validate(record).model_dump(mode="json"),
-    }
+    try:  # the schema read_network reads with: what is written here can be read back
+        config = NetworkFile(
+            format=NETWORK_FORMAT,
+            format_version=FORMAT_VERSION,
+            kind=kind,
+            step=int(step),
+            network=dict(network.config),
+            record=RECORDS[kind].model_validate(record).model_dump(mode="json"),
+        ).model_dump(mode="json", exclude_unset=True)
+    except ValidationError as err:
+        raise ValueError(f"{folder / CONFIG_FILE}: cannot save this network: {_first_error(err)}") from None
     payload = save(tensors)
     atomic_write(folder / WEIGHTS_FILE, lambda fh: fh.write(payload))
     text = json.dumps(config, indent=1).encode()
@@ -104,34 +120,38 @@ def read_network(folder: str | Path, device: str | torch.device = "cpu") -> Trai
     folder = Path(folder)
     path = folder / CONFIG_FILE
     config = _read_json(path)
-    if config.get("format") != NETWORK_FORMAT:
-        raise CheckpointError(f"{path}: not a {NETWORK_FORMAT} config (format {config.get('format')!r})")
-    _check_version(path, config)
-    for key in ("kind", "network", "record"):
-        if key not in config:
-            raise CheckpointError(f"{path}: missing key {key!r}")
-    kind = config["kind"]
-    if kind not in RECORDS:
-        raise CheckpointError(f"{path}: unknown kind of network {kind!r} (known: {', '.join(RECORDS)})")
-    record = _validated(RECORDS[kind], config["record"], path, "record")
-    network = _built(config["network"], folder / WEIGHTS_FILE, device, record)
-    return TrainedNetwork(kind, network, record, _int(config.get("step", 0), path, "step"), str(folder))
+    _check_format(path, config, NETWORK_FORMAT)
+    spec = _validated(NetworkFile, config, path)
+    record = _validated(RECORDS[spec.kind], spec.record, path, "record")
+    network = _built(spec.network, folder / WEIGHTS_FILE, device, record)
+    return TrainedNetwork(spec.kind, network, record, spec.step, str(folder))
 
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: not a saved molguide network or run (no {path.name})")
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable ({err})") from None
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, not a molguide config (at most "
+                                  f"{MAX_JSON_BYTES})")  # fmt: skip
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: unreadable ({_short(str(err), 200)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: unreadable (nested too deeply for a molguide config)") from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: holds a {type(value).__name__}, not a JSON object")
     return value
 
 
-def _check_version(path: Path, config: Mapping) -> None:
-    version = _int(config.get("format_version", 0), path, "format_version")
+def _check_format(path: Path, config: Mapping, expected: str) -> None:
+    """The format and its version, before the schema: a newer file may hold keys this
+    molguide does not know, and the way out is then an upgrade, not a fix of the file."""
+    if config.get("format") != expected:
+        raise CheckpointError(f"{path}: not a {expected} file (format {_short(config.get('format'))})")
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: format_version must be a whole number >= 1, got {_short(version)}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {version} is newer than this molguide reads ({FORMAT_VERSION}); "
@@ -139,43 +159,50 @@ def _check_version(path: Path, config: Mapping) -> None:
         )
 
 
-def _int(value: Any, path: Path, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CheckpointError(f"{path}: {key} must be a whole number, got {value!r}")
-    return value
+def _first_error(err: ValidationError, key: str | None = None) -> str:
+    """``key.path: what is wrong (got <the value, shortened>)`` of a validation's first error."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in ((key,) if key else ()) + tuple(first["loc"])) or "(top level)"
+    # A whole section as the input says nothing the key path does not.
+    shown = "input" in first and not isinstance(first["input"], dict)
+    got = f" (got {_short(first['input'])})" if shown else ""
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}{got}"
 
 
-def _validated(cls, value: Any, path: Path, key: str):
+def _validated(cls, value: Any, path: Path, key: str | None = None):
+    """``value`` checked against the pydantic model ``cls``; its first error is one
+    CheckpointError naming the file and the key."""
     try:
         return cls.model_validate(value)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in (key, *first["loc"]))
-        raise CheckpointError(f"{path}: {where}: {first['msg']} (got {_short(first.get('input'))})") from None
+        raise CheckpointError(f"{path}: {_first_error(err, key)}") from None
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _short(value: Any, limit: int = 60) -> str:
+    """A value from a file as an error message shows it: a message of the file's own (a
+    string) cut to ``limit``, anything else as a bounded repr."""
+    if isinstance(value, str) and limit > 60:
+        return value if len(value) <= limit else value[: limit - 3] + "..."
+    return short(value, limit)
 
 
-def _built(network_config: Any, weights_path: Path, device, record: Any) -> torch.nn.Module:
+def _built(spec: NetworkConfig, weights_path: Path, device, record: Any) -> torch.nn.Module:
+    """The network ``spec`` describes (checked already: its sizes are bounded) with the weights."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if not isinstance(network_config, dict):
-        raise CheckpointError(f"{weights_path.parent / CONFIG_FILE}: network must be an object")
-    if isinstance(record, ScoreRecord):
-        channels = network_config.get("num_atom_types", len(record.atom_types))
-        if channels != len(record.atom_types):
-            raise CheckpointError(
-                f"{weights_path.parent / CONFIG_FILE}: {len(record.atom_types)} atom types but a "
-                f"network for {channels}"
-            )
+    network_config = spec.as_dict()
+    set_here = "num_atom_types" in spec.model_fields_set  # else the builder's default
+    if isinstance(record, ScoreRecord) and set_here and spec.num_atom_types != len(record.atom_types):
+        raise CheckpointError(
+            f"{weights_path.parent / CONFIG_FILE}: network.num_atom_types: {spec.num_atom_types}, but "
+            f"record.atom_types has {len(record.atom_types)} atom types"
+        )
     try:
         model = network_from_config(network_config)
     except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{weights_path.parent / CONFIG_FILE}: network: {err}") from None
+        path = weights_path.parent / CONFIG_FILE
+        raise CheckpointError(f"{path}: network: {_short(str(err), 200)}") from None
     try:
         weights = load_file(str(weights_path), device="cpu")
     except (OSError, SafetensorError) as err:
@@ -405,30 +432,53 @@ class TrainedRun:
         from molguide.runs.preflight import check_device
 
         check_device(device)
+        if not isinstance(source, (str, Path)):
+            raise CheckpointError(f"{_short(source)}: not a source; give {SOURCE_FORMS}")
         name = str(source)
+        scheme = _scheme(name)
+        if scheme == "runs" and not name.startswith("runs:/"):
+            raise CheckpointError(f"{name}: an MLflow run is runs:/<run_id>")
+        if name.startswith("runs:/") and not name.removeprefix("runs:/").strip("/"):
+            raise CheckpointError(f"{name}: give the run id, runs:/<run_id>")
         if name.startswith("runs:/") and "/" not in name.removeprefix("runs:/").strip("/"):
             run = cls(_networks_of_mlflow_run(name.removeprefix("runs:/").strip("/"), device), name, device)
-        elif name.startswith("models:/"):
+        elif scheme == "models":
             raise CheckpointError(
-                f"{name}: molguide runs are not in MLflow's model registry yet; load the training "
-                "run with runs:/<run_id>"
+                f"{name}: MLflow's model registry (models:/) is not supported: molguide logs its "
+                "networks as artifacts of the training run; load that run with runs:/<run_id>"
             )
         elif name.startswith("runs:/"):
             with tempfile.TemporaryDirectory(prefix="molguide-") as tmp:
                 run = cls._from_folder(_download(name, Path(tmp)), device, name)
-        elif name in SHIPPED:
-            folder = SHIPPED[name]
+        elif scheme == "file":  # a local folder written as a URI
+            from urllib.parse import unquote, urlparse
+
+            parsed = urlparse(name)
+            if parsed.netloc not in ("", "localhost"):
+                raise CheckpointError(f"{name}: file:// URIs of other hosts are not supported")
+            return cls.from_pretrained(Path(unquote(parsed.path)), device)
+        elif scheme:
+            raise CheckpointError(
+                f"{name}: {scheme}: URIs are not supported; give {SOURCE_FORMS} "
+                "(copy remote models to a local folder first)"
+            )
+        elif _shipped_name(name) is not None and not (name != _shipped_name(name) and Path(name).is_dir()):
+            shipped = _shipped_name(name)
+            folder = SHIPPED[shipped]
             if not ((folder / INDEX_FILE).is_file() or (folder / CONFIG_FILE).is_file()):
                 raise CheckpointError(
-                    f"shipped model {name!r}: {folder / INDEX_FILE} is missing from this install"
+                    f"shipped model {shipped!r}: {folder / INDEX_FILE} is missing from this install"
                 )
-            run = cls._from_folder(folder, device, name)
+            run = cls._from_folder(folder, device, shipped)
         else:
             folder = Path(source)
+            if not name.strip():
+                raise CheckpointError(f"an empty source: give {SOURCE_FORMS} (shipped: {', '.join(SHIPPED)})")
             if not folder.is_dir():
-                known = ", ".join(sorted(SHIPPED))
+                what = "a file, not a folder" if folder.exists() else "no such folder"
                 raise CheckpointError(
-                    f"{source}: no such folder, MLflow URI or shipped model (shipped: {known})"
+                    f"{source}: {what}, and not a shipped model (shipped: {', '.join(sorted(SHIPPED))}); "
+                    f"give {SOURCE_FORMS}"
                 )
             run = cls._from_folder(folder, device, str(folder))
         run.check_consistent()
@@ -439,17 +489,11 @@ class TrainedRun:
         card = (folder / CARD_FILE).read_text() if (folder / CARD_FILE).is_file() else None
         index_path = folder / INDEX_FILE
         if index_path.is_file():
-            index = _read_json(index_path)
-            if index.get("format") != RUN_FORMAT:
-                raise CheckpointError(
-                    f"{index_path}: not a {RUN_FORMAT} index (format {index.get('format')!r})"
-                )
-            _check_version(index_path, index)
-            kinds = index.get("networks")
-            if not isinstance(kinds, dict) or not kinds:
-                raise CheckpointError(f"{index_path}: networks must name at least one network")
+            config = _read_json(index_path)
+            _check_format(index_path, config, RUN_FORMAT)
+            index = _validated(RunIndex, config, index_path)
             networks = {}
-            for kind, sub in kinds.items():
+            for kind, sub in index.networks.items():
                 trained = read_network(folder / str(sub), device)
                 if trained.kind != kind:
                     raise CheckpointError(
@@ -467,6 +511,18 @@ class TrainedRun:
         raise CheckpointError(f"{folder}: not a trained molguide run (no {INDEX_FILE})")
 
 
+def _scheme(name: str) -> str:
+    """The URI scheme of a source ("s3" of s3://bucket/key), lower case; "" for a path
+    (a drive letter or an existing folder whose name holds a colon is a path)."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", name)
+    return match.group(1).lower() if match and not Path(name).exists() else ""
+
+
+def _shipped_name(name: str) -> str | None:
+    """The shipped model ``name`` stands for, in any case ("QM9" is "qm9"), or None."""
+    return next((shipped for shipped in SHIPPED if shipped.lower() == name.lower()), None)
+
+
 def _first_format_network(folder: Path, device) -> TrainedNetwork:
     """A folder of format 1 (``molguide-score-model``: config.json + model.safetensors of one
     score network), read into today's record."""
@@ -475,8 +531,7 @@ def _first_format_network(folder: Path, device) -> TrainedNetwork:
     if config.get("format") == NETWORK_FORMAT:
         return read_network(folder, device)
     if config.get("format") != FIRST_FORMAT:
-        raise CheckpointError(f"{path}: not a molguide model config (format {config.get('format')!r})")
-    _check_version(path, {"format_version": 1})
+        raise CheckpointError(f"{path}: not a molguide model config (format {_short(config.get('format'))})")
     for key in ("model", "atom_types", "diffusion", "node_count_probs"):
         if key not in config:
             raise CheckpointError(f"{path}: missing key {key!r}")
@@ -489,7 +544,8 @@ def _first_format_network(folder: Path, device) -> TrainedNetwork:
     model_config = config["model"]
     if isinstance(model_config, dict):
         model_config = {k: v for k, v in model_config.items() if k != "pretrained"}
-    network = _built(model_config, folder / WEIGHTS_FILE, device, record)
+    spec = _validated(NetworkConfig, model_config, path, "model")
+    network = _built(spec, folder / WEIGHTS_FILE, device, record)
     return TrainedNetwork("score", network, record, int(record.training.get("steps", 0) or 0), str(folder))
 
 
