@@ -46,16 +46,18 @@ def as_molecules(mols: Iterable) -> list[Molecule]:
 
     Raises TypeError naming the first item that is not a molecule, and ValueError naming
     the first one whose structure cannot be evaluated (no atoms or conformer, 2D or
-    non-finite coordinates, two atoms closer than 0.5 Angstrom).
+    non-finite coordinates). Two atoms closer than 0.5 Angstrom are kept: the evaluation
+    counts such a molecule as unstable and invalid, with a note naming the atoms (one
+    broken sample of a generator must neither stop the batch nor leave the denominator).
     """
     out = []
     for k, item in enumerate(_items(mols), start=1):
         if isinstance(item, Molecule):
             name = item.name or f"mol_{k}"
-            molecule, reason = item, molecule_problem(item)
+            molecule, reason = item, molecule_problem(item, keep_coincident=True)
         else:
             name = (item.GetProp("_Name") if item.HasProp("_Name") else "") or f"mol_{k}"
-            molecule, reason = molecule_from_rdkit(item, name)
+            molecule, reason = molecule_from_rdkit(item, name, keep_coincident=True)
         if reason is not None or molecule is None:
             raise ValueError(f"molecule {k} ({name!r}): {reason}")
         out.append(molecule)

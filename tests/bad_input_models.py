@@ -263,7 +263,7 @@ SAVED_MODEL_CASES = [
         -3,
         "network.backbone_kwargs: hidden must be",
     ),
-    ("billion-wide network", ("network", "backbone_kwargs", "hidden"), 10**9, "hidden must be at most 1024"),
+    ("billion-wide network", ("network", "backbone_kwargs", "hidden"), 10**9, "hidden must be at most 4096"),
     ("1000 layers", ("network", "backbone_kwargs", "num_layers"), 1000, "num_layers must be at most 64"),
     ("unknown backbone setting", ("network", "backbone_kwargs", "hiden"), 8, "unknown egnn setting 'hiden'"),
     ("negative atom-type channels", ("network", "num_atom_types"), -1, "network.num_atom_types"),

@@ -447,18 +447,6 @@ API_CASES = [
         "mols[1] (molecule 2): str 'CCO'",
     ),
     ApiCase(
-        "evaluate: two atoms in one place",
-        lambda d: _evaluate([embedded("O"), moved(embedded("CCO"), 1, 0)]),
-        ValueError,
-        "molecule 2 ('CCO'): atoms 1 (C) and 2 (C) are 0.000 Angstrom apart",
-    ),
-    ApiCase(
-        "evaluate: a Molecule with H on its O",
-        lambda d: _evaluate([_molecule([8, 1, 1], [[0, 0, 0], [0, 0, 0], [0.96, 0, 0]])]),
-        ValueError,
-        "molecule 1 ('m'): atoms 1 (O) and 2 (H) are 0.000 Angstrom apart",
-    ),
-    ApiCase(
         "evaluate: a Molecule with atomic number 200",
         lambda d: _evaluate([_molecule([6, 200], [[0, 0, 0], [1.5, 0, 0]])]),
         ValueError,

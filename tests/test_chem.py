@@ -270,3 +270,19 @@ def test_molecules_without_hydrogens_give_a_warning():
     with pytest.warns(UserWarning, match="1 of 2 records evaluated have no hydrogen atoms"):
         report = molguide.evaluate(mols, novelty=False, descriptors=False)
     assert report["validity"] == 1.0 and report["validity_strict"] == 0.5
+
+
+def test_evaluate_counts_a_molecule_with_two_atoms_in_one_place_as_invalid_not_as_an_error():
+    """One broken sample (a hydrogen on its oxygen) neither stops molguide.evaluate nor
+    leaves the denominators: it is evaluated, unstable and invalid."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    good = Chem.AddHs(Chem.MolFromSmiles("O"))
+    AllChem.EmbedMolecule(good, randomSeed=0)
+    broken = Chem.Mol(good)
+    broken.GetConformer().SetAtomPosition(1, broken.GetConformer().GetAtomPosition(0))
+    report = molguide.evaluate([good, broken], novelty=False)
+    assert report["n_evaluated"] == 2
+    assert report["mol_stability"] == 0.5 and report["validity"] == 0.5
+    assert report["validity_strict"] == 0.5

@@ -149,8 +149,9 @@ def _read(fd: int, size: int, timeout: float) -> bytes:
     ``timeout`` seconds pass without data."""
     parts, left = [], size
     while left:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
+        poller = select.poll()  # not select(): it fails on descriptors numbered 1024 and up
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
             raise TimeoutError
         part = os.read(fd, min(left, 1 << 20))
         if not part:

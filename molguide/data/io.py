@@ -261,9 +261,11 @@ _TETRAHEDRAL = {5: "B", 6: "C", 7: "N", 14: "Si"}
 
 
 def geometry_problem(
-    atomic_numbers: np.ndarray, positions: np.ndarray, flagged_2d: bool | None
+    atomic_numbers: np.ndarray, positions: np.ndarray, flagged_2d: bool | None, keep_coincident: bool = False
 ) -> str | None:
-    """Why coordinates cannot be a 3D molecule, or None when they can.
+    """Why coordinates cannot be a 3D molecule, or None when they can (with
+    ``keep_coincident``, atoms closer than :data:`MIN_ATOM_DISTANCE` are not a reason:
+    the evaluation then counts such a molecule as unstable and invalid).
 
     All z = 0 is a 2D drawing when the file says so (an SDF without the 3D flag:
     ``flagged_2d``). A file without such a flag (XYZ: ``flagged_2d=None``) may hold a
@@ -279,7 +281,7 @@ def geometry_problem(
     planar = len(positions) >= 2 and np.allclose(positions[:, 2], 0.0)
     if planar and flagged_2d:
         return "coordinates are 2D (all z = 0); a 3D conformer is needed"
-    coincident = coincident_atoms(atomic_numbers, positions)
+    coincident = None if keep_coincident else coincident_atoms(atomic_numbers, positions)
     if coincident is not None or not planar or flagged_2d is False:
         return coincident
     flat = _flat_tetrahedral_atom(atomic_numbers, positions)
@@ -352,7 +354,7 @@ def coincident_atoms(atomic_numbers: np.ndarray, positions: np.ndarray) -> str |
     )
 
 
-def molecule_problem(molecule: Molecule) -> str | None:
+def molecule_problem(molecule: Molecule, keep_coincident: bool = False) -> str | None:
     """Why a Molecule built in Python cannot be evaluated (no atoms, an atomic number
     outside the periodic table, coordinates as :func:`geometry_problem` checks them), or None."""
     if molecule.num_atoms == 0:
@@ -360,7 +362,7 @@ def molecule_problem(molecule: Molecule) -> str | None:
     bad = [int(z) for z in molecule.atomic_numbers if not 0 < int(z) < len(SYMBOLS)]
     if bad:
         return f"atomic number {bad[0]} is not an element (1-{len(SYMBOLS) - 1})"
-    return geometry_problem(molecule.atomic_numbers, molecule.positions, flagged_2d=None)
+    return geometry_problem(molecule.atomic_numbers, molecule.positions, None, keep_coincident)
 
 
 def _flat_tetrahedral_atom(atomic_numbers: np.ndarray, positions: np.ndarray) -> int | None:
@@ -518,8 +520,9 @@ def _looks_like_atom_line(line: str) -> bool:
     return len(fields) >= 4 and all(_parse_value(f) is not None for f in fields[:3])
 
 
-def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
-    """Molecule from an RDKit Mol with a 3D conformer; (None, reason) when unusable."""
+def molecule_from_rdkit(mol, name: str, keep_coincident: bool = False) -> tuple[Molecule | None, str | None]:
+    """Molecule from an RDKit Mol with a 3D conformer; (None, reason) when unusable
+    (``keep_coincident``: see :func:`geometry_problem`)."""
     if mol.GetNumAtoms() == 0:
         return None, "molecule has no atoms"
     if mol.GetNumConformers() == 0:
@@ -529,7 +532,7 @@ def molecule_from_rdkit(mol, name: str) -> tuple[Molecule | None, str | None]:
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
     if (z == 0).any():
         return None, "dummy or unknown atom (atomic number 0)"
-    problem = geometry_problem(z, pos, flagged_2d=not conf.Is3D())
+    problem = geometry_problem(z, pos, not conf.Is3D(), keep_coincident)
     if problem is not None:
         return None, problem
     props: dict[str, float] = {}

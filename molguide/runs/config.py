@@ -96,11 +96,13 @@ def _sampler_options(section: Any) -> Any:
 
 
 def _backbone_kwargs(kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-    """Sizes the backbone cannot be built with (a zero or negative width) fail here, by name."""
-    from molguide.models.registry import backbone_argument_problem
+    """Sizes the backbone cannot be built with (a zero or negative width) or that a saved
+    network may not have (the bounds of :class:`~molguide.storage.metadata.NetworkConfig`)
+    fail here, by name: before training, not at its export."""
+    from molguide.storage.metadata import backbone_problem
 
     backbone = info.data.get("backbone")
-    problem = backbone_argument_problem(backbone, kwargs) if backbone else None
+    problem = backbone_problem(backbone, kwargs) if backbone else None
     if problem:
         raise PydanticCustomError("value_error", "{problem}", {"problem": problem})
     return kwargs

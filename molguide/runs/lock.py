@@ -64,13 +64,25 @@ def _write_holder(fd: int, holder: Holder | None) -> None:
     os.fsync(fd)
 
 
+def _try_write_holder(fd: int, holder: Holder | None) -> None:
+    """Record the holder where the file allows: the lock itself is the flock, the text only
+    names it, so a read-only lock file or a full disk must not stop (or hide) the run."""
+    try:
+        _write_holder(fd, holder)
+    except OSError as err:
+        log.warning("cannot record the holder in the lock file (%s)", err.strerror)
+
+
 @contextmanager
 def hold_output_dir(output_dir: str | Path, command: str | None = None) -> Iterator[Holder | None]:
     """Hold ``output_dir``'s lock while the block runs; yields the stale holder taken over
     (None when the folder was free). Raises :class:`FolderInUseError` when a live process
     holds it."""
     path = Path(output_dir) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # a teammate's lock file in a shared folder: flock works read-only too
+        fd = os.open(path, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,11 +107,11 @@ def hold_output_dir(output_dir: str | Path, command: str | None = None) -> Itera
             command or " ".join(["molguide", *sys.argv[1:]]),
             time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         )
-        _write_holder(fd, me)
+        _try_write_holder(fd, me)
         try:
             yield stale
         finally:
-            _write_holder(fd, None)  # a clean end leaves no holder to report as stale
+            _try_write_holder(fd, None)  # a clean end leaves no holder to report as stale
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

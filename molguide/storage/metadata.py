@@ -49,10 +49,10 @@ FIRST_FORMAT = "molguide-score-model"  # format 1: a folder holding one score ne
 # Bounds of what a saved file may ask for: far above any molguide network or molecule,
 # far below what would exhaust a machine before the weights are even compared.
 MAX_ATOMS = 1000  # atom-count distributions longer than this are refused (not a molecule)
-MAX_WIDTH = 1024  # any whole-number size of a backbone (hidden channels, radial basis, ...)
+MAX_WIDTH = 4096  # any whole-number size of a backbone (hidden channels, radial basis, ...)
 MAX_LAYERS = 64
 MAX_LMAX = 8  # e3nn: the largest spherical-harmonic degree
-MAX_SIZE = 2**24  # num_layers x width^2: about 8 x 2^24 parameters (0.5 GB) at most
+MAX_SIZE = 2**26  # num_layers x width^2: about 8 x 2^26 parameters (2 GB in float32) at most
 MAX_OUTPUTS = 1000  # a predictor's outputs, time heads, a CFG network's context width
 MAX_SAMPLER_STEPS = 100_000
 
@@ -81,7 +81,7 @@ def backbone_problem(backbone: str, kwargs: dict[str, Any]) -> str | None:
             return f"{key} must be at most {limits.get(key, MAX_WIDTH)}, not {value}"
     widths = [v for k, v in whole.items() if k not in limits] or [1]
     if whole.get("num_layers", 1) * max(widths) ** 2 > MAX_SIZE:
-        return f"num_layers x width^2 must be at most {MAX_SIZE} (a network of billions of weights)"
+        return f"num_layers x width^2 must be at most {MAX_SIZE} (saved networks are bounded in size)"
     return None
 
 
