@@ -112,4 +112,9 @@ def atom_stability(atomic_numbers: np.ndarray, positions: np.ndarray) -> np.ndar
     if unknown:
         raise ValueError(f"no EDM bond table for elements {unknown}")
     total = bond_orders(z, positions).sum(1)
-    return np.array([int(t) in _VALENCES[int(a)] for a, t in zip(z, total)], dtype=bool)
+    # One lookup for all atoms: allowed[z, k] says whether valence k is one of z's.
+    top = max(max(v) for v in _VALENCES.values()) + 1
+    allowed = np.zeros((len(SYMBOLS), top + 1), dtype=bool)
+    for element, valences in _VALENCES.items():
+        allowed[element, sorted(valences)] = True
+    return allowed[z, np.minimum(total, top)]
