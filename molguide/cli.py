@@ -219,6 +219,111 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_generate(args: argparse.Namespace) -> int:
+    """``molguide generate SOURCE``: molecules from a trained run, guided towards one goal
+    per ``--target``; prints what they reached and writes them with ``--out``."""
+    from molguide.diagnostics.goals import goal_improvements
+    from molguide.generation.designer import Designer, GenerationError
+    from molguide.guidance.goals import parse_goal_text
+
+    try:
+        target = dict(parse_goal_text(text) for text in args.target) or None
+        guidance = dict(_weight_option(text) for text in args.guidance) or None
+        n, seed = _whole_option("-n", args.n, 1), _whole_option("--seed", args.seed, 0)
+        steps = _whole_option("--steps", args.steps, 1) if args.steps is not None else None
+        if args.out:
+            from molguide.runs.preflight import check_output_dir
+
+            if Path(args.out).suffix.lower() != ".sdf" or Path(args.out).is_dir():
+                raise UserError(f"--out {args.out}: name an .sdf file to write")
+            check_output_dir(Path(args.out).resolve().parent, "--out folder")
+        designer = Designer.load(args.source, args.device, args.guidance_from)
+        options = {"seed": seed, "steps": steps, "method": args.method, "progress": not args.json}
+        mols = designer.generate(n, target=target, guidance=guidance, **options)
+        result = {
+            "source": designer.run.source,
+            "n_requested": n,
+            "n_generated": len(mols),
+            "guidance": mols[0].GetProp("molguide_guidance"),
+            "metrics": dict(designer.last_metrics),
+            "classifiers": _classifier_diagnostics(designer),
+        }
+        if args.compare_unguided:
+            goals, guided = designer.last_goals, designer.last_predictions
+            designer.generate(n, evaluate=False, **options)
+            binnings = {goal.property: designer.run.binning(goal.property) for goal in goals}
+            unguided = designer.last_predictions
+            result["improvement"] = goal_improvements(goals, guided, unguided, binnings, seed)
+    except (ValueError, GenerationError) as err:
+        raise UserError(str(err)) from err
+    if args.out:
+        from molguide.api import write_sdf
+
+        log.info("wrote %d molecules to %s", write_sdf(mols, args.out), args.out)
+    if args.json:
+        print(json.dumps(result, default=_json_default))
+    else:
+        _print_generation(result)
+    return 0
+
+
+def _classifier_diagnostics(designer) -> dict[str, dict]:
+    """Per goal with a classifier: its held-out CE per noise level (chance: log of the number
+    of bins) and the guidance-error estimate it implies (a bound, unless a CFG model gave it)."""
+    out = {}
+    for goal in designer.last_goals:
+        if not designer.run.has("classifier", goal.property):
+            continue
+        record = designer.run.record("classifier", goal.property)
+        rows = record.noise_levels
+        out[goal.property] = {
+            "n_bins": record.property_target.n_bins,
+            "chance_ce": math.log(record.property_target.n_bins),
+            "t_high": [row.get("t_high") for row in rows],
+            "classifier_ce": [row.get("classifier_ce") for row in rows],
+            "guidance_mse_est": [row.get("guidance_mse_est") for row in rows],
+            "guidance_mse_kind": sorted({str(row.get("guidance_mse_kind")) for row in rows}),
+        }
+    return out
+
+
+def _weight_option(text: str) -> tuple[str, float]:
+    kind, eq, weight = text.partition("=")
+    try:
+        return kind.strip(), float(weight) if eq else 1.0
+    except ValueError:
+        raise UserError(f"--guidance {text!r}: give KIND=WEIGHT, e.g. classifier=2") from None
+
+
+def _whole_option(option: str, raw: str, least: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"{option}: {raw!r} is not a whole number") from None
+    if value < least:
+        raise UserError(f"{option}: {value} is below {least}")
+    return value
+
+
+def _print_generation(result: dict) -> None:
+    print(f"{result['n_generated']} of {result['n_requested']} molecules from {result['source']}")
+    print(f"guidance: {result['guidance']}")
+    for prop, diag in result["classifiers"].items():
+        ce = ", ".join(f"{v:.2f}" for v in diag["classifier_ce"] if v is not None)
+        est = ", ".join(f"{v:.3g}" for v in diag["guidance_mse_est"] if v is not None)
+        kind = "/".join(diag["guidance_mse_kind"])
+        chance = diag["chance_ce"]
+        print(f"  {prop} classifier: held-out CE per noise level, t = 0 to 1 (chance {chance:.2f}): {ce}")
+        print(f"  {prop} guidance-error estimate per noise level ({kind}): {est}")
+    for key, value in {**result["metrics"], **result.get("improvement", {})}.items():
+        if value is not None and not key.endswith(("_ci_low", "_ci_high")):
+            low, high = result.get("improvement", {}).get(f"{key}_ci_low"), None
+            if low is not None:
+                high = result["improvement"][f"{key}_ci_high"]
+            interval = f"  (95 % CI {low:.4g} to {high:.4g})" if low is not None else ""
+            print(f"  {key:<32} {value:.4g}{interval}")
+
+
 # "module:function" or "module:function:first argument"; a guidance kind's network gets its
 # train-<network> command from the registry (molguide.guidance.kinds, imported without torch).
 PIPELINES = {
@@ -423,6 +528,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="add PoseBusters' molecule checks (about 1 s per molecule: it embeds reference conformers)",
     )
 
+    gen = sub.add_parser(
+        "generate",
+        help="molecules from a trained run, guided towards one goal per property",
+        description="Generate molecules, optionally guided towards several properties at once "
+        "(docs/generate.md). Example: molguide generate runs/gap --guidance-from runs/mu "
+        "--target gap_eV=high --target mu_D=low --guidance classifier=2 -n 100 --out mols.sdf",
+    )
+    gen.add_argument("source", help="a run folder, runs:/<run_id>, a saved model or a shipped name (qm9)")
+    gen.add_argument("-n", default="100", help="molecules to generate (default: 100)")
+    gen.add_argument(
+        "--guidance-from",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="add the guidance networks and evaluators of another run (repeat: one per property)",
+    )
+    gen.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="PROPERTY=GOAL",
+        help="a goal: gap_eV=high, mu_D=low, alpha_bohr3=75 (a value), homo_eV=-6.5+-0.2 (a value "
+        "with a tolerance), lumo_eV=bin:3; options after commas: mu_D=low,weight=2,t_max=0.8; "
+        "repeat for several properties",
+    )
+    gen.add_argument(
+        "--guidance",
+        action="append",
+        default=[],
+        metavar="KIND=WEIGHT",
+        help=f"weight of a guidance kind ({', '.join(GUIDANCE_KINDS)}); repeat for several "
+        "(default with a target: classifier=1)",
+    )
+    gen.add_argument("--seed", default="0", help="the same seed gives the same sizes and noise (default: 0)")
+    gen.add_argument("--steps", help="sampler steps (default: what the model recommends)")
+    gen.add_argument("--method", help="sampler (default: what the model recommends)")
+    gen.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    gen.add_argument(
+        "--compare-unguided",
+        action="store_true",
+        help="also generate unguided with the same seed and report each goal's improvement",
+    )
+    gen.add_argument("--out", help="write the molecules with their properties as SD tags to this SDF")
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+
     ex = sub.add_parser(
         "export", help="training checkpoints as a trained-run folder (what molguide.load and sampling read)"
     )
@@ -527,6 +677,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return run_pipeline(args)
         if args.command == "compare":
             return run_compare(args)
+        if args.command == "generate":
+            return run_generate(args)
         if args.command == "export":
             from molguide.storage.files import atomic_write
             from molguide.storage.metadata import RECORDS

@@ -218,6 +218,37 @@ CASES = [
         2,
         "x.pt: not a PyTorch checkpoint",
     ),
+    Case(
+        "generate: a target the run has no network for",
+        lambda d: ["generate", str(guided_model(d)), "--target", "mu_D=low", "-n", "2", "--steps", "2"],
+        2,
+        "target 'mu_D': this run's guidance networks were trained for 'gap_eV'",
+    ),
+    Case(
+        "generate: a goal that is not one",
+        lambda d: ["generate", "qm9", "--target", "gap_eV=hgh", "-n", "2"],
+        2,
+        "--target 'gap_eV=hgh': give high, low, a value",
+    ),
+    Case(
+        "generate: a weight that is not a number",
+        lambda d: ["generate", "qm9", "--guidance", "classifier=two", "-n", "2"],
+        2,
+        "--guidance 'classifier=two': give KIND=WEIGHT",
+    ),
+    Case("generate: zero molecules", lambda d: ["generate", "qm9", "-n", "0"], 2, "-n: 0 is below 1"),
+    Case(
+        "generate: guidance from a folder that is not a run",
+        lambda d: ["generate", "qm9", "--guidance-from", str(d), "-n", "2"],
+        2,
+        "not a trained molguide run",
+    ),
+    Case(
+        "generate: --out that is not an SDF",
+        lambda d: ["generate", "qm9", "-n", "2", "--out", str(d / "x.txt")],
+        2,
+        "x.txt: name an .sdf file to write",
+    ),
 ]
 
 # ---------------------------------------------------------------------- saved models (model.pretrained)
@@ -409,15 +440,15 @@ API_CASES += [
     ApiCase("load: not a string", source(42), CheckpointError, "42: not a source"),
     ApiCase(
         "generate: bin 1.5",
-        guided_call(target={"gap_eV": 1.5}),
+        guided_call(target={"gap_eV": {"bin": 1.5}}),
         ValueError,
-        "target['gap_eV'] (a bin index) must be a whole number from 0 to 2, got 1.5",
+        "target['gap_eV']: a bin is a whole number >= 0, got 1.5",
     ),
     ApiCase(
-        "generate: bin True",
+        "generate: goal True",
         guided_call(target={"gap_eV": True}),
         ValueError,
-        "target['gap_eV'] (a bin index) must be a whole number from 0 to 2, got True",
+        "target['gap_eV']: give 'high', 'low', a value (a number)",
     ),
     ApiCase(
         "generate: seed as text", designer_call(seed="7"), ValueError, "seed must be a whole number from 0"

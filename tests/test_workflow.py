@@ -182,7 +182,8 @@ def test_load_a_run_id_or_folder_and_generate_rdkit_molecules(quickstart_run, tm
         ({"guidance": {"clasifier": 1.0}}, "unknown term"),
         ({"guidance": {"cfg": 1.0}}, "has no cfg model"),
         ({"target": {"gap_eV": "low"}, "guidance": {"reward": 1.0}}, "the target asks the opposite"),
-        ({"target": {"gap_eV": 7}}, "must be a whole number from 0 to 2, got 7"),
+        ({"target": {"gap_eV": {"bin": 7}}}, "bin 7 is outside 0..2"),
+        ({"target": {"gap_eV": "high", "mu_D": "low"}}, "trained for 'gap_eV'"),
     ],
 )
 def test_generate_rejects_bad_arguments_with_a_clear_message(quickstart_run, kwargs, message):

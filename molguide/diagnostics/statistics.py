@@ -60,6 +60,23 @@ def paired_improvement(
     return interval, improved
 
 
+def difference_of_means(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """mean(a) - mean(b) of two independent samples (non-finite entries skipped), with a
+    percentile bootstrap interval that resamples each sample on its own."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    mean_a = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
+    diffs = mean_a - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(a.mean() - b.mean()), float(lo), float(hi), min(len(a), len(b)))
+
+
 def inverse_probability_summary(p: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """E[1/p(y|x)] statistics: heavy-tailed, so mean with interval, median and quantiles."""
     p = np.asarray(p, dtype=float)

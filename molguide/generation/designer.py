@@ -30,10 +30,14 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+import torch
+
 from molguide.data.molecules import Molecule
 from molguide.diffusion.sampling import GuidanceTerm
 from molguide.generation.limits import MAX_SAMPLES, MAX_STEPS, check_sample_count, whole_number
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.guidance.goals import Goal, parse_goals
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
@@ -54,47 +58,61 @@ class Designer:
         self.pipeline = MoleculeDiffusionPipeline.from_run(run)
         self.last_failures: dict[int, str] = {}
         self.last_metrics: dict[str, float | None] = {}  # of the last generate(evaluate=True)
+        self.last_goals: list[Goal] = []  # of the last generate
+        self.last_predictions: dict[str, np.ndarray] = {}  # evaluators' predictions, by property
 
     @classmethod
-    def load(cls, source: str, device: str = "cpu") -> Designer:
+    def load(cls, source: str, device: str = "cpu", guidance: Sequence[str] = ()) -> Designer:
         """A designer from ``runs:/<run_id>`` or a run folder (see :func:`molguide.load`)."""
-        return cls(TrainedRun.from_pretrained(source, device))
+        designer = cls(TrainedRun.from_pretrained(source, device))
+        return designer.with_guidance(*_sources(guidance)) if guidance else designer
+
+    def with_guidance(self, *sources: str | TrainedRun) -> Designer:
+        """This generator with the guidance networks and evaluators of other runs (folders,
+        ``runs:/<run_id>`` or loaded :class:`TrainedRun` objects): several properties at once."""
+        run = self.run
+        for source in sources:
+            if not isinstance(source, TrainedRun):
+                source = TrainedRun.from_pretrained(source, run.device)
+            run = run.with_guidance(source)
+        return Designer(run)
 
     @property
     def target(self) -> PropertyTarget | None:
-        """The property binning the guidance networks were trained with (None: unguided only)."""
+        """The first property's binning of the guidance networks (None: unguided only)."""
         return self.run.target
+
+    @property
+    def properties(self) -> list[str]:
+        """The properties this run's guidance networks and evaluators were trained for."""
+        return self.run.properties
 
     @property
     def guidance_kinds(self) -> list[str]:
         """The guidance terms this run can apply."""
-        return [name for name, kind in GUIDANCE_KINDS.items() if self.run.has(kind.network)]
+        return [name for name, kind in GUIDANCE_KINDS.items() if self.run.has_any(kind.network)]
 
     def __repr__(self) -> str:
         target = self.target.describe() if self.target else "no guidance networks"
         return f"Designer({self.run.source}: {target}; guidance {self.guidance_kinds})"
 
     # ------------------------------------------------------------------ arguments
-    def resolve_target(self, target: Mapping[str, str | int] | None) -> PropertyTarget | None:
-        """``{"gap_eV": "high" | "low" | bin}`` -> the trained binning with that goal."""
-        trained = self.target
+    def resolve_goals(self, target: Mapping | None) -> list[Goal]:
+        """``{property: goal}`` (:mod:`molguide.guidance.goals`) -> the goals, each checked
+        against this run's networks; None: the first property's trained goal."""
         if target is None:
-            return trained
-        if not isinstance(target, Mapping) or len(target) != 1:
-            raise ValueError(f"target: give one property, e.g. {{'gap_eV': 'high'}}; got {target!r}")
-        ((name, goal),) = target.items()
-        if trained is None:
-            raise ValueError(f"target {name!r}: {self.run.source} has no classifier or CFG model")
-        if name != trained.name:
-            raise ValueError(
-                f"target {name!r}: this run's guidance networks were trained for {trained.name!r}"
-            )
-        if isinstance(goal, str):
-            if goal not in ("high", "low"):
-                raise ValueError(f"target[{name!r}]: give 'high', 'low' or a bin index, got {goal!r}")
-        else:  # a bin: 1.5 or True would silently become bin 1
-            goal = whole_number(f"target[{name!r}] (a bin index)", goal, least=0, most=trained.n_bins - 1)
-        return dataclasses.replace(trained, target=goal)
+            trained = self.target
+            return [] if trained is None else [_trained_goal(trained)]
+        goals = parse_goals(target)
+        available = self.run.properties
+        for goal in goals:
+            if goal.property not in available:
+                have = f"were trained for {', '.join(map(repr, available))}" if available else "are none"
+                raise ValueError(f"target {goal.property!r}: this run's guidance networks {have}")
+            binning = self.run.binning(goal.property)
+            if goal.kind == "bin" and binning is not None:
+                goal.classes(binning)  # a bin outside the binning is named here
+        return goals
 
     def resolve_guidance(
         self, guidance: Mapping[str, float] | None, target: Mapping | None
@@ -117,35 +135,59 @@ class Designer:
             if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
                 raise ValueError(f"guidance[{name!r}]: a weight must be a finite number >= 0, got {w!r}")
             kind = GUIDANCE_KINDS[name]
-            if kind.is_on(w) and not self.run.has(kind.network):
+            if kind.is_on(w) and not self.run.has_any(kind.network):
                 raise ValueError(f"guidance[{name!r}]: {self.run.source} has no {kind.network} model")
             if kind.is_on(w):
                 weights[name] = float(w)
         return weights
 
-    def _terms(self, weights: dict[str, float], target: PropertyTarget | None, window: TimeWindow):
-        """The terms of the weights by kind, and the pipeline to sample them with (a kind
-        that samples its own network, CFG, puts that network under the sampler)."""
-        c = self.run
-        if weights and target is None:
+    def _terms(self, weights: dict[str, float], goals: list[Goal], window: TimeWindow):
+        """One term per property and kind (the kind's weight times the goal's), and the
+        pipeline to sample them with (a kind that samples its own network, CFG, puts that
+        network under the sampler: one property at most)."""
+        run = self.run
+        if weights and not goals:
             raise ValueError("guidance needs a target")
-        terms, pipeline = [], self.pipeline
-        for name, w in weights.items():
-            kind = GUIDANCE_KINDS[name]
-            network = c.network(kind.network)
-            request = TermRequest(
-                network, c.record(kind.network), target, target.target_class, c.diffusion, w, window
+        terms, pipeline, own = [], self.pipeline, None
+        for goal in goals:
+            binning = run.binning(goal.property)
+            goal_window = TimeWindow(
+                window.t_min if goal.t_min is None else goal.t_min,
+                window.t_max if goal.t_max is None else goal.t_max,
             )
-            terms.append(kind.build(request))
-            if kind.samples_own_network:
-                pipeline = self.pipeline.with_model(network)
+            for name, w in weights.items():
+                kind = GUIDANCE_KINDS[name]
+                if not kind.is_on(w * goal.weight):
+                    continue
+                if not run.has(kind.network, goal.property):
+                    raise ValueError(
+                        f"guidance[{name!r}]: {run.source} has no {kind.network} model for {goal.property}"
+                    )
+                if kind.samples_own_network:
+                    if own is not None:
+                        raise ValueError(
+                            f"guidance[{name!r}]: its network replaces the score model, so it steers one "
+                            f"property per call ({own} and {goal.property} asked)"
+                        )
+                    own = goal.property
+                    pipeline = self.pipeline.with_model(run.network(kind.network, goal.property))
+                request = TermRequest(
+                    run.network(kind.network, goal.property),
+                    run.record(kind.network, goal.property),
+                    _goal_target(goal, binning),
+                    _goal_classes(goal, binning),
+                    run.diffusion,
+                    w * goal.weight,
+                    goal_window,
+                )
+                terms.append(kind.build(request))
         return terms, pipeline
 
     # ------------------------------------------------------------------ generation
     def generate(
         self,
         n: int,
-        target: Mapping[str, str | int] | None = None,
+        target: Mapping[str, object] | None = None,
         guidance: Mapping[str, float] | Sequence[GuidanceTerm] | None = None,
         seed: int = 0,
         steps: int | None = None,
@@ -162,7 +204,12 @@ class Designer:
         """Generate ``n`` molecules; returns RDKit Mols with 3D conformers and properties.
 
         Args:
-            target: ``{property: "high" | "low" | bin index}``; default: the trained target.
+            target: one goal per property (:mod:`molguide.guidance.goals`), e.g.
+                ``{"gap_eV": "high", "mu_D": {"value": 2.5, "tolerance": 0.3}}``: "high",
+                "low", a value (a number is always a value, never a bin), ``{"bin": k}``,
+                each optionally with a ``weight`` and a ``t_min``/``t_max`` window; every
+                property needs its guidance networks in the run (:meth:`with_guidance`
+                adds other runs'); default: the first property's trained goal.
             guidance: weights by guidance kind (:mod:`molguide.guidance.kinds`), e.g.
                 ``{"classifier": 2.0, "reward": 1.0, "cfg": 0.5}``; ``"cfg": 0`` is plain
                 conditional sampling, any other kind at 0 is off (default: none, or
@@ -187,7 +234,9 @@ class Designer:
                 (``valid``, ``valid_strict`` and what it looked at, stability, SMILES,
                 descriptors; otherwise atoms and coordinates only); the returned molecules'
                 ``validity``, ``validity_strict`` and stability are logged (INFO) and kept
-                in ``last_metrics``.
+                in ``last_metrics``; with evaluators, so are each goal's predicted mean and
+                hit rate (``<property>_mean``, ``<property>_hit_rate``, the mean distance
+                ``<property>_mae_to_value`` of a value goal) and ``joint_hit_rate``.
 
         Samples whose coordinates diverge are not returned; their reasons are in
         ``last_failures`` and a warning says how many. When every sample diverges,
@@ -210,15 +259,15 @@ class Designer:
                 raise ValueError(
                     "target: applies to guidance weights by name; your own guidance terms carry their targets"
                 )
-            terms, pipe = list(guidance), self.pipeline
+            terms, pipe, goals = list(guidance), self.pipeline, []
             label = ", ".join(type(term).__name__ for term in terms) or "none"
         else:
-            resolved = self.resolve_target(target)
+            goals = self.resolve_goals(target)
             weights = self.resolve_guidance(guidance, target)
-            terms, pipe = self._terms(weights, resolved, window)
+            terms, pipe = self._terms(weights, goals, window)
             label = ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
             if weights:
-                label += f"; target {resolved.name} class {resolved.target_class}"
+                label += "; target " + ", ".join(g.describe(self.run.binning(g.property)) for g in goals)
         result = pipe(
             n,
             terms,
@@ -247,20 +296,48 @@ class Designer:
         for m in molecules:
             m.tags["molguide_guidance"] = label
             m.tags["molguide_seed"] = str(seed)
-        self._predict(molecules)
-        self.last_metrics = {}
-        return self._to_rdkit(molecules, evaluate)
+        predicted = self._predict(molecules)
+        self.last_metrics, self.last_goals, self.last_predictions = {}, goals, predicted
+        mols = self._to_rdkit(molecules, evaluate)
+        self.last_metrics.update(self._goal_metrics(goals, predicted))
+        return mols
 
-    def _predict(self, molecules: list[Molecule]) -> None:
-        if not molecules or not self.run.has("evaluator"):
-            return
+    def _predict(self, molecules: list[Molecule]) -> dict[str, np.ndarray]:
+        """Every evaluator's predictions, by property (also set as ``evaluator_<property>``)."""
         from molguide.models.predictor import predict_samples
 
-        record = self.run.record("evaluator")
-        evaluator, onehot = self.run.network("evaluator"), self.run.diffusion.onehot_scale
-        values = predict_samples(evaluator, molecules, record.mean, record.std, onehot)
-        for m, v in zip(molecules, values):
-            m.properties[f"evaluator_{record.property}"] = float(v)
+        predicted = {}
+        for prop in self.run.properties if molecules else []:
+            if not self.run.has("evaluator", prop):
+                continue
+            record = self.run.record("evaluator", prop)
+            evaluator, onehot = self.run.network("evaluator", prop), self.run.diffusion.onehot_scale
+            predicted[prop] = values = np.asarray(
+                predict_samples(evaluator, molecules, record.mean, record.std, onehot), dtype=float
+            )
+            for m, v in zip(molecules, values):
+                m.properties[f"evaluator_{prop}"] = float(v)
+        return predicted
+
+    def _goal_metrics(self, goals: list[Goal], predicted: dict[str, np.ndarray]) -> dict[str, float]:
+        """Per goal with an evaluator: the predicted mean, the hit rate (and the mean
+        distance to a value goal); the joint hit rate when every goal has an evaluator."""
+        metrics: dict[str, float] = {}
+        hits = []
+        for goal in goals:
+            values = predicted.get(goal.property)
+            if values is None:
+                continue
+            hits.append(goal.hits(values, self.run.binning(goal.property)))
+            metrics[f"{goal.property}_mean"] = float(np.nanmean(values))
+            metrics[f"{goal.property}_hit_rate"] = float(hits[-1].mean())
+            if goal.kind == "value":
+                metrics[f"{goal.property}_mae_to_value"] = float(np.nanmean(np.abs(values - goal.value)))
+        if len(goals) > 1 and len(hits) == len(goals):
+            metrics["joint_hit_rate"] = float(np.logical_and.reduce(hits).mean())
+        if metrics:
+            log.info("goals: %s", ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        return metrics
 
     def _to_rdkit(self, molecules: list[Molecule], evaluate: bool) -> list:
         from molguide.chem.evaluate import METRIC_NAMES, PREDICTED_BONDS_METRIC, annotated_mols
@@ -285,6 +362,36 @@ class Designer:
         return mols
 
 
+def _trained_goal(trained: PropertyTarget) -> Goal:
+    """The goal a run's stored binning names (its ``target`` or ``target_value``)."""
+    if trained.target_value is not None:
+        return Goal(trained.name, "value", value=float(trained.target_value))
+    if isinstance(trained.target, str):
+        return Goal(trained.name, trained.target)
+    return Goal(trained.name, "bin", bin=int(trained.target))
+
+
+def _goal_target(goal: Goal, binning: PropertyTarget | None) -> PropertyTarget:
+    """The binning with the goal set (what a kind's builder reads: the direction, the bins)."""
+    target = binning if binning is not None else PropertyTarget(goal.property)
+    if goal.kind == "value":
+        return dataclasses.replace(target, target_value=goal.value)
+    goal_class = goal.bin if goal.kind == "bin" else goal.kind
+    return dataclasses.replace(target, target=goal_class, target_value=None)
+
+
+def _goal_classes(goal: Goal, binning: PropertyTarget | None) -> int | torch.Tensor:
+    """The class a binned network steers to, or a mask when the goal accepts several."""
+    if binning is None:
+        return 0  # a kind without bins (reward) reads the direction, not the class
+    classes = goal.classes(binning)
+    if len(classes) == 1:
+        return classes[0]
+    mask = torch.zeros(binning.n_bins, dtype=torch.bool)
+    mask[classes] = True
+    return mask
+
+
 def _are_terms(guidance) -> bool:
     """Whether ``guidance`` is a sequence of guidance-term objects (not the weights by name)."""
     if guidance is None or isinstance(guidance, (Mapping, str)):
@@ -294,9 +401,16 @@ def _are_terms(guidance) -> bool:
     return True
 
 
-def load(source: str, device: str = "cpu") -> Designer:
+def _sources(guidance: object) -> list[str]:
+    if isinstance(guidance, (str, bytes)) or not isinstance(guidance, Sequence):
+        raise ValueError(f"guidance: give a list of run folders or runs:/<run_id>, got {guidance!r}")
+    return list(guidance)
+
+
+def load(source: str, device: str = "cpu", guidance: Sequence[str] = ()) -> Designer:
     """A :class:`Designer` from a shipped generator (``"qm9"``: the QM9 score model in
     the package, unguided), a saved model folder, ``"runs:/<run_id>"`` (MLflow, any run
     of a quickstart, full or guide pipeline, or a training run) or a run folder
-    (``output_dir``)."""
-    return Designer.load(source, device)
+    (``output_dir``); ``guidance`` adds the guidance networks and evaluators of other
+    runs (e.g. one per property: ``load("qm9", guidance=["runs/gap", "runs/mu"])``)."""
+    return Designer.load(source, device, guidance)

@@ -185,6 +185,12 @@ def _cfg_term(request: TermRequest) -> GuidanceTerm:
     from molguide.guidance.terms import ClassifierFreeGuidance
 
     classes = torch.as_tensor(request.classes)
+    if classes.dtype == torch.bool:
+        bins = ", ".join(str(int(k)) for k in torch.nonzero(classes).flatten())
+        raise ValueError(
+            f"guidance['cfg']: the conditional network takes one bin of {request.target.name}, the goal "
+            f"spans bins {bins}; give a bin, or a value without a tolerance"
+        )
     label = torch.nn.functional.one_hot(classes, request.target.n_bins).to(torch.get_default_dtype())
     return ClassifierFreeGuidance(request.network, label, request.diffusion, request.weight, request.window)
 
@@ -193,6 +199,11 @@ def _reward_term(request: TermRequest) -> GuidanceTerm:
     from molguide.guidance.terms import RewardGuidance
 
     trained = float(request.record.direction)
+    if request.target.direction == 0:
+        raise ValueError(
+            f"guidance['reward']: the reward model makes {request.target.name} "
+            f"{'higher' if trained > 0 else 'lower'}; it cannot aim at a value"
+        )
     if request.target.direction != trained:
         raise ValueError(
             f"guidance['reward']: the reward model was trained to make {request.target.name} "

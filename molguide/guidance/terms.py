@@ -55,9 +55,11 @@ class ClassifierGuidance(_WeightedTerm):
 
     Args:
         classifier: a :class:`~molguide.models.predictor.MoleculePredictor` with time input.
-        target_class: the class y to steer towards: one int for every molecule, or a
+        target_class: the class y to steer towards: one int for every molecule, a
             (B,) integer tensor with one class per molecule of the sampled batch (EDM's
-            conditional protocol, where each molecule has its own target).
+            conditional protocol, where each molecule has its own target), or a (K,)
+            boolean mask of the classes that meet the goal (the term then follows
+            grad log sum_{k in mask} p_hat_t(k | z_t), :mod:`molguide.guidance.goals`).
     """
 
     def __init__(
@@ -80,14 +82,19 @@ class ClassifierGuidance(_WeightedTerm):
 
     def for_samples(self, start: int, end: int) -> ClassifierGuidance:
         """This term for samples [start, end) of a call (per-sample classes are cut to them)."""
-        if not isinstance(self.target_class, torch.Tensor):
+        if not isinstance(self.target_class, torch.Tensor) or self.target_class.dtype == torch.bool:
             return self
         return ClassifierGuidance(self.classifier, self.target_class[start:end], self.weight, self.window)
 
 
 def _class_or_classes(target_class: int | torch.Tensor) -> int | torch.Tensor:
-    """An int stays an int; a tensor of classes becomes a flat int64 tensor."""
+    """An int stays an int; a tensor of classes becomes a flat int64 tensor; a boolean
+    mask of classes stays a mask (it must accept a class)."""
     if isinstance(target_class, torch.Tensor):
+        if target_class.dtype == torch.bool:
+            if target_class.dim() != 1 or not bool(target_class.any()):
+                raise ValueError(f"target_class: a class mask is one non-empty (K,) mask, got {target_class}")
+            return target_class
         if target_class.dim() == 0:
             return int(target_class)
         if target_class.dim() != 1 or target_class.dtype.is_floating_point:
@@ -101,8 +108,10 @@ def classifier_log_prob_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_x, grad_h) of log p_hat_t(y | z_t), the position part centred.
 
-    ``target_class`` is one class for every molecule or a (B,) tensor of per-molecule
-    classes. Each molecule's log-probability depends on its own atoms only, so the
+    ``target_class`` is one class for every molecule, a (B,) tensor of per-molecule
+    classes, or a (K,) boolean mask: then y is "any class of the mask" and the
+    log-probability is log sum_{k in mask} p_hat_t(k | z_t).
+    Each molecule's log-probability depends on its own atoms only, so the
     gradient of the summed log-probabilities is every molecule's own gradient.
     """
     zx = state.zx.detach().requires_grad_(True)
@@ -110,7 +119,12 @@ def classifier_log_prob_gradient(
     with torch.enable_grad():
         logits = classifier(zx, zh, state.t, state.batch, state.num_graphs, state.edge_index)
         logp_all = torch.log_softmax(logits, -1)
-        if isinstance(target_class, torch.Tensor):
+        if isinstance(target_class, torch.Tensor) and target_class.dtype == torch.bool:
+            if len(target_class) != logp_all.shape[-1]:
+                n_classes = logp_all.shape[-1]
+                raise ValueError(f"a mask of {len(target_class)} classes for a {n_classes}-class classifier")
+            logp = torch.logsumexp(logp_all[:, target_class.to(logits.device)], dim=-1).sum()
+        elif isinstance(target_class, torch.Tensor):
             if len(target_class) != state.num_graphs:
                 raise ValueError(
                     f"{len(target_class)} target classes for a batch of {state.num_graphs} molecules"

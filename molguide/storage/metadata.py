@@ -176,12 +176,15 @@ class RunIndex(BaseModel):
     @field_validator("networks")
     @classmethod
     def _subfolders(cls, networks: dict[str, str]) -> dict[str, str]:
-        for kind, sub in networks.items():
+        for name, sub in networks.items():
+            kind, dot, prop = name.partition(".")  # <kind> or <kind>.<property>
             if kind not in RECORDS:
                 raise ValueError(f"unknown kind of network {kind!r} (known: {', '.join(RECORDS)})")
+            if dot and (kind == "score" or not prop):
+                raise ValueError(f"{name!r}: a further network is <kind>.<property> of a guidance kind")
             # A subfolder of the run, never a path that leads out of it.
             if not sub or sub in (".", "..") or "/" in sub or "\\" in sub:
-                raise ValueError(f"{kind}: {sub!r} is not the name of a subfolder")
+                raise ValueError(f"{name}: {sub!r} is not the name of a subfolder")
         return networks
 
 

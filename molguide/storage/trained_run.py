@@ -7,6 +7,8 @@ On disk, a trained run is a folder with an index and a subfolder per trained net
     <folder>/<kind>/config.json        the network's own config, its training step and the
                                        record of its kind (molguide.storage.metadata)
     <folder>/<kind>/model.safetensors  its (EMA) weights, nothing else (no pickled code)
+    <folder>/<kind>.<property>/...     a guidance network of a further property (a run
+                                       that guides several properties at once)
     <folder>/MODEL_CARD.md             optional
 
 A run's ``output_dir`` is such a folder (the training checkpoints ``<kind>/last.pt`` lie
@@ -66,6 +68,11 @@ SOURCE_FORMS = "a trained-run folder, file://<folder>, runs:/<run_id>[/<path>] (
 TARGET_KINDS = ("classifier", "cfg")  # kinds whose record holds the run's target binning
 
 
+def network_kind(name: str) -> str:
+    """The kind of a run's network from its name (``classifier.mu_D`` -> ``classifier``)."""
+    return name.split(".", 1)[0]
+
+
 @dataclass
 class TrainedNetwork:
     """One trained network: the module (eval mode), its kind's record and its training step."""
@@ -75,6 +82,14 @@ class TrainedNetwork:
     record: Any  # the kind's record (molguide.storage.metadata.RECORDS)
     step: int
     source: str
+
+    @property
+    def property(self) -> str | None:
+        """The property it was trained for (None: the score network)."""
+        target = getattr(self.record, "target", None)
+        if isinstance(target, dict):
+            return target.get("name")
+        return getattr(self.record, "property", None)
 
 
 # ----------------------------------------------------------------------------- one network
@@ -303,9 +318,11 @@ def write_index(folder: str | Path, dataset: str | None = None) -> Path:
     folder = Path(folder)
     networks = {}
     for kind in RECORDS:
-        path = folder / kind / CONFIG_FILE
-        if path.is_file():
-            networks[kind] = _read_json(path)
+        further = sorted(p.parent.name for p in folder.glob(f"{kind}.*/{CONFIG_FILE}"))
+        for name in [kind, *further]:
+            path = folder / name / CONFIG_FILE
+            if path.is_file():
+                networks[name] = _read_json(path)
     if not networks:
         raise CheckpointError(f"{folder}: no saved network to index (no <kind>/{CONFIG_FILE})")
     training = networks["score"]["record"].get("training", {}) if "score" in networks else {}
@@ -313,7 +330,7 @@ def write_index(folder: str | Path, dataset: str | None = None) -> Path:
     index = {
         "format": RUN_FORMAT,
         "format_version": FORMAT_VERSION,
-        "networks": {kind: kind for kind in networks},
+        "networks": {name: name for name in networks},
         "dataset": dataset or training.get("data", {}).get("dataset"),
         "target": target,
     }
@@ -349,24 +366,82 @@ class TrainedRun:
         return f"TrainedRun({self.source}: {', '.join(self.networks)})"
 
     # ------------------------------------------------------------------ access
-    def has(self, kind: str) -> bool:
-        return kind in self.networks
+    def has(self, kind: str, prop: str | None = None) -> bool:
+        """Whether the run has a ``kind`` network (for ``prop``, when given)."""
+        return self._name(kind, prop) in self.networks
 
-    def network(self, kind: str) -> torch.nn.Module:
-        """The network of ``kind``; a clear error when this run did not train one."""
-        return self._trained(kind).network
+    def has_any(self, kind: str) -> bool:
+        """Whether the run has a ``kind`` network for any property."""
+        return any(network_kind(name) == kind for name in self.networks)
 
-    def record(self, kind: str) -> Any:
+    def network(self, kind: str, prop: str | None = None) -> torch.nn.Module:
+        """The network of ``kind`` (for property ``prop``; default: the run's first
+        property); a clear error when this run did not train one."""
+        return self._trained(kind, prop).network
+
+    def record(self, kind: str, prop: str | None = None) -> Any:
         """The record of ``kind`` (:mod:`molguide.storage.metadata`)."""
-        return self._trained(kind).record
+        return self._trained(kind, prop).record
 
-    def step(self, kind: str) -> int:
-        return self._trained(kind).step
+    def step(self, kind: str, prop: str | None = None) -> int:
+        return self._trained(kind, prop).step
 
-    def _trained(self, kind: str) -> TrainedNetwork:
-        if kind not in self.networks:
-            raise ValueError(f"{self.source} has no {kind} model (it has: {', '.join(self.networks)})")
-        return self.networks[kind]
+    def _name(self, kind: str, prop: str | None) -> str:
+        """A network's name: its kind for the run's first property, ``<kind>.<property>``
+        for a further one."""
+        if prop is None or (kind in self.networks and self.networks[kind].property == prop):
+            return kind
+        return f"{kind}.{prop}"
+
+    def _trained(self, kind: str, prop: str | None = None) -> TrainedNetwork:
+        name = self._name(kind, prop)
+        if name not in self.networks:
+            what = f"{kind} model" + (f" for {prop}" if prop is not None else "")
+            raise ValueError(f"{self.source} has no {what} (it has: {', '.join(self.networks)})")
+        return self.networks[name]
+
+    @property
+    def properties(self) -> list[str]:
+        """The properties its guidance networks and evaluators were trained for, the
+        first property first."""
+        return list(dict.fromkeys(t.property for t in self.networks.values() if t.property is not None))
+
+    def binning(self, prop: str) -> PropertyTarget | None:
+        """The target binning ``prop``'s classifier (else CFG model) was trained with."""
+        for kind in TARGET_KINDS:
+            if self.has(kind, prop):
+                return self.record(kind, prop).property_target
+        return None
+
+    def with_guidance(self, other: TrainedRun) -> TrainedRun:
+        """This run with the guidance networks and evaluators of ``other`` added (its score
+        network is left out): one generator guided towards several properties trained in
+        separate runs. A network for a property and kind this run has already, or one
+        trained on another diffusion or atom types, is a ValueError naming it."""
+        networks = dict(self.networks)
+        diffusion = self.record("score").diffusion
+        for name, trained in other.networks.items():
+            kind = network_kind(name)
+            if kind == "score":
+                continue
+            prop = trained.property
+            where = f"{other.source}: its {kind} network for {prop}"
+            own = getattr(trained.record, "diffusion", None)
+            if own is not None and _noise_process(own) != _noise_process(diffusion):
+                raise ValueError(f"{where} was trained on another diffusion than {self.source}'s score")
+            width = getattr(trained.network, "config", {}).get("num_atom_types")
+            if width is not None and width != len(self.atom_types):
+                raise ValueError(
+                    f"{where} reads {width} atom types, {self.source}'s score network {len(self.atom_types)}"
+                )
+            first = next((t.property for t in networks.values() if t.property is not None), prop)
+            new = kind if prop == first else f"{kind}.{prop}"
+            if new in networks:
+                raise ValueError(f"{other.source}: {self.source} has its {kind} network for {prop} already")
+            networks[new] = trained
+        run = TrainedRun(networks, f"{self.source} + {other.source}", self.device, self.card)
+        run.check_consistent()
+        return run
 
     @property
     def diffusion(self) -> VPDiffusion:
@@ -389,37 +464,40 @@ class TrainedRun:
 
     @property
     def target(self) -> PropertyTarget | None:
-        """The classifier's (else the CFG model's) target binning."""
+        """The first property's target binning (its classifier's, else its CFG model's)."""
         for kind in TARGET_KINDS:
             if kind in self.networks:
                 return self.record(kind).property_target
         return None
 
     def check_consistent(self) -> None:
-        """Raise when the networks were trained for different targets or properties."""
+        """Raise when the networks of one property disagree: trained for different
+        properties or target bins, or filed under another property's name."""
+        for name, trained in self.networks.items():
+            prop = name.partition(".")[2]
+            if prop and trained.property != prop:
+                raise ValueError(f"{self.source}: the network {name!r} was trained for {trained.property}")
         target = self.target
         if target is None:
             return
-        if self.has("evaluator") and self.record("evaluator").property != target.name:
-            raise ValueError(
-                f"{self.source}: the evaluator predicts {self.record('evaluator').property}, "
-                f"the classifier {target.name}"
-            )
-        if self.has("cfg") and self.record("cfg").property_target.edges != target.edges:
-            raise ValueError(f"{self.source}: the CFG model and the classifier use different target bins")
-        if self.has("reward") and self.record("reward").property != target.name:
-            raise ValueError(
-                f"{self.source}: the reward model rewards {self.record('reward').property}, "
-                f"the classifier {target.name}"
-            )
+        for kind, what in (("evaluator", "the evaluator predicts"), ("reward", "the reward model rewards")):
+            prop = self.networks[kind].property if kind in self.networks else target.name
+            if prop != target.name:
+                raise ValueError(f"{self.source}: {what} {prop}, the classifier {target.name}")
+        for prop in self.properties:
+            binning = self.binning(prop)
+            if not self.has("cfg", prop) or binning is None:
+                continue
+            if self.record("cfg", prop).property_target.edges != binning.edges:
+                raise ValueError(f"{self.source}: the CFG model and the classifier use different target bins")
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, folder: str | Path, card: str | None = None) -> Path:
         """Write the run as a folder :meth:`from_pretrained` reads (index, a subfolder per
         network, the model card when given)."""
         folder = Path(folder)
-        for kind, trained in self.networks.items():
-            save_network(folder / kind, kind, trained.network, trained.record, trained.step)
+        for name, trained in self.networks.items():
+            save_network(folder / name, trained.kind, trained.network, trained.record, trained.step)
         text = card if card is not None else self.card
         if text is not None:
             atomic_write(folder / CARD_FILE, lambda fh: fh.write(text.encode()))
@@ -493,13 +571,13 @@ class TrainedRun:
             _check_format(index_path, config, RUN_FORMAT)
             index = _validated(RunIndex, config, index_path)
             networks = {}
-            for kind, sub in index.networks.items():
+            for name, sub in index.networks.items():
                 trained = read_network(folder / str(sub), device)
-                if trained.kind != kind:
+                if trained.kind != network_kind(name):
                     raise CheckpointError(
-                        f"{folder / str(sub) / CONFIG_FILE}: a {trained.kind} network, indexed as {kind}"
+                        f"{folder / str(sub) / CONFIG_FILE}: a {trained.kind} network, indexed as {name}"
                     )
-                networks[kind] = trained
+                networks[name] = trained
             return cls(networks, source, device, card)
         if (folder / CONFIG_FILE).is_file():
             return cls({"score": _first_format_network(folder, device)}, source, device, card)
@@ -509,6 +587,11 @@ class TrainedRun:
                 f"export them with: molguide export {folder}"
             )
         raise CheckpointError(f"{folder}: not a trained molguide run (no {INDEX_FILE})")
+
+
+def _noise_process(diffusion: Any) -> tuple:
+    """What of a diffusion record fixes z_t given a molecule (its training loss does not)."""
+    return (diffusion.schedule, diffusion.steps, diffusion.precision, diffusion.onehot_scale)
 
 
 def _scheme(name: str) -> str:
@@ -585,13 +668,13 @@ def _networks_of_mlflow_run(run_id: str, device: str) -> dict[str, TrainedNetwor
             run = queue.pop(0)
             rid = run.info.run_id
             for art in client.list_artifacts(rid, MLFLOW_FOLDER):
-                kind = Path(art.path).name
-                if art.is_dir and kind in RECORDS and kind not in networks:
+                name = Path(art.path).name
+                if art.is_dir and network_kind(name) in RECORDS and name not in networks:
                     uri = f"runs:/{rid}/{art.path}"
                     folder = _download(uri, Path(tmp) / rid)
-                    networks[kind] = read_network(folder, device)
-                    networks[kind].source = uri
-                    log.info("loaded %s network from %s", kind, uri)
+                    networks[name] = read_network(folder, device)
+                    networks[name].source = uri
+                    log.info("loaded %s network from %s", name, uri)
             queue += client.search_runs(
                 [run.info.experiment_id], f"tags.mlflow.parentRunId = '{rid}'", order_by=["start_time ASC"]
             )
