@@ -178,7 +178,7 @@ def test_residual_reward_and_invariant_classifier_train_and_guide(tmp_path, mlfl
 def x0_run(tmp_path_factory, qm9):
     """A tiny run with every guidance network (x0 networks: an untrained eps network's first
     steps blow the coordinates up; the reward model fine-tuned gently so its guided samples stay)."""
-    from molguide.runs.train import train_cfg, train_classifier, train_reward, train_score
+    from molguide.runs.train import train_cfg, train_classifier, train_network, train_reward, train_score
 
     folder = tmp_path_factory.mktemp("x0_run")
     with pytest.MonkeyPatch.context() as patch:
@@ -190,10 +190,18 @@ def x0_run(tmp_path_factory, qm9):
                 *TINY,
                 "model.parameterisation=x0",
                 "reward.train={steps: 10, batch_size: 32, log_every: 5, lr: 0.00001}",
+                "regressor.backbone_kwargs={hidden: 16, num_layers: 2}",
+                "regressor.train={steps: 30, batch_size: 32, lr: 0.001, log_every: 10}",
+                "regressor.holdout=40",
             ],
         )
         for train in (train_score, train_classifier, train_reward, train_cfg):
             train(config, progress=False)
+        regressor = train_network("regressor", config, progress=False)
+    rows = regressor["noise_levels"]  # its diagnostics per noise level, kept in its record
+    assert len(rows) == 10 and all(
+        math.isfinite(r["regressor_nll"]) and 0 <= r["regressor_coverage"] <= 1 for r in rows
+    )
     return folder / "runs"
 
 
@@ -201,7 +209,7 @@ def _positions(mols) -> list:
     return [m.GetConformer().GetPositions() for m in mols]
 
 
-@pytest.mark.parametrize("kind", ["classifier", "reward", "cfg"])
+@pytest.mark.parametrize("kind", ["classifier", "reward", "cfg", "density", "energy"])
 def test_the_designer_generates_with_each_guidance_kind(x0_run, kind):
     """generate(guidance={kind: w}) builds the kind's term from the registry and samples with it:
     the molecules differ from the unguided ones of the same seed and say how they were made."""
@@ -210,17 +218,26 @@ def test_the_designer_generates_with_each_guidance_kind(x0_run, kind):
     import molguide
     from molguide.guidance.kinds import GUIDANCE_KINDS
 
-    assert set(GUIDANCE_KINDS) == {"classifier", "reward", "cfg"}  # a new kind gets its case here
+    assert set(GUIDANCE_KINDS) == {
+        "classifier",
+        "reward",
+        "cfg",
+        "density",
+        "energy",
+    }  # a new kind: a case here
     designer = molguide.load(str(x0_run))
     assert kind in designer.guidance_kinds
-    target = {designer.target.name: "high"}
+    name = designer.target.name
+    target = {name: designer.target.edges[0]} if GUIDANCE_KINDS[kind].takes_values else {name: "high"}
     plain = designer.generate(6, seed=0, steps=20, evaluate=False)
     guided = designer.generate(6, target=target, guidance={kind: 1.5}, seed=0, steps=20, evaluate=False)
     assert len(plain) == len(guided) == 6 and not designer.last_failures
     assert [m.GetNumAtoms() for m in guided] == [m.GetNumAtoms() for m in plain]  # paired sizes
     assert any(not np.allclose(a, b) for a, b in zip(_positions(guided), _positions(plain)))
     label = guided[0].GetProp("molguide_guidance")
-    assert label.startswith(f"{kind}=1.5; target {designer.target.name} >= ")
+    assert label.startswith(
+        f"{kind}=1.5; target {name} {'=' if GUIDANCE_KINDS[kind].takes_values else '>='} "
+    )
 
 
 def test_cfg_at_weight_zero_is_plain_conditional_sampling(x0_run):
@@ -235,3 +252,21 @@ def test_cfg_at_weight_zero_is_plain_conditional_sampling(x0_run):
     conditional = designer.generate(4, target=target, guidance={"cfg": 0.0}, seed=1, steps=10, evaluate=False)
     assert conditional[0].GetProp("molguide_guidance").startswith("cfg=0;")
     assert any(not np.allclose(a, b) for a, b in zip(_positions(conditional), _positions(plain)))
+
+
+def test_value_kinds_need_a_value_goal_and_a_tolerance_changes_the_density_term(x0_run):
+    import numpy as np
+
+    import molguide
+
+    designer = molguide.load(str(x0_run))
+    name, value = designer.target.name, designer.target.edges[0]
+    with pytest.raises(ValueError, match=f"it aims at a value; {name}'s goal is 'high'"):
+        designer.generate(2, target={name: "high"}, guidance={"density": 1.0}, steps=2)
+    exact = designer.generate(
+        4, target={name: value}, guidance={"density": 1.0}, seed=2, steps=10, evaluate=False
+    )
+    loose = {name: {"value": value, "tolerance": 1.0}}
+    interval = designer.generate(4, target=loose, guidance={"density": 1.0}, seed=2, steps=10, evaluate=False)
+    assert interval[0].GetProp("molguide_guidance").endswith(f"= {value:g} +- 1")
+    assert any(not np.allclose(a, b) for a, b in zip(_positions(exact), _positions(interval)))

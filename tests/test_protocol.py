@@ -51,11 +51,15 @@ TINY = [
     "cfg.enabled=true",
     "cfg.train={steps: 10, batch_size: 32, warmup_steps: 0, ema_decay: 0.9, log_every: 10}",
     "protocol.cfg_weights=[1.0]",
+    "regressor.backbone_kwargs={hidden: 16, num_layers: 2}",
+    "regressor.train={steps: 30, batch_size: 32, lr: 1.0e-3, ema_decay: 0.9, log_every: 10}",
+    "regressor.holdout=20",
+    "protocol.density_weights=[1.0]",
     "protocol.n_reference=50",
     "protocol.steps=50",
     "sample.batch_size=12",
 ]
-ROWS = ("naive", "atoms", "lower_bound", "unguided", "classifier_w2", "cfg_w1")
+ROWS = ("naive", "atoms", "lower_bound", "unguided", "classifier_w2", "cfg_w1", "density_w1")
 
 
 # ----------------------------------------------------------------------------- maths
@@ -256,6 +260,7 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
         "molguide unguided",
         "molguide classifier-guided, w = 2",
         "molguide CFG, w = 1",
+        "molguide density-guided, w = 1",
         "lower bound (evaluator on data)",
     ]
 
@@ -297,7 +302,7 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
     }
     assert set(settings) == {
         "unconditional",
-        *(f"{p}-{s}" for p in PROPERTIES for s in ("classifier_w2", "cfg_w1")),
+        *(f"{p}-{s}" for p in PROPERTIES for s in ("classifier_w2", "cfg_w1", "density_w1")),
     }
     gap = settings["gap_eV-classifier_w2"].data.metrics
     assert gap["mae_table_units"] == pytest.approx(1000 * gap["mae_to_target"])
@@ -328,6 +333,7 @@ def test_protocol_trains_each_half_separately_under_one_parent(protocol_runs):
         "train-classifier": "generator_half",
         "train-evaluator": "evaluator_half",
         "train-cfg": "generator_half",
+        "train-regressor": "generator_half",
     }
     folder = protocol_runs["folder"] / "protocol"
     for prop in PROPERTIES:
@@ -343,7 +349,8 @@ def test_the_same_command_again_skips_finished_work_and_gives_the_same_tables(pr
     again = json.loads(raw)
     assert list(again["steps"]) == ["train-score", "protocol-train", "protocol"]
     parts = again["steps"]["protocol-train"]["parts"]
-    assert set(parts) == {f"{p} {k}" for p in PROPERTIES for k in ("classifier", "evaluator", "cfg")}
+    kinds = ("classifier", "evaluator", "cfg", "regressor")
+    assert set(parts) == {f"{p} {k}" for p in PROPERTIES for k in kinds}
     assert all(part["reused"] for part in parts.values())
     edm = again["steps"]["protocol"]
     assert edm["reused"] == ["unconditional", *PROPERTIES]

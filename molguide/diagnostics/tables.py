@@ -265,8 +265,11 @@ def _model_description(config: RunConfig) -> str:
 def _setting_label(name: str) -> str:
     if name in ROW_LABELS:
         return ROW_LABELS[name]
+    from molguide.guidance.kinds import guidance_kind
+
     kind, _, weight = name.rpartition("_w")
-    return f"molguide {'classifier-guided' if kind == 'classifier' else 'CFG'}, w = {weight}"
+    label = guidance_kind(kind).label or kind
+    return f"molguide {label if guidance_kind(kind).samples_own_network else label + '-guided'}, w = {weight}"
 
 
 def protocol_tables(

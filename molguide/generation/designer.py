@@ -163,6 +163,11 @@ class Designer:
                     raise ValueError(
                         f"guidance[{name!r}]: {run.source} has no {kind.network} model for {goal.property}"
                     )
+                if kind.takes_values and goal.kind != "value":
+                    raise ValueError(
+                        f"guidance[{name!r}]: it aims at a value; {goal.property}'s goal is {goal.kind!r} "
+                        f"(give a value, e.g. {{{goal.property!r}: 2.5}})"
+                    )
                 if kind.samples_own_network:
                     if own is not None:
                         raise ValueError(
@@ -179,6 +184,8 @@ class Designer:
                     run.diffusion,
                     w * goal.weight,
                     goal_window,
+                    values=goal.value,
+                    tolerance=goal.tolerance,
                 )
                 terms.append(kind.build(request))
         return terms, pipeline

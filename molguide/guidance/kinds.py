@@ -37,10 +37,12 @@ if TYPE_CHECKING:
 class TermRequest:
     """What a guidance term is built from.
 
-    ``classes`` is the target class for every molecule (an int) or one per molecule of
-    the sampled call (a (B,) integer tensor, EDM's protocol); ``record`` is what was
-    saved with ``network`` (:mod:`molguide.storage.metadata`, e.g. a reward model's
-    trained direction).
+    ``classes`` is the target class for every molecule (an int), one per molecule of
+    the sampled call (a (B,) integer tensor, EDM's protocol) or a (K,) boolean mask of
+    the accepted classes; ``values`` is the target value in the property's unit (a float
+    or a (B,) tensor) for kinds that aim at values (``takes_values``), with ``tolerance``
+    the accepted distance (None: the value itself); ``record`` is what was saved with
+    ``network`` (:mod:`molguide.storage.metadata`, e.g. a reward model's trained direction).
     """
 
     network: torch.nn.Module
@@ -50,6 +52,8 @@ class TermRequest:
     diffusion: VPDiffusion
     weight: float
     window: TimeWindow
+    values: float | torch.Tensor | None = None
+    tolerance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,10 @@ class GuidanceKind:
             that samples its own network, that network's unguided setting.
         zero_weight_guides: weight 0 is a setting of its own (CFG: plain conditional
             sampling), not "off".
-        per_sample_targets: the term can steer each molecule to its own class (EDM's
+        per_sample_targets: the term can steer each molecule to its own target (EDM's
             protocol); such kinds get a ``protocol.<name>_weights`` list.
+        takes_values: the term aims at a value (``TermRequest.values``), not at classes;
+            it serves value goals only.
         protocol_weights: that list's default.
         label, marker: how plots draw it.
     """
@@ -88,6 +94,7 @@ class GuidanceKind:
     reference: str = "unguided"
     zero_weight_guides: bool = False
     per_sample_targets: bool = False
+    takes_values: bool = False
     protocol_weights: tuple[float, ...] = ()
     label: str = ""
     marker: str = "o"
@@ -173,6 +180,40 @@ class CfgRecord(TargetRecord):
     diffusion: DiffusionRecord
 
 
+class RegressorRecord(Record):
+    """A noise-level regressor: the Gaussian N(mu_t(z), s_t(z)^2) of a standardised
+    property, its scaling and its per-noise-level diagnostics."""
+
+    property: str
+    mean: float = Field(allow_inf_nan=False)
+    std: float = Field(gt=0, allow_inf_nan=False)
+    diffusion: DiffusionRecord
+    noise_levels: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _regressor_term(mode: str) -> Callable[[TermRequest], GuidanceTerm]:
+    def build(request: TermRequest) -> GuidanceTerm:
+        import torch
+
+        from molguide.guidance.terms import RegressorGuidance
+
+        record, name = request.record, request.target.name
+        if request.values is None:
+            raise ValueError(
+                f"guidance[{mode!r}]: it aims at a value of {name}; give a value goal, e.g. {{{name!r}: 2.5}}"
+            )
+        values = request.values
+        scaled = (values.double() if isinstance(values, torch.Tensor) else float(values)) - record.mean
+        tolerance = None if request.tolerance is None else request.tolerance / record.std
+        if mode == "energy":
+            tolerance = None  # the energy pulls towards the value itself
+        return RegressorGuidance(
+            request.network, scaled / record.std, mode, tolerance, request.weight, request.window
+        )
+
+    return build
+
+
 def _classifier_term(request: TermRequest) -> GuidanceTerm:
     from molguide.guidance.terms import ClassifierGuidance
 
@@ -254,5 +295,35 @@ register_guidance_kind(
         protocol_weights=(0.0,),
         label="CFG",
         marker="^",
+    )
+)
+register_guidance_kind(
+    GuidanceKind(
+        "density",
+        network="regressor",
+        record=RegressorRecord,
+        summary="density guidance: w * grad log N(value; mu_t(z), s_t(z)^2) of the noise-level regressor "
+        "(trained by negative log-likelihood; with a tolerance, the log-probability of the interval)",
+        default_weight=0.0,
+        build=_regressor_term("density"),
+        per_sample_targets=True,
+        takes_values=True,
+        label="density",
+        marker="D",
+    )
+)
+register_guidance_kind(
+    GuidanceKind(
+        "energy",
+        network="regressor",
+        record=RegressorRecord,
+        summary="energy guidance (EEGSDE): w * -grad (mu_t(z) - value)^2 / 2 of the noise-level "
+        "regressor's mean, in standardised units",
+        default_weight=0.0,
+        build=_regressor_term("energy"),
+        per_sample_targets=True,
+        takes_values=True,
+        label="energy",
+        marker="v",
     )
 )

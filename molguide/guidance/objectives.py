@@ -7,6 +7,9 @@
   classifier gradients grow like 1/sigma_t).
 - :class:`RegressionObjective`: L1 error of the clean-molecule evaluator on a
   standardised property (EDM's property networks use L1 as well).
+- :class:`NoisyGaussianObjective`: negative log-likelihood of N(mu_t(z_t), s_t(z_t)^2)
+  for the standardised property of noised molecules: the noise-level regressor of
+  density and energy guidance (a cross-entropy of a continuous label).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from torch.nn import functional as F
 
 from molguide.data.graphs import fully_connected_edges
 from molguide.diffusion.process import VPDiffusion
+from molguide.guidance.terms import clamp_log_scale, gaussian_log_probability
 
 
 class NoisyClassifierObjective:
@@ -59,3 +63,22 @@ class RegressionObjective:
         b, num_graphs = batch["batch"], int(batch["num_graphs"])
         pred = model(batch["pos"], batch["onehot"] * self.onehot_scale, None, b, num_graphs).squeeze(-1)
         return F.l1_loss(pred, batch["target"].to(pred.dtype))
+
+
+class NoisyGaussianObjective:
+    """Gaussian negative log-likelihood on noised molecules; batches carry ``target`` (B,),
+    the standardised property. The network's two outputs are mu and log s."""
+
+    def __init__(self, diffusion: VPDiffusion) -> None:
+        self.diffusion = diffusion
+
+    def __call__(self, model: torch.nn.Module, batch: dict, generator: torch.Generator):
+        b, num_graphs = batch["batch"], int(batch["num_graphs"])
+        t = self.diffusion.sample_times(num_graphs, generator).to(b.device)
+        noised = self.diffusion.noise(batch["pos"], batch["onehot"], b, t, generator)
+        out = model(noised.zx, noised.zh, t, b, num_graphs, fully_connected_edges(b))
+        y = batch["target"].to(out.dtype)
+        mu, log_s = out[:, 0], clamp_log_scale(out[:, 1])
+        loss = -gaussian_log_probability(y, mu, log_s).mean()
+        mae, mean_log_s = (mu - y).detach().abs().mean(), log_s.detach().mean()
+        return loss, {"mae": float(mae), "mean_log_s": float(mean_log_s)}

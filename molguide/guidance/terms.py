@@ -7,11 +7,15 @@ weight w and a time window [t_min, t_max] outside which it is off. Terms add.
 - :class:`ClassifierGuidance`: w * grad_z log p_hat_t(y | z_t);
 - :class:`ClassifierFreeGuidance`: turns the base score s(z) (the conditional
   network with the null label) into s(z|c) + w (s(z|c) - s(z));
-- :class:`RewardGuidance`: w * (s^r_t(z) - s_t(z)) with s^r the reward-reweighted model.
+- :class:`RewardGuidance`: w * (s^r_t(z) - s_t(z)) with s^r the reward-reweighted model;
+- :class:`RegressorGuidance`: towards a value c from a noise-level regressor,
+  w * grad log N(c; mu_t(z), s_t(z)^2) (density) or w * -grad (mu_t(z) - c)^2 / 2 (energy,
+  EEGSDE's).
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -260,3 +264,94 @@ def _checked_diffusion(diffusion: VPDiffusion) -> VPDiffusion:
             f"expected the VPDiffusion the network was trained with, got {type(diffusion).__name__}"
         )
     return diffusion
+
+
+class RegressorGuidance(_WeightedTerm):
+    """Guidance towards a property value from a noise-level regressor (docs/guidance.md).
+
+    The regressor predicts, in standardised units, a Gaussian N(mu_t(z), s_t(z)^2) of the
+    property given z_t. Two terms read it:
+
+    - ``mode="density"``: w * grad_z log p_t(c | z_t), with p_t the Gaussian: the
+      log-likelihood of the value c, or with a ``tolerance`` the log-probability that the
+      property lies within c +- tolerance. The network is trained by negative log-likelihood,
+      a cross-entropy, so the guidance-error theory of classifiers applies to it.
+    - ``mode="energy"``: w * -grad_z (mu_t(z_t) - c)^2 / 2, EEGSDE's energy guidance (the
+      squared error of the regressor's mean; its spread is not used).
+
+    Args:
+        regressor: an invariant predictor with time input and two outputs (mu, log s).
+        values: c in standardised units: one float for every molecule or a (B,) tensor,
+            one per molecule of the sampled call (EDM's protocol).
+        tolerance: half-width of the accepted interval in standardised units (density only).
+    """
+
+    def __init__(
+        self,
+        regressor: torch.nn.Module,
+        values: float | torch.Tensor,
+        mode: str = "density",
+        tolerance: float | None = None,
+        weight: float = 1.0,
+        window: TimeWindow | None = None,
+    ) -> None:
+        super().__init__(weight, window)
+        if mode not in ("density", "energy"):
+            raise ValueError(f"mode must be 'density' or 'energy', got {mode!r}")
+        if tolerance is not None and not tolerance > 0:
+            raise ValueError(f"tolerance must be > 0, got {tolerance}")
+        self.regressor, self.mode, self.tolerance = regressor, mode, tolerance
+        self.values = values.double().flatten() if isinstance(values, torch.Tensor) else float(values)
+
+    def __call__(self, state: GuidanceState) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self._scale(state)
+        if scale is None:
+            return torch.zeros_like(state.zx), torch.zeros_like(state.zh)
+        zx = state.zx.detach().requires_grad_(True)
+        zh = state.zh.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.regressor(zx, zh, state.t, state.batch, state.num_graphs, state.edge_index)
+            mu, log_s = out[:, 0], out[:, 1]
+            c = torch.as_tensor(self.values, dtype=mu.dtype, device=mu.device)
+            if c.dim() == 1 and len(c) != state.num_graphs:
+                raise ValueError(f"{len(c)} target values for a batch of {state.num_graphs} molecules")
+            if self.mode == "energy":
+                objective = -0.5 * (mu - c) ** 2
+            else:
+                objective = gaussian_log_probability(c, mu, clamp_log_scale(log_s), self.tolerance)
+            gx, gh = torch.autograd.grad(objective.sum(), (zx, zh))
+        return scale * remove_mean(gx, state.batch, state.num_graphs), scale * gh
+
+    def for_samples(self, start: int, end: int) -> RegressorGuidance:
+        """This term for samples [start, end) of a call (per-sample values are cut to them)."""
+        if not isinstance(self.values, torch.Tensor):
+            return self
+        return RegressorGuidance(
+            self.regressor, self.values[start:end], self.mode, self.tolerance, self.weight, self.window
+        )
+
+
+LOG_SCALE_RANGE = (-7.0, 5.0)  # the regressor's log s is clamped here (training and guidance alike)
+
+
+def clamp_log_scale(log_s: torch.Tensor) -> torch.Tensor:
+    """The regressor's log standard deviation, kept where the likelihood stays finite."""
+    return log_s.clamp(*LOG_SCALE_RANGE)
+
+
+def gaussian_log_probability(
+    c: torch.Tensor, mu: torch.Tensor, log_s: torch.Tensor, tolerance: float | None = None
+) -> torch.Tensor:
+    """log N(c; mu, s^2), or with a tolerance log P(|y - c| <= tolerance) for y ~ N(mu, s^2).
+
+    The interval's probability Phi(b) - Phi(a) is computed on the side of the Gaussian where
+    it does not cancel (both ends far in the upper tail become both ends in the lower tail).
+    """
+    s = log_s.exp()
+    if tolerance is None:
+        return -0.5 * ((c - mu) / s) ** 2 - log_s - 0.5 * math.log(2 * math.pi)
+    a, b = (c - tolerance - mu) / s, (c + tolerance - mu) / s
+    upper = (a + b) > 0  # the interval lies mostly above the mean: mirror it
+    a, b = torch.where(upper, -b, a), torch.where(upper, -a, b)
+    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+    return log_b + torch.log1p(-torch.exp((log_a - log_b).clamp(max=-1e-12)))

@@ -51,6 +51,7 @@ from molguide.diffusion.sampling import for_samples
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.generation.sample_store import BatchedSamples, batch_seed
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
+from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
 from molguide.models.predictor import predict_samples
 from molguide.runs.config import RunConfig, TrainSection
@@ -114,7 +115,7 @@ def protocol_weights(config: RunConfig) -> dict[str, list[float]]:
 
 def _kinds(config: RunConfig) -> list[str]:
     """The networks each property needs: the evaluator and those of the guidance kinds it samples."""
-    guided = [GUIDANCE_KINDS[name].network for name in protocol_weights(config)]
+    guided = list(dict.fromkeys(GUIDANCE_KINDS[name].network for name in protocol_weights(config)))
     return [*guided[:1], "evaluator", *guided[1:]]  # the order of earlier runs: classifier, evaluator, CFG
 
 
@@ -256,18 +257,24 @@ def _settings_of_property(
     config: RunConfig, prop: str, pairs: Pairs, base_signature: dict, pipe: MoleculeDiffusionPipeline
 ) -> list[SamplingSetting]:
     """One setting per guidance kind and weight of one property, each molecule steered to
-    the bin of its own target value."""
+    its own target value (kinds that aim at values) or to that value's bin."""
     folder, device = protocol_dir(config) / prop, config.device
     targets = pairs.targets(prop)
     settings = []
     for name, weights in protocol_weights(config).items():
         kind = GUIDANCE_KINDS[name]
         trained = _network(folder, kind.network, device)
-        network, target = trained.network, trained.record.property_target
-        classes = torch.as_tensor(target.labels(targets))
+        network = trained.network
+        if kind.takes_values:  # each molecule aims at its own value
+            target, classes, values = PropertyTarget(prop), 0, torch.as_tensor(targets, dtype=torch.float64)
+        else:  # each molecule aims at the bin of its own value
+            target, values = trained.record.property_target, None
+            classes = torch.as_tensor(target.labels(targets))
         model = network if kind.samples_own_network else pipe.model
         for w in weights:
-            request = TermRequest(network, trained.record, target, classes, pipe.diffusion, w, TimeWindow())
+            request = TermRequest(
+                network, trained.record, target, classes, pipe.diffusion, w, TimeWindow(), values=values
+            )
             sig = {**base_signature, "kind": name, "weight": w, f"{kind.network}_step": trained.step}
             settings.append(
                 SamplingSetting(setting_name(name, w), name, w, model, [kind.build(request)], signature=sig)

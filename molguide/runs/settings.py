@@ -10,6 +10,7 @@ Both build their terms through the registry of :mod:`molguide.guidance.kinds`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,8 @@ from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
 from molguide.guidance.terms import TimeWindow
 from molguide.runs.config import GuideSection
 from molguide.storage.trained_run import TrainedRun
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,13 +46,23 @@ def guide_settings(gc: GuideSection, run: TrainedRun) -> list[SamplingSetting]:
     for kind in GUIDANCE_KINDS.values():
         if not run.has(kind.network):
             continue
+        if kind.takes_values and target.target_value is None:
+            log.warning("%s guidance aims at a value: set target.target_value to sample it", kind.name)
+            continue
         network = run.network(kind.network)
         model = network if kind.samples_own_network else score
         if kind.reference != "unguided":
             settings.append(SamplingSetting(kind.reference, kind.reference, 0.0, model))
         for w in kind.weights(getattr(gc, kind.name), gc.sweep):
             request = TermRequest(
-                network, run.record(kind.network), target, target.target_class, diffusion, w, window
+                network,
+                run.record(kind.network),
+                target,
+                target.target_class,
+                diffusion,
+                w,
+                window,
+                values=target.target_value,
             )
             name = setting_name(kind.name, w)
             settings.append(SamplingSetting(name, kind.name, w, model, [kind.build(request)], kind.reference))
