@@ -394,3 +394,23 @@ def test_the_protocol_score_model_does_not_diverge_in_its_first_steps(qm9):
     trainer.train()
     losses = [e.loss for e in trainer.history]
     assert all(math.isfinite(v) for v in losses) and max(losses[1:]) < 50, losses
+
+
+def test_the_protocol_samples_with_edms_settings_or_the_models_own(tmp_path):
+    """protocol.sampler: edm is protocol.method on the even grid; model is the sampler the
+    score network recommends (the shipped generator's dpmpp2m_sde, eta 2, grid u^2)."""
+    from molguide.runs.config import load_config
+    from molguide.runs.protocol import _protocol_pipeline, sampler_description
+    from molguide.storage.trained_run import TrainedRun
+
+    shipped = TrainedRun.from_pretrained("qm9")
+    for choice, expected in (
+        ("edm", "ancestral sampler, 100 steps"),
+        ("model", "dpmpp2m_sde sampler (the model's: grid u^2, eta 2), 100 steps"),
+    ):
+        config = load_config(CONFIG, ["device=cpu", f"protocol.sampler={choice}", "protocol.steps=100"])
+        pipe = _protocol_pipeline(config, shipped)
+        assert sampler_description(config, pipe) == expected
+        assert (pipe.sampler, pipe.grid_power) == (
+            ("ancestral", 1.0) if choice == "edm" else ("dpmpp2m_sde", 2.0)
+        )

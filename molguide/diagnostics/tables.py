@@ -277,11 +277,11 @@ def protocol_tables(
 ) -> dict:
     """The stability and conditional-MAE tables (Markdown and rows) and their metrics."""
     pc = config.protocol
+    sampler = unconditional.get("sampler", f"{pc.method} sampler, {pc.steps} steps")
     stability_rows = [
         {
             "source": "measured",
-            "row": f"molguide ({_model_description(config)}, {score_steps:,} training steps; "
-            f"{pc.method} sampler, {pc.steps} steps)",
+            "row": f"molguide ({_model_description(config)}, {score_steps:,} training steps; {sampler})",
             "n": unconditional["n"],
             **unconditional["quality"],
         },
@@ -313,7 +313,7 @@ def protocol_tables(
     metrics.update({f"qm9_data_{k}": v for k, v in data_row.items() if k in PROTOCOL_QUALITY})
     header = (
         f"EDM protocol on QM9: evaluators trained on the evaluator half, score model and classifiers on "
-        f"the {config.data.split}; {unconditional['n']:,} samples ({pc.method}, {pc.steps} steps)"
+        f"the {config.data.split}; {unconditional['n']:,} samples ({sampler})"
     )
     return {
         "header": header,

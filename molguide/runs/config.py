@@ -410,6 +410,12 @@ class _ProtocolSettings(_Section):
     n_reference: int = Field(10000, ge=2, description="random generator-half molecules of the data row")
     steps: int = Field(1000, ge=1, description="sampling steps")
     method: SamplerName = "ancestral"
+    sampler: Literal["edm", "model"] = Field(
+        "edm",
+        description="edm: protocol.method on EDM's even time grid; model: the sampler the score "
+        "network recommends (its method, grid and options, e.g. the shipped generator's), with "
+        "protocol.steps",
+    )
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")

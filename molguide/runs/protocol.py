@@ -232,7 +232,7 @@ def _sample_setting(
             batch_size=end - start,
             generator=torch.Generator().manual_seed(batch_seed(pc.seed, k)),
             steps=pc.steps,
-            sampler=pc.method,
+            sampler=pc.method if pc.sampler == "edm" else None,  # None: the pipeline's (the model's)
         )
         return result.by_index(), dict(result.failures)
 
@@ -431,14 +431,7 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
     generator = TrainedRun(
         {"score": read_network(score_folder, config.device)}, str(score_folder), config.device
     )
-    # EDM's sampler settings (protocol.steps, protocol.method, the even grid), not the model's own
-    pipe = MoleculeDiffusionPipeline(
-        generator.network("score"),
-        generator.diffusion,
-        generator.nodes,
-        generator.atom_types,
-        device=config.device,
-    )
+    pipe = _protocol_pipeline(config, generator)
     pairs = draw_pairs(config)
     base_signature = {
         "pairs": pairs.signature,
@@ -447,6 +440,12 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
         "batch_size": config.sample.batch_size,  # batches carry their own seeds
         "score_step": generator.step("score"),
     }
+    if pc.sampler == "model":  # (EDM's settings keep the signature of earlier runs)
+        base_signature["method"] = {
+            "method": pipe.sampler,
+            "grid_power": pipe.grid_power,
+            "options": dict(pipe.sampler_options),
+        }
     tags = {"molguide.pipeline": "protocol", "molguide.split_half": config.data.split}
     with mlflow_run(EXPERIMENT, "protocol", tags) as run:
         unconditional = _unconditional(config, pairs, base_signature, pipe, progress)
@@ -455,6 +454,7 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
             prop: _property_results(config, prop, pairs, base_signature, pipe, progress)
             for prop in pc.properties
         }
+        unconditional["sampler"] = sampler_description(config, pipe)
         result = protocol_tables(config, unconditional, data_row, per_property, generator.step("score"))
         result["reused"] = [
             name for name, r in (("unconditional", unconditional), *per_property.items()) if r.get("reused")
@@ -465,6 +465,29 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
         log_protocol(result)
         result["run_id"] = run.info.run_id
     return result
+
+
+def _protocol_pipeline(config: RunConfig, generator: TrainedRun) -> MoleculeDiffusionPipeline:
+    """The score network's pipeline: EDM's sampler settings (protocol.method on the even
+    grid) or, with ``protocol.sampler: model``, the sampler the network recommends."""
+    if config.protocol.sampler == "model":
+        return MoleculeDiffusionPipeline.from_run(generator)
+    return MoleculeDiffusionPipeline(
+        generator.network("score"),
+        generator.diffusion,
+        generator.nodes,
+        generator.atom_types,
+        device=config.device,
+    )
+
+
+def sampler_description(config: RunConfig, pipe: MoleculeDiffusionPipeline) -> str:
+    """How the protocol's molecules were sampled, as the tables name it."""
+    pc = config.protocol
+    if pc.sampler == "edm":
+        return f"{pc.method} sampler, {pc.steps} steps"
+    options = "".join(f", {k} {v:g}" for k, v in pipe.sampler_options.items())
+    return f"{pipe.sampler} sampler (the model's: grid u^{pipe.grid_power:g}{options}), {pc.steps} steps"
 
 
 def log_protocol(result: dict) -> None:
