@@ -47,7 +47,7 @@ TINY = [
     f"protocol.properties=[{', '.join(PROPERTIES)}]",
     "protocol.n_samples=24",
     "protocol.n_bins=4",
-    "protocol.classifier_weights=[2.0]",
+    "protocol.classifier_weights=[1.0, 2.0]",  # two weights: one is chosen on the generator half
     "cfg.enabled=true",
     "cfg.train={steps: 10, batch_size: 32, warmup_steps: 0, ema_decay: 0.9, log_every: 10}",
     "protocol.cfg_weights=[1.0]",
@@ -59,7 +59,15 @@ TINY = [
     "protocol.steps=50",
     "sample.batch_size=12",
 ]
-ROWS = ("naive", "atoms", "lower_bound", "unguided", "classifier_w2", "cfg_w1", "density_w1")
+ROWS = (
+    "naive",
+    "atoms",
+    "lower_bound",
+    "unguided",
+    "classifier_selected",
+    "cfg_selected",
+    "density_selected",
+)
 
 
 # ----------------------------------------------------------------------------- maths
@@ -258,9 +266,9 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
         "Naive (shuffled targets)",
         "#Atoms",
         "molguide unguided",
-        "molguide classifier-guided, w = 2",
-        "molguide CFG, w = 1",
-        "molguide density-guided, w = 1",
+        "molguide classifier-guided, w chosen on the generator half",
+        "molguide CFG, w chosen on the generator half",
+        "molguide density-guided, w chosen on the generator half",
         "lower bound (evaluator on data)",
     ]
 
@@ -302,11 +310,17 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
     }
     assert set(settings) == {
         "unconditional",
-        *(f"{p}-{s}" for p in PROPERTIES for s in ("classifier_w2", "cfg_w1", "density_w1")),
+        *(f"{p}-{s}" for p in PROPERTIES for s in ("classifier_w1", "classifier_w2", "cfg_w1", "density_w1")),
     }
-    gap = settings["gap_eV-classifier_w2"].data.metrics
+    # Weights are chosen by the selector; the evaluator judges the chosen setting alone.
+    chosen = tables["chosen_weights"]["gap_eV"]["classifier"]
+    assert chosen["weight"] in (1.0, 2.0) and "Weights chosen on the generator half" in text
+    gap = settings[f"gap_eV-{chosen['setting']}"].data.metrics
     assert gap["mae_table_units"] == pytest.approx(1000 * gap["mae_to_target"])
-    assert m["mae_gap_eV_classifier_w2"] == pytest.approx(gap["mae_table_units"])
+    assert m["mae_gap_eV_classifier_selected"] == pytest.approx(gap["mae_table_units"])
+    other = "classifier_w1" if chosen["setting"] == "classifier_w2" else "classifier_w2"
+    unjudged = settings[f"gap_eV-{other}"].data.metrics
+    assert "selector_mae" in unjudged and "mae_to_target" not in unjudged
     sdfs = [a.path for a in client.list_artifacts(settings["unconditional"].info.run_id, "samples")]
     assert sdfs == ["samples/samples.sdf"]
 
@@ -334,6 +348,7 @@ def test_protocol_trains_each_half_separately_under_one_parent(protocol_runs):
         "train-evaluator": "evaluator_half",
         "train-cfg": "generator_half",
         "train-regressor": "generator_half",
+        "train-selector": "generator_half",
     }
     folder = protocol_runs["folder"] / "protocol"
     for prop in PROPERTIES:
@@ -349,7 +364,7 @@ def test_the_same_command_again_skips_finished_work_and_gives_the_same_tables(pr
     again = json.loads(raw)
     assert list(again["steps"]) == ["train-score", "protocol-train", "protocol"]
     parts = again["steps"]["protocol-train"]["parts"]
-    kinds = ("classifier", "evaluator", "cfg", "regressor")
+    kinds = ("classifier", "evaluator", "cfg", "regressor", "selector")
     assert set(parts) == {f"{p} {k}" for p in PROPERTIES for k in kinds}
     assert all(part["reused"] for part in parts.values())
     edm = again["steps"]["protocol"]
@@ -414,3 +429,23 @@ def test_the_protocol_samples_with_edms_settings_or_the_models_own(tmp_path):
         assert (pipe.sampler, pipe.grid_power) == (
             ("ancestral", 1.0) if choice == "edm" else ("dpmpp2m_sde", 2.0)
         )
+
+
+def test_a_weight_is_chosen_by_the_selector_among_those_that_keep_validity():
+    from molguide.runs.protocol import choose_weights
+
+    settings = {
+        "classifier_w1": {"kind": "classifier", "selector_mae": 0.30, "validity_strict": 0.80},
+        "classifier_w2": {"kind": "classifier", "selector_mae": 0.20, "validity_strict": 0.77},
+        "classifier_w4": {
+            "kind": "classifier",
+            "selector_mae": 0.10,
+            "validity_strict": 0.60,
+        },  # breaks molecules
+        "density_w1": {"kind": "density", "selector_mae": float("nan"), "validity_strict": 0.5},
+        "density_w2": {"kind": "density", "selector_mae": 0.4, "validity_strict": 0.4},
+    }
+    chosen = choose_weights(settings, unguided_strict=0.81, max_drop=0.05)
+    # density keeps validity nowhere: its lowest finite MAE among all its settings
+    assert chosen == {"classifier": "classifier_w2", "density": "density_w2"}
+    assert choose_weights(settings, unguided_strict=0.81, max_drop=0.5)["classifier"] == "classifier_w4"

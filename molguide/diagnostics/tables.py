@@ -267,6 +267,10 @@ def _setting_label(name: str) -> str:
         return ROW_LABELS[name]
     from molguide.guidance.kinds import guidance_kind
 
+    if name.endswith("_selected"):  # one row per kind, its weight chosen per property
+        kind = guidance_kind(name.removesuffix("_selected"))
+        shown = kind.label if kind.samples_own_network else f"{kind.label}-guided"
+        return f"molguide {shown}, w chosen on the generator half"
     kind, _, weight = name.rpartition("_w")
     label = guidance_kind(kind).label or kind
     return f"molguide {label if guidance_kind(kind).samples_own_network else label + '-guided'}, w = {weight}"
@@ -315,10 +319,24 @@ def protocol_tables(
         f"EDM protocol on QM9: evaluators trained on the evaluator half, score model and classifiers on "
         f"the {config.data.split}; {unconditional['n']:,} samples ({sampler})"
     )
+    mae_table = conditional_mae_table(mae_rows, TABLE_UNITS)
+    chosen = {p: r["chosen"] for p, r in per_property.items() if r.get("chosen")}
+    if chosen:
+        kinds = dict.fromkeys(k for c in chosen.values() for k in c)
+        lines = []
+        for k in kinds:
+            weights = ", ".join(f"{p} w = {c[k]['weight']:g}" for p, c in chosen.items() if k in c)
+            lines.append(f"{k}: {weights}")
+        mae_table += (
+            "\n\nWeights chosen on the generator half (lowest MAE by the selector, an evaluator trained "
+            f"on the generator half, with strict validity within {pc.max_validity_drop:g} of unguided): "
+            + "; ".join(lines)
+        )
     return {
         "header": header,
         "stability_table": stability_table(stability_rows),
-        "conditional_mae_table": conditional_mae_table(mae_rows, TABLE_UNITS),
+        "conditional_mae_table": mae_table,
+        "chosen_weights": chosen,
         "stability": stability_rows,
         "conditional_mae": mae_rows,
         "units": {p: unit for p, (unit, _) in TABLE_UNITS.items()},

@@ -417,6 +417,15 @@ class _ProtocolSettings(_Section):
         "protocol.steps",
     )
     seed: int = Field(0, ge=0)
+    select: bool = Field(
+        True,
+        description="choose each guidance kind's weight on the generator half (judged by a selector, an "
+        "evaluator trained on the generator half) and judge only the chosen weight with the evaluator; "
+        "false: the evaluator judges every weight (a sweep)",
+    )
+    max_validity_drop: float = Field(
+        0.05, ge=0, le=1, description="a chosen weight keeps strict validity within this of unguided's"
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> _ProtocolSettings:

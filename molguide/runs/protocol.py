@@ -114,9 +114,34 @@ def protocol_weights(config: RunConfig) -> dict[str, list[float]]:
 
 
 def _kinds(config: RunConfig) -> list[str]:
-    """The networks each property needs: the evaluator and those of the guidance kinds it samples."""
+    """The networks each property needs: the evaluator, those of the guidance kinds it
+    samples and, when a weight is chosen among several, the selector."""
     guided = list(dict.fromkeys(GUIDANCE_KINDS[name].network for name in protocol_weights(config)))
-    return [*guided[:1], "evaluator", *guided[1:]]  # the order of earlier runs: classifier, evaluator, CFG
+    selector = ["selector"] if needs_selector(config) else []
+    return [*guided[:1], "evaluator", *guided[1:], *selector]  # earlier runs' order first
+
+
+def needs_selector(config: RunConfig) -> bool:
+    """Whether some guidance kind's weight is chosen among several (``protocol.select``)."""
+    return config.protocol.select and any(len(w) > 1 for w in protocol_weights(config).values())
+
+
+def choose_weights(settings: dict[str, dict], unguided_strict: float, max_drop: float) -> dict[str, str]:
+    """Per guidance kind, the setting whose selector MAE is lowest among those whose strict
+    validity stays within ``max_drop`` of unguided's (all of the kind's settings when none
+    does). ``settings`` maps a setting's name to its kind, ``selector_mae`` and
+    ``validity_strict``; returns kind -> the chosen setting's name."""
+    chosen: dict[str, str] = {}
+    for kind in dict.fromkeys(s["kind"] for s in settings.values()):
+        names = [n for n, s in settings.items() if s["kind"] == kind]
+        keeps = [n for n in names if settings[n]["validity_strict"] >= unguided_strict - max_drop]
+
+        def error(name: str) -> float:
+            mae = settings[name]["selector_mae"]
+            return mae if np.isfinite(mae) else np.inf
+
+        chosen[kind] = min(keeps or names, key=error)
+    return chosen
 
 
 def _finished(checkpoint: Path, summary: dict, section: TrainSection, n_bins: int) -> bool:
@@ -344,15 +369,18 @@ def _property_results(
     pconf = property_config(config, prop)
     folder = Path(pconf.output_dir)
     evaluator = _network(folder, "evaluator", config.device)
+    selector = _network(folder, "selector", config.device) if needs_selector(config) else None
     settings = _settings_of_property(config, prop, pairs, base_signature, pipe)
-    signature = as_json(
-        {
-            **base_signature,
-            "evaluator_step": evaluator.step,
-            "settings": {s.name: s.signature for s in settings},
-            "quality_version": QUALITY_VERSION,  # results only: the samples do not depend on it
-        }
-    )
+    signature = {
+        **base_signature,
+        "evaluator_step": evaluator.step,
+        "settings": {s.name: s.signature for s in settings},
+        "quality_version": QUALITY_VERSION,  # results only: the samples do not depend on it
+    }
+    if selector is not None:  # (a sweep keeps the signature of earlier runs)
+        drop = config.protocol.max_validity_drop
+        signature["selection"] = {"selector_step": selector.step, "max_drop": drop}
+    signature = as_json(signature)
     results_path = folder / "results.json"
     cached = read_json(results_path)
     if cached is not None and cached.get("signature") == signature:
@@ -380,28 +408,59 @@ def _property_results(
     ).load()[0]  # sampled by the unconditional step already: nothing left to do but read
     unguided_pred = _predict(evaluator, unguided, onehot_scale)
     maes["unguided"] = to_table_units(prop, mean_absolute_error(unguided_pred, targets))
+    n_atoms = int(pairs.counts.sum())
+
+    def judged(mols: list, record: dict) -> None:
+        """The evaluator's MAE of one setting's molecules (and their SD tags)."""
+        pred = _predict(evaluator, mols, onehot_scale)
+        for m, v in zip(mols, pred):
+            if m is not None:
+                m.properties[f"evaluator_{prop}"] = float(v)
+        mae = mean_absolute_error(pred, targets)
+        record["metrics"].update({"mae_to_target": mae, "mae_table_units": to_table_units(prop, mae)})
+
+    samples: dict[str, list] = {}
     out_settings: dict[str, dict] = {}
     for s in settings:
         store = _sample_setting(
             s, protocol_dir(config) / "samples" / prop / s.name, config, pipe, pairs.counts, progress
         )
         mols, _, seconds = store.load()
-        pred = _predict(evaluator, mols, onehot_scale)
-        for m, v, c in zip(mols, pred, targets):
-            if m is not None:  # SD tags of the SDF
-                m.properties[f"evaluator_{prop}"], m.properties[f"target_{prop}"] = float(v), float(c)
-        mae = mean_absolute_error(pred, targets)
-        maes[s.name] = to_table_units(prop, mae)
-        metrics = {
-            "mae_to_target": mae,
-            "mae_table_units": to_table_units(prop, mae),
-            "n_evaluated": float(np.isfinite(pred).sum()),
-            "sample_s_per_molecule": seconds / len(mols),
-            **sample_quality(mols, progress, folder / f"samples_{s.name}.sdf", int(pairs.counts.sum())),
-        }
+        samples[s.name] = mols
+        for m, c in zip(mols, targets):
+            if m is not None:
+                m.properties[f"target_{prop}"] = float(c)
         tags = {"molguide.property": prop, "molguide.guidance": s.kind, "molguide.weight": str(s.weight)}
-        out_settings[s.name] = {"metrics": metrics, "tags": tags}
-        _log_setting(f"{prop}-{s.name}", tags, metrics, folder / f"samples_{s.name}.sdf")
+        record = out_settings[s.name] = {"metrics": {}, "tags": tags}
+        if selector is None:  # a sweep: the evaluator judges every setting
+            judged(mols, record)
+            maes[s.name] = record["metrics"]["mae_table_units"]
+        else:  # weights are chosen on the generator half: the selector judges
+            pred = _predict(selector, mols, onehot_scale)
+            record["metrics"]["selector_mae"] = mean_absolute_error(pred, targets)
+        sdf = folder / f"samples_{s.name}.sdf" if selector is None else None
+        record["metrics"].update(
+            {
+                "n_evaluated": float(sum(m is not None for m in mols)),
+                "sample_s_per_molecule": seconds / len(mols),
+                **sample_quality(mols, progress, sdf, n_atoms),
+            }
+        )
+    chosen: dict[str, str] = {}
+    if selector is not None:
+        unguided_strict = sample_quality(unguided, False, None, n_atoms)["validity_strict"]
+        chosen = choose_weights(
+            {n: {"kind": r["tags"]["molguide.guidance"], **r["metrics"]} for n, r in out_settings.items()},
+            unguided_strict,
+            config.protocol.max_validity_drop,
+        )
+        for kind, name in chosen.items():  # the evaluator judges each kind's chosen setting, once
+            judged(samples[name], out_settings[name])
+            out_settings[name]["tags"]["molguide.selected"] = "true"
+            maes[f"{kind}_selected"] = out_settings[name]["metrics"]["mae_table_units"]
+            sample_quality(samples[name], False, folder / f"samples_{name}.sdf", n_atoms)  # its SDF, tagged
+    for name, record in out_settings.items():
+        _log_setting(f"{prop}-{name}", record["tags"], record["metrics"], folder / f"samples_{name}.sdf")
     result = {
         "property": prop,
         "unit": unit,
@@ -409,6 +468,10 @@ def _property_results(
         "n_pairs": len(targets),
         "mae": maes,
         "settings": out_settings,
+        "chosen": {
+            kind: {"setting": name, "weight": float(out_settings[name]["tags"]["molguide.weight"])}
+            for kind, name in chosen.items()
+        },
     }
     write_json(results_path, result)
     log.info("protocol %s: %s", prop, ", ".join(f"{k} {v:.4g} {unit}" for k, v in maes.items()))
@@ -502,5 +565,6 @@ def log_protocol(result: dict) -> None:
         result["header"] + "\n\n" + result["conditional_mae_table"] + "\n",
         "protocol/conditional_mae_table.md",
     )
-    tables = {k: result[k] for k in ("header", "stability", "conditional_mae", "units", "metrics")}
+    keys = ("header", "stability", "conditional_mae", "units", "metrics", "chosen_weights")
+    tables = {k: result[k] for k in keys}
     mlflow.log_dict(tables, "protocol/tables.json")

@@ -194,6 +194,14 @@ def _evaluator_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trai
     )
 
 
+def _selector_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
+    """The selector: an evaluator of the same design trained on the generator half, which
+    judges guidance settings while their weights are chosen (the evaluator judges once)."""
+    job = _evaluator_job(config, mols, progress)
+    job.message = job.message.replace("evaluator:", "selector:").replace("evaluator-half", "generator-half")
+    return job
+
+
 def _evaluator_reference_rows(config: RunConfig, trainer: Trainer, job: TrainingJob, progress: bool) -> dict:
     """The evaluator's error on generator-half molecules beside the naive and #Atoms rows."""
     from molguide.diagnostics.baselines import atom_count_predictor
@@ -362,6 +370,14 @@ TRAINING_SPECS: dict[str, TrainingSpec] = {
             _evaluator_job,
             split="evaluator_half",
             finish=_evaluator_reference_rows,
+        ),
+        TrainingSpec(
+            "selector",
+            "molguide-guidance",
+            "selector",
+            "evaluator.train",
+            _selector_job,
+            split="generator_half",
         ),
         TrainingSpec("reward", "molguide-guidance", "reward", "reward.train", _reward_job),
         TrainingSpec(

@@ -259,6 +259,7 @@ class EvaluatorRecord(Record):
 RECORDS: dict[str, type[Record]] = {
     "score": ScoreRecord,
     "evaluator": EvaluatorRecord,
+    "selector": EvaluatorRecord,  # an evaluator trained on the generator half: it chooses weights
     **{kind.network: kind.record for kind in GUIDANCE_KINDS.values()},
 }
 
