@@ -55,6 +55,7 @@ TINY = [
     "regressor.train={steps: 30, batch_size: 32, lr: 1.0e-3, ema_decay: 0.9, log_every: 10}",
     "regressor.holdout=20",
     "protocol.density_weights=[1.0]",
+    f"protocol.pairs=[[{PROPERTIES[0]}, {PROPERTIES[1]}]]",  # EEGSDE's multi-property rows
     "protocol.n_reference=50",
     "protocol.steps=50",
     "sample.batch_size=12",
@@ -165,6 +166,8 @@ def test_protocol_config_steps_and_per_property_copies(tmp_path):
     for bad, message in (
         ("protocol.properties=[gap_eV, gap_eV]", "each property once"),
         ("protocol.n_bins=1", "n_bins"),
+        ("protocol.pairs=[[gap_eV, gap_eV]]", "gap_eV twice in one pair"),
+        ("protocol={properties: [gap_eV], pairs: [[gap_eV, mu_D]]}", "mu_D is not in protocol.properties"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(CONFIG, [bad])
@@ -272,7 +275,15 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
         "lower bound (evaluator on data)",
     ]
 
+    # Both properties at once: each kind at the weights chosen for each property alone.
+    assert "several properties at once (MAE of both)" in text
+    pair_rows = [r["row"] for r in tables["multi_property"]]
+    assert pair_rows[0] == "molguide unguided" and pair_rows[-1] == "lower bound (evaluator on data)"
+    assert any(r.startswith("molguide classifier-guided, w = ") for r in pair_rows)
+    assert any(r.startswith("molguide density-guided, w = 1 / 1") for r in pair_rows)
+
     m = parent.data.metrics
+    assert m["pair.alpha_bohr3.gap_eV.unguided.mae_gap_eV"] == pytest.approx(m["mae_gap_eV_unguided"])
     for prop in PROPERTIES:
         for row in ROWS:
             value = m[f"mae_{prop}_{row}"]
@@ -308,9 +319,14 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
             [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{protocol_run.info.run_id}'"
         )
     }
-    assert set(settings) == {
+    pair = "+".join(PROPERTIES)
+    assert {name for name in settings if not name.startswith(pair)} == {
         "unconditional",
         *(f"{p}-{s}" for p in PROPERTIES for s in ("classifier_w1", "classifier_w2", "cfg_w1", "density_w1")),
+    }
+    assert {name.split("_w")[0] for name in settings if name.startswith(pair)} == {
+        f"{pair}-classifier",
+        f"{pair}-density",  # not CFG: its network replaces the score model
     }
     # Weights are chosen by the selector; the evaluator judges the chosen setting alone.
     chosen = tables["chosen_weights"]["gap_eV"]["classifier"]

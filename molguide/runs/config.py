@@ -426,6 +426,11 @@ class _ProtocolSettings(_Section):
     max_validity_drop: float = Field(
         0.05, ge=0, le=1, description="a chosen weight keeps strict validity within this of unguided's"
     )
+    pairs: list[tuple[PropertyName, PropertyName]] = Field(
+        default_factory=list,
+        description="EEGSDE's multi-property rows: pairs of properties, each molecule steered to both of "
+        "its values at once, e.g. [[cv_calmolK, mu_D], [gap_eV, mu_D], [alpha_bohr3, mu_D]]",
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> _ProtocolSettings:
@@ -441,6 +446,18 @@ class _ProtocolSettings(_Section):
         if len(set(properties)) != len(properties):
             raise ValueError(f"each property once, got {properties}")
         return properties
+
+    @model_validator(mode="after")
+    def _pairs_of_listed_properties(self) -> _ProtocolSettings:
+        for a, b in self.pairs:
+            if a == b:
+                raise ValueError(f"pairs: {a} twice in one pair")
+            missing = [p for p in (a, b) if p not in self.properties]
+            if missing:
+                raise ValueError(
+                    f"pairs: {missing[0]} is not in protocol.properties (its networks are trained there)"
+                )
+        return self
 
 
 def _weight_list(weights: list[float]) -> list[float]:

@@ -283,28 +283,32 @@ def _settings_of_property(
 ) -> list[SamplingSetting]:
     """One setting per guidance kind and weight of one property, each molecule steered to
     its own target value (kinds that aim at values) or to that value's bin."""
-    folder, device = protocol_dir(config) / prop, config.device
-    targets = pairs.targets(prop)
     settings = []
     for name, weights in protocol_weights(config).items():
         kind = GUIDANCE_KINDS[name]
-        trained = _network(folder, kind.network, device)
-        network = trained.network
-        if kind.takes_values:  # each molecule aims at its own value
-            target, classes, values = PropertyTarget(prop), 0, torch.as_tensor(targets, dtype=torch.float64)
-        else:  # each molecule aims at the bin of its own value
-            target, values = trained.record.property_target, None
-            classes = torch.as_tensor(target.labels(targets))
-        model = network if kind.samples_own_network else pipe.model
         for w in weights:
-            request = TermRequest(
-                network, trained.record, target, classes, pipe.diffusion, w, TimeWindow(), values=values
-            )
+            term, trained = _term(config, prop, name, w, pairs, pipe)
+            model = trained.network if kind.samples_own_network else pipe.model
             sig = {**base_signature, "kind": name, "weight": w, f"{kind.network}_step": trained.step}
-            settings.append(
-                SamplingSetting(setting_name(name, w), name, w, model, [kind.build(request)], signature=sig)
-            )
+            settings.append(SamplingSetting(setting_name(name, w), name, w, model, [term], signature=sig))
     return settings
+
+
+def _term(config: RunConfig, prop: str, kind_name: str, weight: float, pairs: Pairs, pipe):
+    """The term of one guidance kind at ``weight`` steering every pair's molecule to its own
+    value of ``prop`` (kinds that aim at values) or to that value's bin; and its network."""
+    kind = GUIDANCE_KINDS[kind_name]
+    trained = _network(protocol_dir(config) / prop, kind.network, config.device)
+    targets = pairs.targets(prop)
+    if kind.takes_values:
+        target, classes, values = PropertyTarget(prop), 0, torch.as_tensor(targets, dtype=torch.float64)
+    else:
+        target, values = trained.record.property_target, None
+        classes = torch.as_tensor(target.labels(targets))
+    request = TermRequest(
+        trained.network, trained.record, target, classes, pipe.diffusion, weight, TimeWindow(), values=values
+    )
+    return kind.build(request), trained
 
 
 def _log_setting(name: str, tags: dict, metrics: dict, sdf: Path | None) -> None:
@@ -478,6 +482,88 @@ def _property_results(
     return {**result, "reused": False}
 
 
+def pair_weights(config: RunConfig, per_property: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Per property, the weight of each guidance kind that can steer two properties at once
+    (not CFG, whose network replaces the score model): the weight chosen for it alone, or
+    with one weight per kind, that weight."""
+    out: dict[str, dict[str, float]] = {}
+    for prop, result in per_property.items():
+        chosen = {kind: c["weight"] for kind, c in result.get("chosen", {}).items()}
+        for kind, weights in protocol_weights(config).items():
+            chosen.setdefault(kind, weights[0])
+        out[prop] = {k: w for k, w in chosen.items() if not GUIDANCE_KINDS[k].samples_own_network}
+    return out
+
+
+def _pair_results(
+    config: RunConfig,
+    pair: tuple[str, str],
+    pairs: Pairs,
+    base_signature: dict,
+    pipe: MoleculeDiffusionPipeline,
+    per_property: dict[str, dict],
+    progress: bool,
+) -> dict:
+    """EEGSDE's multi-property rows for one pair of properties: every molecule steered to
+    both of its own values at once (one term per property, each at the weight chosen for
+    its property alone), judged by both properties' evaluators."""
+    key = "+".join(pair)
+    folder = protocol_dir(config) / "pairs" / key
+    evaluators = {p: _network(protocol_dir(config) / p, "evaluator", config.device) for p in pair}
+    weights = pair_weights(config, {p: per_property[p] for p in pair})
+    settings = []
+    for kind in weights[pair[0]]:
+        terms, steps = [], []
+        for p in pair:
+            term, trained = _term(config, p, kind, weights[p][kind], pairs, pipe)
+            terms.append(term)
+            steps.append(trained.step)
+        name = f"{kind}_w" + "+".join(f"{weights[p][kind]:g}" for p in pair)
+        chosen = [weights[p][kind] for p in pair]
+        sig = {**base_signature, "kind": kind, "pair": list(pair), "weights": chosen, "steps": steps}
+        settings.append(SamplingSetting(name, kind, weights[pair[0]][kind], pipe.model, terms, signature=sig))
+    signature = as_json(
+        {
+            "settings": {s.name: s.signature for s in settings},
+            "evaluator_steps": [evaluators[p].step for p in pair],
+            "quality_version": QUALITY_VERSION,
+        }
+    )
+    cached = read_json(folder / "results.json")
+    if cached is not None and cached.get("signature") == signature:
+        log.info("protocol %s: results of an earlier run reused", key)
+        return {**cached, "reused": True}
+    onehot_scale = pipe.diffusion.onehot_scale
+    maes = {row: {p: per_property[p]["mae"][row] for p in pair} for row in ("unguided", "lower_bound")}
+    out_settings = {}
+    for s in settings:
+        sample_folder = protocol_dir(config) / "samples" / "pairs" / key / s.name
+        store = _sample_setting(s, sample_folder, config, pipe, pairs.counts, progress)
+        mols, _, seconds = store.load()
+        maes[s.name] = {}
+        for p in pair:
+            pred = _predict(evaluators[p], mols, onehot_scale)
+            for m, v, c in zip(mols, pred, pairs.targets(p)):
+                if m is not None:
+                    m.properties[f"evaluator_{p}"], m.properties[f"target_{p}"] = float(v), float(c)
+            maes[s.name][p] = to_table_units(p, mean_absolute_error(pred, pairs.targets(p)))
+        metrics = {
+            "sample_s_per_molecule": seconds / len(mols),
+            **{f"mae_{p}": v for p, v in maes[s.name].items()},
+            **sample_quality(mols, progress, folder / f"samples_{s.name}.sdf", int(pairs.counts.sum())),
+        }
+        out_settings[s.name] = {"metrics": metrics, "kind": s.kind, "weights": s.signature["weights"]}
+        tags = {
+            "molguide.pair": key,
+            "molguide.guidance": s.kind,
+            "molguide.weights": str(s.signature["weights"]),
+        }
+        _log_setting(f"{key}-{s.name}", tags, metrics, folder / f"samples_{s.name}.sdf")
+    result = {"pair": list(pair), "signature": signature, "mae": maes, "settings": out_settings}
+    write_json(folder / "results.json", result)
+    return {**result, "reused": False}
+
+
 def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
     """Sample the protocol's pairs unguided and guided, judge them, and build the two tables.
 
@@ -518,7 +604,15 @@ def run_protocol(config: RunConfig, progress: bool | None = None) -> dict:
             for prop in pc.properties
         }
         unconditional["sampler"] = sampler_description(config, pipe)
-        result = protocol_tables(config, unconditional, data_row, per_property, generator.step("score"))
+        per_pair = {
+            "+".join(pair): _pair_results(
+                config, tuple(pair), pairs, base_signature, pipe, per_property, progress
+            )
+            for pair in pc.pairs
+        }
+        result = protocol_tables(
+            config, unconditional, data_row, per_property, generator.step("score"), per_pair
+        )
         result["reused"] = [
             name for name, r in (("unconditional", unconditional), *per_property.items()) if r.get("reused")
         ]
@@ -565,6 +659,11 @@ def log_protocol(result: dict) -> None:
         result["header"] + "\n\n" + result["conditional_mae_table"] + "\n",
         "protocol/conditional_mae_table.md",
     )
-    keys = ("header", "stability", "conditional_mae", "units", "metrics", "chosen_weights")
+    keys = ("header", "stability", "conditional_mae", "units", "metrics", "chosen_weights", "multi_property")
+    if result.get("multi_property_table"):
+        mlflow.log_text(
+            result["header"] + "\n\n" + result["multi_property_table"] + "\n",
+            "protocol/multi_property_table.md",
+        )
     tables = {k: result[k] for k in keys}
     mlflow.log_dict(tables, "protocol/tables.json")
