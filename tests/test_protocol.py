@@ -56,6 +56,7 @@ TINY = [
     "regressor.holdout=20",
     "protocol.density_weights=[1.0]",
     f"protocol.pairs=[[{PROPERTIES[0]}, {PROPERTIES[1]}]]",  # EEGSDE's multi-property rows
+    "protocol.xtb_molecules=4",  # the xTB judge of gap's rows
     "protocol.n_reference=50",
     "protocol.steps=50",
     "sample.batch_size=12",
@@ -274,6 +275,24 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
         "molguide density-guided, w chosen on the generator half",
         "lower bound (evaluator on data)",
     ]
+
+    # GFN2-xTB judges gap's rows again (alpha is not an xTB property).
+    assert "GFN2-xTB as a second judge" in text
+    xtb_rows = tables["metrics"]
+    assert 0 < xtb_rows["xtb_mae_gap_eV_lower_bound"] < 3000  # meV: xTB shifted onto DFT, 4 real molecules
+    assert "xtb_mae_alpha_bohr3_unguided" not in xtb_rows
+    gap_xtb = json.loads((protocol_runs["folder"] / "protocol" / "gap_eV" / "results.json").read_text())[
+        "xtb"
+    ]
+    # (a tiny model's molecules may defeat xTB: a row then has n 0 and no MAE)
+    assert set(gap_xtb["n"]) == {
+        "lower_bound",
+        "unguided",
+        "classifier_selected",
+        "cfg_selected",
+        "density_selected",
+    }
+    assert gap_xtb["n"]["lower_bound"] == 4 and gap_xtb["n_molecules"] == 4
 
     # Both properties at once: each kind at the weights chosen for each property alone.
     assert "several properties at once (MAE of both)" in text

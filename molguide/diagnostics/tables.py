@@ -240,6 +240,8 @@ def run_summary_table(out: dict, config: RunConfig) -> str:
             "conditional MAE (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K)\n"
             + edm["conditional_mae_table"]
         )
+        if edm.get("xtb_table"):
+            parts.append("GFN2-xTB as a second judge (MAE on a subsample, calibrated)\n" + edm["xtb_table"])
         if edm.get("multi_property_table"):
             parts.append("several properties at once (MAE of both)\n" + edm["multi_property_table"])
         if edm.get("reused"):
@@ -307,6 +309,28 @@ def multi_property_table(per_pair: dict[str, dict]) -> tuple[str, list[dict]]:
             cells.append(" / ".join(shown))
         body.append([r["source"], r["row"], *cells])
     return markdown_table(header, body), rows
+
+
+def xtb_table(per_property: dict[str, dict]) -> str:
+    """GFN2-xTB's MAE per row (the evaluator's rows, judged again by xTB on a subsample),
+    with the number of molecules xTB judged; "" when no property had the xTB judge."""
+    judged = {p: r["xtb"] for p, r in per_property.items() if r.get("xtb")}
+    if not judged:
+        return ""
+    names: list[str] = []
+    for x in judged.values():
+        names += [n for n in x["mae"] if n not in names]
+    order = [*[n for n in names if n != "lower_bound"], "lower_bound"]
+    header = ["row", *(f"{MAE_COLUMNS[p][0]} ({TABLE_UNITS[p][0]})" for p in judged)]
+    body = []
+    for name in order:
+        cells = []
+        for p, x in judged.items():
+            value = x["mae"].get(name)
+            cells.append("-" if value is None else f"{_num(value, MAE_COLUMNS[p][1])} (n {x['n'][name]})")
+        real = "lower bound (xTB on the pairs' real molecules)"
+        body.append([real if name == "lower_bound" else _setting_label(name), *cells])
+    return markdown_table(header, body)
 
 
 def _pair_row_label(name: str) -> str:
@@ -381,6 +405,9 @@ def protocol_tables(
             + "; ".join(lines)
         )
     pair_table, pair_rows = multi_property_table(per_pair) if per_pair else ("", [])
+    for p, r in per_property.items():
+        for row, value in r.get("xtb", {}).get("mae", {}).items():
+            metrics[f"xtb_mae_{p}_{row}"] = value
     for key, r in (per_pair or {}).items():  # MLflow's metric names take no "+"
         for row, both in r["mae"].items():
             pair = key.replace("+", ".")
@@ -390,6 +417,7 @@ def protocol_tables(
         "stability_table": stability_table(stability_rows),
         "conditional_mae_table": mae_table,
         "multi_property_table": pair_table,
+        "xtb_table": xtb_table(per_property),
         "multi_property": pair_rows,
         "chosen_weights": chosen,
         "stability": stability_rows,

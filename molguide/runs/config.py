@@ -426,6 +426,10 @@ class _ProtocolSettings(_Section):
     max_validity_drop: float = Field(
         0.05, ge=0, le=1, description="a chosen weight keeps strict validity within this of unguided's"
     )
+    xtb_molecules: int = Field(
+        200, ge=0, description="GFN2-xTB judges this many molecules of every gap/HOMO/LUMO/mu row (0: off)"
+    )
+    xtb_workers: int = Field(1, ge=1, description="xTB processes")
     pairs: list[tuple[PropertyName, PropertyName]] = Field(
         default_factory=list,
         description="EEGSDE's multi-property rows: pairs of properties, each molecule steered to both of "

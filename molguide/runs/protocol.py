@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from molguide.chem.xtb import XTB_PROPERTIES
 from molguide.data.molecules import Molecule, MoleculeSet
 from molguide.data.registry import split_molecules
 from molguide.diagnostics.baselines import atom_count_predictor, mean_absolute_error, reference_maes
@@ -47,6 +48,7 @@ from molguide.diagnostics.published import TABLE_UNITS, to_table_units
 from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sample_quality
 from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import protocol_tables
+from molguide.diagnostics.xtb_judge import calibration_offset, xtb_mae, xtb_values
 from molguide.diffusion.sampling import for_samples
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.generation.sample_store import BatchedSamples, batch_seed
@@ -465,8 +467,13 @@ def _property_results(
             sample_quality(samples[name], False, folder / f"samples_{name}.sdf", n_atoms)  # its SDF, tagged
     for name, record in out_settings.items():
         _log_setting(f"{prop}-{name}", record["tags"], record["metrics"], folder / f"samples_{name}.sdf")
+    judged_rows = {"unguided": (unguided, base_signature)}
+    for row, name in chosen.items() if selector is not None else ((n, n) for n in out_settings):
+        setting = next(s for s in settings if s.name == name)
+        judged_rows[f"{row}_selected" if selector is not None else name] = (samples[name], setting.signature)
     result = {
         "property": prop,
+        "xtb": _xtb_rows(config, prop, pairs, judged_rows) if _xtb_judges(config, prop) else {},
         "unit": unit,
         "signature": signature,
         "n_pairs": len(targets),
@@ -480,6 +487,37 @@ def _property_results(
     write_json(results_path, result)
     log.info("protocol %s: %s", prop, ", ".join(f"{k} {v:.4g} {unit}" for k, v in maes.items()))
     return {**result, "reused": False}
+
+
+def _xtb_judges(config: RunConfig, prop: str) -> bool:
+    return config.protocol.xtb_molecules > 0 and prop in XTB_PROPERTIES
+
+
+def _xtb_rows(config: RunConfig, prop: str, pairs: Pairs, rows: dict[str, tuple[list, dict]]) -> dict:
+    """GFN2-xTB's MAE (table units) of the first ``protocol.xtb_molecules`` molecules of each
+    row against their targets, calibrated on as many other generator-half molecules; its
+    lower bound is its MAE on the pairs' real molecules (:mod:`molguide.diagnostics.xtb_judge`)."""
+    pc = config.protocol
+    k = min(pc.xtb_molecules, len(pairs.counts))
+    root, workers = protocol_dir(config) / "xtb", pc.xtb_workers
+    half = split_molecules(config.data)
+    calibration = half.subset(np.random.default_rng([pc.seed, 2]).choice(len(half), k, replace=False))
+    calibrated = xtb_values(
+        list(calibration), root / "calibration.json", {"seed": pc.seed, "split": pairs.signature}, workers
+    )
+    offset = calibration_offset(calibrated, calibration.properties[prop], prop)
+    targets = pairs.targets(prop)[:k]
+    sets = {"lower_bound": (list(pairs.molecules)[:k], root / "real.json", {"pairs": pairs.signature})}
+    for row, (mols, signature) in rows.items():
+        name = "unguided" if row == "unguided" else f"{prop}-{row}"
+        sets[row] = (mols[:k], root / f"{name}.json", signature)
+    out: dict = {"offset": offset, "n_molecules": k, "mae": {}, "n": {}}
+    for row, (mols, cache, signature) in sets.items():
+        mae, n = xtb_mae(xtb_values(mols, cache, signature, workers), targets, prop, offset)
+        out["mae"][row], out["n"][row] = to_table_units(prop, mae), n
+    log.info("protocol %s: xTB judge (%d molecules a row): %s", prop, k,
+             ", ".join(f"{r} {v:.4g}" for r, v in out["mae"].items()))  # fmt: skip
+    return out
 
 
 def pair_weights(config: RunConfig, per_property: dict[str, dict]) -> dict[str, dict[str, float]]:
@@ -660,6 +698,8 @@ def log_protocol(result: dict) -> None:
         "protocol/conditional_mae_table.md",
     )
     keys = ("header", "stability", "conditional_mae", "units", "metrics", "chosen_weights", "multi_property")
+    if result.get("xtb_table"):
+        mlflow.log_text(result["header"] + "\n\n" + result["xtb_table"] + "\n", "protocol/xtb_table.md")
     if result.get("multi_property_table"):
         mlflow.log_text(
             result["header"] + "\n\n" + result["multi_property_table"] + "\n",
