@@ -294,6 +294,23 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
     }
     assert gap_xtb["n"]["lower_bound"] == 4 and gap_xtb["n_molecules"] == 4
 
+    # The theory beside the rows: per property and kind, the network's integrated CE and
+    # guidance-error estimate, the row's MAE ratio and E[1/p(c|x)]; the rank correlation.
+    assert "the theory beside the rows" in text and "Spearman rank correlation" in text
+    points = tables["theory"]["points"]
+    assert {(p["property"], p["kind"]) for p in points} == {
+        (p, k) for p in PROPERTIES for k in ("classifier", "density")
+    }
+    clf = next(p for p in points if p["kind"] == "classifier")
+    assert (
+        clf["cross_entropy_kind"] == "CE / log K" and clf["cross_entropy"] > 0 and clf["guidance_mse_est"] > 0
+    )
+    assert clf["inv_prob_median"] >= 1 and clf["mae_ratio"] > 0
+    assert tables["theory"]["correlations"]["classifier"]["mae_vs_cross_entropy"]["n"] == 2  # (rho needs 3)
+    assert "protocol/mae_against_theory.png" in artifacts | {
+        a.path for a in client.list_artifacts(run_id, "protocol")
+    }
+
     # Both properties at once: each kind at the weights chosen for each property alone.
     assert "several properties at once (MAE of both)" in text
     pair_rows = [r["row"] for r in tables["multi_property"]]

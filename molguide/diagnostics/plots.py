@@ -309,3 +309,39 @@ def plot_molecule_grid(
     image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(220, 180), legends=legends)
     image.save(str(path))
     return Path(path)
+
+
+def plot_mae_against_theory(points: list[dict], correlations: dict, path: str | Path) -> Path:
+    """Conditional MAE (relative to unguided) against the guidance network's integrated
+    cross-entropy and against its guidance-error estimate, one point per property and
+    kind, with Spearman's rho per kind: does the ordering the theory predicts hold?"""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    kinds = list(dict.fromkeys(p["kind"] for p in points))
+    for i, kind in enumerate(kinds):
+        mine = [p for p in points if p["kind"] == kind]
+        rho = correlations.get(kind, {})
+        for ax, key, corr in (
+            (axes[0], "cross_entropy", "mae_vs_cross_entropy"),
+            (axes[1], "guidance_mse_est", "mae_vs_guidance_error"),
+        ):
+            shown = [p for p in mine if p.get(key) is not None and p.get("mae_ratio") is not None]
+            if not shown:
+                continue
+            r = rho.get(corr, {}).get("rho")
+            label = f"{kind} (rho {r:+.2f})" if r is not None else kind
+            ax.scatter([p[key] for p in shown], [p["mae_ratio"] for p in shown], color=f"C{i}", label=label)
+            for p in shown:
+                ax.annotate(p["property"], (p[key], p["mae_ratio"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+    axes[0].set(xlabel="integrated cross-entropy (classifier: CE / log K; regressor: NLL)",
+                ylabel="conditional MAE / unguided MAE", title="MAE against cross-entropy")  # fmt: skip
+    axes[1].set(xlabel="guidance-error estimate (integrated over t)", title="MAE against guidance error")
+    for ax in axes:
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")  # no better than unguided
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -8,6 +8,7 @@ import math
 from molguide.diagnostics.published import PUBLISHED_MAE, PUBLISHED_STABILITY, TABLE_UNITS
 from molguide.diagnostics.quality import PROTOCOL_QUALITY
 from molguide.diagnostics.statistics import is_finite_number
+from molguide.diagnostics.theory_rows import theory_correlations, theory_points
 from molguide.runs.config import RunConfig
 
 
@@ -240,6 +241,8 @@ def run_summary_table(out: dict, config: RunConfig) -> str:
             "conditional MAE (alpha bohr^3, gap/HOMO/LUMO meV, mu D, Cv cal/mol K)\n"
             + edm["conditional_mae_table"]
         )
+        if edm.get("theory_table"):
+            parts.append("the theory beside the rows\n" + edm["theory_table"])
         if edm.get("xtb_table"):
             parts.append("GFN2-xTB as a second judge (MAE on a subsample, calibrated)\n" + edm["xtb_table"])
         if edm.get("multi_property_table"):
@@ -333,6 +336,30 @@ def xtb_table(per_property: dict[str, dict]) -> str:
     return markdown_table(header, body)
 
 
+def theory_table(points: list[dict], correlations: dict) -> str:
+    """Per property and kind: the guidance network's integrated cross-entropy and
+    guidance-error estimate beside the row's MAE ratio and E[1/p(c|x)]; then Spearman's rho."""
+    if not points:
+        return ""
+    header = ["property", "kind", "integrated CE", "guidance-error est.", "MAE / unguided", "median 1/p(c|x)"]
+    body = [
+        [p["property"], p["kind"], f"{_num(p['cross_entropy'], '.3f')} ({p['cross_entropy_kind']})",
+         _num(p["guidance_mse_est"], ".3g"), _num(p["mae_ratio"], ".3f"), _num(p["inv_prob_median"], ".3g")]
+        for p in points
+    ]  # fmt: skip
+    lines = []
+    for kind, c in correlations.items():
+        parts = []
+        for name, label in (("mae_vs_cross_entropy", "CE"), ("mae_vs_guidance_error", "guidance error")):
+            r = c[name]
+            parts.append(
+                f"with {label}: "
+                + ("too few points" if r["rho"] is None else f"rho {r['rho']:+.2f} (n {r['n']})")
+            )
+        lines.append(f"{kind}: Spearman rank correlation of MAE / unguided " + "; ".join(parts))
+    return markdown_table(header, body) + "\n\n" + "\n".join(lines)
+
+
 def _pair_row_label(name: str) -> str:
     if name in ROW_LABELS:
         return ROW_LABELS[name]
@@ -405,6 +432,8 @@ def protocol_tables(
             + "; ".join(lines)
         )
     pair_table, pair_rows = multi_property_table(per_pair) if per_pair else ("", [])
+    points = theory_points(per_property)
+    correlations = theory_correlations(points)
     for p, r in per_property.items():
         for row, value in r.get("xtb", {}).get("mae", {}).items():
             metrics[f"xtb_mae_{p}_{row}"] = value
@@ -418,6 +447,8 @@ def protocol_tables(
         "conditional_mae_table": mae_table,
         "multi_property_table": pair_table,
         "xtb_table": xtb_table(per_property),
+        "theory_table": theory_table(points, correlations),
+        "theory": {"points": points, "correlations": correlations},
         "multi_property": pair_rows,
         "chosen_weights": chosen,
         "stability": stability_rows,

@@ -48,6 +48,7 @@ from molguide.diagnostics.published import TABLE_UNITS, to_table_units
 from molguide.diagnostics.quality import QUALITY_VERSION, qm9_reference_row, sample_quality
 from molguide.diagnostics.statistics import is_finite_number
 from molguide.diagnostics.tables import protocol_tables
+from molguide.diagnostics.theory_rows import inverse_target_probability, network_theory
 from molguide.diagnostics.xtb_judge import calibration_offset, xtb_mae, xtb_values
 from molguide.diffusion.sampling import for_samples
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
@@ -416,14 +417,23 @@ def _property_results(
     maes["unguided"] = to_table_units(prop, mean_absolute_error(unguided_pred, targets))
     n_atoms = int(pairs.counts.sum())
 
+    # E[1/p(c|x)]: the evaluator as a Gaussian of its RMSE on the generator half, the bins
+    # those of the classifiers (protocol.n_bins quantiles of the generator half)
+    rmse = evaluator.record.reference_rows.get("evaluator_rmse")
+    binning = PropertyTarget(prop, n_bins=config.protocol.n_bins).fit(
+        split_molecules(pconf.data).properties[prop]
+    )
+
     def judged(mols: list, record: dict) -> None:
-        """The evaluator's MAE of one setting's molecules (and their SD tags)."""
+        """The evaluator's MAE of one setting's molecules (and their SD tags), and E[1/p(c|x)]."""
         pred = _predict(evaluator, mols, onehot_scale)
         for m, v in zip(mols, pred):
             if m is not None:
                 m.properties[f"evaluator_{prop}"] = float(v)
         mae = mean_absolute_error(pred, targets)
         record["metrics"].update({"mae_to_target": mae, "mae_table_units": to_table_units(prop, mae)})
+        if rmse:
+            record["metrics"].update(inverse_target_probability(pred, targets, rmse, binning))
 
     samples: dict[str, list] = {}
     out_settings: dict[str, dict] = {}
@@ -471,8 +481,21 @@ def _property_results(
     for row, name in chosen.items() if selector is not None else ((n, n) for n in out_settings):
         setting = next(s for s in settings if s.name == name)
         judged_rows[f"{row}_selected" if selector is not None else name] = (samples[name], setting.signature)
+    unguided_record: dict = {"metrics": {}}
+    judged(unguided, unguided_record)
+    theory = {
+        "networks": {
+            kind: network_theory(kind, _network(folder, GUIDANCE_KINDS[kind].network, config.device).record)
+            for kind in protocol_weights(config)
+        },
+        "rows": {"unguided": _theory_of(unguided_record["metrics"], maes["unguided"], maes["unguided"])},
+    }
+    for row, name in chosen.items() if selector is not None else ((n, n) for n in out_settings):
+        key = f"{row}_selected" if selector is not None else name
+        theory["rows"][key] = _theory_of(out_settings[name]["metrics"], maes[key], maes["unguided"])
     result = {
         "property": prop,
+        "theory": theory,
         "xtb": _xtb_rows(config, prop, pairs, judged_rows) if _xtb_judges(config, prop) else {},
         "unit": unit,
         "signature": signature,
@@ -487,6 +510,12 @@ def _property_results(
     write_json(results_path, result)
     log.info("protocol %s: %s", prop, ", ".join(f"{k} {v:.4g} {unit}" for k, v in maes.items()))
     return {**result, "reused": False}
+
+
+def _theory_of(metrics: dict, mae: float, unguided_mae: float) -> dict:
+    """A judged row's numbers the theory speaks about: its MAE relative to unguided and E[1/p(c|x)]."""
+    keep = ("inv_prob_mean", "inv_prob_median")
+    return {"mae_ratio": mae / unguided_mae if unguided_mae else None, **{k: metrics.get(k) for k in keep}}
 
 
 def _xtb_judges(config: RunConfig, prop: str) -> bool:
@@ -697,7 +726,26 @@ def log_protocol(result: dict) -> None:
         result["header"] + "\n\n" + result["conditional_mae_table"] + "\n",
         "protocol/conditional_mae_table.md",
     )
-    keys = ("header", "stability", "conditional_mae", "units", "metrics", "chosen_weights", "multi_property")
+    keys = (
+        "header",
+        "stability",
+        "conditional_mae",
+        "units",
+        "metrics",
+        "chosen_weights",
+        "multi_property",
+        "theory",
+    )
+    if result.get("theory_table"):
+        import tempfile
+
+        from molguide.diagnostics.plots import plot_mae_against_theory
+
+        mlflow.log_text(result["theory_table"] + "\n", "protocol/theory_table.md")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_mae_against_theory(result["theory"]["points"], result["theory"]["correlations"],
+                                          Path(tmp) / "mae_against_theory.png")  # fmt: skip
+            mlflow.log_artifact(str(png), "protocol")
     if result.get("xtb_table"):
         mlflow.log_text(result["header"] + "\n\n" + result["xtb_table"] + "\n", "protocol/xtb_table.md")
     if result.get("multi_property_table"):
