@@ -209,7 +209,7 @@ def _positions(mols) -> list:
     return [m.GetConformer().GetPositions() for m in mols]
 
 
-@pytest.mark.parametrize("kind", ["classifier", "reward", "cfg", "density", "energy"])
+@pytest.mark.parametrize("kind", ["classifier", "reward", "cfg", "density", "energy", "tfg"])
 def test_the_designer_generates_with_each_guidance_kind(x0_run, kind):
     """generate(guidance={kind: w}) builds the kind's term from the registry and samples with it:
     the molecules differ from the unguided ones of the same seed and say how they were made."""
@@ -224,6 +224,7 @@ def test_the_designer_generates_with_each_guidance_kind(x0_run, kind):
         "cfg",
         "density",
         "energy",
+        "tfg",
     }  # a new kind: a case here
     designer = molguide.load(str(x0_run))
     assert kind in designer.guidance_kinds

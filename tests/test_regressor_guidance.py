@@ -100,3 +100,30 @@ def test_per_molecule_values_are_cut_with_their_samples():
     assert term.for_samples(1, 3).values.tolist() == [0.2, 0.3]
     with pytest.raises(ValueError, match="3 target values for a batch of 2 molecules"):
         term(state)
+
+
+def test_training_free_guidance_follows_the_predictor_on_the_clean_estimate():
+    """grad_zh_i = -(f(x0_hat) - c) a / alpha_t: the predictor's gradient at the score network's
+    clean estimate, carried to z_t by 1 / alpha_t (no gradient through the score network)."""
+    import dataclasses
+
+    from molguide.diffusion.process import Denoised, VPDiffusion
+    from molguide.guidance.terms import DenoisedEstimateGuidance
+    from molguide.runs.config import DiffusionConfig
+
+    state, a, _ = _state(3)
+    gen = torch.Generator().manual_seed(4)
+    x0x = torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    x0h = torch.randn(7, 4, generator=gen, dtype=torch.float64)
+    zeros_x, zeros_h = torch.zeros_like(x0x), torch.zeros_like(x0h)
+    state = dataclasses.replace(state, denoised=Denoised(zeros_x, zeros_h, x0x, x0h, zeros_x, zeros_h))
+    diffusion = VPDiffusion.from_config(DiffusionConfig().model_dump())
+    _, gh = DenoisedEstimateGuidance(_LinearRegressor(a), 0.7, diffusion, weight=1.5)(state)
+    mu0 = torch.zeros(2, dtype=torch.float64).index_add(0, state.batch, x0h @ a)
+    alpha = diffusion.schedule.alpha(state.t).double()
+    expected = 1.5 * (-(mu0 - 0.7) / alpha)[state.batch].unsqueeze(-1) * a
+    torch.testing.assert_close(gh, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="needs the score network's clean estimate"):
+        DenoisedEstimateGuidance(_LinearRegressor(a), 0.7, diffusion)(
+            dataclasses.replace(state, denoised=None)
+        )

@@ -214,6 +214,25 @@ def _regressor_term(mode: str) -> Callable[[TermRequest], GuidanceTerm]:
     return build
 
 
+def _denoised_estimate_term(request: TermRequest) -> GuidanceTerm:
+    import torch
+
+    from molguide.guidance.terms import DenoisedEstimateGuidance
+
+    record, name = request.record, request.target.name
+    if request.values is None:
+        raise ValueError(
+            f"guidance['tfg']: it aims at a value of {name}; give a value goal, e.g. {{{name!r}: 2.5}}"
+        )
+    values = request.values
+    scaled = (
+        (values.double() if isinstance(values, torch.Tensor) else float(values)) - record.mean
+    ) / record.std
+    return DenoisedEstimateGuidance(
+        request.network, scaled, request.diffusion, request.weight, request.window
+    )
+
+
 def _classifier_term(request: TermRequest) -> GuidanceTerm:
     from molguide.guidance.terms import ClassifierGuidance
 
@@ -325,5 +344,21 @@ register_guidance_kind(
         takes_values=True,
         label="energy",
         marker="v",
+    )
+)
+register_guidance_kind(
+    GuidanceKind(
+        "tfg",
+        network="regressor",
+        record=RegressorRecord,
+        summary="training-free guidance (TFG) on the clean estimate: w / alpha_t * grad_x0 "
+        "-(f(x0_hat) - value)^2 / 2, f the regressor at t = 0 (no gradient through the score "
+        "network)",
+        default_weight=0.0,
+        build=_denoised_estimate_term,
+        per_sample_targets=True,
+        takes_values=True,
+        label="TFG",
+        marker="P",
     )
 )
