@@ -191,45 +191,40 @@ class RegressorRecord(Record):
     noise_levels: list[dict[str, Any]] = Field(default_factory=list)
 
 
+def _standardised_values(request: TermRequest, kind: str):
+    """The request's target values in the regressor's standardised units."""
+    import torch
+
+    record, name = request.record, request.target.name
+    if request.values is None:
+        raise ValueError(
+            f"guidance[{kind!r}]: it aims at a value of {name}; give a value goal, e.g. {{{name!r}: 2.5}}"
+        )
+    values = request.values
+    values = values.double() if isinstance(values, torch.Tensor) else float(values)
+    return (values - record.mean) / record.std
+
+
 def _regressor_term(mode: str) -> Callable[[TermRequest], GuidanceTerm]:
     def build(request: TermRequest) -> GuidanceTerm:
-        import torch
-
         from molguide.guidance.terms import RegressorGuidance
 
-        record, name = request.record, request.target.name
-        if request.values is None:
-            raise ValueError(
-                f"guidance[{mode!r}]: it aims at a value of {name}; give a value goal, e.g. {{{name!r}: 2.5}}"
-            )
-        values = request.values
-        scaled = (values.double() if isinstance(values, torch.Tensor) else float(values)) - record.mean
-        tolerance = None if request.tolerance is None else request.tolerance / record.std
-        if mode == "energy":
-            tolerance = None  # the energy pulls towards the value itself
-        return RegressorGuidance(
-            request.network, scaled / record.std, mode, tolerance, request.weight, request.window
+        values = _standardised_values(request, mode)
+        # the energy pulls towards the value itself; density may accept an interval
+        tolerance = (
+            None if request.tolerance is None or mode == "energy" else request.tolerance / request.record.std
         )
+        return RegressorGuidance(request.network, values, mode, tolerance, request.weight, request.window)
 
     return build
 
 
 def _denoised_estimate_term(request: TermRequest) -> GuidanceTerm:
-    import torch
-
     from molguide.guidance.terms import DenoisedEstimateGuidance
 
-    record, name = request.record, request.target.name
-    if request.values is None:
-        raise ValueError(
-            f"guidance['tfg']: it aims at a value of {name}; give a value goal, e.g. {{{name!r}: 2.5}}"
-        )
-    values = request.values
-    scaled = (
-        (values.double() if isinstance(values, torch.Tensor) else float(values)) - record.mean
-    ) / record.std
+    values = _standardised_values(request, "tfg")
     return DenoisedEstimateGuidance(
-        request.network, scaled, request.diffusion, request.weight, request.window
+        request.network, values, request.diffusion, request.weight, request.window
     )
 
 
@@ -316,49 +311,47 @@ register_guidance_kind(
         marker="^",
     )
 )
-register_guidance_kind(
-    GuidanceKind(
-        "density",
-        network="regressor",
-        record=RegressorRecord,
-        summary="density guidance: w * grad log N(value; mu_t(z), s_t(z)^2) of the noise-level regressor "
-        "(trained by negative log-likelihood; with a tolerance, the log-probability of the interval)",
-        default_weight=0.0,
-        build=_regressor_term("density"),
-        per_sample_targets=True,
-        takes_values=True,
-        label="density",
-        marker="D",
+
+
+def _register_value_kind(name: str, summary: str, build, label: str, marker: str) -> None:
+    """A kind that aims at values through the noise-level regressor (off unless weighted)."""
+    register_guidance_kind(
+        GuidanceKind(
+            name,
+            network="regressor",
+            record=RegressorRecord,
+            summary=summary,
+            default_weight=0.0,
+            build=build,
+            per_sample_targets=True,
+            takes_values=True,
+            label=label,
+            marker=marker,
+        )
     )
+
+
+_register_value_kind(
+    "density",
+    "density guidance: w * grad log N(value; mu_t(z), s_t(z)^2) of the noise-level regressor "
+    "(trained by negative log-likelihood; with a tolerance, the log-probability of the interval)",
+    _regressor_term("density"),
+    "density",
+    "D",
 )
-register_guidance_kind(
-    GuidanceKind(
-        "energy",
-        network="regressor",
-        record=RegressorRecord,
-        summary="energy guidance (EEGSDE): w * -grad (mu_t(z) - value)^2 / 2 of the noise-level "
-        "regressor's mean, in standardised units",
-        default_weight=0.0,
-        build=_regressor_term("energy"),
-        per_sample_targets=True,
-        takes_values=True,
-        label="energy",
-        marker="v",
-    )
+_register_value_kind(
+    "energy",
+    "energy guidance (EEGSDE): w * -grad (mu_t(z) - value)^2 / 2 of the noise-level regressor's "
+    "mean, in standardised units",
+    _regressor_term("energy"),
+    "energy",
+    "v",
 )
-register_guidance_kind(
-    GuidanceKind(
-        "tfg",
-        network="regressor",
-        record=RegressorRecord,
-        summary="training-free guidance (TFG) on the clean estimate: w / alpha_t * grad_x0 "
-        "-(f(x0_hat) - value)^2 / 2, f the regressor at t = 0 (no gradient through the score "
-        "network)",
-        default_weight=0.0,
-        build=_denoised_estimate_term,
-        per_sample_targets=True,
-        takes_values=True,
-        label="TFG",
-        marker="P",
-    )
+_register_value_kind(
+    "tfg",
+    "training-free guidance (TFG) on the clean estimate: w / alpha_t * grad_x0 -(f(x0_hat) - value)^2 "
+    "/ 2, f the regressor at t = 0 (no gradient through the score network)",
+    _denoised_estimate_term,
+    "TFG",
+    "P",
 )

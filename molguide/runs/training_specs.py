@@ -178,16 +178,22 @@ def _classifier_diagnostics(config: RunConfig, trainer: Trainer, job: TrainingJo
     return {"noise_levels": [r.as_dict() for r in rows]}
 
 
-def _evaluator_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
+def _standardised_property(config: RunConfig, mols: MoleculeSet) -> tuple[str, np.ndarray, float, float]:
+    """The target property, its standardised values on ``mols``, and their mean and std."""
     prop = config.target.property
     values = mols.properties[prop]
     mean, std = float(values.mean()), float(values.std())
+    return prop, (values - mean) / std, mean, std
+
+
+def _evaluator_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
+    prop, standardised, mean, std = _standardised_property(config, mols)
     model = build_predictor(config.evaluator.model_dump(), 1, False, len(atom_types(config)))
     onehot_scale = VPDiffusion.from_config(config.diffusion.model_dump()).onehot_scale
     return TrainingJob(
         model,
         RegressionObjective(onehot_scale),
-        _batches(config, mols, target=(values - mean) / std),
+        _batches(config, mols, target=standardised),
         None,
         f"evaluator: {prop} on {len(mols)} evaluator-half molecules",
         {"property": prop, "mean": mean, "std": std, "onehot_scale": onehot_scale},
@@ -236,15 +242,13 @@ def _evaluator_reference_rows(config: RunConfig, trainer: Trainer, job: Training
 def _regressor_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
     """The noise-level regressor of density and energy guidance: N(mu_t(z), s_t(z)^2) of the
     standardised property, trained by negative log-likelihood on noised molecules."""
-    prop = config.target.property
-    values = mols.properties[prop]
-    mean, std = float(values.mean()), float(values.std())
+    prop, standardised, mean, std = _standardised_property(config, mols)
     diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
     model = build_predictor(config.regressor.model_dump(), 2, True, len(atom_types(config)))
     return TrainingJob(
         model,
         NoisyGaussianObjective(diffusion),
-        _batches(config, mols, target=(values - mean) / std),
+        _batches(config, mols, target=standardised),
         diffusion,
         f"regressor: N(mu_t, s_t^2) of {prop} on {len(mols)} noised molecules",
         {"property": prop, "mean": mean, "std": std},
