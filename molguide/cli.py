@@ -238,7 +238,8 @@ def run_generate(args: argparse.Namespace) -> int:
                 raise UserError(f"--out {args.out}: name an .sdf file to write")
             check_output_dir(Path(args.out).resolve().parent, "--out folder")
         designer = Designer.load(args.source, args.device, args.guidance_from)
-        options = {"seed": seed, "steps": steps, "method": args.method, "progress": not args.json}
+        progress = sys.stderr.isatty() and not args.json  # bars on a terminal only
+        options = {"seed": seed, "steps": steps, "method": args.method, "progress": progress}
         mols = designer.generate(n, target=target, guidance=guidance, **options)
         result = {
             "source": designer.run.source,
