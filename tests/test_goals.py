@@ -46,7 +46,8 @@ def test_every_goal_form_parses_and_a_number_is_always_a_value():
         ({"gap_eV": float("nan")}, "give 'high', 'low', a value"),
         ({"gap_eV": {"bin": 1.5}}, "a bin is a whole number >= 0, got 1.5"),
         ({"gap_eV": {"bin": 1, "value": 2.0}}, "give one of 'goal', 'value' or 'bin'"),
-        ({"gap_eV": {"value": 2.0, "tolerance": -1}}, "tolerance must be >= 0"),
+        ({"gap_eV": {"value": 2.0, "tolerance": -1}}, "tolerance must be > 0"),
+        ({"gap_eV": {"value": 2.0, "tolerance": 0}}, "tolerance must be > 0, got 0"),
         ({"gap_eV": {"goal": "high", "tolerance": 1}}, "a tolerance belongs to a value goal"),
         ({"gap_eV": {"goal": "high", "weight": "2"}}, "weight must be a finite number"),
         ({"gap_eV": {"goal": "high", "t_min": 0.9, "t_max": 0.1}}, "t_min 0.9 is above t_max 0.1"),
@@ -297,3 +298,19 @@ def test_generate_towards_two_properties_from_the_command_line(two_runs, tmp_pat
     assert len(mols) == result["n_generated"]
     assert main(["generate", str(gap), "--target", "gap_eV=hgh", "-n", "2"]) == 2
     assert "--target 'gap_eV=hgh': give high, low, a value" in capsys.readouterr().err
+
+
+def test_a_goal_without_bins_reports_its_shift_but_no_hit_rate():
+    """A property guided by a regressor alone has no binning: "low" and a bare value are
+    improvements (mean shift, distance), not hit rates, and nothing raises."""
+    from molguide.diagnostics.goals import goal_improvements
+
+    rng = np.random.default_rng(1)
+    unguided = {"mu_D": rng.normal(3, 1, 200)}
+    guided = {"mu_D": unguided["mu_D"] - 0.5}
+    for goal in (Goal("mu_D", "low"), Goal("mu_D", "value", value=2.5)):
+        m = goal_improvements([goal], guided, unguided, {"mu_D": None})
+        assert "mu_D_improvement" in m and "mu_D_hit_rate" not in m
+    assert goal_improvements([Goal("mu_D", "low")], guided, unguided, {})[
+        "mu_D_improvement"
+    ] == pytest.approx(0.5)

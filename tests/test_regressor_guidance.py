@@ -103,8 +103,9 @@ def test_per_molecule_values_are_cut_with_their_samples():
 
 
 def test_training_free_guidance_follows_the_predictor_on_the_clean_estimate():
-    """grad_zh_i = -(f(x0_hat) - c) a / alpha_t: the predictor's gradient at the score network's
-    clean estimate, carried to z_t by 1 / alpha_t (no gradient through the score network)."""
+    """grad_zh_i = -(f(x0_hat) - c) a J_t: the predictor's gradient at the score network's clean
+    estimate, carried to z_t by a Gaussian model's Jacobian J_t = alpha v / (alpha^2 v + sigma^2),
+    v the spread of the molecule's own clean types (no gradient through the score network)."""
     import dataclasses
 
     from molguide.diffusion.process import Denoised, VPDiffusion
@@ -120,8 +121,12 @@ def test_training_free_guidance_follows_the_predictor_on_the_clean_estimate():
     diffusion = VPDiffusion.from_config(DiffusionConfig().model_dump())
     _, gh = DenoisedEstimateGuidance(_LinearRegressor(a), 0.7, diffusion, weight=1.5)(state)
     mu0 = torch.zeros(2, dtype=torch.float64).index_add(0, state.batch, x0h @ a)
-    alpha = diffusion.schedule.alpha(state.t).double()
-    expected = 1.5 * (-(mu0 - 0.7) / alpha)[state.batch].unsqueeze(-1) * a
+    alpha, sigma = diffusion.schedule.alpha(state.t).double(), diffusion.schedule.sigma(state.t).double()
+    v = torch.stack(
+        [x0h[state.batch == k].sub(x0h[state.batch == k].mean(0)).pow(2).mean() for k in range(2)]
+    )
+    jacobian = alpha * v / (alpha**2 * v + sigma**2)
+    expected = 1.5 * (-(mu0 - 0.7) * jacobian)[state.batch].unsqueeze(-1) * a
     torch.testing.assert_close(gh, expected, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="needs the score network's clean estimate"):
         DenoisedEstimateGuidance(_LinearRegressor(a), 0.7, diffusion)(

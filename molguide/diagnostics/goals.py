@@ -32,7 +32,8 @@ def goal_improvements(
 ) -> dict[str, float]:
     """Metrics ``<property>_improvement`` (with ``_ci_low`` / ``_ci_high``),
     ``<property>_hit_rate`` / ``_hit_rate_unguided`` and ``joint_hit_rate`` /
-    ``joint_hit_rate_unguided`` of the goals whose property both sets have predictions for."""
+    ``joint_hit_rate_unguided`` of the goals whose property both sets have predictions for
+    (hit rates only where the goal can be judged: a binning, or a value with a tolerance)."""
     metrics: dict[str, float] = {}
     hits: dict[str, list[np.ndarray]] = {"guided": [], "unguided": []}
     for goal in goals:
@@ -41,14 +42,21 @@ def goal_improvements(
         g = np.asarray(guided[goal.property], dtype=float)
         u = np.asarray(unguided[goal.property], dtype=float)
         binning = binnings.get(goal.property)
-        g_hits, u_hits = goal.hits(g, binning), goal.hits(u, binning)
+        judged = binning is not None or goal.judged_without_bins()
+        if goal.kind == "bin" and not judged:
+            continue  # a bin goal's improvement is its hit rate, which needs the bins
         if goal.kind in ("high", "low"):
             interval = difference_of_means(goal.direction * g, goal.direction * u, seed=seed)
         elif goal.kind == "value":
             interval = difference_of_means(-np.abs(g - goal.value), -np.abs(u - goal.value), seed=seed)
         else:
-            interval = difference_of_means(g_hits.astype(float), u_hits.astype(float), seed=seed)
+            interval = difference_of_means(
+                goal.hits(g, binning) * 1.0, goal.hits(u, binning) * 1.0, seed=seed
+            )
         metrics.update(interval.as_metrics(f"{goal.property}_improvement"))
+        if not judged:
+            continue
+        g_hits, u_hits = goal.hits(g, binning), goal.hits(u, binning)
         metrics[f"{goal.property}_hit_rate"] = float(g_hits.mean())
         metrics[f"{goal.property}_hit_rate_unguided"] = float(u_hits.mean())
         hits["guided"].append(g_hits)

@@ -424,7 +424,12 @@ def protocol_tables(
         kinds = dict.fromkeys(k for c in chosen.values() for k in c)
         lines = []
         for k in kinds:
-            weights = ", ".join(f"{p} w = {c[k]['weight']:g}" for p, c in chosen.items() if k in c)
+            weights = ", ".join(
+                f"{p} w = {c[k]['weight']:g}"
+                + ("" if c[k].get("kept_validity", True) else " (validity NOT kept)")
+                for p, c in chosen.items()
+                if k in c
+            )
             lines.append(f"{k}: {weights}")
         mae_table += (
             "\n\nWeights chosen on the generator half (lowest MAE by the selector, an evaluator trained "

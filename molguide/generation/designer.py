@@ -327,17 +327,20 @@ class Designer:
         return predicted
 
     def _goal_metrics(self, goals: list[Goal], predicted: dict[str, np.ndarray]) -> dict[str, float]:
-        """Per goal with an evaluator: the predicted mean, the hit rate (and the mean
-        distance to a value goal); the joint hit rate when every goal has an evaluator."""
+        """Per goal with an evaluator: the predicted mean, the hit rate where the goal can be
+        judged (a binning, or a value with a tolerance) and the mean distance to a value goal;
+        the joint hit rate when every goal has a hit rate."""
         metrics: dict[str, float] = {}
         hits = []
         for goal in goals:
             values = predicted.get(goal.property)
             if values is None:
                 continue
-            hits.append(goal.hits(values, self.run.binning(goal.property)))
             metrics[f"{goal.property}_mean"] = float(np.nanmean(values))
-            metrics[f"{goal.property}_hit_rate"] = float(hits[-1].mean())
+            binning = self.run.binning(goal.property)
+            if binning is not None or goal.judged_without_bins():
+                hits.append(goal.hits(values, binning))
+                metrics[f"{goal.property}_hit_rate"] = float(hits[-1].mean())
             if goal.kind == "value":
                 metrics[f"{goal.property}_mae_to_value"] = float(np.nanmean(np.abs(values - goal.value)))
         if len(goals) > 1 and len(hits) == len(goals):

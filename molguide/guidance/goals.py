@@ -76,9 +76,14 @@ class Goal:
         low, high = binning.labels(np.array([self.value - tolerance, self.value + tolerance]))
         return list(range(int(low), int(high) + 1))
 
+    def judged_without_bins(self) -> bool:
+        """Whether hits need no binning (a value goal with a tolerance)."""
+        return self.kind == "value" and self.tolerance is not None
+
     def hits(self, values: np.ndarray, binning: PropertyTarget | None) -> np.ndarray:
         """Whether each value meets the goal (NaN values do not). A value goal with a
-        tolerance is judged by distance; every other goal by the bins of ``binning``."""
+        tolerance is judged by distance; every other goal by the bins of ``binning`` (a
+        ValueError without one: check :meth:`judged_without_bins` first)."""
         values = np.asarray(values, dtype=float)
         if self.kind == "value" and self.tolerance is not None:
             return np.abs(values - self.value) <= self.tolerance
@@ -158,8 +163,8 @@ def _goal(name: str, spec: Any) -> Goal:
         goal = Goal(name, "value", value=float(spec), **fields)
     else:
         raise ValueError(f"{where}: give {GOAL_FORMS}; got {short(spec)}")
-    if goal.tolerance is not None and goal.tolerance < 0:
-        raise ValueError(f"{where}: tolerance must be >= 0, got {goal.tolerance:g}")
+    if goal.tolerance is not None and not goal.tolerance > 0:
+        raise ValueError(f"{where}: tolerance must be > 0, got {goal.tolerance:g}")
     if goal.weight < 0:
         raise ValueError(f"{where}: weight must be >= 0, got {goal.weight:g}")
     for key in ("t_min", "t_max"):

@@ -349,8 +349,9 @@ _register_value_kind(
 )
 _register_value_kind(
     "tfg",
-    "training-free guidance (TFG) on the clean estimate: w / alpha_t * grad_x0 -(f(x0_hat) - value)^2 "
-    "/ 2, f the regressor at t = 0 (no gradient through the score network)",
+    "training-free guidance (TFG) on the clean estimate: w J_t grad_x0 -(f(x0_hat) - value)^2 / 2, "
+    "f the regressor at t = 0, J_t a Gaussian model's d x0_hat / d z_t (no gradient through the "
+    "score network)",
     _denoised_estimate_term,
     "TFG",
     "P",

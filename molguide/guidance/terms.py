@@ -12,7 +12,8 @@ weight w and a time window [t_min, t_max] outside which it is off. Terms add.
   w * grad log N(c; mu_t(z), s_t(z)^2) (density) or w * -grad (mu_t(z) - c)^2 / 2 (energy,
   EEGSDE's);
 - :class:`DenoisedEstimateGuidance`: training-free guidance (TFG) on the score network's
-  clean estimate x0_hat, w / alpha_t * grad_{x0} -(f(x0_hat) - c)^2 / 2.
+  clean estimate x0_hat, w J_t grad_{x0} -(f(x0_hat) - c)^2 / 2 (J_t: a Gaussian model's
+  d x0_hat / d z_t).
 """
 
 from __future__ import annotations
@@ -363,11 +364,13 @@ class DenoisedEstimateGuidance(_WeightedTerm):
     """Training-free guidance on the clean estimate (TFG, DPS): towards a value c by a
     predictor of the clean molecule applied to the score network's estimate x0_hat.
 
-    w * (1 / alpha_t) * grad_{x0} -(f(x0_hat) - c)^2 / 2, with f the noise-level regressor
-    read at t = 0 (a clean-molecule predictor: it was trained down to t = 0) and c in its standardised
-    units. The denoiser's Jacobian d x0_hat / d z_t is replaced by its leading term
-    1 / alpha_t (x0_hat = (z_t - sigma_t eps_hat) / alpha_t), so no gradient flows through
-    the score network: the cost is one predictor pass per step, not a second generator.
+    w * J_t * grad_{x0} -(f(x0_hat) - c)^2 / 2, with f the noise-level regressor read at
+    t = 0 (a clean-molecule predictor: it was trained down to t = 0) and c in its
+    standardised units. The denoiser's Jacobian d x0_hat / d z_t is replaced by that of a
+    Gaussian data model, J_t = alpha_t v / (alpha_t^2 v + sigma_t^2), v the spread of each
+    molecule's own clean estimate (1 / alpha_t at low noise; plain 1 / alpha_t would
+    overshoot by orders of magnitude at high noise), so no gradient flows through the score
+    network: the cost is one predictor pass per step, not a second generator.
 
     Args:
         regressor: the noise-level regressor (two outputs: mu, log s; only mu is read).
@@ -404,9 +407,40 @@ class DenoisedEstimateGuidance(_WeightedTerm):
             if c.dim() == 1 and len(c) != state.num_graphs:
                 raise ValueError(f"{len(c)} target values for a batch of {state.num_graphs} molecules")
             gx, gh = torch.autograd.grad((-0.5 * (mu - c) ** 2).sum(), (x0x, x0h))
-        per_node = (1.0 / self.diffusion.schedule.alpha(state.t)).to(gx.dtype)[state.batch].unsqueeze(-1)
+        jx, jh = self._jacobian_factors(state, x0x.detach(), x0h.detach())
         gx = remove_mean(gx, state.batch, state.num_graphs)
-        return scale * per_node * gx, scale * per_node * gh
+        return scale * jx * gx, scale * jh * gh
+
+    def _jacobian_factors(self, state: GuidanceState, x0x: torch.Tensor, x0h: torch.Tensor):
+        """d x0_hat / d z_t of a Gaussian data model, alpha v / (alpha^2 v + sigma^2) per node,
+        with v the spread of each molecule's own clean estimate (positions per axis, types per
+        channel): 1 / alpha_t at low noise, small where x0_hat has collapsed to the mean."""
+        b, n = state.batch, state.num_graphs
+        alpha = self.diffusion.schedule.alpha(state.t).to(x0x.dtype)
+        sigma = self.diffusion.schedule.sigma(state.t).to(x0x.dtype)
+        counts = torch.zeros(n, dtype=x0x.dtype, device=x0x.device).index_add_(
+            0, b, torch.ones_like(b, dtype=x0x.dtype)
+        )
+        centred = remove_mean(x0x, b, n)
+        vx = (
+            torch.zeros(n, dtype=x0x.dtype, device=x0x.device).index_add_(0, b, centred.pow(2).mean(-1))
+            / counts
+        )
+        mean_h = (
+            torch.zeros(n, x0h.shape[1], dtype=x0h.dtype, device=x0h.device).index_add_(0, b, x0h)
+            / counts[:, None]
+        )
+        vh = (
+            torch.zeros(n, dtype=x0h.dtype, device=x0h.device).index_add_(
+                0, b, (x0h - mean_h[b]).pow(2).mean(-1)
+            )
+            / counts
+        )
+
+        def factor(v: torch.Tensor) -> torch.Tensor:
+            return (alpha * v / (alpha**2 * v + sigma**2))[b].unsqueeze(-1)
+
+        return factor(vx), factor(vh)
 
     def for_samples(self, start: int, end: int) -> DenoisedEstimateGuidance:
         """This term for samples [start, end) of a call (per-sample values are cut to them)."""

@@ -214,6 +214,7 @@ class Pairs:
 
     molecules: MoleculeSet
     signature: dict
+    indices: np.ndarray  # their indices in the split
 
     @property
     def counts(self) -> np.ndarray:
@@ -236,7 +237,7 @@ def draw_pairs(config: RunConfig) -> Pairs:
         "max_molecules": config.data.max_molecules,
         "remove_hydrogens": config.data.remove_hydrogens,
     }
-    return Pairs(mols.subset(idx), signature)
+    return Pairs(mols.subset(idx), signature, idx)
 
 
 def _sample_setting(
@@ -387,6 +388,11 @@ def _property_results(
     if selector is not None:  # (a sweep keeps the signature of earlier runs)
         drop = config.protocol.max_validity_drop
         signature["selection"] = {"selector_step": selector.step, "max_drop": drop}
+    # what the xTB judge and the theory columns read: other settings, other results
+    signature["judges"] = {
+        "xtb_molecules": config.protocol.xtb_molecules if _xtb_judges(config, prop) else 0,
+        "n_bins": config.protocol.n_bins,
+    }
     signature = as_json(signature)
     results_path = folder / "results.json"
     cached = read_json(results_path)
@@ -463,6 +469,7 @@ def _property_results(
             }
         )
     chosen: dict[str, str] = {}
+    unguided_strict = 0.0
     if selector is not None:
         unguided_strict = sample_quality(unguided, False, None, n_atoms)["validity_strict"]
         chosen = choose_weights(
@@ -476,7 +483,11 @@ def _property_results(
             maes[f"{kind}_selected"] = out_settings[name]["metrics"]["mae_table_units"]
             sample_quality(samples[name], False, folder / f"samples_{name}.sdf", n_atoms)  # its SDF, tagged
     for name, record in out_settings.items():
-        _log_setting(f"{prop}-{name}", record["tags"], record["metrics"], folder / f"samples_{name}.sdf")
+        judged_here = (
+            selector is None or name in chosen.values()
+        )  # an old SDF of an unchosen setting: not logged
+        sdf = folder / f"samples_{name}.sdf" if judged_here else None
+        _log_setting(f"{prop}-{name}", record["tags"], record["metrics"], sdf)
     judged_rows = {"unguided": (unguided, base_signature)}
     for row, name in chosen.items() if selector is not None else ((n, n) for n in out_settings):
         setting = next(s for s in settings if s.name == name)
@@ -503,7 +514,16 @@ def _property_results(
         "mae": maes,
         "settings": out_settings,
         "chosen": {
-            kind: {"setting": name, "weight": float(out_settings[name]["tags"]["molguide.weight"])}
+            kind: {
+                "setting": name,
+                "weight": float(out_settings[name]["tags"]["molguide.weight"]),
+                # False: no weight kept strict validity within max_validity_drop (the lowest
+                # selector MAE among all was taken, and the table says so)
+                "kept_validity": bool(
+                    out_settings[name]["metrics"]["validity_strict"]
+                    >= unguided_strict - config.protocol.max_validity_drop
+                ),
+            }
             for kind, name in chosen.items()
         },
     }
@@ -530,7 +550,10 @@ def _xtb_rows(config: RunConfig, prop: str, pairs: Pairs, rows: dict[str, tuple[
     k = min(pc.xtb_molecules, len(pairs.counts))
     root, workers = protocol_dir(config) / "xtb", pc.xtb_workers
     half = split_molecules(config.data)
-    calibration = half.subset(np.random.default_rng([pc.seed, 2]).choice(len(half), k, replace=False))
+    others = np.setdiff1d(np.arange(len(half)), pairs.indices)  # not the pairs' own molecules
+    calibration = half.subset(
+        np.random.default_rng([pc.seed, 2]).choice(others, min(k, len(others)), replace=False)
+    )
     calibrated = xtb_values(
         list(calibration), root / "calibration.json", {"seed": pc.seed, "split": pairs.signature}, workers
     )
