@@ -419,8 +419,6 @@ def _property_results(
         pairs.counts,
         progress,
     ).load()[0]  # sampled by the unconditional step already: nothing left to do but read
-    unguided_pred = _predict(evaluator, unguided, onehot_scale)
-    maes["unguided"] = to_table_units(prop, mean_absolute_error(unguided_pred, targets))
     n_atoms = int(pairs.counts.sum())
 
     # E[1/p(c|x)]: the evaluator as a Gaussian of its RMSE on the generator half, the bins
@@ -441,6 +439,9 @@ def _property_results(
         if rmse:
             record["metrics"].update(inverse_target_probability(pred, targets, rmse, binning))
 
+    unguided_record: dict = {"metrics": {}}  # judged once: its MAE row and its E[1/p(c|x)]
+    judged(unguided, unguided_record)
+    maes["unguided"] = unguided_record["metrics"]["mae_table_units"]
     samples: dict[str, list] = {}
     out_settings: dict[str, dict] = {}
     for s in settings:
@@ -492,8 +493,6 @@ def _property_results(
     for row, name in chosen.items() if selector is not None else ((n, n) for n in out_settings):
         setting = next(s for s in settings if s.name == name)
         judged_rows[f"{row}_selected" if selector is not None else name] = (samples[name], setting.signature)
-    unguided_record: dict = {"metrics": {}}
-    judged(unguided, unguided_record)
     theory = {
         "networks": {
             kind: network_theory(kind, _network(folder, GUIDANCE_KINDS[kind].network, config.device).record)
