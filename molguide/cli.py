@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -362,21 +363,53 @@ def _resume_command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def _unknown_pipeline(name: str) -> str:
+    return f"unknown pipeline {name!r}; choose one of: {', '.join(PIPELINES)}"
+
+
+def check_pipeline(name: str) -> str:
+    """``name`` when it is a pipeline, else UserError listing them (one line, exit status 2)."""
+    if name not in PIPELINES:
+        raise UserError(_unknown_pipeline(name))
+    return name
+
+
+def resolve_config(args: argparse.Namespace):
+    """The config ``molguide run`` and ``molguide config show`` use: the pipeline's own
+    defaults (the quickstart's file), then ``-c FILE``, then ``--set`` and ``--overrides``."""
+    from molguide.runs.config import load_config
+    from molguide.runs.pipeline_help import pipeline_defaults
+
+    check_pipeline(args.pipeline)
+    try:
+        overrides = [*args.set, *shlex.split(args.overrides or "")]
+    except ValueError as err:  # an unclosed quote
+        raise UserError(f"--overrides {args.overrides!r}: {err}") from None
+    return load_config(args.config or None, overrides, base=pipeline_defaults(args.pipeline))
+
+
+def run_config_show(args: argparse.Namespace) -> int:
+    """``molguide config show PIPELINE``: the resolved config as YAML (what ``run`` would use)."""
+    from molguide.runs.config import dump_config
+
+    config = resolve_config(args)
+    command = ["molguide", "run", args.pipeline, *(["-c", args.config] if args.config else [])]
+    command += [a for item in args.set for a in ("--set", item)]
+    command += ["--overrides", args.overrides] if args.overrides else []
+    print(f"# the config of: {shlex.join(command)}")
+    print(dump_config(config), end="")
+    return 0
+
+
 def run_pipeline(args: argparse.Namespace) -> int:
     """``molguide run PIPELINE``: resolve the config, check the tracking store, run, print the summary."""
-    from molguide.runs.config import load_config
+    check_pipeline(args.pipeline)  # before the imports below, which cost torch
     from molguide.runs.lock import hold_output_dir
     from molguide.runs.preflight import check_device, check_output_dir
     from molguide.runs.tracking import check_tracking, end_stale_runs, set_output_dir
     from molguide.training import distributed
 
-    base = None
-    if args.pipeline == "quickstart":
-        from molguide.runs.workflow import quickstart_defaults
-
-        base = quickstart_defaults()
-    overrides = [*args.set, *shlex.split(args.overrides or "")]
-    config = load_config(args.config or None, overrides, base=base)
+    config = resolve_config(args)
     uri = check_tracking()  # an unreachable server or unusable store fails here, before any training
     check_output_dir(config.output_dir)
     set_output_dir(config.output_dir)
@@ -407,7 +440,7 @@ def _run_locked(args: argparse.Namespace, config, uri: str, is_main: bool) -> in
     import importlib
 
     from molguide.runs.config import dump_config
-    from molguide.runs.tracking import ui_command
+    from molguide.runs.tracking import ui_command, ui_link
     from molguide.storage.files import StorageError
     from molguide.training import distributed
 
@@ -448,11 +481,14 @@ def _run_locked(args: argparse.Namespace, config, uri: str, is_main: bool) -> in
 
         summary["table"] = run_summary_table({"pipeline": "guide", "steps": {"guide": summary}}, config)
         summary["mlflow_ui"] = ui_command(uri)
+        summary["mlflow_link"] = ui_link(summary["experiment_id"], summary["run_id"])
     if args.json or "table" not in summary:
         print(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2, default=str))
     else:
         print(summary["table"])
         print(f"\nMLflow run {summary['run_id']}; open the UI with:\n  {summary['mlflow_ui']}")
+        if summary.get("mlflow_link"):
+            print(f"then its run (classic model-training view):\n  {summary['mlflow_link']}")
         return 0
     log.info("see the runs with: %s", ui_command(uri))
     return 0
@@ -460,15 +496,37 @@ def _run_locked(args: argparse.Namespace, config, uri: str, is_main: bool) -> in
 
 def run_compare(args: argparse.Namespace) -> int:
     """``molguide compare``: the runs of the store and their key metrics, as a table or CSV."""
-    from molguide.runs.compare import compare_runs, to_csv, to_table
-    from molguide.runs.tracking import check_tracking
+    from molguide.runs.compare import (
+        DEFAULT_WIDTH,
+        compare_runs,
+        metric_name,
+        sort_rows,
+        to_csv,
+        to_table,
+        with_metrics,
+    )
+    from molguide.runs.tracking import tracking_uri
 
-    check_tracking(read_only=True)  # compare only reads: a read-only store is fine
+    metrics = [metric_name(m) for m in args.metric]
+    sort = metric_name(args.sort) if args.sort else None
+    wanted = list(dict.fromkeys([*metrics, *([sort] if sort else [])]))
+    max_runs = _whole_option("--max-runs", args.max_runs, 1)
     try:
-        rows = compare_runs(args.experiment, include_nested=args.all)
+        rows = compare_runs(args.experiment, include_nested=args.all, max_runs=max_runs, metrics=wanted)
     except ValueError as err:
         raise UserError(str(err)) from err
-    print(to_csv(rows) if args.csv else to_table(rows), end="" if args.csv else "\n")
+    rows = with_metrics(rows, metrics)
+    if sort is not None:
+        if rows and all(r.get(sort) is None for r in rows):
+            log.warning("no run listed has the metric %r: nothing to sort by", sort)
+        rows = sort_rows(rows, sort, ascending=args.ascending)
+    if args.csv:
+        print(to_csv(rows), end="")
+    elif not rows:
+        having = f" with {', '.join(metrics)}" if metrics else ""
+        print(f"no runs{having} in {tracking_uri()}" + ("" if args.all else " (--all adds nested runs)"))
+    else:
+        print(to_table(rows, None if args.wide else DEFAULT_WIDTH, metrics=wanted))
     return 0
 
 
@@ -479,10 +537,89 @@ def _json_default(value):
 # ----------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="molguide", description="Property-targeted 3D molecule generation, measured."
+HELP_WIDTH = 100  # help text fits this many columns (fewer on a narrower terminal)
+
+
+def _help_width() -> int:
+    return max(40, min(HELP_WIDTH, shutil.get_terminal_size().columns - 2))
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, **kwargs) -> None:
+        super().__init__(prog, **{"width": _help_width(), **kwargs})
+
+
+class _RawFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written (pipeline lists, config keys), wrapped by the caller."""
+
+    def __init__(self, prog: str, **kwargs) -> None:
+        super().__init__(prog, **{"width": _help_width(), **kwargs})
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (and its subcommands' parsers) whose help fits :data:`HELP_WIDTH`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+class _RunHelp(argparse.Action):
+    """``run``'s -h/--help: after a pipeline's name, what that pipeline does and its main
+    config keys (``molguide run quickstart --help``); before one, ``run``'s own help."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        pipeline = getattr(namespace, "pipeline", None)
+        if pipeline is None:
+            parser.print_help()
+            parser.exit()
+        if pipeline not in PIPELINES:
+            print(f"molguide: error: {_unknown_pipeline(pipeline)}", file=sys.stderr)
+            parser.exit(2)
+        pipeline_parser(pipeline).print_help()
+        parser.exit()
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="YAML run configuration (default: the pipeline's defaults)"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (repeatable)"
+    )
+    parser.add_argument(
+        "--overrides", metavar="TEXT", help="several KEY=VALUE in one string (for MLproject entry points)"
+    )
+
+
+def pipeline_parser(pipeline: str) -> argparse.ArgumentParser:
+    """The parser whose help is ``molguide run PIPELINE --help``."""
+    from molguide.runs.pipeline_help import describe_pipeline
+
+    parser = _Parser(
+        prog=f"molguide run {pipeline}",
+        description=describe_pipeline(pipeline, _help_width()),
+        formatter_class=_RawFormatter,
+    )
+    _add_run_options(parser)
+    _add_run_output_options(parser)
+    return parser
+
+
+def _add_run_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (default: only on a terminal)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from molguide.runs.pipeline_help import pipeline_list
+
+    parser = _Parser(prog="molguide", description="Property-targeted 3D molecule generation, measured.")
     parser.add_argument("--version", action="version", version=f"molguide {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -494,20 +631,65 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--cache", help="cache folder (default: $MOLGUIDE_CACHE or the user cache)")
     info.add_argument("--rebuild", action="store_true", help="rebuild the QM9 cache")
 
-    run = sub.add_parser("run", help="run a pipeline and log it to MLflow")
-    run.add_argument("pipeline", choices=sorted(PIPELINES), help="which pipeline")
-    run.add_argument("-c", "--config", help="YAML run configuration (default: built-in defaults)")
-    run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (repeatable)"
+    run = sub.add_parser(
+        "run",
+        help="run a pipeline and log it to MLflow",
+        description=textwrap.fill(
+            "Run a pipeline with its config (the pipeline's defaults, then -c FILE, then --set) and "
+            "log it to MLflow. molguide run PIPELINE --help: what it does and its main keys.",
+            _help_width(),
+        ),
+        epilog=pipeline_list(PIPELINES, _help_width()),
+        formatter_class=_RawFormatter,
+        add_help=False,
     )
-    run.add_argument("--overrides", help="several KEY=VALUE in one string (for MLproject entry points)")
-    run.add_argument("--json", action="store_true", help="print the summary as JSON")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars (default: only on a tty)")
+    run.add_argument("-h", "--help", action=_RunHelp, help="show this help (after PIPELINE: the pipeline's)")
+    # Checked by run_pipeline (one `molguide: error:` line for an unknown name), listed in the epilog.
+    run.add_argument("pipeline", metavar="PIPELINE", help="which pipeline (listed below)")
+    _add_run_options(run)
+    _add_run_output_options(run)
 
-    cmp = sub.add_parser("compare", help="runs of the MLflow store and their key metrics")
-    cmp.add_argument("--experiment", help="one experiment (default: every molguide-* experiment)")
+    config = sub.add_parser("config", help="run configurations")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser(
+        "show",
+        help="print a pipeline's resolved config as YAML",
+        description="Print the config molguide run PIPELINE would use, as YAML: the pipeline's "
+        "defaults, then -c FILE, then --set and --overrides, checked like a run's.",
+    )
+    show.add_argument("pipeline", metavar="PIPELINE", help=f"one of: {', '.join(PIPELINES)}")
+    _add_run_options(show)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="runs of the MLflow store and their key metrics",
+        description="The runs of the MLflow store ($MLFLOW_TRACKING_URI, else ./mlflow.db), newest "
+        "first, with their key metrics, in 120 columns (--wide: every column). The store is only "
+        "read; a read-only store is read through a temporary copy.",
+    )
+    cmp.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this experiment (quickstart finds molguide-quickstart; repeatable; default: every "
+        "molguide-* experiment)",
+    )
+    cmp.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only runs that logged this metric, shown as a column (repeatable)",
+    )
+    cmp.add_argument(
+        "--sort", metavar="METRIC", help="sort by this metric, largest first; runs without it last"
+    )
+    cmp.add_argument("--ascending", action="store_true", help="with --sort: smallest first")
+    cmp.add_argument("--wide", action="store_true", help="every key metric, full names and run ids")
     cmp.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     cmp.add_argument("--all", action="store_true", help="include nested runs (steps, sweep settings)")
+    cmp.add_argument("--max-runs", default="200", metavar="N", help="read the newest N runs (default: 200)")
 
     ev = sub.add_parser("evaluate", help="chemistry metrics of molecules in an SDF or XYZ file")
     ev.add_argument("file", help="molecule file: .sdf, .xyz, or .csv/.smi of SMILES")
@@ -602,27 +784,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_errors() -> tuple[type[Exception], ...]:
-    from molguide.data.io import MoleculeFileError
-    from molguide.data.qm9 import DataError
-    from molguide.runs.config import ConfigError
-    from molguide.runs.lock import FolderInUseError
-    from molguide.runs.preflight import PreflightError
-    from molguide.runs.tracking import TrackingError
-    from molguide.storage.checkpoints import CheckpointError
-    from molguide.storage.files import StorageError
+# Errors printed as one `molguide: error:` line (exit status 2), by module: an error can only
+# have been raised once its module is imported, so none is imported to catch it (importing
+# molguide.storage.checkpoints alone costs torch, over a second).
+ONE_LINE_ERRORS = (
+    "molguide.data.io:MoleculeFileError",
+    "molguide.data.qm9:DataError",
+    "molguide.runs.config:ConfigError",
+    "molguide.storage.checkpoints:CheckpointError",
+    "molguide.runs.tracking:TrackingError",
+    "molguide.runs.preflight:PreflightError",
+    "molguide.runs.lock:FolderInUseError",
+    "molguide.storage.files:StorageError",
+)
 
-    return (
-        UserError,
-        MoleculeFileError,
-        DataError,
-        ConfigError,
-        CheckpointError,
-        TrackingError,
-        PreflightError,
-        FolderInUseError,
-        StorageError,
-    )
+
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """:class:`UserError` and the errors of :data:`ONE_LINE_ERRORS` whose modules are loaded."""
+    loaded = [spec.split(":") for spec in ONE_LINE_ERRORS if spec.split(":")[0] in sys.modules]
+    return (UserError, *(getattr(sys.modules[module], name) for module, name in loaded))
 
 
 class Terminated(KeyboardInterrupt):
@@ -658,12 +838,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     with _sigterm_as_interrupt():
-        return _dispatch(args)
+        try:
+            return _dispatch(args)
+        except BrokenPipeError:  # `molguide compare | head`: the reader has gone, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; known errors become one line and an exit status."""
-    one_line_errors = _one_line_errors()
     try:
         if args.command == "data" and args.data_command == "info":
             info = data_info(args.cache, args.rebuild)
@@ -678,6 +861,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return run_pipeline(args)
         if args.command == "compare":
             return run_compare(args)
+        if args.command == "config" and args.config_command == "show":
+            return run_config_show(args)
         if args.command == "generate":
             return run_generate(args)
         if args.command == "export":
@@ -713,7 +898,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             write_index(folder)
             print(f"wrote {folder}: {', '.join(checkpoints)} (load it with molguide.load({str(folder)!r}))")
             return 0
-    except one_line_errors as err:
+    except _one_line_errors() as err:  # evaluated only when an exception arrives
         print(f"molguide: error: {err}", file=sys.stderr)
         return 2
     except Terminated:

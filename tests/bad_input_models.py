@@ -422,7 +422,7 @@ API_CASES += [
         "load: models:/ URI",
         source("models:/generator/1"),
         CheckpointError,
-        "MLflow's model registry (models:/) is not supported",
+        "models:/generator/1: cannot load it from the model registry",
     ),
     ApiCase(
         "load: s3:// URI",

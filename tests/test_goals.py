@@ -314,3 +314,119 @@ def test_a_goal_without_bins_reports_its_shift_but_no_hit_rate():
     assert goal_improvements([Goal("mu_D", "low")], guided, unguided, {})[
         "mu_D_improvement"
     ] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- goals in configs
+
+
+def test_config_goals_train_one_network_per_property_and_report_each_goal(tmp_path, qm9, monkeypatch):
+    """``target.goals`` with two properties: train-classifier and train-evaluator train one
+    network each per property (the second in ``<kind>.<property>/``), the guide pipeline
+    steers both with one term each and reports both goals' improvements and the joint hit rate."""
+    import mlflow
+
+    from molguide.runs.config import load_config
+    from molguide.runs.guide import guided_sample
+    from molguide.runs.settings import guide_settings
+    from molguide.runs.train import train_classifier, train_evaluator, train_score
+    from molguide.storage.trained_run import TrainedRun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tiny = [
+        "data.max_molecules=300",
+        "model.pretrained=qm9",
+        "classifier.backbone_kwargs={hidden: 16, num_layers: 2}",
+        "classifier.train={steps: 20, batch_size: 32, lr: 0.001, log_every: 10}",
+        "classifier.holdout=40",
+        "evaluator.backbone_kwargs={hidden: 16, num_layers: 2}",
+        "evaluator.train={steps: 20, batch_size: 32, lr: 0.001, log_every: 10}",
+        "evaluator.holdout=60",
+        "guide.classifier=2.0",
+        "guide.reward=0",
+        "guide.diagnostics_molecules=20",
+        "guide.n_samples=6",
+        "guide.steps=20",
+        "guide.batch_size=6",
+        "guide.xtb=false",
+        "target.goals={gap_eV: high, mu_D: {goal: low, weight: 0.5, t_max: 0.8}}",
+    ]
+    config = load_config(None, [f"output_dir={tmp_path / 'run'}", *tiny])
+    assert config.target.property == "gap_eV" and config.target.further_properties() == ["mu_D"]
+    train_score(config, progress=False)
+    clf = train_classifier(config, progress=False)
+    assert set(clf["parts"]) == {"classifier.mu_D"} and clf["parts"]["classifier.mu_D"]["steps"] == 20
+    train_evaluator(config, progress=False)
+    run = TrainedRun.from_pretrained(tmp_path / "run")
+    assert run.properties == ["gap_eV", "mu_D"]
+    assert run.record("classifier", "mu_D").property_target.name == "mu_D"
+    assert run.record("evaluator", "mu_D").property == "mu_D"
+
+    settings = {s.name: s for s in guide_settings(config.guide, run, config.target.goal_list())}
+    terms = settings["classifier_w2"].terms
+    assert len(terms) == 2  # one per property
+    weights = sorted(term.weight for term in terms)
+    assert weights == pytest.approx([1.0, 2.0])  # mu_D's goal weight 0.5 times the kind's 2
+
+    out = guided_sample(config, progress=False)
+    metrics = out["results"]["classifier_w2"]
+    for prop in ("gap_eV", "mu_D"):
+        assert metrics[f"{prop}_improvement_ci_low"] <= metrics[f"{prop}_improvement"]
+        assert metrics[f"{prop}_improvement"] <= metrics[f"{prop}_improvement_ci_high"]
+        assert 0 <= metrics[f"{prop}_hit_rate"] <= 1
+    assert 0 <= metrics["joint_hit_rate"] <= min(metrics["gap_eV_hit_rate"], metrics["mu_D_hit_rate"])
+    parent = mlflow.MlflowClient(uri).get_run(out["run_id"])
+    assert parent.data.tags["molguide.target"].startswith("gap_eV >= ")
+    assert "; mu_D < " in parent.data.tags["molguide.target"]
+    client = mlflow.MlflowClient(uri)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    params = {r.info.run_name: r.data.params for r in children}
+    assert (
+        params["classifier_w2"]["guidance"] == "classifier" and float(params["classifier_w2"]["weight"]) == 2
+    )
+    assert params["classifier_w2"]["target"] == parent.data.tags["molguide.target"]
+    assert params["unguided"]["reference"] == "none" and params["classifier_w2"]["reference"] == "unguided"
+    description = parent.data.tags["mlflow.note.content"]
+    assert "```text" in description and "classifier_w2" in description
+    sdf = (tmp_path / "run" / "guided" / "classifier_w2.sdf").read_text()
+    assert "evaluator_mu_D" in sdf and "evaluator_gap_eV" in sdf
+    import csv
+
+    with open(tmp_path / "run" / "guided" / "classifier_w2.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert 0 < len(rows) <= 6
+    assert {r["molguide_setting"] for r in rows} == {"classifier_w2"}
+    assert {r["molguide_weight"] for r in rows} == {"2"} and {r["molguide_seed"] for r in rows} == {"0"}
+    assert all(r["molguide_target"] == parent.data.tags["molguide.target"] for r in rows)
+    assert all(r["bonds"] != "none" for r in rows if r["valid"] == "1")
+
+
+@pytest.mark.parametrize(
+    ("goals", "message"),
+    [
+        ("{foo: high}", "'foo' is not a property"),
+        ("{gap_eV: up}", "give 'high', 'low'"),
+        ("{gap_eV: {value: 3, tolerance: -1}}", "tolerance must be > 0"),
+    ],
+)
+def test_config_goals_bad_input_names_the_key(goals, message):
+    from molguide.runs.config import load_config
+
+    with pytest.raises(ValueError, match=message) as err:
+        load_config(None, [f"target.goals={goals}"])
+    assert "target" in str(err.value)
+
+
+def test_a_config_with_goals_reads_back_from_its_own_dump(tmp_path):
+    """A run's logged config.yaml (and `config show`'s output) loads again unchanged."""
+    from molguide.runs.config import dump_config, load_config
+
+    config = load_config(None, ["target.goals={mu_D: low, gap_eV: {value: 7.0, tolerance: 0.5}}"])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    again = load_config(str(path), [])
+    assert again.target == config.target and again.target.property == "mu_D" and again.target.target == "low"
+    with pytest.raises(ValueError, match="not in target.target"):
+        load_config(str(path), ["target.target=high"])

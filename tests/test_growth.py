@@ -70,3 +70,37 @@ def test_growth_refuses_what_would_change_the_function():
     assert "shrink" in growth_problem(small.config, narrower.config)
     with pytest.raises(ValueError, match="cannot grow the network: parameterisation differs"):
         grow_state(small.state_dict(), small.config, eps)
+
+
+@pytest.mark.parametrize("self_condition", [False, True])
+def test_conditional_copy_computes_the_unconditional_outputs_for_any_context_in_float64(self_condition):
+    """add_context: a CFG network warm-started from an unconditional one gives the source's
+    outputs whatever the context (zero context columns), then learns only the difference."""
+    from molguide.models.growth import add_context
+
+    kw = {"parameterisation": "x0", "self_condition": self_condition, "coords_range": 5.0}
+    torch.manual_seed(0)
+    source = _trained_like(ScoreNetwork(5, "egnn", hidden=16, num_layers=3, **kw), seed=1).double()
+    conditional = ScoreNetwork(5, "egnn", hidden=16, num_layers=3, context_dim=4, **kw).double()
+    conditional.load_state_dict(add_context(source.state_dict(), source.config, conditional))
+    x, h, t, batch, prev = _inputs()
+    cond = {"self_cond": prev} if self_condition else {}
+    expected = source(x, h, t, batch, **cond)
+    for context in (torch.zeros(3, 4), torch.eye(4)[[0, 3, 1]], torch.randn(3, 4) * 3):
+        got = conditional(x, h, t, batch, context=context.double(), **cond)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # The context columns are zero, so their gradient is what fine-tuning moves first.
+    weight = conditional.backbone.embed.weight
+    assert torch.count_nonzero(weight[:, 6:10]) == 0 and torch.count_nonzero(weight[:, :6]) > 0
+
+
+def test_conditional_copy_refuses_another_architecture():
+    from molguide.models.growth import add_context
+
+    source = ScoreNetwork(5, "egnn", hidden=16, num_layers=3)
+    wider = ScoreNetwork(5, "egnn", hidden=32, num_layers=3, context_dim=3)
+    with pytest.raises(ValueError, match="backbone_kwargs differs"):
+        add_context(source.state_dict(), source.config, wider)
+    with pytest.raises(ValueError, match="must be unconditional"):
+        add_context(source.state_dict(), source.config, ScoreNetwork(5, "egnn", hidden=16, num_layers=3))

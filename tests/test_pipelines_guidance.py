@@ -271,3 +271,33 @@ def test_value_kinds_need_a_value_goal_and_a_tolerance_changes_the_density_term(
     interval = designer.generate(4, target=loose, guidance={"density": 1.0}, seed=2, steps=10, evaluate=False)
     assert interval[0].GetProp("molguide_guidance").endswith(f"= {value:g} +- 1")
     assert any(not np.allclose(a, b) for a, b in zip(_positions(exact), _positions(interval)))
+
+
+def test_cfg_model_is_fine_tuned_from_the_pretrained_generator(tmp_path, mlflow_store, qm9):
+    """With ``model.pretrained``, train-cfg starts from that generator's weights: its
+    architecture plus zero context inputs (tests/test_growth.py checks the function)."""
+    from molguide.runs.settings import guide_settings
+    from molguide.runs.train import train_cfg, train_classifier, train_score
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.trained_run import TrainedRun
+
+    config = load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'runs'}",
+            *TINY,
+            "model.pretrained=qm9",
+            "cfg.train={steps: 3, batch_size: 16, log_every: 1}",
+            "guide.cfg=2.0",
+        ],
+    )
+    train_score(config, progress=False)
+    train_classifier(config, progress=False)
+    train_cfg(config, progress=False)
+    state = load_checkpoint(tmp_path / "runs" / "cfg" / "last.pt")
+    shipped = TrainedRun.from_pretrained("qm9").network("score").config
+    assert state["warm_start"]["source"] == "qm9"
+    assert state["model_config"] == {**shipped, "context_dim": 3}
+    run = TrainedRun.from_pretrained(tmp_path / "runs")
+    names = [s.name for s in guide_settings(config.guide, run)]
+    assert "cfg_unconditional" in names and "cfg_w2" in names

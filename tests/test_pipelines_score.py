@@ -58,7 +58,7 @@ def test_train_then_sample_through_the_cli(qm9, reference_smiles, tmp_path, trac
     if lost < 6:
         assert "atom_stability" in child.data.metrics
     artifacts = [a.path for a in client.list_artifacts(child.info.run_id, "samples")]
-    assert artifacts == ["samples/samples_ancestral4.sdf"]
+    assert artifacts == ["samples/samples_ancestral4.csv", "samples/samples_ancestral4.sdf"]
 
 
 def test_bad_backbone_kwargs_are_one_clear_error(tmp_path, tracking, capsys):

@@ -374,7 +374,10 @@ def test_protocol_prints_and_logs_both_tables_with_sane_rows(protocol_runs):
     unjudged = settings[f"gap_eV-{other}"].data.metrics
     assert "selector_mae" in unjudged and "mae_to_target" not in unjudged
     sdfs = [a.path for a in client.list_artifacts(settings["unconditional"].info.run_id, "samples")]
-    assert sdfs == ["samples/samples.sdf"]
+    assert sdfs == ["samples/samples.csv", "samples/samples.sdf"]  # the molecules and their table
+    params = settings[f"gap_eV-{other}"].data.params  # params, so MLflow's compare view plots them
+    assert params["guidance"] == "classifier" and params["property"] == "gap_eV"
+    assert float(params["weight"]) in (1.0, 2.0)
 
 
 def test_protocol_trains_each_half_separately_under_one_parent(protocol_runs):

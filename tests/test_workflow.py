@@ -94,6 +94,30 @@ def test_quickstart_prints_the_summary_table_and_the_ui_command(quickstart_run):
     ):
         assert heading in text
     assert "mlflow ui --backend-store-uri sqlite:///" in text and uri.split("///")[1] in text
+    # MLflow 3.17 opens experiments in its GenAI view unless the link asks for the classic one.
+    link = text.split("then its run (classic model-training view):\n  ")[1].split()[0]
+    assert link.startswith("http://127.0.0.1:5000/#/experiments/") and link.endswith(
+        "?workflowType=machine_learning"
+    )
+
+
+def test_quickstart_describes_its_run_and_registers_its_networks(quickstart_run):
+    import mlflow
+
+    folder, uri, run_id, _ = quickstart_run
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(run_id)
+    description = parent.data.tags["mlflow.note.content"]
+    assert description.startswith("**molguide quickstart") and "classifier_w2" in description
+    assert (folder / "summary.txt").read_text().strip() in description
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {m.name for m in client.search_registered_models()}
+    assert {
+        "molguide-quickstart-score",
+        "molguide-quickstart-classifier",
+        "molguide-quickstart-evaluator",
+    } <= names
 
 
 def test_quickstart_logs_metrics_plots_models_and_nested_steps(quickstart_run):
@@ -143,8 +167,9 @@ def test_quickstart_logs_metrics_plots_models_and_nested_steps(quickstart_run):
     guide = by_pipeline["guide"].info.run_id
     settings = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{guide}'")
     assert {r.info.run_name for r in settings} == {"unguided", "classifier_w2", "reward_w2"}
-    sdfs = {a.path for a in client.list_artifacts(settings[0].info.run_id, "samples")}
-    assert len(sdfs) == 1 and next(iter(sdfs)).endswith(".sdf")
+    name = settings[0].info.run_name
+    files = {a.path for a in client.list_artifacts(settings[0].info.run_id, "samples")}
+    assert files == {f"samples/{name}.sdf", f"samples/{name}.csv"}  # the molecules and their table
 
 
 def test_load_a_run_id_or_folder_and_generate_rdkit_molecules(quickstart_run, tmp_path):

@@ -33,9 +33,9 @@ from molguide.chem.bond_orders import mol_from_orders
 from molguide.chem.descriptors import rdkit_descriptors
 from molguide.chem.reconstruct import rebuild_molecule
 from molguide.chem.smiles import canonical_smiles, canonicalise
-from molguide.chem.stability import atom_stability, elements_without_bond_table
+from molguide.chem.stability import atom_stability, bond_orders, elements_without_bond_table
 from molguide.chem.validity import StrictCheck, edm_validity, strict_check
-from molguide.data.io import RecordError, closest_pair, coincident_atoms, rdkit_messages
+from molguide.data.io import RecordError, add_bond_orders, closest_pair, coincident_atoms, rdkit_messages
 from molguide.data.molecules import Molecule
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class MoleculeResult:
     predicted_mol: object | None = None  # built from a bond-order head's bonds, when given
     predicted_strict: StrictCheck | None = None
     predicted_smiles: str | None = None
+    table_bonds: bool = False  # EDM's distance table covers its atoms (bonds to write without perception)
 
 
 @dataclass
@@ -115,6 +116,7 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         stable = atom_stability(molecule.atomic_numbers, molecule.positions)
         if pair is not None:
             stable[list(pair[:2])] = False
+        result.table_bonds = pair is None and bool(np.isfinite(molecule.positions).all())
         result.n_stable_atoms = int(stable.sum())
         result.mol_stable = bool(stable.all())
         if pair is None:
@@ -320,7 +322,9 @@ def annotated_mols(evaluation: Evaluation, molecules: Sequence[Molecule]) -> lis
     A molecule that carries bond orders from a generator's bond-order head is returned
     with those bonds (``bonds`` = "predicted"; ``valid_strict_predicted_bonds`` and
     ``smiles_predicted_bonds`` judge them); otherwise with the perceived ones
-    (``bonds`` = "perceived", or "none" where perception failed)."""
+    (``bonds`` = "perceived"); where perception with total charge 0 failed, with the
+    bonds of EDM's distance table, the ones EDM validity judged (``bonds`` = "edm_table");
+    "none" only where that table does not cover the atoms or two atoms coincide."""
     out = []
     for molecule, result in zip(molecules, evaluation.molecules):
         mol = _mol_with_bonds(molecule, result)
@@ -346,13 +350,26 @@ def _mol_with_bonds(molecule: Molecule, result: MoleculeResult):
         return Chem.Mol(result.predicted_mol)
     if result.mol is not None:
         return Chem.Mol(result.mol)
-    return molecule_to_rdkit(Molecule(molecule.atomic_numbers, molecule.positions))
+    mol = molecule_to_rdkit(Molecule(molecule.atomic_numbers, molecule.positions))
+    if not result.table_bonds:
+        return mol
+    table = Chem.RWMol(mol)
+    add_bond_orders(table, bond_orders(molecule.atomic_numbers, molecule.positions))
+    return table.GetMol()
+
+
+def _bond_source(result: MoleculeResult) -> str:
+    """Where a written molecule's bonds come from (the ``bonds`` tag)."""
+    if result.predicted_mol is not None:
+        return "predicted"
+    if result.mol is not None:
+        return "perceived"
+    return "edm_table" if result.table_bonds else "none"
 
 
 def result_tags(result: MoleculeResult) -> dict[str, str]:
     """One molecule's results as SD tag values, named as :func:`annotated_mols` lists."""
-    bonds = "predicted" if result.predicted_mol is not None else "perceived" if result.mol else "none"
-    tags = {"bonds": bonds}
+    tags = {"bonds": _bond_source(result)}
     if result.predicted_strict is not None:
         tags["valid_strict_predicted_bonds"] = str(int(result.predicted_strict.valid))
     if result.predicted_smiles:
@@ -423,14 +440,27 @@ def write_evaluated_sdf(
     source=None,
     unread: Sequence[RecordError] = (),
 ) -> int:
-    """Write :func:`evaluated_records` to ``path`` atomically; returns the count.
+    """Write :func:`evaluated_records` to ``path`` atomically, and beside it the results
+    as CSV (``<stem>.csv``: one row per molecule with the tags of :func:`annotated_mols`,
+    then a row per unread record with its ``error``); returns the count.
 
     ``source``: the file the molecules were read from, which is never written over.
     """
-    from molguide.data.io import write_sdf_records
+    from rdkit import Chem
+
+    from molguide.data.io import csv_beside, write_csv, write_sdf_records
 
     check_evaluated_sdf_path(path, source)
-    return write_sdf_records(evaluated_records(evaluation, molecules, unread), path)
+    check_evaluated_sdf_path(csv_beside(path), source)
+    count = write_sdf_records(evaluated_records(evaluation, molecules, unread), path)
+    rows = annotated_mols(evaluation, molecules)
+    for error in unread:
+        row = Chem.Mol()
+        row.SetProp("_Name", f"record {error.record}")
+        row.SetProp("error", error.reason)
+        rows.append(row)
+    write_csv(rows, csv_beside(path))
+    return count
 
 
 def check_evaluated_sdf_path(path, source=None) -> None:
@@ -447,7 +477,11 @@ def check_evaluated_sdf_path(path, source=None) -> None:
 
 
 def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:
-    """SDF of evaluated molecules with the properties of :func:`annotated_mols` as SD tags."""
-    from molguide.data.io import write_sdf
+    """SDF of evaluated molecules with the properties of :func:`annotated_mols` as SD tags,
+    and the same table as CSV beside it (``<stem>.csv``); returns the count."""
+    from molguide.data.io import csv_beside, write_csv, write_sdf
 
-    return write_sdf(annotated_mols(evaluation, molecules), path)
+    mols = annotated_mols(evaluation, molecules)
+    count = write_sdf(mols, path)
+    write_csv(mols, csv_beside(path))
+    return count

@@ -707,6 +707,34 @@ def mol_block(mol) -> str:
     return Chem.MolToMolBlock(mol, kekulize=False)
 
 
+def csv_beside(sdf_path: str | Path) -> Path:
+    """Where the CSV table of an SDF goes: the same name with ``.csv``."""
+    return Path(sdf_path).with_suffix(".csv")
+
+
+def write_csv(molecules: Iterable, path: str | Path) -> int:
+    """RDKit Mols' SD tags as a CSV table (one row per molecule: ``name``, ``n_atoms``,
+    then every tag, in the order first seen), written atomically; returns the count.
+    The table a spreadsheet or pandas filters, beside the SDF with the 3D structures."""
+    import csv
+    import io
+
+    rows, columns = [], {"name": None, "n_atoms": None}
+    for mol in molecules:
+        row = {"name": mol.GetProp("_Name") if mol.HasProp("_Name") else "", "n_atoms": mol.GetNumAtoms()}
+        for key in mol.GetPropNames():
+            row[key] = mol.GetProp(key)
+            columns.setdefault(key, None)
+        rows.append(row)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    data = buffer.getvalue().encode("utf-8", errors="surrogateescape")
+    atomic_write(path, lambda fh: fh.write(data))
+    return len(rows)
+
+
 def write_sdf_records(records: Iterable[str], path: str | Path) -> int:
     """Write SDF record texts (each without ``$$$$``) to ``path`` atomically; returns
     the count. A failure part-way leaves any earlier file at ``path`` untouched."""

@@ -111,3 +111,12 @@ def split_molecules(data, split: str | None = None, limit: int | None = None) ->
         idx = idx[:limit]
     mols = molecules.subset(idx)
     return mols.without_hydrogens() if data.remove_hydrogens else mols
+
+
+def describe_split(data, split: str | None = None, limit: int | None = None) -> str:
+    """Where :func:`split_molecules` takes its molecules from, in words (a data set's
+    ``source`` in MLflow): ``qm9:generator_half[:20000]``, ``-H`` without hydrogens."""
+    name = split or data.split
+    limit = limit if limit is not None else data.max_molecules
+    text = f"{data.dataset}:{name}" + (f"[:{limit}]" if limit else "")
+    return text + ("-H" if data.remove_hydrogens else "")

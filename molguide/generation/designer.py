@@ -24,24 +24,22 @@ charge 0 where that succeeds (``bonds`` = "perceived"). Properties:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 
 from molguide.data.molecules import Molecule
 from molguide.diffusion.sampling import GuidanceTerm
 from molguide.generation.limits import MAX_SAMPLES, MAX_STEPS, check_sample_count, whole_number
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
-from molguide.guidance.goals import Goal, parse_goals
+from molguide.guidance.goals import Goal, goal_classes, goal_target, parse_goals, trained_goal
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
-from molguide.storage.trained_run import TrainedRun
+from molguide.storage.trained_run import TrainedRun, registered_network
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +67,13 @@ class Designer:
 
     def with_guidance(self, *sources: str | TrainedRun) -> Designer:
         """This generator with the guidance networks and evaluators of other runs (folders,
-        ``runs:/<run_id>`` or loaded :class:`TrainedRun` objects): several properties at once."""
+        ``runs:/<run_id>`` or loaded :class:`TrainedRun` objects) or registered networks
+        (``models:/<name>/<version>``): several properties at once."""
         run = self.run
         for source in sources:
+            if isinstance(source, str) and source.startswith("models:/"):  # one registered network
+                run = run.with_network(registered_network(source, run.device))
+                continue
             if not isinstance(source, TrainedRun):
                 source = TrainedRun.from_pretrained(source, run.device)
             run = run.with_guidance(source)
@@ -102,7 +104,7 @@ class Designer:
         against this run's networks; None: the first property's trained goal."""
         if target is None:
             trained = self.target
-            return [] if trained is None else [_trained_goal(trained)]
+            return [] if trained is None else [trained_goal(trained)]
         goals = parse_goals(target)
         available = self.run.properties
         for goal in goals:
@@ -179,8 +181,8 @@ class Designer:
                 request = TermRequest(
                     run.network(kind.network, goal.property),
                     run.record(kind.network, goal.property),
-                    _goal_target(goal, binning),
-                    _goal_classes(goal, binning),
+                    goal_target(goal, binning),
+                    goal_classes(goal, binning),
                     run.diffusion,
                     w * goal.weight,
                     goal_window,
@@ -370,36 +372,6 @@ class Designer:
             for key, value in m.tags.items():
                 mol.SetProp(key, value)
         return mols
-
-
-def _trained_goal(trained: PropertyTarget) -> Goal:
-    """The goal a run's stored binning names (its ``target`` or ``target_value``)."""
-    if trained.target_value is not None:
-        return Goal(trained.name, "value", value=float(trained.target_value))
-    if isinstance(trained.target, str):
-        return Goal(trained.name, trained.target)
-    return Goal(trained.name, "bin", bin=int(trained.target))
-
-
-def _goal_target(goal: Goal, binning: PropertyTarget | None) -> PropertyTarget:
-    """The binning with the goal set (what a kind's builder reads: the direction, the bins)."""
-    target = binning if binning is not None else PropertyTarget(goal.property)
-    if goal.kind == "value":
-        return dataclasses.replace(target, target_value=goal.value)
-    goal_class = goal.bin if goal.kind == "bin" else goal.kind
-    return dataclasses.replace(target, target=goal_class, target_value=None)
-
-
-def _goal_classes(goal: Goal, binning: PropertyTarget | None) -> int | torch.Tensor:
-    """The class a binned network steers to, or a mask when the goal accepts several."""
-    if binning is None:
-        return 0  # a kind without bins (reward) reads the direction, not the class
-    classes = goal.classes(binning)
-    if len(classes) == 1:
-        return classes[0]
-    mask = torch.zeros(binning.n_bins, dtype=torch.bool)
-    mask[classes] = True
-    return mask
 
 
 def _are_terms(guidance) -> bool:

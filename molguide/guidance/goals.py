@@ -18,16 +18,20 @@ goal. A goal's ``weight`` multiplies every guidance kind's weight for that prope
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from molguide.generation.limits import short
 from molguide.guidance.targets import PropertyTarget
+
+if TYPE_CHECKING:
+    import torch
 
 GOAL_FORMS = "'high', 'low', a value (a number), {'value': v, 'tolerance': t} or {'bin': k}"
 GOAL_KEYS = ("goal", "value", "tolerance", "bin", "weight", "t_min", "t_max")
@@ -225,3 +229,35 @@ def _parsed(text: str, value: str, cast):
         return cast(value.strip())
     except ValueError:
         raise ValueError(f"--target {text!r}: {value.strip()!r} is not a {cast.__name__}") from None
+
+
+def trained_goal(trained: PropertyTarget) -> Goal:
+    """The goal a run's stored binning names (its ``target`` or ``target_value``)."""
+    if trained.target_value is not None:
+        return Goal(trained.name, "value", value=float(trained.target_value))
+    if isinstance(trained.target, str):
+        return Goal(trained.name, trained.target)
+    return Goal(trained.name, "bin", bin=int(trained.target))
+
+
+def goal_target(goal: Goal, binning: PropertyTarget | None) -> PropertyTarget:
+    """The binning with the goal set (what a kind's builder reads: the direction, the bins)."""
+    target = binning if binning is not None else PropertyTarget(goal.property)
+    if goal.kind == "value":
+        return dataclasses.replace(target, target_value=goal.value)
+    goal_class = goal.bin if goal.kind == "bin" else goal.kind
+    return dataclasses.replace(target, target=goal_class, target_value=None)
+
+
+def goal_classes(goal: Goal, binning: PropertyTarget | None) -> int | torch.Tensor:
+    """The class a binned network steers to, or a mask when the goal accepts several."""
+    import torch
+
+    if binning is None:
+        return 0  # a kind without bins (reward) reads the direction, not the class
+    classes = goal.classes(binning)
+    if len(classes) == 1:
+        return classes[0]
+    mask = torch.zeros(binning.n_bins, dtype=torch.bool)
+    mask[classes] = True
+    return mask

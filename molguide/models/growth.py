@@ -119,3 +119,42 @@ def grow_state(
             f"cannot grow the network: the source has weights the target lacks ({unused[0]}, ...)"
         )
     return grown
+
+
+def add_context(
+    state: Mapping[str, torch.Tensor], source_config: Mapping, network: ScoreNetwork
+) -> dict[str, torch.Tensor]:
+    """Weights for ``network``, a conditional copy (``context_dim`` C > 0) of the
+    unconditional EGNN score network of ``source_config``, that compute what the source
+    computes whatever the context: the input embedding's C context columns (after the
+    atom types and t) are zero, every other weight is copied. Classifier-free guidance
+    fine-tuned from these weights starts with no guidance (conditional = unconditional)
+    and learns only the difference."""
+    target = dict(network.config)
+    width = int(target.get("context_dim", 0))
+    if int(source_config.get("context_dim", 0)) != 0 or width < 1:
+        raise ValueError("cannot add a context: the source must be unconditional and the target conditional")
+    for key in sorted((set(source_config) | set(target)) - {"context_dim"}):
+        if source_config.get(key) != target.get(key):
+            there, here = source_config.get(key), target.get(key)
+            raise ValueError(f"cannot add a context: {key} differs ({there!r} there, {here!r} here)")
+    if target["backbone"] != "egnn":
+        raise ValueError(f"cannot add a context to a {target['backbone']!r} network (EGNN only)")
+    start = int(target["num_atom_types"]) + 1  # inputs: atom types, t, context, ...
+    out = {}
+    for name, init in network.state_dict().items():
+        old = state.get(name)
+        if old is None:
+            raise ValueError(f"cannot add a context: {name} is not in the source weights")
+        if old.shape == init.shape:
+            out[name] = old.detach().clone().to(init.dtype)
+        elif name == "backbone.embed.weight" and init.shape[1] == old.shape[1] + width:
+            grown = torch.zeros_like(init)
+            grown[:, :start] = old[:, :start]
+            grown[:, start + width :] = old[:, start:]
+            out[name] = grown
+        else:
+            raise ValueError(
+                f"cannot add a context: {name} has shape {tuple(old.shape)} there, {tuple(init.shape)} here"
+            )
+    return out

@@ -287,6 +287,75 @@ class TargetSection(_Section):
     thresholds: list[float] | None = None
     target: Literal["high", "low"] | int = "high"
     target_value: float | None = None
+    goals: dict[str, Any] | None = Field(
+        None,
+        description="several properties at once, {property: goal} as generate(target=...) takes them "
+        "(docs/generate.md): 'high', 'low', a value, {value, tolerance}, {bin}, each with weight, t_min, "
+        "t_max; the first property is `property` (its bins, the reward model's property)",
+    )
+
+    @model_validator(mode="after")
+    def _goals_name_the_properties(self) -> TargetSection:
+        if not self.goals:
+            return self
+        from molguide.guidance.goals import parse_goals
+
+        try:
+            goals = parse_goals(self.goals)
+        except ValueError as err:
+            raise PydanticCustomError("goals", "{msg}", {"msg": str(err)}) from None
+        from molguide.data.registry import target_properties
+
+        known = target_properties()
+        for goal in goals:
+            if goal.property not in known:
+                raise PydanticCustomError(
+                    "goals",
+                    "target.goals: {prop} is not a property (there are: {known})",
+                    {"prop": repr(goal.property), "known": ", ".join(known)},
+                )
+        first = goals[0]
+        # The single-property keys follow the first goal (its bins, the reward's direction);
+        # a dumped config repeats them, so only a different value is a conflict.
+        implied = {
+            "target": "high" if first.kind == "value" else first.bin if first.kind == "bin" else first.kind,
+            "target_value": first.value if first.kind == "value" else None,
+        }
+        for key, value in implied.items():
+            if key in self.model_fields_set and getattr(self, key) != value:
+                raise PydanticCustomError(
+                    "goals",
+                    "give the first property's goal in target.goals, not in target.{key}",
+                    {"key": key},
+                )
+        if "property" in self.model_fields_set and self.property != first.property:
+            raise PydanticCustomError(
+                "goals",
+                "target.property ({prop}) must be the first property of target.goals ({first})",
+                {"prop": self.property, "first": first.property},
+            )
+        self.__dict__.update(property=first.property, **implied)
+        return self
+
+    def goal_list(self) -> list:
+        """Every property's :class:`~molguide.guidance.goals.Goal`, the first property first."""
+        from molguide.guidance.goals import Goal, parse_goals
+
+        if self.goals:
+            return parse_goals(self.goals)
+        if self.target_value is not None:
+            return [Goal(self.property, "value", value=float(self.target_value))]
+        if isinstance(self.target, str):
+            return [Goal(self.property, self.target)]
+        return [Goal(self.property, "bin", bin=int(self.target))]
+
+    def further_properties(self) -> list[str]:
+        """The properties of ``goals`` after the first (their networks: ``<kind>.<property>``)."""
+        return [goal.property for goal in self.goal_list()[1:]]
+
+    def for_property(self, prop: str) -> TargetSection:
+        """The section of one further property: its own quantile bins, steering "high"."""
+        return TargetSection(property=prop, n_bins=self.n_bins)
 
 
 class NetworkSection(_Backbone):

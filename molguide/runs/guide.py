@@ -15,13 +15,17 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from molguide.chem.xtb import XTB_PROPERTIES
+from molguide.data.io import csv_beside
 from molguide.data.registry import get_dataset, split_molecules
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
+from molguide.guidance.goals import Goal
 from molguide.guidance.kinds import GUIDANCE_KINDS, baselines, setting_name
 from molguide.runs.config import RunConfig
 from molguide.runs.settings import guide_settings
-from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
+from molguide.runs.tracking import describe_run, log_config, log_metrics_batch, mlflow_run
 from molguide.storage.trained_run import TrainedRun, log_trained_network
 
 log = logging.getLogger(__name__)
@@ -40,9 +44,11 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     """Sample unguided and guided with paired seeds; judge by evaluator and xTB; log the diagnostics."""
     import mlflow
 
+    from molguide.diagnostics.goals import goal_improvements
     from molguide.diagnostics.noise_levels import log_noise_levels, noise_level_diagnostics
     from molguide.diagnostics.plots import plot_histograms, plot_molecule_grid, plot_noise_levels, plot_sweep
     from molguide.diagnostics.report import judge, paired_report
+    from molguide.diagnostics.tables import guidance_table, noise_level_table
 
     progress = _progress(progress)
     gc = config.guide
@@ -63,7 +69,9 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 kind.name,
                 kind.network,
             )
-    settings = guide_settings(gc, run)
+    goals = config.target.goal_list() if config.target.goals else None
+    settings = guide_settings(gc, run, goals)
+    further = _further_evaluators(run, goals)
 
     calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
     novelty_reference = get_dataset(config.data.dataset).training_smiles()
@@ -80,7 +88,8 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         log_config(config)
         for kind in run.networks:  # this run id alone loads the designer again
             log_trained_network(Path(config.output_dir) / kind)
-        mlflow.set_tag("molguide.target", target.describe())
+        target_text = _describe(run, goals) if goals else target.describe()
+        mlflow.set_tag("molguide.target", target_text)
         if cfg_model is not None:  # the CFG-implied guidance gives the better error estimate
             held = split_molecules(config.data, "valid", gc.diagnostics_molecules)
             rows = noise_level_diagnostics(
@@ -114,8 +123,19 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 progress=progress,
             )
             mols, failures, seconds = result.by_index(), result.failures, result.seconds
+            settings_tags = {
+                "molguide_guidance": kind,
+                "molguide_weight": f"{w:g}",
+                "molguide_setting": name,
+                "molguide_seed": str(gc.seed),
+                "molguide_target": target_text,
+            }
+            for k, mol in enumerate(mols):
+                if mol is not None:
+                    mol.tags.update(settings_tags, molguide_sample=str(k))
             if kind == "unguided":
                 base_seconds = seconds
+            predicted = _predict_further(further, mols, diffusion.onehot_scale)
             j = judge(
                 mols,
                 failures,
@@ -131,12 +151,18 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 requested_atoms=sum(result.atom_counts),
             )
             judged[name] = j
+            predicted[target.name] = j["evaluator"]
+            j["goals"] = predicted
             metrics = dict(j["metrics"])
             metrics["sample_s_per_molecule"] = seconds / gc.n_samples
             metrics["guided_step_cost_ratio"] = seconds / base_seconds if base_seconds else 1.0
             metrics_tags = {}
             if setting.reference is not None:
                 metrics.update(paired_report(j, judged[setting.reference], target, reward_record))
+                if goals and len(goals) > 1:
+                    binnings = {g.property: run.binning(g.property) for g in goals}
+                    reference = judged[setting.reference]["goals"]
+                    metrics.update(goal_improvements(goals, predicted, reference, binnings, seed=gc.seed))
                 metrics_tags = {"molguide.reference": setting.reference}
             with mlflow_run(
                 EXPERIMENT,
@@ -144,12 +170,27 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 {"molguide.guidance": kind, "molguide.weight": str(w), **metrics_tags},
                 nested=True,
             ):
+                # Params, not only tags: MLflow's compare view plots metrics against params.
+                mlflow.log_params(
+                    {
+                        "guidance": kind,
+                        "weight": w,
+                        "t_min": gc.t_min,
+                        "t_max": gc.t_max,
+                        "target": target_text,
+                        "reference": setting.reference or "none",
+                        "seed": gc.seed,
+                        "n_samples": gc.n_samples,
+                        "steps": gc.steps,
+                    }
+                )
                 log_metrics_batch(
                     [(k, v, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
                 )
                 sdf = out_dir / f"{name}.sdf"
                 j["write_sdf"](sdf)
                 mlflow.log_artifact(str(sdf), "samples")
+                mlflow.log_artifact(str(csv_beside(sdf)), "samples")
             results[name] = metrics
             log.info("%s: %s", name, _short(metrics))
         main = [n for n in results if n not in baselines()]
@@ -179,23 +220,67 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         plot_noise_levels(noise_rows, out_dir / "noise_levels.png", f"{target.name} classifier")
         for png in ("property_histograms", "improvement_vs_weight", "sample_molecules", "noise_levels"):
             mlflow.log_artifact(str(out_dir / f"{png}.png"), "plots")
-        run_id = mlflow.active_run().info.run_id
-    return {
-        "target": target.describe(),
-        "headline": headline,
-        "noise_levels": noise_rows,
-        "n_samples": gc.n_samples,
-        "sampling_steps": gc.steps,
-        "trained_steps": run.step("score"),
-        "results": results,
-        "run_id": run_id,
-    }
+        summary = {
+            "target": target_text,
+            "headline": headline,
+            "noise_levels": noise_rows,
+            "n_samples": gc.n_samples,
+            "sampling_steps": gc.steps,
+            "trained_steps": run.step("score"),
+            "results": results,
+        }
+        units = {p.name: p.unit for p in get_dataset(config.data.dataset).properties}
+        unit = f"({units.get(target.name, '')})"
+        table = guidance_table(summary, unit) + "\n\n" + noise_level_table(noise_rows)
+        describe_run(f"molguide guide: {config.name}, {target_text}", table)
+        summary["run_id"] = mlflow.active_run().info.run_id
+        summary["experiment_id"] = mlflow.active_run().info.experiment_id
+    return summary
 
 
 def headline_settings(gc, results: dict) -> list[str]:
     """The settings at the configured positive weights (not the sweep), in registry order, that were run."""
     names = [setting_name(k, getattr(gc, k)) for k in GUIDANCE_KINDS if getattr(gc, k) > 0]
     return [n for n in names if n in results]
+
+
+def _describe(run: TrainedRun, goals: list[Goal]) -> str:
+    """Every goal in its property's unit, e.g. ``gap_eV >= 7.505; mu_D < 2.1``."""
+    return "; ".join(goal.describe(run.binning(goal.property)) for goal in goals)
+
+
+def _further_evaluators(run: TrainedRun, goals: list[Goal] | None) -> dict:
+    """The evaluators of the goals after the first, by property (a warning for each one
+    the run lacks: that goal is steered but not judged)."""
+    found = {}
+    for goal in (goals or [])[1:]:
+        if run.has("evaluator", goal.property):
+            found[goal.property] = (
+                run.network("evaluator", goal.property),
+                run.record("evaluator", goal.property),
+            )
+        else:
+            log.warning(
+                "no evaluator for %s in %s: its goal is not judged (run train-evaluator)",
+                goal.property,
+                run.source,
+            )
+    return found
+
+
+def _predict_further(evaluators: dict, molecules: list, onehot_scale: float) -> dict[str, np.ndarray]:
+    """Each further evaluator's prediction per sample (NaN where lost), also set as the
+    molecules' ``evaluator_<property>`` so the SDF carries it."""
+    from molguide.models.predictor import predict_samples
+
+    predicted = {}
+    for prop, (network, record) in evaluators.items():
+        values = predict_samples(network, molecules, record.mean, record.std, onehot_scale)
+        for mol, value in zip(molecules, values):
+            if mol is not None:
+                mol.properties[f"evaluator_{prop}"] = float(value)
+        predicted[prop] = values
+    return predicted
 
 
 def _xtb_calibration(config: RunConfig, prop: str, n: int = 200) -> tuple[float, float]:
@@ -215,5 +300,7 @@ def _short(metrics: dict) -> str:
         "validity",
         "validity_strict",
         "mol_stability",
+        "joint_hit_rate",
+        "joint_hit_rate_unguided",
     )
     return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics and metrics[k] is not None)

@@ -315,14 +315,22 @@ def _term(config: RunConfig, prop: str, kind_name: str, weight: float, pairs: Pa
     return kind.build(request), trained
 
 
+SETTING_PARAMS = ("property", "pair", "guidance", "weight", "weights", "steps", "selected")
+
+
 def _log_setting(name: str, tags: dict, metrics: dict, sdf: Path | None) -> None:
     """One nested run per sampling setting: its metrics and its molecules as SDF."""
     import mlflow
 
     with mlflow_run(EXPERIMENT, name, tags, nested=True):
+        # The setting's tags as params too: MLflow's compare view plots metrics against params.
+        params = {key.removeprefix("molguide."): value for key, value in tags.items()}
+        mlflow.log_params({k: v for k, v in params.items() if k in SETTING_PARAMS})
         log_metrics_batch([(k, v, 0) for k, v in metrics.items() if is_finite_number(v)])
         if sdf is not None and sdf.exists():
             mlflow.log_artifact(str(sdf), "samples")
+        if sdf is not None and sdf.with_suffix(".csv").exists():
+            mlflow.log_artifact(str(sdf.with_suffix(".csv")), "samples")
 
 
 def _unguided(score: torch.nn.Module, signature: dict) -> SamplingSetting:

@@ -84,6 +84,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
                 sdf = out_dir / f"samples_{tag}.sdf"
                 write_annotated_sdf(ev, molecules, sdf)
                 mlflow.log_artifact(str(sdf), "samples")
+                mlflow.log_artifact(str(sdf.with_suffix(".csv")), "samples")
             results[tag] = metrics
             log.info(
                 "%s: %s", tag, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from molguide.guidance.goals import Goal, goal_classes, goal_target, trained_goal
 from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
 from molguide.guidance.terms import TimeWindow
 from molguide.runs.config import GuideSection
@@ -36,34 +37,60 @@ class SamplingSetting:
     signature: dict = field(default_factory=dict)  # what made its samples (for resumable stores)
 
 
-def guide_settings(gc: GuideSection, run: TrainedRun) -> list[SamplingSetting]:
+def guide_settings(
+    gc: GuideSection, run: TrainedRun, goals: list[Goal] | None = None
+) -> list[SamplingSetting]:
     """The ``guide`` section's settings for a trained run: unguided, then per guidance kind
     whose network the run trained (registry order) its baseline when it samples its own
-    network, and one setting per weight (the configured one and the sweep)."""
-    window = TimeWindow(gc.t_min, gc.t_max)
-    score, target, diffusion = run.network("score"), run.target, run.diffusion
+    network, and one setting per weight (the configured one and the sweep).
+
+    ``goals`` (default: the goal the run's first classifier was trained for): each
+    setting holds one term per goal whose property has the kind's network, weighted by
+    the kind's weight times the goal's and limited to the goal's time window (else
+    ``guide.t_min``/``t_max``). A kind that samples its own network (CFG) steers the first
+    property alone.
+    """
+    score, diffusion = run.network("score"), run.diffusion
+    goals = goals or [trained_goal(run.target)]
     settings = [SamplingSetting("unguided", "unguided", 0.0, score)]
     for kind in GUIDANCE_KINDS.values():
-        if not run.has(kind.network):
+        steered = [g for g in goals if run.has(kind.network, g.property)]
+        if kind.samples_own_network:
+            steered = steered[:1] if steered and steered[0] is goals[0] else []
+        if kind.takes_values:
+            for goal in [g for g in steered if g.kind != "value"]:
+                log.warning(
+                    "%s guidance aims at a value: give %s a value goal to steer it", kind.name, goal.property
+                )
+            steered = [g for g in steered if g.kind == "value"]
+        if not steered:
             continue
-        if kind.takes_values and target.target_value is None:
-            log.warning("%s guidance aims at a value: set target.target_value to sample it", kind.name)
-            continue
-        network = run.network(kind.network)
-        model = network if kind.samples_own_network else score
+        model = run.network(kind.network) if kind.samples_own_network else score
         if kind.reference != "unguided":
             settings.append(SamplingSetting(kind.reference, kind.reference, 0.0, model))
         for w in kind.weights(getattr(gc, kind.name), gc.sweep):
-            request = TermRequest(
-                network,
-                run.record(kind.network),
-                target,
-                target.target_class,
-                diffusion,
-                w,
-                window,
-                values=target.target_value,
-            )
+            terms = [kind.build(_request(run, kind.network, goal, w, gc, diffusion)) for goal in steered]
             name = setting_name(kind.name, w)
-            settings.append(SamplingSetting(name, kind.name, w, model, [kind.build(request)], kind.reference))
+            settings.append(SamplingSetting(name, kind.name, w, model, terms, kind.reference))
     return settings
+
+
+def _request(
+    run: TrainedRun, network: str, goal: Goal, weight: float, gc: GuideSection, diffusion
+) -> TermRequest:
+    """The term request of one goal: the kind's weight times the goal's, the goal's window."""
+    binning = run.binning(goal.property)
+    window = TimeWindow(
+        gc.t_min if goal.t_min is None else goal.t_min, gc.t_max if goal.t_max is None else goal.t_max
+    )
+    return TermRequest(
+        run.network(network, goal.property),
+        run.record(network, goal.property),
+        goal_target(goal, binning),
+        goal_classes(goal, binning),
+        diffusion,
+        weight * goal.weight,
+        window,
+        values=goal.value,
+        tolerance=goal.tolerance,
+    )

@@ -25,8 +25,9 @@ from molguide.training.trainer import StepLog, Trainer
 log = logging.getLogger(__name__)
 
 
-def resume_if_asked(trainer: Trainer, section: TrainSection, desc: str) -> None:
-    """Continue from the trainer's checkpoint when ``section.resume`` and it exists.
+def resume_if_asked(trainer: Trainer, section: TrainSection, desc: str, init_from: str | None = None) -> None:
+    """Continue from the trainer's checkpoint when ``section.resume`` and it exists, else
+    start from the weights of ``init_from`` (default: ``section.init_from``) when given.
 
     Called before the MLflow run opens: a checkpoint that does not fit (another config,
     damaged) stops the command with one line and leaves no failed run behind.
@@ -35,51 +36,62 @@ def resume_if_asked(trainer: Trainer, section: TrainSection, desc: str) -> None:
     if section.resume and ckpt is not None and ckpt.exists():
         trainer.resume()
         log.info("%s: resuming %s at step %d of %d", desc, ckpt, trainer.step, section.steps)
-    elif getattr(section, "init_from", None):
-        warm_start(trainer, section.init_from)
-        log.info("%s: starting from the weights of %s", desc, section.init_from)
+    elif init_from or getattr(section, "init_from", None):
+        source = init_from or section.init_from
+        warm_start(trainer, source)
+        log.info("%s: starting from the weights of %s", desc, source)
+
+
+def read_warm_start(source: str) -> tuple[dict, dict, dict]:
+    """The EMA weights, the network config (defaults filled) and a record (steps, CPU
+    seconds) of a score network to start from: a training checkpoint, a saved model folder
+    or a shipped name."""
+    from pathlib import Path
+
+    from molguide.storage.checkpoints import CheckpointError, ema_weights, load_checkpoint
+    from molguide.storage.trained_run import SHIPPED, TrainedRun
+
+    if str(source) in SHIPPED or Path(source).is_dir():
+        loaded = TrainedRun.from_pretrained(source)
+        network = loaded.network("score")
+        training = loaded.record("score").training
+        record = {"steps": training.get("steps"), "cpu_seconds": 3600 * training.get("cpu_hours", 0.0)}
+        return network.state_dict(), dict(network.config), record
+    path = Path(source)
+    if not path.is_file():
+        raise CheckpointError(
+            f"train.init_from: {source} is neither a checkpoint, a model folder nor a shipped name"
+        )
+    state = load_checkpoint(path)
+    if "ema" not in state:
+        raise CheckpointError(f"train.init_from: {path} is not a training checkpoint (no EMA weights)")
+    if state.get("model_config") is None:
+        raise CheckpointError(f"train.init_from: {path} does not record its network's config")
+    record = {"steps": int(state.get("step", 0)), "cpu_seconds": float(state.get("cpu_seconds", 0.0))}
+    return ema_weights(state["ema"]), dict(state["model_config"]), record
 
 
 def warm_start(trainer: Trainer, source: str) -> dict:
-    """Start ``trainer`` (a fresh score-network run) from the EMA weights of ``source``: a
-    training checkpoint, a saved model folder or a shipped name. A network of the same
-    config loads them as they are; a wider or deeper EGNN grows from them
-    (:func:`molguide.models.growth.grow_state`: the same function at step 0). The
+    """Start ``trainer`` (a fresh score-network run) from the EMA weights of ``source``
+    (:func:`read_warm_start`). A network of the same config loads them as they are; a
+    wider or deeper EGNN grows from them (:func:`molguide.models.growth.grow_state`), a
+    conditional one (CFG) gains zero context inputs
+    (:func:`molguide.models.growth.add_context`): the same function at step 0. The
     optimiser starts afresh. What the source was (its steps and CPU time) is recorded in
     the run's checkpoints as ``warm_start``; returns that record."""
-    from pathlib import Path
-
-    from molguide.models.growth import grow_state
-    from molguide.storage.checkpoints import CheckpointError, ema_weights, load_checkpoint
-    from molguide.storage.trained_run import SHIPPED, TrainedRun
+    from molguide.models.growth import add_context, grow_state
 
     config = getattr(trainer.model, "config", None)
     if config is None:
         raise ValueError(
             "train.init_from: only networks that describe themselves (score networks) warm-start"
         )
-    if str(source) in SHIPPED or Path(source).is_dir():
-        loaded = TrainedRun.from_pretrained(source)
-        network = loaded.network("score")
-        weights, source_config = network.state_dict(), dict(network.config)  # defaults filled
-        training = loaded.record("score").training
-        record = {"steps": training.get("steps"), "cpu_seconds": 3600 * training.get("cpu_hours", 0.0)}
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise CheckpointError(
-                f"train.init_from: {source} is neither a checkpoint, a model folder nor a shipped name"
-            )
-        state = load_checkpoint(path)
-        if "ema" not in state:
-            raise CheckpointError(f"train.init_from: {path} is not a training checkpoint (no EMA weights)")
-        weights, source_config = ema_weights(state["ema"]), state.get("model_config")
-        if source_config is None:
-            raise CheckpointError(f"train.init_from: {path} does not record its network's config")
-        record = {"steps": int(state.get("step", 0)), "cpu_seconds": float(state.get("cpu_seconds", 0.0))}
+    weights, source_config, record = read_warm_start(source)
     source_config = {"num_atom_types": config["num_atom_types"], **source_config}
     if source_config == config:
         init = {k: v.clone() for k, v in weights.items()}
+    elif config.get("context_dim") and not source_config.get("context_dim"):
+        init = add_context(weights, source_config, trainer.model)
     else:
         init = grow_state(weights, source_config, trainer.model)
     trainer.model.load_state_dict(init)
@@ -158,12 +170,17 @@ def training_run(experiment: str, run_name: str, tags: Mapping[str, str], config
         yield run
 
 
-def log_trained_component(run, kind: str, trainer: Trainer, summary: dict) -> dict:
+def log_trained_component(
+    run, kind: str, trainer: Trainer, summary: dict, register_as: str | None = None
+) -> dict:
     """Export the trained network beside its checkpoint (``<kind>/config.json`` +
     ``model.safetensors``, EMA weights), update the run folder's index, and log the
-    checkpoint and the exported network (``trained_run/<kind>``) to ``run``.
+    checkpoint and the exported network (``trained_run/<kind>``) to ``run``; with
+    ``register_as``, also as an MLflow model registered under that name
+    (:mod:`molguide.runs.model_registry`).
 
-    Adds ``run_id`` to ``summary``; does nothing on data-parallel ranks other than 0.
+    Adds ``run_id`` (and ``registered_model``) to ``summary``; does nothing on
+    data-parallel ranks other than 0.
     """
     import mlflow
 
@@ -175,5 +192,10 @@ def log_trained_component(run, kind: str, trainer: Trainer, summary: dict) -> di
     write_index(folder.parent)
     mlflow.log_artifact(str(trainer.checkpoint_path), "checkpoint")
     log_trained_network(folder)
+    if register_as:
+        from molguide.runs.model_registry import log_network_model
+
+        version = log_network_model(folder, register_as)
+        summary["registered_model"] = f"models:/{register_as}/{version}"
     summary["run_id"] = run.info.run_id
     return summary

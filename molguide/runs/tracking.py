@@ -90,6 +90,18 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_link(experiment_id: str, run_id: str | None = None, address: str = UI_ADDRESS) -> str:
+    """The UI address of an experiment's runs table (or of one run), in MLflow's classic
+    model-training view: MLflow 3.17 opens experiments in its GenAI view unless the
+    link says ``workflowType=machine_learning`` (the experiment tag alone does not)."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{address}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
 def ui_command(uri: str | None = None) -> str:
     """The command that opens the MLflow UI on this store (SQLite paths made absolute)."""
     uri = uri or tracking_uri()
@@ -284,7 +296,12 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
     if parent is not None:
         experiment_id = parent.info.experiment_id
     elif not nested and not os.environ.get("MLFLOW_RUN_ID"):
-        experiment_id = mlflow.set_experiment(experiment).experiment_id
+        found = mlflow.set_experiment(experiment)
+        experiment_id = found.experiment_id
+        if EXPERIMENT_KIND_TAG not in found.tags:  # what the UI would ask; 3.17 reads the link's workflowType
+            mlflow.MlflowClient().set_experiment_tag(
+                experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development"
+            )
     all_tags = {"molguide.git_commit": _git_commit() or "unknown", **_process_tags(), **(tags or {})}
     run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags, experiment_id=experiment_id)
     try:
@@ -309,6 +326,45 @@ def _end_run_anyway(status: str) -> None:
     except Exception as err:  # noqa: BLE001 (the error being raised is the one to report)
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         logging.getLogger("molguide").warning("could not mark the MLflow run %s: %s", status, first)
+
+
+DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description
+
+
+def describe_run(title: str, table: str) -> None:
+    """Set the active run's description (Markdown): ``title`` and the fixed-width
+    ``table`` as a code block, so its columns line up in the UI."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tag(DESCRIPTION_TAG, f"**{title}**\n\n```text\n{table.strip()}\n```\n")
+
+
+def log_dataset(molecules, name: str, context: str, source: str) -> str:
+    """Log a set of molecules as the active run's input (MLflow's Dataset column): its
+    ``name`` (data set and split), ``source`` (the folder it was read from), a digest of
+    its content (atoms and coordinates, so two runs on the same molecules show the same
+    digest), its size (rows = molecules) and ``context`` ("training", "validation",
+    "evaluation"); returns the digest."""
+    import hashlib
+    import warnings
+
+    import mlflow
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for part in (molecules.atomic_numbers, molecules.positions, molecules.offsets):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    short = digest.hexdigest()[:16]
+    if mlflow.active_run() is None:
+        return short
+    with warnings.catch_warnings():  # a path as source: MLflow warns it could mean several kinds
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_numpy(
+            np.asarray(molecules.num_atoms, dtype=np.int64), source=source, name=name, digest=short
+        )
+        mlflow.log_input(dataset, context=context, tags={"molecules": str(len(molecules))})
+    return short
 
 
 def log_config(config) -> None:

@@ -20,20 +20,42 @@ from pathlib import Path
 
 import torch
 
-from molguide.data.registry import split_molecules
+from molguide.data.qm9 import default_cache_dir
+from molguide.data.registry import describe_split, split_molecules
 from molguide.runs.config import RunConfig
+from molguide.runs.model_registry import log_network_model, registered_name
 from molguide.runs.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
-from molguide.runs.tracking import log_metrics_batch
+from molguide.runs.tracking import log_dataset, log_metrics_batch
 from molguide.runs.training_specs import TRAINING_SPECS, resume_signature, train_config
 from molguide.training.trainer import RESUME_SIGNATURE, Trainer
 
 log = logging.getLogger(__name__)
 
 
+PER_PROPERTY_KINDS = ("classifier", "evaluator", "regressor")
+
+
 def train_network(kind: str, config: RunConfig, progress: bool | None = None) -> dict:
-    """Train the network of ``kind`` (a key of :data:`TRAINING_SPECS`); returns its summary."""
+    """Train the network of ``kind`` (a key of :data:`TRAINING_SPECS`); returns its summary.
+
+    With several properties in ``target.goals``, a classifier, evaluator or regressor is
+    trained per property: the first in ``<kind>/``, each further one in
+    ``<kind>.<property>/`` (its summary under ``parts``), so the run folder loads as one
+    run guided towards every goal.
+    """
     if kind == "score" and config.model.pretrained:
         return use_pretrained(config)
+    summary = _train_one(kind, config, progress, kind)
+    if kind in PER_PROPERTY_KINDS:
+        for prop in config.target.further_properties():
+            one = config.model_copy(update={"target": config.target.for_property(prop)})
+            name = f"{kind}.{prop}"
+            summary.setdefault("parts", {})[name] = _train_one(kind, one, progress, name)
+    return summary
+
+
+def _train_one(kind: str, config: RunConfig, progress: bool | None, folder: str) -> dict:
+    """Train one network of ``kind`` into ``<output_dir>/<folder>``."""
     spec = TRAINING_SPECS[kind]
     progress = sys.stderr.isatty() if progress is None else progress
     section = spec.settings(config)
@@ -46,7 +68,7 @@ def train_network(kind: str, config: RunConfig, progress: bool | None = None) ->
     settings = train_config(section)
     metadata["run_config"] = config.model_dump()  # for the record; resuming checks the signature
     metadata[RESUME_SIGNATURE] = resume_signature(config, spec, job, settings)
-    checkpoint = Path(config.output_dir) / kind / "last.pt"
+    checkpoint = Path(config.output_dir) / folder / "last.pt"
     trainer = Trainer(
         job.model,
         job.objective,
@@ -57,25 +79,29 @@ def train_network(kind: str, config: RunConfig, progress: bool | None = None) ->
         config.device,
         resume_setting=f"{spec.train_section}.resume",
     )
+    label = f"train {kind}" if folder == kind else f"train {kind} ({config.target.property})"
     log.info("%s", job.message)
-    resume_if_asked(trainer, section, f"train {kind}")
+    resume_if_asked(trainer, section, label, spec.start_from(config) if spec.start_from else None)
     tags = {
         "molguide.pipeline": f"train-{kind}",
         "molguide.dataset": config.data.dataset,
         "molguide.split_half": spec.split or config.data.split,
     }
-    with training_run(spec.experiment, f"{config.name}-{spec.run_suffix}", tags, config) as run:
+    run_name = f"{config.name}-{spec.run_suffix}" + ("" if folder == kind else f"-{config.target.property}")
+    with training_run(spec.experiment, run_name, tags, config) as run:
         if run is not None and job.params:
             import mlflow
 
             mlflow.log_params(job.params)
+        split = spec.split or config.data.split
+        log_dataset(mols, describe_split(config.data, split), "training", str(default_cache_dir()))
         log_metrics_batch([(k, v, 0) for k, v in job.metrics.items()])
-        summary = run_training(trainer, section, progress, f"train {kind}")
+        summary = run_training(trainer, section, progress, label)
         summary.update(job.summary)
         if spec.finish is not None:
             summary.update(spec.finish(config, trainer, job, progress))
             trainer.save()  # with what finish measured
-        log_trained_component(run, kind, trainer, summary)
+        log_trained_component(run, kind, trainer, summary, registered_name(config.name, folder))
     return summary
 
 
@@ -145,5 +171,7 @@ def use_pretrained(config: RunConfig) -> dict:
                 }
             )
             log_trained_network(folder)
+            name = registered_name(config.name, "score")
+            summary["registered_model"] = f"models:/{name}/{log_network_model(folder, name)}"
             summary["run_id"] = run.info.run_id
     return summary

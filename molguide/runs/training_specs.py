@@ -73,6 +73,9 @@ class TrainingSpec:
     prepare: Callable[[RunConfig, MoleculeSet, bool], TrainingJob]
     split: str | None = None  # None: data.split
     finish: Callable[[RunConfig, Trainer, TrainingJob, bool], dict] | None = None
+    start_from: Callable[[RunConfig], str | None] | None = (
+        None  # weights to start from (else train.init_from)
+    )
 
     def settings(self, config: RunConfig) -> TrainSection:
         """The kind's train section of ``config``."""
@@ -330,15 +333,22 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
     return TrainingJob(model, objective, batches, diffusion, message, metadata, ess, dict(ess))
 
 
+def _cfg_start(config: RunConfig) -> str | None:
+    """What the CFG model starts from: ``cfg.train.init_from``, else the run's pretrained
+    generator (fine-tuned with a zero context input, so it starts as that generator)."""
+    return config.cfg.train.init_from or config.model.pretrained
+
+
 def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
     section, prop = config.cfg, config.target.property
     target = fitted_target(config, mols.properties[prop])
     onehot = np.eye(target.n_bins, dtype=np.float32)[target.labels(mols.properties[prop])]
-    model_config = {
-        **config.model.model_dump(),
-        "context_dim": target.n_bins,
-        "num_atom_types": len(atom_types(config)),
-    }
+    base, source = config.model.model_dump(), _cfg_start(config)
+    if source:  # fine-tuned from an unconditional network: its architecture, a context added
+        from molguide.runs.tracked_training import read_warm_start
+
+        base = read_warm_start(source)[1]
+    model_config = {**base, "context_dim": target.n_bins, "num_atom_types": len(atom_types(config))}
     model = build_score_model(model_config)
     diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
     objective = DenoisingObjective(diffusion, context_key="context", p_uncond=section.p_uncond)
@@ -392,7 +402,7 @@ TRAINING_SPECS: dict[str, TrainingSpec] = {
             _regressor_job,
             finish=_regressor_diagnostics,
         ),
-        TrainingSpec("cfg", "molguide-guidance", "cfg", "cfg.train", _cfg_job),
+        TrainingSpec("cfg", "molguide-guidance", "cfg", "cfg.train", _cfg_job, start_from=_cfg_start),
     )
 }
 

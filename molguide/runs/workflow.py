@@ -13,7 +13,6 @@ whose finished trainings, sample batches and results a rerun skips.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import json
 import logging
 import math
@@ -22,8 +21,16 @@ from pathlib import Path
 
 from molguide.diagnostics.tables import run_summary_table
 from molguide.runs import guide, protocol, sample, train
-from molguide.runs.config import RunConfig, parse_yaml
-from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run, ui_command
+from molguide.runs.config import RunConfig
+from molguide.runs.pipeline_help import pipeline_defaults
+from molguide.runs.tracking import (
+    describe_run,
+    log_config,
+    log_metrics_batch,
+    mlflow_run,
+    ui_command,
+    ui_link,
+)
 from molguide.runs.training_specs import TRAINING_SPECS
 
 log = logging.getLogger(__name__)
@@ -56,8 +63,7 @@ QUALITY = (
 
 def quickstart_defaults() -> dict:
     """The quickstart's own configuration (``molguide/runs/quickstart.yaml``)."""
-    text = importlib.resources.files("molguide.runs").joinpath("quickstart.yaml").read_text()
-    return parse_yaml(text)
+    return pipeline_defaults("quickstart")
 
 
 def full_steps(config: RunConfig) -> tuple[str, ...]:
@@ -107,9 +113,13 @@ def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress
         if "protocol" in out["steps"]:  # the parent carries the protocol's tables and metrics
             protocol.log_protocol(out["steps"]["protocol"])
         out["table"] = run_summary_table(out, config)
+        describe_run(f"molguide {pipeline}: {config.name}", out["table"])
         mlflow.log_text(out["table"], "summary.txt")
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "summary.txt").write_text(out["table"] + "\n")
         mlflow.log_text(json.dumps(out, indent=2, default=_jsonable), "summary.json")
         out["run_id"] = run.info.run_id
+        out["mlflow_link"] = ui_link(run.info.experiment_id, run.info.run_id)
     out["mlflow_ui"] = ui_command()
     return out
 
@@ -222,6 +232,7 @@ def evaluate_file(config: RunConfig, progress: bool | None = None) -> dict:
         rdkit_mols = annotated_mols(ev, mols)
         plot_molecule_grid({"": rdkit_mols}, out_dir / "sample_molecules.png", per_row=6)
         mlflow.log_artifact(str(out_dir / "evaluated.sdf"), "samples")
+        mlflow.log_artifact(str(out_dir / "evaluated.csv"), "samples")
         mlflow.log_artifact(str(out_dir / "sample_molecules.png"), "plots")
         mlflow.log_dict(result, "evaluation.json")
         result["run_id"] = run.info.run_id

@@ -64,7 +64,10 @@ MLFLOW_FOLDER = "trained_run"  # where training runs log their networks
 SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = {"qm9": SHIPPED_ROOT / "qm9"}  # name -> folder inside the package
 # What a source may be (every error about a source lists it).
-SOURCE_FORMS = "a trained-run folder, file://<folder>, runs:/<run_id>[/<path>] (MLflow) or a shipped name"
+SOURCE_FORMS = (
+    "a trained-run folder, file://<folder>, runs:/<run_id>[/<path>] or models:/<name>/<version> (MLflow) "
+    "or a shipped name"
+)
 TARGET_KINDS = ("classifier", "cfg")  # kinds whose record holds the run's target binning
 
 
@@ -521,10 +524,7 @@ class TrainedRun:
         if name.startswith("runs:/") and "/" not in name.removeprefix("runs:/").strip("/"):
             run = cls(_networks_of_mlflow_run(name.removeprefix("runs:/").strip("/"), device), name, device)
         elif scheme == "models":
-            raise CheckpointError(
-                f"{name}: MLflow's model registry (models:/) is not supported: molguide logs its "
-                "networks as artifacts of the training run; load that run with runs:/<run_id>"
-            )
+            run = cls._from_registry(name, device)
         elif name.startswith("runs:/"):
             with tempfile.TemporaryDirectory(prefix="molguide-") as tmp:
                 run = cls._from_folder(_download(name, Path(tmp)), device, name)
@@ -561,6 +561,28 @@ class TrainedRun:
             run = cls._from_folder(folder, device, str(folder))
         run.check_consistent()
         return run
+
+    @classmethod
+    def _from_registry(cls, uri: str, device: str) -> TrainedRun:
+        """A generator registered by a pipeline (``models:/<name>/<version>``)."""
+        trained = registered_network(uri, device)
+        if trained.kind != "score":
+            raise CheckpointError(
+                f"{uri}: a {trained.kind} network, not a generator; add it to one: "
+                f"molguide.load('qm9', guidance=['{uri}'])"
+            )
+        return cls({"score": trained}, uri, device)
+
+    def with_network(self, trained: TrainedNetwork) -> TrainedRun:
+        """This run with one more guidance network or evaluator (e.g. a registered model);
+        checked as :meth:`with_guidance` checks a run's networks."""
+        if trained.kind == "score":
+            raise ValueError(
+                f"{trained.source}: a generator; guidance takes guidance networks and evaluators"
+            )
+        return self.with_guidance(
+            TrainedRun({"score": self.networks["score"], trained.kind: trained}, trained.source)
+        )
 
     @classmethod
     def _from_folder(cls, folder: Path, device: str, source: str) -> TrainedRun:
@@ -630,6 +652,28 @@ def _first_format_network(folder: Path, device) -> TrainedNetwork:
     spec = _validated(NetworkConfig, model_config, path, "model")
     network = _built(spec, folder / WEIGHTS_FILE, device, record)
     return TrainedNetwork("score", network, record, int(record.training.get("steps", 0) or 0), str(folder))
+
+
+def registered_network(uri: str, device: str = "cpu") -> TrainedNetwork:
+    """A network registered by a pipeline (``models:/<name>/<version>``, ``/latest`` or
+    ``@alias``), its folder downloaded from MLflow's model registry; every problem is one
+    CheckpointError naming the URI."""
+    from mlflow.exceptions import MlflowException
+
+    from molguide.runs.model_registry import download_network_folder
+    from molguide.runs.tracking import TrackingError
+
+    if not uri.startswith("models:/") or not uri.removeprefix("models:/").strip("/"):
+        raise CheckpointError(f"{uri}: a registered model is models:/<name>/<version> (or /latest)")
+    with tempfile.TemporaryDirectory(prefix="molguide-") as tmp:
+        try:
+            folder = download_network_folder(uri, Path(tmp))
+        except (MlflowException, OSError, ValueError, TrackingError) as err:
+            message = getattr(err, "message", None) or str(err)
+            raise CheckpointError(f"{uri}: cannot load it from the model registry ({message})") from None
+        trained = read_network(folder, device)
+    trained.source = uri
+    return trained
 
 
 def log_trained_network(folder: str | Path) -> None:
