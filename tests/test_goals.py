@@ -390,6 +390,8 @@ def test_config_goals_train_one_network_per_property_and_report_each_goal(tmp_pa
     assert params["unguided"]["reference"] == "none" and params["classifier_w2"]["reference"] == "unguided"
     description = parent.data.tags["mlflow.note.content"]
     assert "```text" in description and "classifier_w2" in description
+    report = (tmp_path / "run" / "guided" / "report.html").read_text()
+    assert "gap_eV &gt;= " in report and report.count("data:image/png;base64,") == 4
     sdf = (tmp_path / "run" / "guided" / "classifier_w2.sdf").read_text()
     assert "evaluator_mu_D" in sdf and "evaluator_gap_eV" in sdf
     import csv

@@ -103,17 +103,27 @@ def test_mlflow_pyfunc_predicts_like_the_network(registered, qm9):
     )
 
 
-def test_training_runs_log_their_molecules_as_a_dataset(registered):
-    """MLflow's Dataset column: the split's name, a content digest, the context and size."""
+def test_training_runs_log_their_molecules_as_datasets(registered):
+    """MLflow's Dataset column: each split's name, a content digest, the context and size."""
     import mlflow
 
     client = mlflow.MlflowClient(registered["uri"])
     inputs = {}
     for kind in ("classifier", "evaluator"):
         run = client.get_run(registered["summaries"][kind]["run_id"])
-        (entry,) = run.inputs.dataset_inputs
-        inputs[kind] = entry
-        assert {t.key: t.value for t in entry.tags} == {"mlflow.data.context": "training", "molecules": "200"}
-    assert inputs["classifier"].dataset.name == "qm9:generator_half[:200]"
-    assert inputs["evaluator"].dataset.name == "qm9:evaluator_half[:200]"
-    assert inputs["classifier"].dataset.digest != inputs["evaluator"].dataset.digest  # other molecules
+        for entry in run.inputs.dataset_inputs:
+            tags = {t.key: t.value for t in entry.tags}
+            inputs[kind, tags["mlflow.data.context"]] = (entry.dataset, int(tags["molecules"]))
+    assert set(inputs) == {
+        ("classifier", "training"),
+        ("classifier", "validation"),  # the held-out molecules of the per-noise-level diagnostics
+        ("evaluator", "training"),
+        ("evaluator", "evaluation"),  # the generator-half molecules of the lower-bound row
+    }
+    assert inputs["classifier", "training"][0].name == "qm9:generator_half[:200]"
+    assert inputs["classifier", "validation"][0].name == "qm9:valid[:20]"
+    assert inputs["evaluator", "training"][0].name == "qm9:evaluator_half[:200]"
+    assert inputs["evaluator", "evaluation"][0].name == "qm9:generator_half[:20]"
+    assert [inputs[k][1] for k in sorted(inputs)] == [200, 20, 20, 200]
+    digests = {dataset.digest for dataset, _ in inputs.values()}
+    assert len(digests) == 4  # four different sets of molecules, four digests

@@ -63,22 +63,27 @@ def _rows():
 def test_grid_draws_the_strictly_valid_molecules_first_then_the_others_labelled():
     from molguide.diagnostics.plots import grid_cells
 
-    cells = grid_cells(_rows(), per_row=4, label_prop="evaluator_gap_eV")
+    cells = grid_cells(_rows(), per_row=4, label_prop="evaluator_gap_eV", strict_only=False)
     names = [None if mol is None else mol.GetProp("_Name") for mol, _ in cells]
     legends = [legend for _, legend in cells]
     # Row 1: both strict ones in their order, then the others in theirs up to per_row.
     assert names[:4] == ["s1", "s2", "charged", "nobonds"]
     assert legends[:4] == [
-        "unguided 5.50",
+        "unguided: gap 5.50 eV",
         "unguided",
         "unguided (EDM-invalid, charged)",
         "unguided (EDM-invalid, no bonds)",
     ]
     # Row 2: padded with empty cells so that each setting keeps its row.
     assert names[4:] == ["g1", "lost", None, None]
-    assert legends[4:] == ["w2 7.25", "w2 (EDM-invalid, no bonds)", "", ""]
-    wide = grid_cells(_rows(), per_row=6)
+    assert legends[4:] == ["w2: gap 7.25 eV", "w2 (EDM-invalid, no bonds)", "", ""]
+    wide = grid_cells(_rows(), per_row=6, strict_only=False)
     assert [legend for _, legend in wide[4:6]] == ["unguided (radical)", "unguided (2 frags)"]
+    # By default only the strictly valid ones, the rest of the row left empty.
+    strict = grid_cells(_rows(), per_row=4, label_prop="evaluator_gap_eV")
+    assert [None if mol is None else mol.GetProp("_Name") for mol, _ in strict] == [
+        "s1", "s2", None, None, "g1", None, None, None,
+    ]  # fmt: skip
 
 
 def test_strict_problems_read_the_tags_of_annotated_mols():
@@ -111,7 +116,7 @@ def test_grid_of_evaluated_molecules_draws_every_kind_including_those_without_bo
     ev = evaluate(mols, reference_smiles=[], descriptors=False, progress=False)
     assert [r.valid_strict for r in ev.molecules] == [False, False, True]
     rdkit_mols = annotated_mols(ev, mols)
-    cells = grid_cells({"": rdkit_mols}, per_row=4)
+    cells = grid_cells({"": rdkit_mols}, per_row=4, strict_only=False)
     assert [m.GetProp("_Name") for m, _ in cells[:3]] == ["ethanol", "far", "nitro"]
     assert cells[0][1] == "" and "no bonds" in cells[1][1] and "charged" in cells[2][1]
     assert Chem.Mol(rdkit_mols[0]).GetNumBonds() == 0

@@ -50,29 +50,29 @@ def _sets(items: list[str]) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
+def run_tiny_quickstart(folder: Path) -> tuple[str, str]:
+    """The tiny quickstart into ``folder`` (MLflow store: ``$MLFLOW_TRACKING_URI``);
+    returns its parent run id and what it printed."""
+    import contextlib
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            ["-q", "run", "quickstart", "--no-progress", *_sets([f"output_dir={folder}", *TINY_QUICKSTART])]
+        )
+    assert code == 0
+    text = out.getvalue()
+    return text.split("MLflow run ")[1].split(";")[0], text
+
+
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory, molguide_cache):
     """Run the tiny quickstart once for this module; yields (run folder, tracking URI, run id, stdout)."""
-    import contextlib
-
     tmp = tmp_path_factory.mktemp("quickstart")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(
-            [
-                "-q",
-                "run",
-                "quickstart",
-                "--no-progress",
-                *_sets([f"output_dir={tmp / 'runs'}", *TINY_QUICKSTART]),
-            ]
-        )
-    assert code == 0
-    text = out.getvalue()
-    run_id = text.split("MLflow run ")[1].split(";")[0]
+    run_id, text = run_tiny_quickstart(tmp / "runs")
     yield tmp / "runs", uri, run_id, text
     if old is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -118,6 +118,13 @@ def test_quickstart_describes_its_run_and_registers_its_networks(quickstart_run)
         "molguide-quickstart-classifier",
         "molguide-quickstart-evaluator",
     } <= names
+    # One page a person reads: the table, the loss curves and the guidance plots, the command.
+    report = (folder / "report.html").read_text()
+    assert "molguide quickstart: quickstart" in report and "<script" not in report
+    assert report.count("data:image/png;base64,") == 5  # loss curves + 4 guidance plots
+    assert f"molguide run quickstart -c {folder / 'config.yaml'}" in report
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert "report.html" in artifacts
 
 
 def test_quickstart_logs_metrics_plots_models_and_nested_steps(quickstart_run):
@@ -131,7 +138,11 @@ def test_quickstart_logs_metrics_plots_models_and_nested_steps(quickstart_run):
     tags = parent.data.tags
     assert tags["molguide.dataset"] == "qm9" and tags["molguide.split_half"] == "generator_half"
     assert "molguide.git_commit" in tags
-    m = parent.data.metrics
+    # Every metric named by the setting it comes from; the headline setting is a tag.
+    assert tags["molguide.headline_setting"] == "classifier_w2"
+    metrics = parent.data.metrics
+    assert not {"property_improvement", "validity", "target_hit_rate"} & set(metrics)
+    m = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("classifier_w2.")}
     assert m["property_improvement_ci_low"] <= m["property_improvement"] <= m["property_improvement_ci_high"]
     for key in (
         "target_hit_rate",
@@ -142,6 +153,7 @@ def test_quickstart_logs_metrics_plots_models_and_nested_steps(quickstart_run):
     ):
         assert 0 <= m[key] <= 1, key
     assert m["inv_prob_median"] >= 1
+    assert 0 <= metrics["unguided.validity"] <= 1 and "reward_w2.reward_improvement" in metrics
     ce = client.get_metric_history(run_id, "classifier_ce")
     assert sorted(x.step for x in ce) == list(range(10)) and all(0 < x.value < 10 for x in ce)
     assert len(client.get_metric_history(run_id, "guidance_mse_est")) == 10
@@ -254,6 +266,15 @@ def test_compare_lists_the_quickstart_run_as_a_table_and_as_csv(quickstart_run, 
     assert len(mine) == 1 and mine[0]["experiment"] == "molguide-quickstart"
     assert float(mine[0]["property_improvement_ci_low"]) <= float(mine[0]["property_improvement"])
     assert 0 <= float(mine[0]["validity_strict"]) <= 1  # logged beside validity
+    # The parent's row is its headline setting's, and says so.
+    import mlflow
+
+    logged = mlflow.MlflowClient(quickstart_run[1]).get_run(run_id).data.metrics
+    assert mine[0]["setting"] == "classifier_w2"
+    assert float(mine[0]["validity"]) == pytest.approx(logged["classifier_w2.validity"])
+    assert float(mine[0]["property_improvement"]) == pytest.approx(
+        logged["classifier_w2.property_improvement"]
+    )
     assert main(["compare", "--experiment", "molguide-quickstart"]) == 0
     table = capsys.readouterr().out
     assert run_id[:8] in table and "property_improvement" in table and "validity_strict" in table

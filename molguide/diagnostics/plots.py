@@ -1,7 +1,9 @@
-"""PNG figures for MLflow: noise-level diagnostics, property histograms, improvement vs weight,
-sample molecules.
+"""PNG figures for MLflow and the run report: noise-level diagnostics, property histograms,
+improvement vs weight, loss curves, sample molecules.
 
-matplotlib with the Agg backend (no display needed); every function writes one file.
+matplotlib with the Agg backend (no display needed); every ``plot_*`` function writes one
+file and returns its path. Properties are named with their unit (``gap_eV``):
+:func:`property_label` turns such a name into what a reader sees ("HOMO-LUMO gap", "eV").
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import numpy as np
 
 from molguide.guidance.kinds import GUIDANCE_KINDS
 
+# A guidance-error axis whose positive values span more than this ratio is drawn log-scaled.
+LOG_SPAN = 20.0
+# Prefixes of the per-molecule tags that carry a property's value (annotated_mols, judge).
+_VALUE_PREFIXES = ("evaluator_", "xtb_")
+
 
 def _pyplot():
     import matplotlib
@@ -23,35 +30,162 @@ def _pyplot():
     return plt
 
 
-def plot_noise_levels(rows, path: str | Path, title: str = "") -> Path:
-    """Cross-entropy, accuracy/ECE and estimated guidance error against the noise level t."""
+def _save(fig, path: str | Path) -> Path:
     plt = _pyplot()
-    rows = [r.as_dict() if hasattr(r, "as_dict") else r for r in rows]
-    t = [(r["t_low"] + r["t_high"]) / 2 for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(t, [r["classifier_ce"] for r in rows], "o-")
-    axes[0].set(xlabel="noise level t", ylabel="held-out cross-entropy (nats)", title="classifier CE")
-    axes[1].plot(t, [r["classifier_accuracy"] for r in rows], "o-", label="accuracy")
-    axes[1].plot(t, [r["classifier_ece"] for r in rows], "s--", label="ECE")
-    axes[1].set(xlabel="noise level t", title="accuracy and calibration")
-    axes[1].legend()
-    kind = rows[0]["guidance_mse_kind"] if rows else ""
-    est = [r["guidance_mse_est"] for r in rows]
-    axes[2].semilogy(t, est, "o-", label=f"guidance_mse_est ({kind})")
-    if kind != "bound":
-        axes[2].semilogy(t, [r["guidance_mse_bound"] for r in rows], "s--", label="bound d L sqrt(CE)")
-    axes[2].set(xlabel="noise level t", title="estimated guidance error")
-    axes[2].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 
 
-def plot_histograms(judged: dict[str, dict], target, path: str | Path) -> Path:
-    """Evaluator (and xTB) property histograms of every setting against the unguided one."""
+# ----------------------------------------------------------------------------- labels
+
+
+def property_label(name: str) -> tuple[str, str, str]:
+    """(short name, description, unit) of a property named with its unit.
+
+    ``gap_eV`` -> ("gap", "HOMO-LUMO gap", "eV"); ``alpha_bohr3`` -> ("alpha", "isotropic
+    polarizability", "bohr^3"); a name the data sets do not know is split at its last
+    underscore (``logp`` -> ("logp", "logp", "")).
+    """
+    from molguide.data.qm9 import PROPERTIES
+
+    for prefix in _VALUE_PREFIXES:
+        name = name.removeprefix(prefix)
+    short, _, suffix = name.rpartition("_")
+    if not short:
+        short, suffix = name, ""
+    spec = next((p for p in PROPERTIES if p.name == name), None)
+    if spec is not None:
+        return short, spec.description, spec.unit
+    return short, short, suffix
+
+
+def axis_label(name: str, source: str = "") -> str:
+    """An axis label with the property's unit, e.g. "HOMO-LUMO gap (eV), evaluator"."""
+    _, description, unit = property_label(name)
+    text = f"{description} ({unit})" if unit else description
+    return f"{text}, {source}" if source else text
+
+
+def target_text(target) -> str:
+    """A :class:`~molguide.guidance.targets.PropertyTarget`'s goal in the property's unit,
+    e.g. ``gap_eV >= 7.505``, ``gap_eV in [6.2, 7.505)``, ``mu_D = 2.5`` (its ``describe()``
+    before the bins are fitted)."""
+    if getattr(target, "target_value", None) is not None:
+        return f"{target.name} = {target.target_value:.4g}"
+    if not target.fitted:
+        return target.describe()
+    low, high = _target_range(target)
+    if high is None:
+        return f"{target.name} >= {low:.4g}"
+    if low is None:
+        return f"{target.name} < {high:.4g}"
+    return f"{target.name} in [{low:.4g}, {high:.4g})"
+
+
+def _target_range(target) -> tuple[float | None, float | None]:
+    """The target class's bounds in the property's unit (None: unbounded on that side)."""
+    edges, c = list(target.edges), target.target_class
+    return (edges[c - 1] if c > 0 else None), (edges[c] if c < len(edges) else None)
+
+
+# ----------------------------------------------------------------------------- noise levels
+
+
+def chance_levels(num_classes: int) -> tuple[float, float]:
+    """(cross-entropy in nats, accuracy) of a classifier that predicts the uniform prior
+    over ``num_classes`` balanced classes: log K and 1/K (log 3 = 1.099, 1/3)."""
+    if num_classes < 2:
+        raise ValueError(f"chance levels need at least 2 classes, got {num_classes}")
+    return math.log(num_classes), 1.0 / num_classes
+
+
+def noise_level_t(rows) -> list[float]:
+    """The noise level t of each row: the centre of its bin.
+
+    ``noise_level_diagnostics`` draws bin b of n uniformly in [b/n, (b+1)/n) (``t_low``,
+    ``t_high``; 0 = clean, 1 = pure noise); rows stored without them fall back to
+    (b + 1/2)/n with n the number of rows.
+    """
+    rows = [r.as_dict() if hasattr(r, "as_dict") else r for r in rows]
+    n = len(rows)
+    return [
+        (r["t_low"] + r["t_high"]) / 2 if "t_low" in r and "t_high" in r else (r["bin"] + 0.5) / n
+        for r in rows
+    ]
+
+
+def _spans_decades(values) -> bool:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x) and x > 0], dtype=float)
+    return len(v) > 1 and v.max() / v.min() > LOG_SPAN
+
+
+def noise_levels_figure(rows, title: str = "", num_classes: int | None = None):
+    """The figure of :func:`plot_noise_levels` (the caller closes it)."""
     plt = _pyplot()
+    rows = [r.as_dict() if hasattr(r, "as_dict") else r for r in rows]
+    t = noise_level_t(rows)
+    xlabel = "noise level t (0 clean, 1 pure noise)"
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(t, [r["classifier_ce"] for r in rows], "o-", label="held-out CE")
+    axes[1].plot(t, [r["classifier_accuracy"] for r in rows], "o-", label="accuracy")
+    axes[1].plot(t, [r["classifier_ece"] for r in rows], "s--", label="ECE")
+    if num_classes is not None:
+        ce, acc = chance_levels(num_classes)
+        axes[0].axhline(ce, color="grey", ls=":", label=f"chance: log {num_classes} = {ce:.3f}")
+        axes[1].axhline(acc, color="grey", ls=":", label=f"chance accuracy 1/{num_classes} = {acc:.3f}")
+    axes[0].set(xlabel=xlabel, ylabel="cross-entropy (nats)", title="classifier cross-entropy")
+    axes[1].set(xlabel=xlabel, title="accuracy and calibration error")
+    kind = rows[0].get("guidance_mse_kind", "") if rows else ""
+    est = [r["guidance_mse_est"] for r in rows]
+    if kind == "bound":
+        axes[2].plot(t, est, "o-", label="upper bound d L sqrt(CE)")
+        axes[2].set(ylabel="guidance error bound", title="guidance error (bound, not measured)")
+        shown = est
+    else:
+        bound = [r.get("guidance_mse_bound", math.nan) for r in rows]
+        axes[2].plot(t, est, "o-", label=f"estimate ({kind or 'measured'})")
+        axes[2].plot(t, bound, "s--", label="upper bound d L sqrt(CE)")
+        axes[2].set(ylabel="squared guidance error", title="estimated guidance error")
+        shown = est + bound
+    if _spans_decades(shown):
+        axes[2].set_yscale("log")
+    axes[2].set(xlabel=xlabel)
+    for ax in axes:
+        ax.set_xlim(0, 1)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_noise_levels(rows, path: str | Path, title: str = "", num_classes: int | None = None) -> Path:
+    """Cross-entropy, accuracy/ECE and the guidance error against the noise level t.
+
+    ``rows``: ``NoiseLevelRow`` objects or their dicts. ``num_classes`` (K, the target's
+    ``n_bins``) adds the chance lines: log K nats on the cross-entropy panel, 1/K on the
+    accuracy panel. The guidance error is drawn log-scaled when it spans more than a
+    factor :data:`LOG_SPAN`, and called a bound when ``guidance_mse_kind`` is "bound".
+    """
+    return _save(noise_levels_figure(rows, title, num_classes), path)
+
+
+# ----------------------------------------------------------------------------- histograms
+
+
+def plot_histograms(judged: dict[str, dict], target, path: str | Path, goal_text: str | None = None) -> Path:
+    """Evaluator (and xTB) property histograms of every setting against the unguided one.
+
+    The title states the goal in the property's unit (``goal_text``, by default
+    :func:`target_text` of ``target``, e.g. "gap_eV >= 7.505"; the ``guide`` pipeline's
+    text of several goals); the target range is shaded
+    and the bin edges dotted; the x axis names the property and its unit.
+    """
+    plt = _pyplot()
+    goal = goal_text or target_text(target)
+    unit = property_label(target.name)[2]
+    in_unit = f" {unit}" if unit else ""
     sources = [("evaluator", "evaluator")] + (
         [("xtb", "xTB (calibrated)")] if any(np.isfinite(j["xtb"]).any() for j in judged.values()) else []
     )
@@ -61,6 +195,11 @@ def plot_histograms(judged: dict[str, dict], target, path: str | Path) -> Path:
         if len(allv) == 0:
             continue
         bins = np.linspace(np.quantile(allv, 0.005), np.quantile(allv, 0.995), 40)
+        if target.fitted and getattr(target, "target_value", None) is None:
+            low, high = _target_range(target)
+            ax.axvspan(bins[0] if low is None else max(low, bins[0]),
+                       bins[-1] if high is None else min(high, bins[-1]),
+                       color="C2", alpha=0.08, label="target range")  # fmt: skip
         for name, j in judged.items():
             v = j[key][np.isfinite(j[key])]
             ax.hist(
@@ -68,47 +207,58 @@ def plot_histograms(judged: dict[str, dict], target, path: str | Path) -> Path:
                 bins=bins,
                 histtype="step",
                 linewidth=2 if name == "unguided" else 1.2,
-                label=f"{name} (mean {v.mean():.3g})" if len(v) else name,
+                label=f"{name} (mean {v.mean():.3g}{in_unit})" if len(v) else name,
             )
         for edge in target.edges:
             ax.axvline(edge, color="grey", linestyle=":")
-        ax.set(
-            xlabel=f"{target.name} ({label})",
-            ylabel="molecules",
-            title=f"target: class {target.target_class}",
-        )
+        ax.set(xlabel=axis_label(target.name, label), ylabel="molecules", title=f"target: {goal}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
+
+# ----------------------------------------------------------------------------- sweep
 
 _IMPROVEMENT_KEYS = ("property_improvement", "property_improvement_ci_low", "property_improvement_ci_high")
 
 
-def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
-    """Property improvement (with its interval) and hit rate against the guidance weight."""
+def _weights_of(results: dict[str, dict], kind_name: str) -> list[tuple[float, dict]]:
+    """(weight, metrics) of the settings named ``<kind>_w<weight>``, by weight."""
+    found = []
+    for name, metrics in results.items():
+        if name.startswith(kind_name + "_w"):
+            try:
+                found.append((float(name[len(kind_name) + 2 :]), metrics))
+            except ValueError:  # not a weight sweep's name
+                continue
+    return sorted(found, key=lambda item: item[0])
+
+
+def plot_sweep(results: dict[str, dict], path: str | Path, unit: str = "") -> Path:
+    """Property improvement (bootstrap 95 % interval as error bars) and hit rate against
+    the guidance weight, one line per guidance kind, with a zero line.
+
+    ``results`` maps setting names (``<kind>_w<weight>``, the references ``unguided`` and
+    ``cfg_unconditional``) to their metrics; ``unit`` labels the improvement axis.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, kind in enumerate(GUIDANCE_KINDS.values()):
         marker, color, label = kind.marker, f"C{i}", kind.label or kind.name
-        named = sorted(
-            ((float(n.split("_w")[1]), m) for n, m in results.items() if n.startswith(kind.name + "_w"))
-        )
+        named = _weights_of(results, kind.name)
         if not named:
             continue
         reference = results.get(kind.reference, {})
         if not kind.zero_weight_guides:  # weight 0 is the reference itself: no change
             named = [(0.0, {**reference, **dict.fromkeys(_IMPROVEMENT_KEYS, 0.0)}), *named]
         w = [x for x, _ in named]
-        imp = [m.get("property_improvement", math.nan) for _, m in named]
-        lo = [m.get("property_improvement_ci_low", math.nan) for _, m in named]
-        hi = [m.get("property_improvement_ci_high", math.nan) for _, m in named]
+        imp = np.array([m.get("property_improvement", math.nan) for _, m in named], dtype=float)
+        lo = np.array([m.get("property_improvement_ci_low", math.nan) for _, m in named], dtype=float)
+        hi = np.array([m.get("property_improvement_ci_high", math.nan) for _, m in named], dtype=float)
         axes[0].errorbar(
             w,
             imp,
-            yerr=[np.subtract(imp, lo), np.subtract(hi, imp)],
+            yerr=[np.maximum(imp - lo, 0.0), np.maximum(hi - imp, 0.0)],
             marker=marker,
             color=color,
             capsize=3,
@@ -131,14 +281,84 @@ def plot_sweep(results: dict[str, dict], path: str | Path) -> Path:
                 label=f"{label} (xTB)",
             )
     axes[0].axhline(0, color="grey", linewidth=0.8)
-    axes[0].set(xlabel="guidance weight w", ylabel="property improvement (95% CI)")
-    axes[1].set(xlabel="guidance weight w", ylabel="target hit rate")
+    unit_text = f"{unit}, " if unit else ""
+    axes[0].set(
+        xlabel="guidance weight w",
+        ylabel=f"property improvement ({unit_text}95% CI)",
+        title="paired improvement over the reference",
+    )
+    axes[1].set(xlabel="guidance weight w", ylabel="target hit rate", title="samples in the target range")
     for ax in axes:
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- loss curves
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` points (fewer at the ends): it does not lag."""
+    if window <= 1:
+        return values
+    half = window // 2
+    total = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(len(values))
+    lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half + 1, len(values))
+    return (total[hi] - total[lo]) / (hi - lo)
+
+
+def loss_curves_figure(
+    curves: dict[str, list[tuple[int, float]]], title: str = "", clip_percentile: float = 99.0
+):
+    """The figure of :func:`plot_loss_curves` (the caller closes it)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    finite = []
+    for i, (name, points) in enumerate(curves.items()):
+        pts = np.asarray([(s, v) for s, v in points if v is not None and math.isfinite(v)], dtype=float)
+        if len(pts) == 0:
+            continue
+        steps, loss = pts[:, 0], pts[:, 1]
+        finite.append(loss)
+        smooth = _moving_average(loss, max(1, len(loss) // 50))
+        tail = float(np.mean(loss[-max(1, len(loss) // 20) :]))
+        ax.plot(steps, loss, color=f"C{i}", alpha=0.3, linewidth=0.8)
+        ax.plot(steps, smooth, color=f"C{i}", linewidth=1.6, label=f"{name} (end {tail:.4g})")
+    ylabel = "training loss"
+    if finite:
+        every = np.concatenate(finite)
+        if (every > 0).all():
+            ax.set_yscale("log")
+            ylabel += " (log scale)"
+        else:  # log is impossible (an NLL can be negative): clip the warm-up spike instead
+            top = float(np.percentile(every, clip_percentile))
+            bottom = float(every.min())
+            pad = 0.05 * (top - bottom or 1.0)
+            if every.max() > top:
+                ylabel += f" (clipped at the {clip_percentile:g}th percentile)"
+            ax.set_ylim(bottom - pad, top + pad)
+        ax.legend(fontsize=8)
+    ax.set(xlabel="step", ylabel=ylabel, title=title or "loss curves (faint: per step; solid: smoothed)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(
+    curves: dict[str, list[tuple[int, float]]],
+    path: str | Path,
+    title: str = "",
+    clip_percentile: float = 99.0,
+) -> Path:
+    """Training loss against step, one line per network (``curves``: name -> (step, loss)).
+
+    A warm-up spike does not flatten the rest: the y axis is log-scaled when every loss is
+    positive, otherwise clipped at the ``clip_percentile``-th percentile of the losses.
+    Each network is drawn per step (faint) and smoothed over ~2 % of its steps (solid),
+    labelled with the mean of its last 5 %.
+    """
+    return _save(loss_curves_figure(curves, title, clip_percentile), path)
 
 
 def plot_toy(curve: dict, cfg: dict, reward: dict, trained: dict, path: str | Path) -> Path:
@@ -229,26 +449,52 @@ def strict_problems(mol) -> str:
     return ", ".join(problems) or "not strictly valid"
 
 
-def grid_cells(rows: dict[str, list], per_row: int = 6, label_prop: str | None = None) -> list[tuple]:
+def _is_strict(mol) -> bool:
+    return mol.HasProp("valid_strict") and mol.GetProp("valid_strict") == "1"
+
+
+def value_label(mol, label_prop: str | None) -> str:
+    """A molecule's ``label_prop`` with the property's short name and unit, e.g. "gap 7.61 eV"
+    (``evaluator_gap_eV`` or ``gap_eV``); "" when it does not carry it or it is not a number."""
+    if not label_prop or not mol.HasProp(label_prop):
+        return ""
+    try:
+        value = float(mol.GetProp(label_prop))
+    except ValueError:
+        return ""
+    if not math.isfinite(value):
+        return ""
+    short, _, unit = property_label(label_prop)
+    return f"{short} {value:.2f} {unit}".strip()
+
+
+def rows_without_strict(rows: dict[str, list]) -> list[str]:
+    """The settings of ``rows`` that have no strictly valid molecule."""
+    return [name for name, mols in rows.items() if not any(_is_strict(m) for m in mols)]
+
+
+def grid_cells(
+    rows: dict[str, list], per_row: int = 6, label_prop: str | None = None, strict_only: bool = True
+) -> list[tuple]:
     """The cells of :func:`plot_molecule_grid`: (molecule or None for an empty cell, legend).
 
-    Per row (setting), the strictly valid molecules first (tag ``valid_strict`` == "1",
-    in their order), then the others (EDM-invalid ones and those without bonds
-    included) up to ``per_row``, each labelled by what is wrong
-    (:func:`strict_problems`); short rows are padded with empty cells.
+    Per row (setting), the strictly valid molecules (tag ``valid_strict`` == "1", in their
+    order), up to ``per_row``. With ``strict_only`` (the default) the other molecules are
+    kept out, except in a row that has no strictly valid one: there they are drawn, each
+    labelled by what is wrong (:func:`strict_problems`). Without it, the others (EDM-invalid
+    ones and those without bonds included) follow the strictly valid ones in every row.
+    A legend reads "<setting>: <value>" (:func:`value_label`, e.g. "unguided: gap 7.61 eV")
+    plus the problems in brackets; short rows are padded with empty cells.
     """
     cells: list[tuple] = []
     for name, candidates in rows.items():
-        strict = [m for m in candidates if m.HasProp("valid_strict") and m.GetProp("valid_strict") == "1"]
-        others = [
-            m for m in candidates if not (m.HasProp("valid_strict") and m.GetProp("valid_strict") == "1")
-        ]
-        chosen = (strict + others)[:per_row]
+        strict = [m for m in candidates if _is_strict(m)]
+        others = [m for m in candidates if not _is_strict(m)]
+        chosen = (strict if strict_only and strict else strict + others)[:per_row]
         for mol in chosen:
-            value = f" {float(mol.GetProp(label_prop)):.2f}" if label_prop and mol.HasProp(label_prop) else ""
             problems = strict_problems(mol)
-            legend = f"{name}{value}" + (f" ({problems})" if problems else "")
-            cells.append((mol, legend.strip()))
+            legend = ": ".join(part for part in (name, value_label(mol, label_prop)) if part)
+            cells.append((mol, (legend + (f" ({problems})" if problems else "")).strip()))
         cells += [(None, "")] * (per_row - len(chosen))  # keep one setting per row
     return cells
 
@@ -290,24 +536,66 @@ def _drawable(mol):
     return flat
 
 
+def grid_title(rows: dict[str, list], label_prop: str | None = None, strict_only: bool = True) -> str:
+    """The heading of :func:`plot_molecule_grid`: what is drawn, the value shown, and the
+    settings without any strictly valid molecule (drawn with their invalid ones)."""
+    what = "strictly valid samples" if strict_only else "samples, strictly valid first"
+    if label_prop:
+        _, description, unit = property_label(label_prop)
+        source = "predicted " if label_prop.startswith("evaluator_") else ""
+        what += f"; value: {source}{description}" + (f" ({unit})" if unit else "")
+    missing = rows_without_strict(rows)
+    if missing:
+        named = ", ".join(name or "all" for name in missing)
+        what += f"; NO strictly valid molecule in: {named} (invalid ones shown, labelled)"
+    return what
+
+
+def _with_title(image, title: str):
+    """The grid image with ``title`` written above it (wrapped to the image's width)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=15)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        font = ImageFont.load_default()
+    lines = textwrap.wrap(title, width=max(20, image.width // 8))
+    height = 10 + 20 * len(lines)
+    out = Image.new("RGB", (image.width, image.height + height), "white")
+    out.paste(image.convert("RGB"), (0, height))
+    draw = ImageDraw.Draw(out)
+    for k, line in enumerate(lines):
+        draw.text((8, 5 + 20 * k), line, fill="black", font=font)
+    return out
+
+
 def plot_molecule_grid(
-    rows: dict[str, list], path: str | Path, label_prop: str | None = None, per_row: int = 6
+    rows: dict[str, list],
+    path: str | Path,
+    label_prop: str | None = None,
+    per_row: int = 6,
+    strict_only: bool = True,
+    title: str | None = None,
 ) -> Path:
     """A grid image of molecules, one row per setting (:func:`grid_cells` chooses them).
 
-    ``rows`` maps a setting name to RDKit Mols (as returned by ``annotated_mols``): the
-    strictly valid ones are drawn first, then the others with what is wrong in the
-    legend; a molecule without bonds is drawn as its atoms. The legend shows the setting
-    and ``label_prop`` when the molecule carries it.
+    ``rows`` maps a setting name to RDKit Mols (as returned by ``annotated_mols``). By
+    default only strictly valid molecules are drawn; a row without any shows its invalid
+    ones labelled by what is wrong, and the heading (:func:`grid_title`, or ``title``)
+    says so. A molecule without bonds is drawn as its atoms. Each legend shows the
+    setting and ``label_prop`` (e.g. ``evaluator_gap_eV``) as "gap 7.61 eV".
     """
     from rdkit import Chem
     from rdkit.Chem import Draw
 
-    cells = grid_cells(rows, per_row, label_prop)
+    cells = grid_cells(rows, per_row, label_prop, strict_only)
     mols = [Chem.Mol() if mol is None else _drawable(mol) for mol, _ in cells]
     legends = [legend for _, legend in cells]
     image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(220, 180), legends=legends)
-    image.save(str(path))
+    heading = grid_title(rows, label_prop, strict_only) if title is None else title
+    (_with_title(image, heading) if heading else image).save(str(path))
     return Path(path)
 
 

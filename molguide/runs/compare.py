@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from molguide.runs.tracking import TrackingError, check_tracking, tracking_uri
+from molguide.runs.tracking import HEADLINE_TAG, TrackingError, check_tracking, tracking_uri
 
 log = logging.getLogger("molguide")
 
@@ -300,7 +300,11 @@ def compare_runs(
             "pipeline": tags.get("molguide.pipeline", ""),
             "start": _timestamp(run.info.start_time),
         }
-        row.update({k: run.data.metrics.get(k) for k in wanted})
+        # A parent run names each setting's metrics after it: its row shows its headline setting's.
+        setting = tags.get(HEADLINE_TAG)
+        metrics = run.data.metrics
+        row["setting"] = setting or ""
+        row.update({k: metrics.get(k, metrics.get(f"{setting}.{k}") if setting else None) for k in wanted})
         rows.append(row)
     return rows
 
@@ -387,8 +391,9 @@ def to_table(rows: list[dict], width: int | None = None, metrics: Sequence[str] 
         return "no runs"
     extra = [m for m in metrics if m not in KEY_METRICS]
     present = [k for k in (*KEY_METRICS, *extra) if any(_number(r.get(k)) is not None for r in rows)]
+    info = _info_columns(rows)
     if width is None:
-        columns = [*INFO_COLUMNS, *present]
+        columns = [*info, *present]
         return "\n".join(_render(columns, columns, rows, wide=True))
 
     if "property_improvement_ci_low" in present:
@@ -397,25 +402,36 @@ def to_table(rows: list[dict], width: int | None = None, metrics: Sequence[str] 
     priority = [m for m in dict.fromkeys([*asked, *NARROW_PRIORITY, *extra]) if m in present]
     shown: list[str] = []
     for metric in priority:  # keep the columns that fit, most wanted first
-        columns = _narrow_columns([*shown, metric], extra)
+        columns = _narrow_columns([*shown, metric], extra, info)
         lines = _render(columns, [SHORT_NAMES.get(c, c) for c in columns], rows, wide=False)
         if max(len(line) for line in lines) <= width:
             shown.append(metric)
-    columns = _narrow_columns(shown, extra)
+    columns = _narrow_columns(shown, extra, info)
     headers = [SHORT_NAMES.get(c, c) for c in columns]
     lines = _render(columns, headers, rows, wide=False)
     spare = width - max(len(line) for line in lines)
     if spare > 0:  # room left: longer run names
         lines = _render(columns, headers, rows, wide=False, name_width=_NAME_WIDTH + spare)
     legend = _legend(columns, len(priority) - len(shown), width)
+    if any(r.get("setting") for r in rows):
+        legend.append("setting = the sampling setting a parent run's metrics come from (its headline).")
     return "\n".join([*lines, *([""] + legend if legend else [])])
 
 
-def _narrow_columns(metrics: Sequence[str], extra: Sequence[str]) -> list[str]:
+def _info_columns(rows: Sequence[dict]) -> tuple[str, ...]:
+    """The run columns; ``setting`` (where a parent run's metrics come from) when any row has one."""
+    if any(r.get("setting") for r in rows):
+        return (*INFO_COLUMNS[:3], "setting", *INFO_COLUMNS[3:])
+    return INFO_COLUMNS
+
+
+def _narrow_columns(
+    metrics: Sequence[str], extra: Sequence[str], info: Sequence[str] = INFO_COLUMNS
+) -> list[str]:
     """The default table's columns for ``metrics``, in the key metrics' order (the
     improvement's interval beside it), other metrics after."""
     order = [*KEY_METRICS[:1], "property_improvement_ci", *KEY_METRICS[3:], *extra]
-    return [*INFO_COLUMNS, *[m for m in order if m in metrics]]
+    return [*info, *[m for m in order if m in metrics]]
 
 
 def _legend(columns: list[str], left_out: int, width: int) -> list[str]:

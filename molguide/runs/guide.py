@@ -22,15 +22,30 @@ from molguide.data.io import csv_beside
 from molguide.data.registry import get_dataset, split_molecules
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.goals import Goal
-from molguide.guidance.kinds import GUIDANCE_KINDS, baselines, setting_name
+from molguide.guidance.kinds import GUIDANCE_KINDS, setting_name
 from molguide.runs.config import RunConfig
 from molguide.runs.settings import guide_settings
-from molguide.runs.tracking import describe_run, log_config, log_metrics_batch, mlflow_run
+from molguide.runs.tracking import HEADLINE_TAG, describe_run, log_config, log_metrics_batch, mlflow_run
 from molguide.storage.trained_run import TrainedRun, log_trained_network
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "molguide-guidance"
+# What a parent run repeats of each setting, named <setting>.<metric>.
+SETTING_METRIC_PREFIXES = (
+    "property_improvement",
+    "target_hit_rate",
+    "reward_improvement",
+    "inv_prob",
+    "mae_to_target",
+    "joint_hit_rate",
+    "validity",
+    "atom_stability",
+    "mol_stability",
+    "uniqueness",
+    "novelty",
+    "sample_s_per_molecule",
+)
 
 
 def _progress(progress: bool | None) -> bool:
@@ -193,31 +208,26 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 mlflow.log_artifact(str(csv_beside(sdf)), "samples")
             results[name] = metrics
             log.info("%s: %s", name, _short(metrics))
-        main = [n for n in results if n not in baselines()]
+        # The parent's metrics are named by the setting they come from (classifier_w2.validity):
+        # one unprefixed name would mix settings. The headline setting is a tag.
         parent = {
             f"{n}.{k}": v
-            for n in main
+            for n in results
             for k, v in results[n].items()
-            if k.startswith(("property_improvement", "target_hit_rate", "reward_improvement"))
+            if k.startswith(SETTING_METRIC_PREFIXES) and v is not None and math.isfinite(v)
         }
-        log_metrics_batch([(k, v, 0) for k, v in parent.items() if math.isfinite(v)])
+        log_metrics_batch([(k, v, 0) for k, v in parent.items()])
         headline = headline_settings(gc, results)
-        if headline:  # the parent run carries the headline metric names for the first headline setting
-            log_metrics_batch(
-                [
-                    (k, v, 0)
-                    for k, v in results[headline[0]].items()
-                    if k.startswith(
-                        ("property_improvement", "target_hit_rate", "reward_improvement", "inv_prob")
-                    )
-                    and math.isfinite(v)
-                ]
-            )
-        plot_histograms(judged, target, out_dir / "property_histograms.png")
-        plot_sweep(results, out_dir / "improvement_vs_weight.png")
+        if headline:
+            mlflow.set_tag(HEADLINE_TAG, headline[0])
+        units = {p.name: p.unit for p in get_dataset(config.data.dataset).properties}
+        plot_histograms(judged, target, out_dir / "property_histograms.png", goal_text=target_text)
+        plot_sweep(results, out_dir / "improvement_vs_weight.png", unit=units.get(target.name, ""))
         grid = {n: judged[n]["rdkit"]() for n in ("unguided", *headline)}
         plot_molecule_grid(grid, out_dir / "sample_molecules.png", f"evaluator_{target.name}")
-        plot_noise_levels(noise_rows, out_dir / "noise_levels.png", f"{target.name} classifier")
+        plot_noise_levels(
+            noise_rows, out_dir / "noise_levels.png", f"{target.name} classifier", num_classes=target.n_bins
+        )
         for png in ("property_histograms", "improvement_vs_weight", "sample_molecules", "noise_levels"):
             mlflow.log_artifact(str(out_dir / f"{png}.png"), "plots")
         summary = {
@@ -229,10 +239,10 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
             "trained_steps": run.step("score"),
             "results": results,
         }
-        units = {p.name: p.unit for p in get_dataset(config.data.dataset).properties}
         unit = f"({units.get(target.name, '')})"
         table = guidance_table(summary, unit) + "\n\n" + noise_level_table(noise_rows)
         describe_run(f"molguide guide: {config.name}, {target_text}", table)
+        mlflow.log_artifact(str(_write_report(config, out_dir, target_text, table)))
         summary["run_id"] = mlflow.active_run().info.run_id
         summary["experiment_id"] = mlflow.active_run().info.experiment_id
     return summary
@@ -242,6 +252,26 @@ def headline_settings(gc, results: dict) -> list[str]:
     """The settings at the configured positive weights (not the sweep), in registry order, that were run."""
     names = [setting_name(k, getattr(gc, k)) for k in GUIDANCE_KINDS if getattr(gc, k) > 0]
     return [n for n in names if n in results]
+
+
+def _write_report(config: RunConfig, out_dir: Path, target_text: str, table: str) -> Path:
+    """``guided/report.html``: the guidance table, the plots, the config and the command."""
+    import shlex
+
+    from molguide.diagnostics.html_report import write_html_report
+    from molguide.runs.config import dump_config
+
+    config_file = out_dir / "config.yaml"
+    config_file.write_text(dump_config(config))
+    names = ("noise_levels", "property_histograms", "improvement_vs_weight", "sample_molecules")
+    return write_html_report(
+        out_dir / "report.html",
+        f"molguide guide: {config.name}, {target_text}",
+        [("Guided against unguided, same seeds", table)],
+        [out_dir / f"{name}.png" for name in names],
+        dump_config(config),
+        f"molguide run guide -c {shlex.quote(str(config_file))}",
+    )
 
 
 def _describe(run: TrainedRun, goals: list[Goal]) -> str:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from molguide.runs.lock import Holder
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+HEADLINE_TAG = "molguide.headline_setting"  # the setting whose metrics a parent run leads with
 
 # What every run of this process is tagged with, so a later run can tell a run whose
 # process is gone (kill -9, a lost machine) from one that is still going.

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import torch
 
-from molguide.data.qm9 import default_cache_dir
 from molguide.data.registry import describe_split, split_molecules
 from molguide.runs.config import RunConfig
 from molguide.runs.model_registry import log_network_model, registered_name
 from molguide.runs.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
 from molguide.runs.tracking import log_dataset, log_metrics_batch
-from molguide.runs.training_specs import TRAINING_SPECS, resume_signature, train_config
+from molguide.runs.training_specs import TRAINING_SPECS, data_source, resume_signature, train_config
 from molguide.training.trainer import RESUME_SIGNATURE, Trainer
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ def _train_one(kind: str, config: RunConfig, progress: bool | None, folder: str)
 
             mlflow.log_params(job.params)
         split = spec.split or config.data.split
-        log_dataset(mols, describe_split(config.data, split), "training", str(default_cache_dir()))
+        log_dataset(mols, describe_split(config.data, split), "training", data_source())
         log_metrics_batch([(k, v, 0) for k, v in job.metrics.items()])
         summary = run_training(trainer, section, progress, label)
         summary.update(job.summary)

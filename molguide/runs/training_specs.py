@@ -22,7 +22,7 @@ import torch
 
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
-from molguide.data.registry import get_dataset, split_molecules
+from molguide.data.registry import describe_split, get_dataset, split_molecules
 from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.objective import DenoisingObjective
 from molguide.diffusion.process import VPDiffusion
@@ -31,7 +31,7 @@ from molguide.guidance.targets import PropertyTarget, reward_weights
 from molguide.models.build import build_predictor, build_score_model
 from molguide.models.residual import ResidualScoreNetwork
 from molguide.runs.config import RunConfig, TrainSection
-from molguide.runs.tracking import log_metrics_batch
+from molguide.runs.tracking import log_dataset, log_metrics_batch
 from molguide.storage.files import as_json
 from molguide.storage.trained_run import read_network
 from molguide.training.trainer import Objective, TrainConfig, Trainer
@@ -156,6 +156,13 @@ def _classifier_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Tra
     )
 
 
+def data_source() -> str:
+    """Where the data sets are read from (MLflow's dataset source): molguide's data cache."""
+    from molguide.data.qm9 import default_cache_dir
+
+    return str(default_cache_dir())
+
+
 def _classifier_diagnostics(config: RunConfig, trainer: Trainer, job: TrainingJob, progress: bool) -> dict:
     """Cross-entropy, calibration and estimated guidance error per noise level, on validation molecules."""
     import mlflow
@@ -165,6 +172,9 @@ def _classifier_diagnostics(config: RunConfig, trainer: Trainer, job: TrainingJo
 
     target = PropertyTarget.from_dict(job.metadata["target"])
     held = split_molecules(config.data, "valid", config.classifier.holdout)
+    log_dataset(
+        held, describe_split(config.data, "valid", config.classifier.holdout), "validation", data_source()
+    )
     rows = noise_level_diagnostics(
         averaged_copy(trainer),
         job.diffusion,
@@ -176,7 +186,7 @@ def _classifier_diagnostics(config: RunConfig, trainer: Trainer, job: TrainingJo
     log_noise_levels(rows)
     trainer.extra_state["noise_levels"] = [r.as_dict() for r in rows]
     png = trainer.checkpoint_path.parent / "noise_levels.png"
-    plot_noise_levels(rows, png, f"{target.name} classifier")
+    plot_noise_levels(rows, png, f"{target.name} classifier", num_classes=target.n_bins)
     mlflow.log_artifact(str(png), "plots")
     return {"noise_levels": [r.as_dict() for r in rows]}
 
@@ -218,6 +228,9 @@ def _evaluator_reference_rows(config: RunConfig, trainer: Trainer, job: Training
 
     meta, prop = job.metadata, job.metadata["property"]
     gen = split_molecules(config.data, "generator_half", config.evaluator.holdout)
+    # The lower-bound row judges these: the evaluator's evaluation set.
+    where = describe_split(config.data, "generator_half", config.evaluator.holdout)
+    log_dataset(gen, where, "evaluation", data_source())
     truth = gen.properties[prop]
     model = averaged_copy(trainer)
     pred = predict_property(model, gen, meta["mean"], meta["std"], meta["onehot_scale"])

@@ -22,8 +22,10 @@ from pathlib import Path
 from molguide.diagnostics.tables import run_summary_table
 from molguide.runs import guide, protocol, sample, train
 from molguide.runs.config import RunConfig
+from molguide.runs.guide import SETTING_METRIC_PREFIXES
 from molguide.runs.pipeline_help import pipeline_defaults
 from molguide.runs.tracking import (
+    HEADLINE_TAG,
     describe_run,
     log_config,
     log_metrics_batch,
@@ -43,22 +45,6 @@ STEPS: dict[str, Callable[[RunConfig, bool | None], dict]] = {
     "protocol": protocol.run_protocol,
 }
 QUICKSTART_STEPS = ("train-score", "train-classifier", "train-evaluator", "train-reward", "guide")
-HEADLINE_PREFIXES = (
-    "property_improvement",
-    "target_hit_rate",
-    "reward_improvement",
-    "inv_prob",
-    "mae_to_target",
-)
-QUALITY = (
-    "validity",
-    "validity_strict",
-    "atom_stability",
-    "mol_stability",
-    "uniqueness",
-    "novelty",
-    "sample_s_per_molecule",
-)
 
 
 def quickstart_defaults() -> dict:
@@ -117,11 +103,57 @@ def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress
         mlflow.log_text(out["table"], "summary.txt")
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.output_dir) / "summary.txt").write_text(out["table"] + "\n")
+        mlflow.log_artifact(str(write_report(config, pipeline, out)))
         mlflow.log_text(json.dumps(out, indent=2, default=_jsonable), "summary.json")
         out["run_id"] = run.info.run_id
         out["mlflow_link"] = ui_link(run.info.experiment_id, run.info.run_id)
     out["mlflow_ui"] = ui_command()
     return out
+
+
+def write_report(config: RunConfig, pipeline: str, out: dict) -> Path:
+    """``<output_dir>/report.html``: the summary table, the loss curves, the guidance plots
+    and the config with the command that reproduces the run (one self-contained page)."""
+    import shlex
+
+    import mlflow
+
+    from molguide.diagnostics.html_report import write_html_report
+    from molguide.diagnostics.plots import plot_loss_curves
+    from molguide.runs.config import dump_config
+
+    folder = Path(config.output_dir)
+    config_file = folder / "config.yaml"
+    config_file.write_text(dump_config(config))
+    plots = []
+    curves = _loss_curves(out["steps"])
+    if curves:
+        (folder / "plots").mkdir(exist_ok=True)
+        plots.append(plot_loss_curves(curves, folder / "plots" / "loss_curves.png"))
+        mlflow.log_artifact(str(plots[-1]), "plots")
+    guided = folder / "guided"
+    names = ("noise_levels", "property_histograms", "improvement_vs_weight", "sample_molecules")
+    plots += [guided / f"{n}.png" for n in names if (guided / f"{n}.png").is_file()]
+    command = f"molguide run {pipeline} -c {shlex.quote(str(config_file))}"
+    title = f"molguide {pipeline}: {config.name}"
+    return write_html_report(
+        folder / "report.html", title, [("Summary", out["table"])], plots, dump_config(config), command
+    )
+
+
+def _loss_curves(steps: dict) -> dict[str, list[tuple[int, float]]]:
+    """(step, loss) per network trained here, from its checkpoint (a pretrained network has none)."""
+    from molguide.storage.checkpoints import load_checkpoint
+
+    curves = {}
+    for name, summary in steps.items():
+        for part, one in {name: summary, **(summary.get("parts") or {})}.items():
+            checkpoint = one.get("checkpoint") if isinstance(one, dict) else None
+            if checkpoint and Path(checkpoint).is_file():
+                losses = load_checkpoint(checkpoint).get("losses", [])
+                if losses:
+                    curves[part] = [(k + 1, float(v)) for k, v in enumerate(losses)]
+    return curves
 
 
 def unfinished_trainings(step: str, summary: dict) -> list[str]:
@@ -137,18 +169,16 @@ def _jsonable(value):
 
 
 def _log_headline(guide: dict, plots_dir: Path) -> None:
-    """Copy the headline setting's metrics, the noise-level rows and the plots to the parent."""
+    """Copy every setting's metrics (named ``<setting>.<metric>``: one unprefixed name would
+    mix settings), the headline setting's name (tag ``molguide.headline_setting``), the
+    noise-level rows and the plots to the parent."""
     import mlflow
 
     rows = []
     if guide["headline"]:
-        head = guide["results"][guide["headline"][0]]
-        rows += [(k, v, 0) for k, v in head.items() if k.startswith(HEADLINE_PREFIXES)]
+        mlflow.set_tag(HEADLINE_TAG, guide["headline"][0])
     for name, metrics in guide["results"].items():
-        rows += [(f"{name}.{k}", v, 0) for k, v in metrics.items() if k.startswith(HEADLINE_PREFIXES)]
-        rows += [(f"{name}.{k}", metrics[k], 0) for k in QUALITY if k in metrics]
-    unguided = guide["results"].get("unguided", {})
-    rows += [(k, unguided[k], 0) for k in QUALITY if k in unguided]
+        rows += [(f"{name}.{k}", v, 0) for k, v in metrics.items() if k.startswith(SETTING_METRIC_PREFIXES)]
     keys = ("classifier_ce", "classifier_accuracy", "classifier_ece", "guidance_mse_est")
     rows += [(k, r[k], r["bin"]) for r in guide["noise_levels"] for k in keys if r.get(k) is not None]
     log_metrics_batch([(k, v, s) for k, v, s in rows if v is not None and math.isfinite(v)])
