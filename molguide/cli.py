@@ -181,7 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.out:  # before the evaluation, which may take minutes
         from molguide.runs.preflight import check_output_dir
 
-        check_evaluated_sdf_path(args.out, args.file)
+        check_evaluated_sdf_path(args.out, args.file)  # and the CSV beside it
         check_output_dir(Path(args.out).resolve().parent, "--out folder")
     report = read_molecules(args.file, max_mb=max_file_mb)
     if report.errors:

@@ -430,5 +430,17 @@ def test_a_config_with_goals_reads_back_from_its_own_dump(tmp_path):
     path.write_text(dump_config(config))
     again = load_config(str(path), [])
     assert again.target == config.target and again.target.property == "mu_D" and again.target.target == "low"
-    with pytest.raises(ValueError, match="not in target.target"):
-        load_config(str(path), ["target.target=high"])
+
+
+def test_goals_given_over_a_pipelines_defaults_replace_its_single_target(caplog):
+    """The quickstart's defaults name gap_eV high; --set target.goals wins, and says so."""
+    from molguide.runs.config import load_config
+    from molguide.runs.pipeline_help import pipeline_defaults
+
+    base = pipeline_defaults("quickstart")
+    assert base["target"]["property"] == "gap_eV" and base["target"]["target"] == "high"
+    with caplog.at_level("WARNING", logger="molguide"):
+        config = load_config(None, ["target.goals={mu_D: low, gap_eV: high}"], base=base)
+    assert (config.target.property, config.target.target) == ("mu_D", "low")
+    assert config.target.further_properties() == ["gap_eV"] and config.target.n_bins == 3
+    assert "target.property = 'gap_eV' is replaced by target.goals' first goal (mu_D)" in caplog.text

@@ -122,7 +122,7 @@ def test_quickstart_describes_its_run_and_registers_its_networks(quickstart_run)
     report = (folder / "report.html").read_text()
     assert "molguide quickstart: quickstart" in report and "<script" not in report
     assert report.count("data:image/png;base64,") == 5  # loss curves + 4 guidance plots
-    assert f"molguide run quickstart -c {folder / 'config.yaml'}" in report
+    assert f"molguide run quickstart -c {folder / 'resolved_config.yaml'}" in report
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert "report.html" in artifacts
 

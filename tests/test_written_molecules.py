@@ -84,3 +84,18 @@ def test_the_csv_beside_an_sdf_never_overwrites_the_input(tmp_path, qm9):
     with pytest.raises(MoleculeFileError, match="input file"):
         write_evaluated_sdf(ev, report.molecules, tmp_path / "designs.sdf", table)
     assert table.read_text() == "smiles,gap\nC,1.0\n" and not (tmp_path / "designs.sdf").exists()
+
+
+def test_evaluate_out_refuses_a_csv_name_and_an_input_beside_it_before_evaluating(tmp_path, capsys):
+    """`--out x.csv` would have its SDF replaced by the table; `--out mols.sdf` for input
+    mols.csv would write the table over the input. Both are one line, before any work."""
+    from molguide.cli import main
+
+    table = tmp_path / "mols.csv"
+    table.write_text("smiles,gap\nCCO,1.0\n")
+    assert main(["evaluate", str(table), "--out", str(tmp_path / "mols.sdf")]) == 2
+    err = capsys.readouterr().err
+    assert f"{table}: is the input file" in err and not (tmp_path / "mols.sdf").exists()
+    assert main(["evaluate", str(table), "--out", str(tmp_path / "results.csv")]) == 2
+    assert "name the SDF file to write" in capsys.readouterr().err
+    assert table.read_text() == "smiles,gap\nCCO,1.0\n"

@@ -451,7 +451,6 @@ def write_evaluated_sdf(
     from molguide.data.io import csv_beside, write_csv, write_sdf_records
 
     check_evaluated_sdf_path(path, source)
-    check_evaluated_sdf_path(csv_beside(path), source)
     count = write_sdf_records(evaluated_records(evaluation, molecules, unread), path)
     rows = annotated_mols(evaluation, molecules)
     for error in unread:
@@ -465,15 +464,19 @@ def write_evaluated_sdf(
 
 def check_evaluated_sdf_path(path, source=None) -> None:
     """A MoleculeFileError when ``path`` cannot take :func:`write_evaluated_sdf`'s output:
-    it is the input file ``source`` (also through a link) or a folder."""
+    it or the CSV beside it is the input file ``source`` (also through a link), it is a
+    folder, or it names a CSV (which the table beside it would write over)."""
     from pathlib import Path
 
-    from molguide.data.io import MoleculeFileError, same_file
+    from molguide.data.io import MoleculeFileError, csv_beside, same_file
 
-    if source is not None and same_file(path, source):
-        raise MoleculeFileError(f"{path}: is the input file; write the results to another file")
+    for target in (path, csv_beside(path)):
+        if source is not None and same_file(target, source):
+            raise MoleculeFileError(f"{target}: is the input file; write the results to another file")
     if Path(path).is_dir():
         raise MoleculeFileError(f"{path}: is a folder; name the SDF file to write")
+    if Path(path).suffix.lower() == ".csv":
+        raise MoleculeFileError(f"{path}: name the SDF file to write (its CSV table goes beside it)")
 
 
 def write_annotated_sdf(evaluation: Evaluation, molecules: Sequence[Molecule], path) -> int:

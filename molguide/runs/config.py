@@ -10,6 +10,7 @@ samplers, data sets and target properties are checked against their registries
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from molguide.generation.limits import MAX_SAMPLES, check_sample_count, short
 from molguide.guidance.kinds import GUIDANCE_KINDS
 
+log = logging.getLogger("molguide")
 MAX_DEPTH = 32  # sections nest 3 deep; a deeper YAML value is a mistake or an attack
 
 
@@ -315,26 +317,19 @@ class TargetSection(_Section):
                     {"prop": repr(goal.property), "known": ", ".join(known)},
                 )
         first = goals[0]
-        # The single-property keys follow the first goal (its bins, the reward's direction);
-        # a dumped config repeats them, so only a different value is a conflict.
+        # The single-property keys follow the first goal (its bins, the reward's direction).
+        # They may come from a base layer (a pipeline's defaults, -c FILE) under the --set
+        # that gives the goals, so the goals win; a different value is named, not kept.
         implied = {
+            "property": first.property,
             "target": "high" if first.kind == "value" else first.bin if first.kind == "bin" else first.kind,
             "target_value": first.value if first.kind == "value" else None,
         }
         for key, value in implied.items():
             if key in self.model_fields_set and getattr(self, key) != value:
-                raise PydanticCustomError(
-                    "goals",
-                    "give the first property's goal in target.goals, not in target.{key}",
-                    {"key": key},
-                )
-        if "property" in self.model_fields_set and self.property != first.property:
-            raise PydanticCustomError(
-                "goals",
-                "target.property ({prop}) must be the first property of target.goals ({first})",
-                {"prop": self.property, "first": first.property},
-            )
-        self.__dict__.update(property=first.property, **implied)
+                old = getattr(self, key)
+                log.warning("target.%s = %r is replaced by target.goals' first goal (%s)", key, old, value)
+        self.__dict__.update(implied)
         return self
 
     def goal_list(self) -> list:

@@ -21,7 +21,7 @@ from molguide.chem.xtb import XTB_PROPERTIES
 from molguide.data.io import csv_beside
 from molguide.data.registry import get_dataset, split_molecules
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
-from molguide.guidance.goals import Goal
+from molguide.guidance.goals import Goal, goal_target
 from molguide.guidance.kinds import GUIDANCE_KINDS, setting_name
 from molguide.runs.config import RunConfig
 from molguide.runs.settings import guide_settings
@@ -72,6 +72,15 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     pipe = MoleculeDiffusionPipeline.from_run(run)
     classifier, classifier_record = run.network("classifier"), run.record("classifier")
     target = run.target
+    goals = config.target.goal_list() if config.target.goals else None
+    if goals:  # judged against the first goal as asked, not as the classifier was trained
+        if goals[0].property != target.name:
+            raise ValueError(
+                f"target.goals: the first property is {goals[0].property}, but {config.output_dir}'s "
+                f"first networks are for {target.name}; put {target.name} first or train for "
+                f"{goals[0].property}"
+            )
+        target = goal_target(goals[0], target)
     evaluator, evaluator_record = run.network("evaluator"), run.record("evaluator")
     reward_record = run.record("reward") if run.has("reward") else None
     cfg_model = run.network("cfg") if run.has("cfg") else None
@@ -84,7 +93,6 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
                 kind.name,
                 kind.network,
             )
-    goals = config.target.goal_list() if config.target.goals else None
     settings = guide_settings(gc, run, goals)
     further = _further_evaluators(run, goals)
 
@@ -261,7 +269,7 @@ def _write_report(config: RunConfig, out_dir: Path, target_text: str, table: str
     from molguide.diagnostics.html_report import write_html_report
     from molguide.runs.config import dump_config
 
-    config_file = out_dir / "config.yaml"
+    config_file = out_dir / "resolved_config.yaml"  # never a user's config.yaml
     config_file.write_text(dump_config(config))
     names = ("noise_levels", "property_histograms", "improvement_vs_weight", "sample_molecules")
     return write_html_report(

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import warnings
 
+from mlflow.pyfunc import PythonModel  # imported first: importing MLflow resets warning filters
+
 from molguide.runs.model_registry import ARTIFACT_KEY, PROPERTY_KINDS, SCORE_KINDS
-
-
-def _python_model_base():
-    from mlflow.pyfunc import PythonModel
-
-    return PythonModel
-
 
 with warnings.catch_warnings():  # MLflow asks for type hints it would then enforce on the frame
     warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
 
-    class MolguideNetworkModel(_python_model_base()):
+    class MolguideNetworkModel(PythonModel):
         """A molguide network as an MLflow ``python_function`` model.
 
         ``predict`` of a score network: a DataFrame with ``n`` (molecules) and ``seed`` per

@@ -49,7 +49,7 @@ def _signature(kind: str, prop: str | None):
 def log_network_model(folder: str | Path, name: str) -> Any:
     """Log the exported network in ``folder`` to the active run as an MLflow model named
     after the folder and register it as a new version of ``name``; returns the model
-    version (None when no run is active)."""
+    version (None when no run is active or the store cannot register it: a warning)."""
     import mlflow
 
     from molguide.storage.trained_run import read_network
@@ -58,9 +58,15 @@ def log_network_model(folder: str | Path, name: str) -> Any:
         return None
     folder = Path(folder)
     trained = read_network(folder)
-    with warnings.catch_warnings():  # hints and an input example MLflow suggests for other models
-        warnings.filterwarnings("ignore", message=".*(type hints|input example).*", category=UserWarning)
-        info = _log(folder, trained, name)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with warnings.catch_warnings():  # hints and an input example MLflow suggests for other models
+            warnings.filterwarnings("ignore", message=".*(type hints|input example).*", category=UserWarning)
+            info = _log(folder, trained, name)
+    except MlflowException as err:  # a store without a registry must not fail a finished training
+        log.warning("%s: not registered as %s (%s); it is logged with its run", folder, name, err.message)
+        return None
     version = info.registered_model_version
     log.info("registered %s as models:/%s/%s", folder, name, version)
     return version
@@ -99,4 +105,7 @@ def download_network_folder(uri: str, into: Path) -> Path:
     entry = artifacts.get(ARTIFACT_KEY)
     if not entry:
         raise ValueError(f"{uri}: not a molguide model (no {ARTIFACT_KEY!r} artifact)")
-    return local / entry["path"]
+    folder = (local / entry["path"]).resolve()
+    if not folder.is_relative_to(local.resolve()):
+        raise ValueError(f"{uri}: its network path {entry['path']!r} leaves the downloaded model")
+    return folder

@@ -89,6 +89,7 @@ def property_config(config: RunConfig, prop: str) -> RunConfig:
             "thresholds": None,
             "target": "high",
             "target_value": None,
+            "goals": None,  # one property per folder: no further networks
         }
     )
     update = {

@@ -196,6 +196,7 @@ def log_trained_component(
         from molguide.runs.model_registry import log_network_model
 
         version = log_network_model(folder, register_as)
-        summary["registered_model"] = f"models:/{register_as}/{version}"
+        if version is not None:
+            summary["registered_model"] = f"models:/{register_as}/{version}"
     summary["run_id"] = run.info.run_id
     return summary

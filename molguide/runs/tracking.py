@@ -288,6 +288,8 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
 
     # stdout carries molguide's summary (or its --json); MLflow would print run URLs there.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Registering a model downloads it back; a progress bar per network is noise in the log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri())
     parent = mlflow.active_run()
     nested = nested or parent is not None

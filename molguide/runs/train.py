@@ -171,6 +171,8 @@ def use_pretrained(config: RunConfig) -> dict:
             )
             log_trained_network(folder)
             name = registered_name(config.name, "score")
-            summary["registered_model"] = f"models:/{name}/{log_network_model(folder, name)}"
+            version = log_network_model(folder, name)
+            if version is not None:
+                summary["registered_model"] = f"models:/{name}/{version}"
             summary["run_id"] = run.info.run_id
     return summary

@@ -123,7 +123,7 @@ def write_report(config: RunConfig, pipeline: str, out: dict) -> Path:
     from molguide.runs.config import dump_config
 
     folder = Path(config.output_dir)
-    config_file = folder / "config.yaml"
+    config_file = folder / "resolved_config.yaml"  # never a user's config.yaml
     config_file.write_text(dump_config(config))
     plots = []
     curves = _loss_curves(out["steps"])
