@@ -35,8 +35,8 @@ from molguide.data.molecules import Molecule
 from molguide.diffusion.sampling import GuidanceTerm
 from molguide.generation.limits import MAX_SAMPLES, MAX_STEPS, check_sample_count, whole_number
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
-from molguide.guidance.goals import Goal, goal_classes, goal_target, parse_goals, trained_goal
-from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest
+from molguide.guidance.goals import Goal, goal_request, parse_goals, trained_goal
+from molguide.guidance.kinds import GUIDANCE_KINDS
 from molguide.guidance.targets import PropertyTarget
 from molguide.guidance.terms import TimeWindow
 from molguide.storage.trained_run import TrainedRun, registered_network
@@ -152,11 +152,6 @@ class Designer:
             raise ValueError("guidance needs a target")
         terms, pipeline, own = [], self.pipeline, None
         for goal in goals:
-            binning = run.binning(goal.property)
-            goal_window = TimeWindow(
-                window.t_min if goal.t_min is None else goal.t_min,
-                window.t_max if goal.t_max is None else goal.t_max,
-            )
             for name, w in weights.items():
                 kind = GUIDANCE_KINDS[name]
                 if not kind.is_on(w * goal.weight):
@@ -178,18 +173,7 @@ class Designer:
                         )
                     own = goal.property
                     pipeline = self.pipeline.with_model(run.network(kind.network, goal.property))
-                request = TermRequest(
-                    run.network(kind.network, goal.property),
-                    run.record(kind.network, goal.property),
-                    goal_target(goal, binning),
-                    goal_classes(goal, binning),
-                    run.diffusion,
-                    w * goal.weight,
-                    goal_window,
-                    values=goal.value,
-                    tolerance=goal.tolerance,
-                )
-                terms.append(kind.build(request))
+                terms.append(kind.build(goal_request(run, kind.network, goal, w, window)))
         return terms, pipeline
 
     # ------------------------------------------------------------------ generation

@@ -261,3 +261,28 @@ def goal_classes(goal: Goal, binning: PropertyTarget | None) -> int | torch.Tens
     mask = torch.zeros(binning.n_bins, dtype=torch.bool)
     mask[classes] = True
     return mask
+
+
+def goal_request(run, network: str, goal: Goal, weight: float, window):
+    """The :class:`~molguide.guidance.kinds.TermRequest` of one goal for a kind whose
+    network is ``network`` in ``run`` (a :class:`~molguide.storage.trained_run.TrainedRun`):
+    the kind's ``weight`` times the goal's, in the goal's time window where it gives one
+    (else ``window``)."""
+    from molguide.guidance.kinds import TermRequest
+    from molguide.guidance.terms import TimeWindow
+
+    binning = run.binning(goal.property)
+    own = TimeWindow(
+        window.t_min if goal.t_min is None else goal.t_min, window.t_max if goal.t_max is None else goal.t_max
+    )
+    return TermRequest(
+        run.network(network, goal.property),
+        run.record(network, goal.property),
+        goal_target(goal, binning),
+        goal_classes(goal, binning),
+        run.diffusion,
+        weight * goal.weight,
+        own,
+        values=goal.value,
+        tolerance=goal.tolerance,
+    )

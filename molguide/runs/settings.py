@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from molguide.guidance.goals import Goal, goal_classes, goal_target, trained_goal
-from molguide.guidance.kinds import GUIDANCE_KINDS, TermRequest, setting_name
+from molguide.guidance.goals import Goal, goal_request, trained_goal
+from molguide.guidance.kinds import GUIDANCE_KINDS, setting_name
 from molguide.guidance.terms import TimeWindow
 from molguide.runs.config import GuideSection
 from molguide.storage.trained_run import TrainedRun
@@ -50,7 +50,7 @@ def guide_settings(
     ``guide.t_min``/``t_max``). A kind that samples its own network (CFG) steers the first
     property alone.
     """
-    score, diffusion = run.network("score"), run.diffusion
+    score, window = run.network("score"), TimeWindow(gc.t_min, gc.t_max)
     goals = goals or [trained_goal(run.target)]
     settings = [SamplingSetting("unguided", "unguided", 0.0, score)]
     for kind in GUIDANCE_KINDS.values():
@@ -69,28 +69,7 @@ def guide_settings(
         if kind.reference != "unguided":
             settings.append(SamplingSetting(kind.reference, kind.reference, 0.0, model))
         for w in kind.weights(getattr(gc, kind.name), gc.sweep):
-            terms = [kind.build(_request(run, kind.network, goal, w, gc, diffusion)) for goal in steered]
+            terms = [kind.build(goal_request(run, kind.network, goal, w, window)) for goal in steered]
             name = setting_name(kind.name, w)
             settings.append(SamplingSetting(name, kind.name, w, model, terms, kind.reference))
     return settings
-
-
-def _request(
-    run: TrainedRun, network: str, goal: Goal, weight: float, gc: GuideSection, diffusion
-) -> TermRequest:
-    """The term request of one goal: the kind's weight times the goal's, the goal's window."""
-    binning = run.binning(goal.property)
-    window = TimeWindow(
-        gc.t_min if goal.t_min is None else goal.t_min, gc.t_max if goal.t_max is None else goal.t_max
-    )
-    return TermRequest(
-        run.network(network, goal.property),
-        run.record(network, goal.property),
-        goal_target(goal, binning),
-        goal_classes(goal, binning),
-        diffusion,
-        weight * goal.weight,
-        window,
-        values=goal.value,
-        tolerance=goal.tolerance,
-    )
