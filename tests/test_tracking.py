@@ -323,3 +323,26 @@ def test_kill_9_at_a_random_step_resumes_to_the_same_losses_and_a_clean_store(
     start = kill_at // 4 * 4
     assert [m.step for m in history] == list(range(start + 1, 21))
     assert [m.value for m in history] == pytest.approx(reference["losses"][start:], rel=1e-6)
+
+
+def test_a_store_that_refuses_the_experiment_kind_tag_still_opens_the_run(tmp_path, monkeypatch, caplog):
+    """Two workers creating one experiment both set its kind tag; a SQL store refuses the second
+    insert (a unique key). The run must open anyway: the tag is cosmetic and already there."""
+    import logging
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from molguide.runs.tracking import mlflow_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    def refuse(self, experiment_id, key, value):
+        raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: experiment_tags.key")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_experiment_tag", refuse)
+    with caplog.at_level(logging.DEBUG, logger="molguide"), mlflow_run("molguide-race", "worker") as run:
+        run_id = run.info.run_id
+    assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+    assert "experiment kind tag not set: (sqlite3.IntegrityError)" in caplog.text

@@ -302,9 +302,7 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
         found = mlflow.set_experiment(experiment)
         experiment_id = found.experiment_id
         if EXPERIMENT_KIND_TAG not in found.tags:  # what the UI would ask; 3.17 reads the link's workflowType
-            mlflow.MlflowClient().set_experiment_tag(
-                experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development"
-            )
+            _tag_experiment_kind(mlflow.MlflowClient(), experiment_id)
     all_tags = {"molguide.git_commit": _git_commit() or "unknown", **_process_tags(), **(tags or {})}
     run = mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags, experiment_id=experiment_id)
     try:
@@ -319,6 +317,24 @@ def mlflow_run(experiment: str, run_name: str, tags: Mapping[str, str] | None = 
         mlflow.end_run(status="FINISHED")
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (MLflow's carry whole server responses)."""
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _tag_experiment_kind(client: Any, experiment_id: str) -> None:
+    """Mark a new experiment as model development (a cosmetic UI tag). Two workers that created
+    the experiment together both set it, and a SQL store may refuse the second insert: the tag
+    is then there already, so a refusal is logged, never raised."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    except MlflowException as err:
+        logging.getLogger("molguide").debug("experiment kind tag not set: %s", _first_line(err))
+
+
 def _end_run_anyway(status: str) -> None:
     """End the active run with ``status`` while an error is on its way out; a store that
     cannot record it (the full disk that caused the error) must not hide that error."""
@@ -327,8 +343,8 @@ def _end_run_anyway(status: str) -> None:
     try:
         mlflow.end_run(status=status)
     except Exception as err:  # noqa: BLE001 (the error being raised is the one to report)
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        logging.getLogger("molguide").warning("could not mark the MLflow run %s: %s", status, first)
+        log = logging.getLogger("molguide")
+        log.warning("could not mark the MLflow run %s: %s", status, _first_line(err))
 
 
 DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description
