@@ -28,6 +28,19 @@ ISOTOPE_LABELS: dict[str, int] = {"D": 1, "T": 1}
 # Atom types the QM9 models know, in one-hot order (EDM's order).
 QM9_ATOMIC_NUMBERS: tuple[int, ...] = (1, 6, 7, 8, 9)
 
+
+def atom_types_of(network_config) -> tuple[int, ...]:
+    """The atomic numbers of a network's type channels, from its config: ``atom_types`` when
+    it lists them (networks trained on a user's elements), else QM9's for a 5-channel one."""
+    types = network_config.get("atom_types")
+    if types:
+        return tuple(int(z) for z in types)
+    width = int(network_config.get("num_atom_types", len(QM9_ATOMIC_NUMBERS)))
+    if width != len(QM9_ATOMIC_NUMBERS):
+        raise ValueError(f"a network with {width} atom-type channels must list them (atom_types)")
+    return QM9_ATOMIC_NUMBERS
+
+
 HARTREE_TO_EV = 27.211386
 BOHR_TO_ANGSTROM = 0.529177210903
 EBOHR_TO_DEBYE = 2.541746473

@@ -937,12 +937,16 @@ def read_smiles_csv(
     seed: int = 0,
     workers: int | None = None,
     max_mb: float | None = None,
+    property_columns: Sequence[str] | None = None,
 ) -> LoadReport:
     """Read a CSV (or .smi) of SMILES plus numeric property columns and embed each in 3D.
 
     Embedding runs in a process pool (``workers``, default: all cores) with a
     per-molecule seed ``seed + record``, so results do not depend on the pool size. The
-    file is read up to ``max_mb`` (see :func:`max_file_bytes`).
+    file is read up to ``max_mb`` (see :func:`max_file_bytes`). Every other column is a
+    numeric property unless ``property_columns`` names the property columns: the rest are
+    then kept as text tags (a source, a comment), and a named column that is missing is a
+    MoleculeFileError.
     """
     import pandas as pd
 
@@ -971,6 +975,12 @@ def read_smiles_csv(
     if name_column is None:
         name_column = next((c for c in df.columns if c.strip().lower() in ("name", "id")), None)
     prop_columns = [c for c in df.columns if c not in (smiles_column, name_column)]
+    if property_columns is not None:
+        missing = [c for c in property_columns if c not in df.columns]
+        if missing:
+            raise MoleculeFileError(f"{path}: no column {missing[0]!r} (columns are {list(df.columns)})")
+        prop_columns = list(property_columns)
+    text_columns = [c for c in df.columns if c not in (smiles_column, name_column, *prop_columns)]
     if len(df) == 0:
         raise MoleculeFileError(f"{path}: file has a header but no rows")
 
@@ -1016,6 +1026,7 @@ def read_smiles_csv(
             continue
         name = str(values[name_column]) if name_column else f"{path.stem}_{k}"
         mol = Molecule(result[0], result[1], props, name=name)
+        mol.tags.update({col: str(values[col]) for col in text_columns})
         mol.tags["smiles"] = items[k - 1][0]
         report.molecules.append(mol)
     return report

@@ -125,6 +125,19 @@ class MoleculeSet:
             self.smiles[idx],
         )
 
+    def relabelled(
+        self, properties: dict[str, np.ndarray] | None = None, smiles: Sequence[str] | None = None
+    ) -> MoleculeSet:
+        """The same atoms with other properties and/or SMILES (the arrays are shared)."""
+        return MoleculeSet(
+            self.atomic_numbers,
+            self.positions,
+            self.offsets,
+            self.properties if properties is None else properties,
+            self.names,
+            self.smiles if smiles is None else smiles,
+        )
+
     def without_hydrogens(self) -> MoleculeSet:
         """The same molecules with every hydrogen atom removed (heavy-atom models)."""
         keep = self.atomic_numbers != 1

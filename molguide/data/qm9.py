@@ -9,19 +9,16 @@ rebuilt (with a log line), never used.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from molguide.data.elements import HARTREE_TO_EV, atomic_number
+from molguide.data.molecule_cache import read_molecule_cache, write_molecule_cache
 from molguide.data.molecules import MoleculeSet
-from molguide.storage.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -131,49 +128,12 @@ def parse_qm9(paths: list[Path] | None = None) -> MoleculeSet:
     return MoleculeSet(z, xyz, offsets, props, names, df["SMILES"].to_numpy(str))
 
 
-def _write_cache(path: Path, mols: MoleculeSet, fingerprint: dict) -> None:
-    arrays = {
-        "atomic_numbers": mols.atomic_numbers,
-        "positions": mols.positions,
-        "offsets": mols.offsets,
-        "names": mols.names,
-        "smiles": mols.smiles,
-        "fingerprint": np.array(json.dumps(fingerprint, sort_keys=True)),
-    }
-    arrays.update({f"prop_{k}": v for k, v in mols.properties.items()})
-    # Atomic: a crash never leaves a half-written cache behind.
-    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
-
-
 def _read_cache(path: Path, fingerprint: dict) -> MoleculeSet:
     """Load and validate the cache; raises ValueError saying what is wrong with it."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            stored = json.loads(str(npz["fingerprint"]))
-            if stored != fingerprint:
-                raise ValueError(f"stale (built from {stored}, sources are {fingerprint})")
-            props = {key[len("prop_") :]: npz[key] for key in npz.files if key.startswith("prop_")}
-            mols = MoleculeSet(
-                npz["atomic_numbers"],
-                npz["positions"],
-                npz["offsets"],
-                props,
-                npz["names"],
-                npz["smiles"],
-            )
-    except (
-        OSError,
-        KeyError,
-        EOFError,
-        zipfile.BadZipFile,
-        zlib.error,
-        json.JSONDecodeError,
-    ) as err:
-        raise ValueError(f"unreadable ({type(err).__name__}: {err})") from err
+    mols, _ = read_molecule_cache(path, fingerprint)
+    props = mols.properties
     if len(mols) != NUM_MOLECULES or set(props) != {p.name for p in PROPERTIES}:
         raise ValueError(f"incomplete ({len(mols)} molecules, properties {sorted(props)})")
-    if not np.isfinite(mols.positions).all():
-        raise ValueError("non-finite coordinates")
     return mols
 
 
@@ -196,5 +156,5 @@ def load_qm9(cache_dir: str | Path | None = None, rebuild: bool = False) -> Mole
     mols = parse_qm9(paths)
     if len(mols) != NUM_MOLECULES:
         raise DataError(f"qm9pack holds {len(mols)} molecules, expected {NUM_MOLECULES}")
-    _write_cache(path, mols, fingerprint)
+    write_molecule_cache(path, mols, fingerprint)
     return mols

@@ -12,8 +12,10 @@ stability and validity are defined for its molecules.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +26,8 @@ from molguide.data.molecules import MoleculeSet
 from molguide.data.qm9 import PROPERTIES as QM9_PROPERTIES
 from molguide.data.qm9 import PropertySpec, load_qm9
 from molguide.data.splits import edm_splits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,19 +97,57 @@ def get_dataset(name: str) -> Dataset:
     return DATASETS[name]
 
 
-def split_molecules(data, split: str | None = None, limit: int | None = None) -> MoleculeSet:
+def dataset_of(data) -> Dataset:
+    """The data set a config's ``data`` section names: a user's file (``data.path``, see
+    :mod:`molguide.data.user_files`) or a registered one (``data.dataset``)."""
+    if getattr(data, "path", None):
+        from molguide.data.user_files import FileDataSpec, file_dataset
+
+        return file_dataset(FileDataSpec.from_config(data))
+    return get_dataset(data.dataset)
+
+
+def dataset_label(data) -> str:
+    """How runs name a config's data set: the registered name, or the user file's name."""
+    path = getattr(data, "path", None)
+    return Path(path).name if path else data.dataset
+
+
+def split_molecules(
+    data, split: str | None = None, limit: int | None = None, labelled: str | None = None
+) -> MoleculeSet:
     """Molecules of one split of a config's data set (``data``: the config's ``data`` section).
 
     ``split`` defaults to ``data.split``, ``limit`` (the first N of the split) to
-    ``data.max_molecules``; hydrogens are removed with ``data.remove_hydrogens``.
+    ``data.max_molecules``; hydrogens are removed with ``data.remove_hydrogens``. With
+    ``labelled`` (a property), only molecules that have a value of it are taken (a user's
+    file may lack it for some; how many is logged), before the limit.
     """
-    dataset = get_dataset(data.dataset)
+    dataset = dataset_of(data)
     molecules = dataset.load()
     splits = dataset.splits(len(molecules))
     name = split or data.split
     if name not in splits:
         raise ValueError(f"data set {dataset.name!r} has no split {name!r}; it has {list(splits)}")
     idx = splits[name]
+    if labelled is not None:
+        if labelled not in molecules.properties:
+            have = ", ".join(molecules.properties) or "none"
+            raise ValueError(f"data set {dataset.name!r} has no property {labelled!r} (it has: {have})")
+        has_value = np.isfinite(molecules.properties[labelled][idx])
+        if not has_value.all():
+            log.info(
+                "%s: %d of %d molecules of split %s have a value of %s; the %d others are left out",
+                dataset.name,
+                int(has_value.sum()),
+                len(idx),
+                name,
+                labelled,
+                int((~has_value).sum()),
+            )
+        idx = idx[has_value]
+        if len(idx) == 0:
+            raise ValueError(f"data set {dataset.name!r}: no molecule of split {name!r} has {labelled}")
     limit = limit if limit is not None else data.max_molecules
     if limit:
         idx = idx[:limit]
@@ -118,5 +160,5 @@ def describe_split(data, split: str | None = None, limit: int | None = None) -> 
     ``source`` in MLflow): ``qm9:generator_half[:20000]``, ``-H`` without hydrogens."""
     name = split or data.split
     limit = limit if limit is not None else data.max_molecules
-    text = f"{data.dataset}:{name}" + (f"[:{limit}]" if limit else "")
+    text = f"{dataset_label(data)}:{name}" + (f"[:{limit}]" if limit else "")
     return text + ("-H" if data.remove_hydrogens else "")

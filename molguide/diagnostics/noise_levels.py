@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from molguide.data.elements import atom_types_of
 from molguide.data.geometry import remove_mean
 from molguide.data.graphs import collate_molecules, fully_connected_edges
 from molguide.data.molecules import MoleculeSet
@@ -70,14 +71,12 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 
 def data_spread(molecules: MoleculeSet, onehot_scale: float) -> float:
     """Largest squared radius of a clean molecule in z-space (centred positions + scaled one-hots)."""
-    out = 0.0
-    for start in range(0, len(molecules), 4096):
-        b = collate_molecules(molecules, np.arange(start, min(start + 4096, len(molecules))))
-        x = remove_mean(b["pos"].double(), b["batch"])
-        sq = (x**2).sum(-1) + onehot_scale**2
-        per_mol = torch.zeros(int(b["num_graphs"]), dtype=sq.dtype).index_add_(0, b["batch"], sq)
-        out = max(out, float(per_mol.max()))
-    return out
+    if len(molecules) == 0:
+        return 0.0
+    batch = torch.as_tensor(np.repeat(np.arange(len(molecules)), molecules.num_atoms))
+    x = remove_mean(torch.as_tensor(molecules.positions).double(), batch)
+    sq = (x**2).sum(-1) + onehot_scale**2
+    return float(torch.zeros(len(molecules), dtype=sq.dtype).index_add_(0, batch, sq).max())
 
 
 def noise_level_diagnostics(
@@ -107,6 +106,7 @@ def noise_level_diagnostics(
     classifier.eval()
     device = next(classifier.parameters()).device  # batches go where the classifier is
     spread = data_spread(molecules, diffusion.onehot_scale)
+    types = atom_types_of(classifier.config)
     rows = []
     for b in tqdm(range(n_bins), desc="noise-level diagnostics", disable=not progress):
         gen = torch.Generator().manual_seed(seed * 1000 + b)
@@ -114,7 +114,7 @@ def noise_level_diagnostics(
         probs, ys, mse_cfg, lips, dims = [], [], [], [], []
         for start in range(0, len(molecules), batch_size):
             idx = np.arange(start, min(start + batch_size, len(molecules)))
-            batch = {k: v.to(device) for k, v in collate_molecules(molecules, idx).items()}
+            batch = {k: v.to(device) for k, v in collate_molecules(molecules, idx, types).items()}
             bvec, ng = batch["batch"], int(batch["num_graphs"])
             t = (lo + (hi - lo) * torch.rand(ng, generator=gen, dtype=torch.float64)).clamp(1e-3, 1.0)
             t = t.to(device)

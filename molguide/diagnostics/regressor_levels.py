@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from molguide.data.elements import atom_types_of
 from molguide.data.graphs import collate_molecules, fully_connected_edges
 from molguide.data.molecules import MoleculeSet
 from molguide.diffusion.process import VPDiffusion
@@ -56,6 +57,7 @@ def regressor_noise_levels(
         raise ValueError(f"{len(values)} values for {len(molecules)} molecules")
     regressor.eval()
     device = next(regressor.parameters()).device
+    types = atom_types_of(regressor.config)
     rows = []
     for b in range(n_bins):
         gen = torch.Generator().manual_seed(seed * 1000 + b)
@@ -63,7 +65,7 @@ def regressor_noise_levels(
         nll, err, inside = [], [], []
         for start in range(0, len(molecules), batch_size):
             idx = np.arange(start, min(start + batch_size, len(molecules)))
-            batch = {k: v.to(device) for k, v in collate_molecules(molecules, idx).items()}
+            batch = {k: v.to(device) for k, v in collate_molecules(molecules, idx, types).items()}
             bvec, ng = batch["batch"], int(batch["num_graphs"])
             t = (lo + (hi - lo) * torch.rand(ng, generator=gen, dtype=torch.float64)).clamp(1e-3, 1.0)
             noised = diffusion.noise(batch["pos"], batch["onehot"], bvec, t.to(device), gen)

@@ -215,9 +215,9 @@ def toy_table(toy: dict) -> str:
 
 def run_summary_table(out: dict, config: RunConfig) -> str:
     """The text a user reads at the end: training, guidance results, noise-level diagnostics."""
-    from molguide.data.registry import get_dataset
+    from molguide.data.registry import dataset_of
 
-    units = {p.name: p.unit for p in get_dataset(config.data.dataset).properties}
+    units = {p.name: p.unit for p in dataset_of(config.data).properties}
     parts = [f"molguide {out['pipeline']} ({config.name}, output in {config.output_dir})"]
     trained = {name: s for name, s in out["steps"].items() if name != "protocol-train"}
     trained.update(out["steps"].get("protocol-train", {}).get("parts", {}))

@@ -7,7 +7,7 @@ builds an untrained network from such a dict: a score network, a residual reward
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,19 +27,21 @@ def build_score_model(model_config: Mapping) -> ScoreNetwork | ResidualScoreNetw
 
 
 def build_predictor(
-    section: Mapping, out_dim: int, time_input: bool, num_atom_types: int = len(QM9_ATOMIC_NUMBERS)
+    section: Mapping, out_dim: int, time_input: bool, atom_types: Sequence[int] = QM9_ATOMIC_NUMBERS
 ) -> MoleculePredictor:
-    """A MoleculePredictor from a classifier/evaluator section (as a dict)."""
-    return MoleculePredictor.from_config(
-        {
-            "num_atom_types": num_atom_types,
-            "backbone": section["backbone"],
-            "backbone_kwargs": section["backbone_kwargs"],
-            "out_dim": out_dim,
-            "time_input": time_input,
-            "time_heads": section.get("time_heads", 1) if time_input else 1,
-        }
-    )
+    """A MoleculePredictor from a classifier/evaluator section (as a dict) for molecules of
+    ``atom_types`` (listed in its config unless they are QM9's)."""
+    config = {
+        "num_atom_types": len(atom_types),
+        "backbone": section["backbone"],
+        "backbone_kwargs": section["backbone_kwargs"],
+        "out_dim": out_dim,
+        "time_input": time_input,
+        "time_heads": section.get("time_heads", 1) if time_input else 1,
+    }
+    if tuple(atom_types) != QM9_ATOMIC_NUMBERS:
+        config["atom_types"] = [int(z) for z in atom_types]
+    return MoleculePredictor.from_config(config)
 
 
 def network_from_config(config: Mapping[str, Any]) -> torch.nn.Module:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from molguide.data.elements import atom_types_of
 from molguide.data.geometry import remove_mean
 from molguide.data.graphs import collate_molecules, fully_connected_edges
 from molguide.data.molecules import Molecule, MoleculeSet
@@ -45,6 +46,7 @@ class MoleculePredictor(nn.Module):
         time_heads: int = 1,
         backbone: str = "egnn",
         readout_hidden: int | None = None,
+        atom_types: Sequence[int] | None = None,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -60,6 +62,10 @@ class MoleculePredictor(nn.Module):
             "time_heads": int(time_heads),
             "readout_hidden": readout_hidden,
         }
+        if atom_types is not None:  # listed when they are not QM9's (older configs stay as they were)
+            if len(atom_types) != num_atom_types:
+                raise ValueError(f"{len(atom_types)} atom types for {num_atom_types} type channels")
+            self.config["atom_types"] = [int(z) for z in atom_types]
         self.num_atom_types, self.out_dim = num_atom_types, out_dim
         self.time_input, self.time_heads = time_input, time_heads
         hidden = readout_hidden or int(backbone_kwargs.get("hidden", 64))
@@ -83,6 +89,7 @@ class MoleculePredictor(nn.Module):
                 time_heads=int(config.get("time_heads", 1)),
                 backbone=config["backbone"],
                 readout_hidden=config.get("readout_hidden"),
+                atom_types=config.get("atom_types"),
                 **config["backbone_kwargs"],
             )
         except TypeError as err:
@@ -130,9 +137,10 @@ def predict_property(
     """A clean-molecule evaluator's predictions in the property's unit (it learned (v - mean) / std)."""
     model.eval()
     device = next(model.parameters()).device
+    types = atom_types_of(model.config)
     out = []
     for start in range(0, len(molecules), batch_size):
-        b = collate_molecules(molecules, np.arange(start, min(start + batch_size, len(molecules))))
+        b = collate_molecules(molecules, np.arange(start, min(start + batch_size, len(molecules))), types)
         pred = model(
             b["pos"].to(device),
             b["onehot"].to(device) * onehot_scale,

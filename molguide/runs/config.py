@@ -62,10 +62,19 @@ def _registered(module: str, name: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _target_property(name: str) -> str:
+def known_properties(info: ValidationInfo | None) -> tuple[str, ...]:
+    """The properties a config may aim at: those ``data.properties`` declares for a user's
+    file (``data.path``; passed as validation context by :func:`load_config`), else every
+    registered data set's targets."""
+    if info is not None and info.context and "file_properties" in info.context:
+        return tuple(info.context["file_properties"])
     from molguide.data.registry import target_properties
 
-    return _one_of(name, target_properties())
+    return target_properties()
+
+
+def _target_property(name: str, info: ValidationInfo) -> str:
+    return _one_of(name, known_properties(info))
 
 
 BackboneName = Annotated[str, _registered("molguide.models.registry", "BACKBONES")]
@@ -116,11 +125,70 @@ class _Backbone(_Section):
     _check_kwargs = field_validator("backbone_kwargs", check_fields=False)(_backbone_kwargs)
 
 
+class DataProperty(_Section):
+    """One property of a user's file (``data.properties.<name>``)."""
+
+    column: str | None = Field(None, description="its SD tag or CSV column (default: the property's name)")
+    unit: str = Field("", description="shown in tables and plots, e.g. 'kcal/mol'")
+    description: str = ""
+
+
 class DataConfig(_Section):
-    dataset: DatasetName = "qm9"
+    dataset: DatasetName | None = Field("qm9", description="a registered data set (ignored with data.path)")
+    path: str | None = Field(
+        None,
+        description="your own molecules instead (docs/own-data.md): an SDF with 3D coordinates and "
+        "properties as SD tags, or a CSV / .smi of SMILES embedded in 3D by RDKit",
+    )
+    properties: dict[str, DataProperty] = Field(
+        default_factory=dict,
+        description="data.path's properties guidance may aim at: {name: {column, unit, description}} "
+        "or a list of tag/column names",
+    )
+    split_by: Literal["random", "scaffold"] = Field(
+        "random", description="data.path's split: random molecules or Bemis-Murcko scaffolds"
+    )
+    split_seed: int = Field(0, ge=0)
+    split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train, valid, test shares of data.path (train is halved as in EDM)"
+    )
+    conformers: int = Field(1, ge=1, le=100, description="3D conformers per SMILES of a CSV / .smi")
+    embed_seed: int = Field(0, ge=0, description="seed of the 3D embedding of SMILES")
+    smiles_column: str | None = Field(None, description="the CSV's SMILES column (default: found by name)")
     split: Literal["train", "generator_half", "evaluator_half"] = "generator_half"
     max_molecules: int | None = Field(None, ge=1, description="first N molecules of the split (None: all)")
     remove_hydrogens: bool = False
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _names_alone(cls, value: Any) -> Any:
+        """``[LogP, TPSA]`` is short for ``{LogP: {}, TPSA: {}}`` (each read from its own tag)."""
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return {v: {} for v in value}
+        return value
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _shares(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0 or abs(sum(value) - 1) > 1e-6:
+            raise ValueError(f"three positive shares summing to 1, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.path:
+            if "dataset" in self.model_fields_set and self.dataset is not None:
+                raise PydanticCustomError(
+                    "value_error", "give data.dataset or data.path, not both (data.path is your own file)"
+                )
+            self.dataset = None
+        elif self.dataset is None:
+            raise PydanticCustomError("value_error", "give data.dataset (e.g. qm9) or data.path")
+        elif self.properties:
+            raise PydanticCustomError(
+                "value_error", "data.properties describes data.path's columns; data.path is not set"
+            )
+        return self
 
 
 class ModelConfig(_Backbone):
@@ -297,7 +365,7 @@ class TargetSection(_Section):
     )
 
     @model_validator(mode="after")
-    def _goals_name_the_properties(self) -> TargetSection:
+    def _goals_name_the_properties(self, info: ValidationInfo) -> TargetSection:
         if not self.goals:
             return self
         from molguide.guidance.goals import parse_goals
@@ -306,9 +374,7 @@ class TargetSection(_Section):
             goals = parse_goals(self.goals)
         except ValueError as err:
             raise PydanticCustomError("goals", "{msg}", {"msg": str(err)}) from None
-        from molguide.data.registry import target_properties
-
-        known = target_properties()
+        known = known_properties(info)
         for goal in goals:
             if goal.property not in known:
                 raise PydanticCustomError(
@@ -724,6 +790,50 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+def _declared_properties(tree: dict[str, Any]) -> list[str] | None:
+    """The property names ``data.properties`` declares when ``data.path`` is set, else None."""
+    data = tree.get("data")
+    if not isinstance(data, dict) or not data.get("path"):
+        return None
+    declared = data.get("properties") or {}
+    if isinstance(declared, dict):
+        return [str(k) for k in declared]
+    return [str(v) for v in declared] if isinstance(declared, list) else []
+
+
+def _base_for(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline's defaults under the user's keys: with the user's own file (``data.path``)
+    the defaults' QM9 target (a QM9 property, its bins or value) gives way to the file's
+    declared properties, unless the user names a target."""
+    if _declared_properties(_merge(base, user)) is None or "target" in user:
+        return base
+    base.pop("target", None)
+    if isinstance(base.get("data"), dict):
+        base["data"].pop("dataset", None)
+    return base
+
+
+def _file_context(tree: dict[str, Any]) -> dict[str, Any] | None:
+    declared = _declared_properties(tree)
+    return None if declared is None else {"file_properties": declared}
+
+
+def _file_property_defaults(tree: dict[str, Any]) -> dict[str, Any]:
+    """With a user's file, the properties a config leaves unset follow data.properties:
+    ``target.property`` is the first declared one, ``protocol.properties`` all of them."""
+    declared = _declared_properties(tree)
+    if not declared:
+        return tree
+    tree = dict(tree)
+    for section, key, value in (("target", "property", declared[0]), ("protocol", "properties", declared)):
+        part = tree.get(section)
+        if isinstance(part, dict) and (key in part or part.get("goals")):
+            continue  # given, or implied by target.goals' first goal
+        if part is None or isinstance(part, dict):
+            tree[section] = {**(part or {}), key: value}
+    return tree
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -734,9 +844,8 @@ def load_config(
     ``base`` (a pipeline's own defaults, e.g. the quickstart's) lies under the file:
     the file's keys replace the base's one by one, sections merge.
     """
-    tree: dict[str, Any] = copy.deepcopy(base or {})
-    if path:
-        tree = _merge(tree, read_yaml_tree(path))
+    file_tree: dict[str, Any] = read_yaml_tree(path) if path else {}
+    settings = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
@@ -746,9 +855,18 @@ def load_config(
         except yaml.YAMLError as err:
             what = str(err) if isinstance(err, (RefusedYamlError, DuplicateKeyError)) else yaml_problem(err)
             raise ConfigError(f"--set {short(item, 60)}: not a YAML value ({what})") from None
-        _set_path(tree, key.strip(), value)
+        settings.append((key.strip(), value))
+
+    def layered(tree: dict[str, Any]) -> dict[str, Any]:
+        """``tree`` under the file's keys (sections merge), then each ``--set`` (a value replaces)."""
+        tree = _merge(tree, copy.deepcopy(file_tree))
+        for key, value in settings:
+            _set_path(tree, key, copy.deepcopy(value))
+        return tree
+
+    tree = layered(_base_for(copy.deepcopy(base or {}), layered({})))
     try:
-        return RunConfig.model_validate(tree)
+        return RunConfig.model_validate(_file_property_defaults(tree), context=_file_context(tree))
     except ValidationError as err:
         problems = []
         for e in err.errors():

@@ -19,7 +19,7 @@ import numpy as np
 
 from molguide.chem.xtb import XTB_PROPERTIES
 from molguide.data.io import csv_beside
-from molguide.data.registry import get_dataset, split_molecules
+from molguide.data.registry import dataset_label, dataset_of, split_molecules
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.goals import Goal, goal_target
 from molguide.guidance.kinds import GUIDANCE_KINDS, setting_name
@@ -97,14 +97,14 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
     further = _further_evaluators(run, goals)
 
     calibration = _xtb_calibration(config, target.name) if gc.xtb and target.name in XTB_PROPERTIES else None
-    novelty_reference = get_dataset(config.data.dataset).training_smiles()
+    novelty_reference = dataset_of(config.data).training_smiles()
     out_dir = Path(config.output_dir) / "guided"
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     judged: dict[str, dict] = {}
     tags = {
         "molguide.pipeline": "guide",
-        "molguide.dataset": config.data.dataset,
+        "molguide.dataset": dataset_label(config.data),
         "molguide.split_half": config.data.split,
     }
     with mlflow_run(EXPERIMENT, f"{config.name}-guide", tags):
@@ -114,7 +114,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         target_text = _describe(run, goals) if goals else target.describe()
         mlflow.set_tag("molguide.target", target_text)
         if cfg_model is not None:  # the CFG-implied guidance gives the better error estimate
-            held = split_molecules(config.data, "valid", gc.diagnostics_molecules)
+            held = split_molecules(config.data, "valid", gc.diagnostics_molecules, labelled=target.name)
             rows = noise_level_diagnostics(
                 classifier,
                 diffusion,
@@ -228,7 +228,7 @@ def guided_sample(config: RunConfig, progress: bool | None = None) -> dict:
         headline = headline_settings(gc, results)
         if headline:
             mlflow.set_tag(HEADLINE_TAG, headline[0])
-        units = {p.name: p.unit for p in get_dataset(config.data.dataset).properties}
+        units = {p.name: p.unit for p in dataset_of(config.data).properties}
         plot_histograms(judged, target, out_dir / "property_histograms.png", goal_text=target_text)
         plot_sweep(results, out_dir / "improvement_vs_weight.png", unit=units.get(target.name, ""))
         grid = {n: judged[n]["rdkit"]() for n in ("unguided", *headline)}

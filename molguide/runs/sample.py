@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from molguide.data.registry import get_dataset
+from molguide.data.registry import dataset_label, dataset_of
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.runs.config import RunConfig
 from molguide.runs.tracking import log_config, log_metrics_batch, mlflow_run
@@ -39,7 +39,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
     pipe = MoleculeDiffusionPipeline(
         run.network("score"), run.diffusion, run.nodes, run.atom_types, device=config.device
     )
-    reference = get_dataset(config.data.dataset).training_smiles()
+    reference = dataset_of(config.data).training_smiles()
     out_dir = Path(config.output_dir) / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -49,7 +49,7 @@ def sample_and_evaluate(config: RunConfig, progress: bool | None = None) -> dict
         {
             "molguide.pipeline": "sample",
             "molguide.model": str(source),
-            "molguide.dataset": config.data.dataset,
+            "molguide.dataset": dataset_label(config.data),
             "molguide.split_half": config.data.split,
         },
     ):

@@ -20,12 +20,18 @@ from pathlib import Path
 
 import torch
 
-from molguide.data.registry import describe_split, split_molecules
+from molguide.data.registry import dataset_label, describe_split, split_molecules
 from molguide.runs.config import RunConfig
 from molguide.runs.model_registry import log_network_model, registered_name
 from molguide.runs.tracked_training import log_trained_component, resume_if_asked, run_training, training_run
 from molguide.runs.tracking import log_dataset, log_metrics_batch
-from molguide.runs.training_specs import TRAINING_SPECS, data_source, resume_signature, train_config
+from molguide.runs.training_specs import (
+    TRAINING_SPECS,
+    atom_types,
+    data_source,
+    resume_signature,
+    train_config,
+)
 from molguide.training.trainer import RESUME_SIGNATURE, Trainer
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,8 @@ def _train_one(kind: str, config: RunConfig, progress: bool | None, folder: str)
     progress = sys.stderr.isatty() if progress is None else progress
     section = spec.settings(config)
     torch.manual_seed(section.seed)  # the initial weights, so a run is reproducible alone
-    mols = split_molecules(config.data, spec.split)
+    labelled = config.target.property if spec.labelled else None
+    mols = split_molecules(config.data, spec.split, labelled=labelled)
     job = spec.prepare(config, mols, progress)
     metadata = {"model_config": job.model.config, **job.metadata}
     if job.diffusion is not None:
@@ -83,7 +90,7 @@ def _train_one(kind: str, config: RunConfig, progress: bool | None, folder: str)
     resume_if_asked(trainer, section, label, spec.start_from(config) if spec.start_from else None)
     tags = {
         "molguide.pipeline": f"train-{kind}",
-        "molguide.dataset": config.data.dataset,
+        "molguide.dataset": dataset_label(config.data),
         "molguide.split_half": spec.split or config.data.split,
     }
     run_name = f"{config.name}-{spec.run_suffix}" + ("" if folder == kind else f"-{config.target.property}")
@@ -138,6 +145,7 @@ def use_pretrained(config: RunConfig) -> dict:
     returns the summary."""
     from molguide.storage.trained_run import TrainedRun, log_trained_network, save_network, write_index
 
+    atom_types(config)  # the data's elements must be among the generator's
     loaded = TrainedRun.from_pretrained(config.model.pretrained)
     score, record, steps = loaded.network("score"), loaded.record("score"), loaded.step("score")
     folder = Path(config.output_dir) / "score"
@@ -154,7 +162,7 @@ def use_pretrained(config: RunConfig) -> dict:
     data = record.training.get("data", {})
     tags = {
         "molguide.pipeline": "train-score",
-        "molguide.dataset": data.get("dataset", config.data.dataset),
+        "molguide.dataset": data.get("dataset", dataset_label(config.data)),
         "molguide.split_half": data.get("split", "unknown"),
         "molguide.pretrained": loaded.source,
     }

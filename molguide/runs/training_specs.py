@@ -22,7 +22,7 @@ import torch
 
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
-from molguide.data.registry import describe_split, get_dataset, split_molecules
+from molguide.data.registry import dataset_label, dataset_of, describe_split, split_molecules
 from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.objective import DenoisingObjective
 from molguide.diffusion.process import VPDiffusion
@@ -76,6 +76,7 @@ class TrainingSpec:
     start_from: Callable[[RunConfig], str | None] | None = (
         None  # weights to start from (else train.init_from)
     )
+    labelled: bool = True  # learns target.property: only molecules with a value of it train it
 
     def settings(self, config: RunConfig) -> TrainSection:
         """The kind's train section of ``config``."""
@@ -103,8 +104,26 @@ def bond_labels(config: RunConfig, mols: MoleculeSet, model_config: Mapping, pro
 
 
 def atom_types(config: RunConfig) -> tuple[int, ...]:
-    """The atomic numbers of the atom-type channels of networks trained on the config's data set."""
-    return get_dataset(config.data.dataset).atom_types
+    """The atomic numbers of the atom-type channels of networks trained on the config's data
+    set: the data set's elements, or with ``model.pretrained`` the generator's types (every
+    element of the data must be among them, so that its networks read the generator's samples)."""
+    types = dataset_of(config.data).atom_types
+    if not config.model.pretrained:
+        return types
+    from molguide.data.elements import symbol
+    from molguide.storage.trained_run import TrainedRun
+
+    with torch.random.fork_rng(devices=[]):  # loading builds a network: the seeded weights stay as they were
+        generator = TrainedRun.from_pretrained(config.model.pretrained).atom_types
+    missing = [symbol(z) for z in types if z not in generator]
+    if missing:
+        raise ValueError(
+            f"model.pretrained {config.model.pretrained!r} generates "
+            f"{' '.join(symbol(z) for z in generator)}; "
+            f"{dataset_label(config.data)} also holds {' '.join(missing)}: train a generator on it "
+            "(--set model.pretrained=null) or fine-tune one (train.init_from; docs/own-data.md)"
+        )
+    return tuple(generator)
 
 
 def _batches(config: RunConfig, mols: MoleculeSet, **extras) -> MoleculeBatches:
@@ -144,7 +163,7 @@ def _classifier_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Tra
     section, prop = config.classifier, config.target.property
     target = fitted_target(config, mols.properties[prop])
     diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
-    model = build_predictor(section.model_dump(), target.n_bins, True, len(atom_types(config)))
+    model = build_predictor(section.model_dump(), target.n_bins, True, atom_types(config))
     return TrainingJob(
         model,
         NoisyClassifierObjective(diffusion, section.grad_penalty),
@@ -171,7 +190,7 @@ def _classifier_diagnostics(config: RunConfig, trainer: Trainer, job: TrainingJo
     from molguide.diagnostics.plots import plot_noise_levels
 
     target = PropertyTarget.from_dict(job.metadata["target"])
-    held = split_molecules(config.data, "valid", config.classifier.holdout)
+    held = split_molecules(config.data, "valid", config.classifier.holdout, labelled=target.name)
     log_dataset(
         held, describe_split(config.data, "valid", config.classifier.holdout), "validation", data_source()
     )
@@ -201,7 +220,7 @@ def _standardised_property(config: RunConfig, mols: MoleculeSet) -> tuple[str, n
 
 def _evaluator_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJob:
     prop, standardised, mean, std = _standardised_property(config, mols)
-    model = build_predictor(config.evaluator.model_dump(), 1, False, len(atom_types(config)))
+    model = build_predictor(config.evaluator.model_dump(), 1, False, atom_types(config))
     onehot_scale = VPDiffusion.from_config(config.diffusion.model_dump()).onehot_scale
     return TrainingJob(
         model,
@@ -227,7 +246,7 @@ def _evaluator_reference_rows(config: RunConfig, trainer: Trainer, job: Training
     from molguide.models.predictor import predict_property
 
     meta, prop = job.metadata, job.metadata["property"]
-    gen = split_molecules(config.data, "generator_half", config.evaluator.holdout)
+    gen = split_molecules(config.data, "generator_half", config.evaluator.holdout, labelled=prop)
     # The lower-bound row judges these: the evaluator's evaluation set.
     where = describe_split(config.data, "generator_half", config.evaluator.holdout)
     log_dataset(gen, where, "evaluation", data_source())
@@ -260,7 +279,7 @@ def _regressor_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trai
     standardised property, trained by negative log-likelihood on noised molecules."""
     prop, standardised, mean, std = _standardised_property(config, mols)
     diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
-    model = build_predictor(config.regressor.model_dump(), 2, True, len(atom_types(config)))
+    model = build_predictor(config.regressor.model_dump(), 2, True, atom_types(config))
     return TrainingJob(
         model,
         NoisyGaussianObjective(diffusion),
@@ -276,7 +295,7 @@ def _regressor_diagnostics(config: RunConfig, trainer: Trainer, job: TrainingJob
     from molguide.diagnostics.regressor_levels import regressor_noise_levels
 
     meta = job.metadata
-    held = split_molecules(config.data, "valid", config.regressor.holdout)
+    held = split_molecules(config.data, "valid", config.regressor.holdout, labelled=meta["property"])
     rows = regressor_noise_levels(
         averaged_copy(trainer),
         job.diffusion,
@@ -380,7 +399,7 @@ def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJo
 TRAINING_SPECS: dict[str, TrainingSpec] = {
     spec.kind: spec
     for spec in (
-        TrainingSpec("score", "molguide-score", "train", "train", _score_job),
+        TrainingSpec("score", "molguide-score", "train", "train", _score_job, labelled=False),
         TrainingSpec(
             "classifier",
             "molguide-guidance",

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from molguide.data.registry import dataset_label
 from molguide.diagnostics.tables import run_summary_table
 from molguide.runs import guide, protocol, sample, train
 from molguide.runs.config import RunConfig
@@ -73,7 +74,7 @@ def run_steps(config: RunConfig, pipeline: str, steps: tuple[str, ...], progress
     import mlflow
 
     out: dict = {"pipeline": pipeline, "steps": {}}
-    tags = {"molguide.pipeline": pipeline, "molguide.dataset": config.data.dataset}
+    tags = {"molguide.pipeline": pipeline, "molguide.dataset": dataset_label(config.data)}
     tags["molguide.split_half"] = config.data.split
     with mlflow_run(f"molguide-{pipeline}", config.name, tags) as run:
         log_config(config)

@@ -95,6 +95,7 @@ class NetworkConfig(BaseModel):
     backbone: str
     backbone_kwargs: dict[str, Any]
     num_atom_types: int = Field(5, ge=1, le=118, strict=True)
+    atom_types: list[AtomicNumber] | None = Field(None, max_length=118)  # listed unless QM9's
     # score networks
     context_dim: int = Field(0, ge=0, le=MAX_OUTPUTS, strict=True)
     parameterisation: Literal["eps", "x0"] = "eps"
