@@ -67,3 +67,6 @@ def write_own_csv(path: Path, smiles: tuple[str, ...] = SMILES) -> Path:
     rows.insert(6, "C1CC,broken_ring,1.0,tests")
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]

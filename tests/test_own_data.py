@@ -187,3 +187,41 @@ def test_the_quickstart_on_a_users_file_aims_at_its_property():
     named = load_config(None, ["data.path=x.sdf", "data.properties=[logP, tpsa]", "target.property=tpsa"],
                         base=pipeline_defaults("quickstart"))  # fmt: skip
     assert named.target.property == "tpsa"
+
+
+def test_the_own_data_example_trains_and_designs_on_a_users_file(own_sdf, cache, tmp_path, monkeypatch):
+    import runpy
+    import sys
+
+    from own_data import ROOT
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    example = runpy.run_path(str(ROOT / "examples" / "own_data.py"))
+    tiny = ["model.backbone_kwargs={hidden: 16, num_layers: 2}", "train.lr=0.002",
+            "classifier.backbone_kwargs={hidden: 16, num_layers: 2}", "classifier.holdout=20",
+            "evaluator.backbone_kwargs={hidden: 16, num_layers: 2}", "evaluator.holdout=20"]  # fmt: skip
+    argv = [str(own_sdf), "--property", "logP", "--out", str(tmp_path / "mine"), "--steps", "400", "-n", "8"]
+    monkeypatch.setattr(sys, "argv", ["own_data.py"])
+    summary = example["main"]([*argv, *[a for item in tiny for a in ("--set", item)]])
+    assert set(summary) == {"unguided", "designed"}
+    assert summary["designed"]["n"] > 0 and summary["designed"]["logP_mean"] is not None
+    assert (tmp_path / "mine" / "designed.sdf").exists() and (tmp_path / "mine" / "unguided.sdf").exists()
+
+
+def test_max_atoms_and_elements_leave_molecules_out_by_record(own_sdf, cache, caplog):
+    from molguide.data.registry import dataset_of
+
+    config = load_config(
+        None, [f"data.path={own_sdf}", LOGP, "data.max_atoms=12", "data.elements=[H, C, N, O, S]"]
+    )
+    with caplog.at_level(logging.WARNING):
+        dataset = dataset_of(config.data)
+    mols = dataset.load()
+    assert mols.num_atoms.max() <= 12 and dataset.atom_types == (1, 6, 7, 8, 16)
+    assert "molecules left out, more than data.max_atoms = 12 atoms (records " in caplog.text
+    assert (
+        "molecules left out, elements outside data.elements ['H', 'C', 'N', 'O', 'S'] (records 20,"
+        in caplog.text
+    )
+    with pytest.raises(ConfigError, match="'Xx' is not an element symbol"):
+        load_config(None, [f"data.path={own_sdf}", "data.elements=[H, Xx]"])

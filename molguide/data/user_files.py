@@ -60,6 +60,8 @@ class FileDataSpec:
     conformers: int = 1
     embed_seed: int = 0
     smiles_column: str | None = None
+    max_atoms: int | None = None
+    elements: tuple[str, ...] | None = None
 
     @classmethod
     def from_config(cls, data) -> FileDataSpec:
@@ -77,6 +79,8 @@ class FileDataSpec:
             data.conformers,
             data.embed_seed,
             data.smiles_column,
+            data.max_atoms,
+            tuple(data.elements) if data.elements else None,
         )
 
 
@@ -299,6 +303,45 @@ def _report(spec: FileDataSpec, converted: ConvertedFile, props: Mapping[str, np
         )
 
 
+def _kept(spec: FileDataSpec, converted: ConvertedFile) -> ConvertedFile:
+    """The molecules within ``max_atoms`` and ``elements``; the others are logged, by record."""
+    from molguide.data.elements import atomic_number
+
+    mols = converted.molecules
+    keep = np.ones(len(mols), dtype=bool)
+    reasons = []
+    if spec.max_atoms is not None:
+        large = mols.num_atoms > spec.max_atoms
+        reasons.append((large & keep, f"more than data.max_atoms = {spec.max_atoms} atoms"))
+        keep &= ~large
+    if spec.elements is not None:
+        allowed = {atomic_number(s) for s in spec.elements}
+        atom_ok = np.isin(mols.atomic_numbers, list(allowed))
+        per_mol = np.add.reduceat(~atom_ok, mols.offsets[:-1]) if len(mols) else np.zeros(0, dtype=int)
+        other = (per_mol > 0) & (mols.num_atoms > 0)
+        reasons.append((other & keep, f"elements outside data.elements {list(spec.elements)}"))
+        keep &= ~other
+    for left_out, why in reasons:
+        if left_out.any():
+            shown = ", ".join(str(r) for r in converted.records[left_out][:10])
+            more = ", ..." if left_out.sum() > 10 else ""
+            count = int(left_out.sum())
+            log.warning(
+                "data %s: %d molecules left out, %s (records %s%s)",
+                spec.path,
+                count,
+                why,
+                shown,
+                more,
+            )
+    if not keep.any():
+        raise MoleculeFileError(f"{spec.path}: data.max_atoms / data.elements leave no molecule")
+    if keep.all():
+        return converted
+    kept = mols.subset(np.flatnonzero(keep))
+    return ConvertedFile(kept, converted.records[keep], converted.skipped, converted.cache)
+
+
 _LOADED: dict[tuple, object] = {}
 
 
@@ -315,7 +358,7 @@ def file_dataset(spec: FileDataSpec, cache_dir: str | Path | None = None):
     memo = (spec, str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(cache_dir))
     if memo in _LOADED:
         return _LOADED[memo]
-    converted = convert_file(spec, cache_dir)
+    converted = _kept(spec, convert_file(spec, cache_dir))
     props = _named_properties(spec, converted)
     mols = converted.molecules.relabelled(properties=props)
     types = tuple(int(z) for z in np.unique(mols.atomic_numbers))

@@ -155,6 +155,14 @@ class DataConfig(_Section):
     conformers: int = Field(1, ge=1, le=100, description="3D conformers per SMILES of a CSV / .smi")
     embed_seed: int = Field(0, ge=0, description="seed of the 3D embedding of SMILES")
     smiles_column: str | None = Field(None, description="the CSV's SMILES column (default: found by name)")
+    max_atoms: int | None = Field(
+        None, ge=2, le=1000, description="data.path's molecules with more atoms (H included) are left out"
+    )
+    elements: list[str] | None = Field(
+        None,
+        description="data.path's molecules with other elements are left out (e.g. [H, C, N, O, F, S, Cl]); "
+        "None: every element the file holds is an atom type",
+    )
     split: Literal["train", "generator_half", "evaluator_half"] = "generator_half"
     max_molecules: int | None = Field(None, ge=1, description="first N molecules of the split (None: all)")
     remove_hydrogens: bool = False
@@ -166,6 +174,16 @@ class DataConfig(_Section):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return {v: {} for v in value}
         return value
+
+    @field_validator("elements")
+    @classmethod
+    def _element_symbols(cls, symbols: list[str] | None) -> list[str] | None:
+        from molguide.data.elements import is_element_symbol
+
+        for sym in symbols or []:
+            if not is_element_symbol(sym):
+                raise ValueError(f"{sym!r} is not an element symbol")
+        return symbols
 
     @field_validator("split_fractions")
     @classmethod
