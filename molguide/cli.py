@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -241,7 +242,22 @@ def run_generate(args: argparse.Namespace) -> int:
         designer = Designer.load(args.source, args.device, args.guidance_from)
         progress = sys.stderr.isatty() and not args.json  # bars on a terminal only
         options = {"seed": seed, "steps": steps, "method": args.method, "progress": progress}
-        mols = designer.generate(n, target=target, guidance=guidance, **options)
+        if args.t0 is not None or args.keep is not None:
+            if not args.start_from:
+                raise UserError("--t0 and --keep need --from FILE (the lead or the fragment's molecule)")
+            lead, keep = _lead_from_file(args.start_from), _keep_option(args.keep)
+            if args.t0 is not None:  # optimise the lead (keep: atoms fixed as well)
+                t0 = _fraction_option("--t0", args.t0)
+                options = {**options, "t0": t0, "keep": keep}
+                make = functools.partial(designer.optimize, lead)
+            else:  # grow molecules around the kept atoms
+                options = {**options, "keep": (lead, keep)}
+                make = designer.generate
+        elif args.start_from:
+            raise UserError("--from FILE needs --t0 (optimise the lead) or --keep (grow around its atoms)")
+        else:
+            make = designer.generate
+        mols = make(n, target=target, guidance=guidance, **options)
         result = {
             "source": designer.run.source,
             "n_requested": n,
@@ -252,7 +268,7 @@ def run_generate(args: argparse.Namespace) -> int:
         }
         if args.compare_unguided:
             goals, guided = designer.last_goals, designer.last_predictions
-            designer.generate(n, evaluate=False, **options)
+            make(n, evaluate=False, **options)
             binnings = {goal.property: designer.run.binning(goal.property) for goal in goals}
             unguided = designer.last_predictions
             result["improvement"] = goal_improvements(goals, guided, unguided, binnings, seed)
@@ -260,13 +276,54 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from err
     if args.out:
         from molguide.api import write_sdf
+        from molguide.data.io import csv_beside, write_csv
 
         log.info("wrote %d molecules to %s", write_sdf(mols, args.out), args.out)
+        write_csv(mols, csv_beside(args.out))  # the table a spreadsheet filters, beside the structures
     if args.json:
         print(json.dumps(result, default=_json_default))
     else:
         _print_generation(result)
     return 0
+
+
+def _lead_from_file(path: str):
+    """The first molecule of an SDF (with its own bonds) or another molecule file (bonds
+    perceived later), as an RDKit Mol; a file with several says which one is used."""
+    from molguide.data.io import molecule_to_rdkit, read_molecules
+
+    molecules = read_molecules(path).require_molecules()
+    if len(molecules) > 1:
+        log.info("--from %s: using its first molecule of %d", path, len(molecules))
+    first = molecules[0]
+    if first.source is not None:
+        from rdkit import Chem
+
+        for sanitize in (True, False):  # aromaticity perceived for SMARTS, where RDKit can
+            mol = Chem.MolFromMolBlock(first.source.text, sanitize=sanitize, removeHs=False)
+            if mol is not None:
+                return mol
+    return molecule_to_rdkit(first)
+
+
+def _keep_option(text: str | None):
+    """``--keep``: a SMARTS pattern, or atom indices like ``0,1,2`` (0-based)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if all(p.isdigit() for p in parts):
+        return [int(p) for p in parts]
+    return text
+
+
+def _fraction_option(option: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{option} {raw!r}: give a number in (0, 1]") from None
+    if not 0 < value <= 1:
+        raise UserError(f"{option} {raw!r}: give a number in (0, 1]")
+    return value
 
 
 def _classifier_diagnostics(designer) -> dict[str, dict]:
@@ -753,6 +810,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also generate unguided with the same seed and report each goal's improvement",
     )
+    gen.add_argument(
+        "--from",
+        dest="start_from",
+        metavar="FILE",
+        help="design from a molecule (the first of an SDF with 3D coordinates): with --t0, variants of it "
+        "(a lead to improve); with --keep alone, new molecules around its kept atoms (docs/edit.md)",
+    )
+    gen.add_argument(
+        "--t0", help="with --from: how far the variants move, from 0 (the lead) to 1 (its atom count only)"
+    )
+    gen.add_argument("--keep", help="with --from: atoms that stay, as a SMARTS pattern or indices like 0,1,2")
     gen.add_argument("--out", help="write the molecules with their properties as SD tags to this SDF")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
 

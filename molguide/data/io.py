@@ -923,7 +923,7 @@ def _embed_or_reason(smiles: str, seed: int) -> tuple[np.ndarray, np.ndarray] | 
     try:
         return embed_smiles(smiles, seed)
     except (ValueError, RuntimeError) as err:  # RDKit raises these on odd inputs
-        return f"3D embedding failed: {err}"
+        return "3D embedding failed: " + " ".join(str(err).split())  # RDKit's are several lines
 
 
 def _embed_chunk(items: Sequence[tuple[str, int]]) -> list:

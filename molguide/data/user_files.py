@@ -258,20 +258,28 @@ def scaffold_keys(converted: ConvertedFile) -> np.ndarray:
     return np.asarray([key if sc is None else f"scaffold {sc}" for key, sc in zip(own, scaffolds)])
 
 
-def _report(spec: FileDataSpec, converted: ConvertedFile, props: Mapping[str, np.ndarray], types) -> None:
-    """Log what was loaded, what was skipped (and where the full list is) and what is missing."""
+def _report(
+    spec: FileDataSpec,
+    everything: ConvertedFile,
+    converted: ConvertedFile,
+    props: Mapping[str, np.ndarray],
+    types: Sequence[int],
+) -> None:
+    """Log what was loaded, what was skipped (and where the full list is), what was kept
+    (``converted``: within data.max_atoms and data.elements) and what is missing."""
     from molguide.data.elements import symbol
 
-    n, skipped = len(converted.molecules), converted.skipped
-    failed = {e.record for e in skipped} - set(converted.records.tolist())
-    records = len(set(converted.records.tolist()) | failed)
+    n, skipped = len(converted.molecules), everything.skipped
+    failed = {e.record for e in skipped} - set(everything.records.tolist())
+    records = len(set(everything.records.tolist()) | failed)
     log.info(
-        "data %s: %d molecules from %d records (elements %s); records not loaded: %d",
+        "data %s: %d molecules from %d records, records not loaded: %d; %d molecules kept (elements %s)",
         spec.path,
-        n,
+        len(everything.molecules),
         records,
-        " ".join(symbol(z) for z in types),
         len(failed),
+        n,
+        " ".join(symbol(z) for z in types),
     )
     for err in skipped[:5]:
         log.warning("data %s", err)
@@ -358,11 +366,12 @@ def file_dataset(spec: FileDataSpec, cache_dir: str | Path | None = None):
     memo = (spec, str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(cache_dir))
     if memo in _LOADED:
         return _LOADED[memo]
-    converted = _kept(spec, convert_file(spec, cache_dir))
+    everything = convert_file(spec, cache_dir)
+    converted = _kept(spec, everything)
     props = _named_properties(spec, converted)
     mols = converted.molecules.relabelled(properties=props)
     types = tuple(int(z) for z in np.unique(mols.atomic_numbers))
-    _report(spec, converted, props, types)
+    _report(spec, everything, converted, props, types)
     try:
         molecules = molecule_keys(converted)
         scaffold = spec.split_by == "scaffold"

@@ -62,6 +62,7 @@ class Sampler:
 
     name: ClassVar[str] = ""
     stochastic: ClassVar[bool] = False
+    multistep: ClassVar[bool] = False  # keeps estimates of earlier steps (no resampling)
     OPTIONS: ClassVar[dict[str, float]] = {}  # settings a caller may give, with their defaults
 
     def __init__(self, schedule: NoiseSchedule, **options: float) -> None:
@@ -74,10 +75,11 @@ class Sampler:
         self.timesteps = torch.zeros(0, dtype=torch.float64)
         self.grid_power = 1.0
 
-    def set_timesteps(self, steps: int, grid_power: float = 1.0) -> torch.Tensor:
-        """Lay out ``steps`` intervals (``grid_power``: see :func:`~molguide.diffusion.steps.time_grid`)
-        and forget any state of an earlier run; returns the S + 1 times."""
-        self.timesteps = time_grid(steps, self.schedule.steps, grid_power)
+    def set_timesteps(self, steps: int, grid_power: float = 1.0, t_start: float = 1.0) -> torch.Tensor:
+        """Lay out ``steps`` intervals from ``t_start`` to 0 (``grid_power``: see
+        :func:`~molguide.diffusion.steps.time_grid`) and forget any state of an earlier run;
+        returns the S + 1 times."""
+        self.timesteps = time_grid(steps, self.schedule.steps, grid_power, t_start)
         self.grid_power = grid_power
         return self.timesteps
 
@@ -101,21 +103,35 @@ class Sampler:
         after_step: Callable[[int, Tensors], Tensors] | None = None,
         progress: bool = False,
         desc: str = "sample",
+        resample: int = 1,
+        renoise: Callable[[int, Tensors], Tensors] | None = None,
     ) -> Tensors:
-        """The reverse-time loop, molguide's only one: from the states at t_S = 1 to t_0 = 0.
+        """The reverse-time loop, molguide's only one: from the states at the grid's first time
+        (1, or the ``t_start`` of :meth:`set_timesteps`) to 0.
 
         ``score(k, t_k, states)`` gives the (guided) scores at step k; ``after_step(k,
         states)`` may project or freeze the new states (molecules: recentre, drop the
         ones that diverged). Call :meth:`set_timesteps` first.
+
+        ``resample`` > 1 (RePaint's resampling, for inpainting) takes each step that many
+        times: after every try but the last, ``renoise(k, states)`` carries the states back
+        from t_{k+1} to t_k by the forward process, so what ``after_step`` imposed (kept
+        atoms) and what the network made of the rest settle together. Only first-order
+        samplers can: a multistep solver's memory would mix the tries.
         """
+        if resample > 1 and (renoise is None or self.multistep):
+            raise ValueError(f"resampling needs a renoise function and a one-step sampler, not {self.name!r}")
         from tqdm.auto import tqdm
 
         if self.num_steps == 0:
             raise ValueError("set_timesteps first: the sampler has no time grid")
         for k in tqdm(range(self.num_steps), desc=f"{desc} ({self.name})", unit="step", disable=not progress):
-            states = self.step(k, states, score(k, float(self.timesteps[k]), states), noise)
-            if after_step is not None:
-                states = after_step(k, states)
+            for attempt in range(resample if k < self.num_steps - 1 else 1):
+                if attempt > 0:
+                    states = renoise(k, states)
+                states = self.step(k, states, score(k, float(self.timesteps[k]), states), noise)
+                if after_step is not None:
+                    states = after_step(k, states)
         return states
 
 
@@ -155,12 +171,13 @@ class DPMSolverPP2M(Sampler):
     """
 
     name = "dpmpp2m"
+    multistep = True
     eta: float = 0.0  # the stochastic part (see DPMSolverPP2MSDE); 0: the ODE solver
 
-    def set_timesteps(self, steps: int, grid_power: float = 1.0) -> torch.Tensor:
+    def set_timesteps(self, steps: int, grid_power: float = 1.0, t_start: float = 1.0) -> torch.Tensor:
         self._previous: Tensors | None = None  # the last step's clean estimates
         self._previous_h = 0.0
-        return super().set_timesteps(steps, grid_power)
+        return super().set_timesteps(steps, grid_power, t_start)
 
     def step(self, k: int, states: Tensors, scores: Tensors, noise: NoiseFn) -> Tensors:
         coef = self.coefficients(k)

@@ -27,6 +27,7 @@ from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.data.geometry import centered_gaussian, remove_mean
 from molguide.data.graphs import fully_connected_edges
 from molguide.data.molecules import Molecule
+from molguide.diffusion.editing import EditProjection, MoleculeEdit
 from molguide.diffusion.process import Denoised, VPDiffusion
 from molguide.diffusion.samplers import build_sampler
 
@@ -146,6 +147,7 @@ def sample(
     grid_power: float = 1.0,
     first_index: int = 0,
     sampler_options: Mapping[str, float] | None = None,
+    edit: MoleculeEdit | None = None,
 ) -> SampleResult:
     """Generate one molecule per entry of ``node_counts``, as one batch.
 
@@ -161,9 +163,11 @@ def sample(
             batches number their samples on from the earlier ones).
         sampler_options: the sampler's own settings (e.g. ``{"eta": 3.0}`` for
             "dpmpp2m_sde"; see its ``OPTIONS``).
+        edit: reference molecules to start from at ``edit.t_start`` and atoms to keep
+            (:mod:`molguide.diffusion.editing`); their atom counts are ``node_counts``.
     """
     sampler = build_sampler(method, diffusion.schedule, sampler_options)
-    sampler.set_timesteps(steps, grid_power)
+    sampler.set_timesteps(steps, grid_power, edit.t_start if edit is not None else 1.0)
     counts = torch.as_tensor(node_counts, dtype=torch.long)
     num_graphs, k = len(counts), len(atom_types)
     batch = torch.repeat_interleave(torch.arange(num_graphs), counts).to(device)
@@ -172,6 +176,12 @@ def sample(
     n = int(counts.sum())
     zx = centered_gaussian(n, batch, generator, dtype, device)
     zh = torch.randn(n, k, generator=generator, dtype=dtype).to(device)
+    projection = None
+    if edit is not None:
+        if edit.counts != counts.tolist():
+            raise ValueError(f"the edit's atom counts {edit.counts} are not the samples' {counts.tolist()}")
+        projection = EditProjection(edit, batch, num_graphs, k, diffusion.onehot_scale, dtype, device)
+        zx, zh = projection.start(diffusion.schedule, edit.t_start, zx, zh)
     alive = torch.ones(num_graphs, dtype=torch.bool, device=device)
     failures: dict[int, str] = {}
     self_cond = None
@@ -191,10 +201,23 @@ def sample(
         return sx, sh
 
     def recentre_and_freeze(idx: int, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if projection is not None:  # the kept atoms at the step's new time
+            coef = sampler.coefficients(idx)
+            states = projection.project(*states, coef.alpha_s, coef.sigma_s, generator)
         zx = remove_mean(states[0], batch, num_graphs)
         return _freeze_failures(zx, states[1], batch, num_graphs, alive, failures, idx)
 
-    zx, zh = sampler.run((zx, zh), score, noise, recentre_and_freeze, progress)
+    def renoise(idx: int, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The states at t_idx again, from those at t_idx+1 by the forward process."""
+        coef = sampler.coefficients(idx)
+        back = coef.alpha_t / coef.alpha_s
+        std = max(coef.sigma_t**2 - back**2 * coef.sigma_s**2, 0.0) ** 0.5
+        return tuple(back * z + std * eps for z, eps in zip(states, noise()))
+
+    resample = edit.resample if edit is not None else 1
+    zx, zh = sampler.run(
+        (zx, zh), score, noise, recentre_and_freeze, progress, resample=resample, renoise=renoise
+    )
 
     # Decode at t = 0: positions from the predicted clean sample; types by argmax of
     # z_h (eps networks, EDM's decoding) or of the predicted type logits (x0 networks);
@@ -205,7 +228,10 @@ def sample(
     x = remove_mean(final.x0_x, batch, num_graphs)
     type_scores = zh if final.logits is None else final.logits
     x, type_scores = _freeze_failures(x, type_scores, batch, num_graphs, alive, failures, steps)
-    types = torch.as_tensor(list(atom_types))[type_scores.argmax(-1).cpu()]
+    type_index = type_scores.argmax(-1)
+    if projection is not None:
+        x, type_index = projection.finish(x, type_index)
+    types = torch.as_tensor(list(atom_types))[type_index.cpu()]
     orders = _bond_matrices(final.bond_logits, edges, counts) if with_bonds else None
     molecules, indices = [], []
     offsets = torch.cumsum(counts, 0) - counts

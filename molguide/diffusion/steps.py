@@ -39,19 +39,23 @@ class StepCoefficients:
         return cls(float(a[0]), float(sg[0]), float(a[1]), float(sg[1]))
 
 
-def time_grid(steps: int, schedule_steps: int, power: float = 1.0) -> torch.Tensor:
-    """S + 1 strictly decreasing times from 1 to 0 that fall on the schedule's integer grid.
+def time_grid(steps: int, schedule_steps: int, power: float = 1.0, t_start: float = 1.0) -> torch.Tensor:
+    """S + 1 strictly decreasing times from ``t_start`` (1: pure noise) to 0 that fall on the
+    schedule's integer grid.
 
     ``power`` 1 spaces them evenly (EDM's sampler); ``power`` p > 1 places them at
-    u^p for u evenly spaced from 1 to 0, so more of the steps fall near the data end
+    t_start u^p for u evenly spaced from 1 to 0, so more of the steps fall near the data end
     (t = 0), where the molecule's bonds are decided.
     """
-    if not 1 <= steps <= schedule_steps:
-        raise ValueError(f"steps must be in [1, {schedule_steps}], got {steps}")
+    if not 0 < t_start <= 1:
+        raise ValueError(f"t_start must be in (0, 1], got {t_start}")
+    top = round(schedule_steps * t_start)
+    if not 1 <= steps <= top:
+        raise ValueError(f"steps must be in [1, {top}], got {steps}")
     if not power > 0:
         raise ValueError(f"the grid power must be > 0, got {power}")
     u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    ints = torch.round(schedule_steps * u**power).tolist()
+    ints = torch.round(top * u**power).tolist()
     # Crowding rounds neighbours onto one integer: keep at least one grid point between them.
     for k in range(steps - 1, -1, -1):
         ints[k] = max(ints[k], ints[k + 1] + 1)

@@ -32,7 +32,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from molguide.data.molecules import Molecule
+from molguide.diagnostics.statistics import bootstrap_mean
 from molguide.diffusion.sampling import GuidanceTerm
+from molguide.generation.from_molecules import (
+    as_molecule,
+    counts_above,
+    grown_edit,
+    kept_atoms,
+    lead_edit,
+    similarity_to_lead,
+    type_indices,
+)
 from molguide.generation.limits import MAX_SAMPLES, MAX_STEPS, check_sample_count, whole_number
 from molguide.generation.pipeline import MoleculeDiffusionPipeline
 from molguide.guidance.goals import Goal, goal_request, parse_goals, trained_goal
@@ -193,6 +203,7 @@ class Designer:
         grid_power: float | None = None,
         sampler_options: Mapping[str, float] | None = None,
         max_samples: int | None = MAX_SAMPLES,
+        keep: tuple | None = None,
     ) -> list:
         """Generate ``n`` molecules; returns RDKit Mols with 3D conformers and properties.
 
@@ -231,6 +242,12 @@ class Designer:
                 hit rate (``<property>_mean``, ``<property>_hit_rate``, the mean distance
                 ``<property>_mae_to_value`` of a value goal) and ``joint_hit_rate``.
 
+            keep: ``(mol, "SMARTS")`` or ``(mol, [atom indices])``: those atoms of ``mol`` (an
+                RDKit Mol with a 3D conformer) stay as they are, at their coordinates, in every
+                molecule, and the rest is generated around them (docs/edit.md); each molecule
+                then has more atoms than the kept ones, and ``keep_matched`` says whether a
+                SMARTS still matches the whole molecule's perceived bonds.
+
         Samples whose coordinates diverge are not returned; their reasons are in
         ``last_failures`` and a warning says how many. When every sample diverges,
         :class:`GenerationError` says so (nothing to return is not a result).
@@ -247,6 +264,101 @@ class Designer:
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
         window = TimeWindow(t_min, t_max)
+        edit, sizes, pattern = None, n, None
+        if keep is not None:
+            fragment, pattern = self._fragment(keep)
+            types = type_indices(fragment, self.run.atom_types, "keep")
+            sizes = counts_above(self.pipeline.nodes, n, fragment.num_atoms + 1, seed)
+            edit = grown_edit(fragment, types, sizes)
+        sample = self._design(
+            sizes, target, guidance, seed, steps, method, window, batch_size, progress, grid_power,
+            sampler_options, edit,
+        )  # fmt: skip
+        mols = self._finish(sample, evaluate)
+        if pattern is not None:
+            from rdkit import Chem
+
+            query = Chem.MolFromSmarts(pattern)
+            for mol in mols:
+                mol.SetIntProp("keep_matched", int(mol.GetNumBonds() > 0 and mol.HasSubstructMatch(query)))
+        return mols
+
+    def optimize(
+        self,
+        lead,
+        n: int = 10,
+        t0: float = 0.3,
+        target: Mapping[str, object] | None = None,
+        guidance: Mapping[str, float] | Sequence[GuidanceTerm] | None = None,
+        seed: int = 0,
+        steps: int | None = None,
+        method: str | None = None,
+        keep: str | Sequence[int] | None = None,
+        batch_size: int = 250,
+        evaluate: bool = True,
+        progress: bool = False,
+    ) -> list:
+        """``n`` variants of ``lead`` (an RDKit Mol with a 3D conformer): the lead noised to
+        ``t0`` and denoised, guided as :meth:`generate` is (docs/edit.md).
+
+        The smaller ``t0``, the closer the variants stay (0.1: small changes of geometry and
+        a few atoms; 1: the lead's atom count only). ``steps`` (default: the model's
+        recommended steps times ``t0``) cover [t0, 0]. ``keep`` (a SMARTS pattern or atom
+        indices of ``lead``) fixes those atoms as well. Each variant carries
+        ``tanimoto_to_lead`` (Morgan, radius 2), ``rmsd_to_lead`` (heavy atoms, superposed,
+        Angstrom), ``scaffold_kept`` (Bemis-Murcko, 1/0), and with an evaluator
+        ``evaluator_<property>`` and ``lead_<property>``; ``last_metrics`` adds their means
+        and, per property, ``<property>_improvement`` (the variants' mean minus the lead's)
+        with its 95 % bootstrap interval (``_ci_low``, ``_ci_high``).
+        """
+        n = whole_number("n", n, least=1)
+        check_sample_count(n, MAX_SAMPLES)
+        seed = whole_number("seed", seed, least=0, most=2**63 - 2)
+        if not isinstance(t0, numbers.Real) or isinstance(t0, bool) or not 0 < t0 <= 1:
+            raise ValueError(f"t0 must be a number in (0, 1], got {t0!r}")
+        molecule = as_molecule(lead)
+        types = type_indices(molecule, self.run.atom_types)
+        kept = kept_atoms(lead, keep, molecule.num_atoms) if keep is not None else None
+        if steps is None:
+            steps = max(1, round(self.pipeline.steps * t0))
+        steps = whole_number("steps", steps, least=1, most=MAX_STEPS)
+        edit = lead_edit(molecule, types, n, float(t0), kept)
+        sample = self._design(
+            edit.counts, target, guidance, seed, steps, method, TimeWindow(0.0, 1.0), batch_size, progress,
+            None, None, edit,
+        )  # fmt: skip
+        mols = self._finish(sample, evaluate)
+        for mol in mols:
+            mol.SetProp("molguide_t0", f"{t0:g}")
+        similarity_to_lead(_lead_smiles(lead), molecule, mols, sample.molecules)
+        lead_values = self._predict([Molecule(molecule.atomic_numbers, molecule.positions)])
+        for prop, values in self.last_predictions.items():
+            lead_value = float(lead_values[prop][0])
+            for mol in mols:
+                mol.SetDoubleProp(f"lead_{prop}", lead_value)
+            interval = bootstrap_mean(np.asarray(values, dtype=float) - lead_value, seed=seed)
+            self.last_metrics.update(interval.as_metrics(f"{prop}_improvement"))
+        for key in ("tanimoto_to_lead", "rmsd_to_lead", "scaffold_kept"):
+            values = [float(m.GetProp(key)) if m.HasProp(key) else np.nan for m in mols]
+            self.last_metrics[key] = float(np.nanmean(values)) if np.isfinite(values).any() else None
+        return mols
+
+    def _fragment(self, keep: tuple) -> tuple[Molecule, str | None]:
+        """The kept atoms of ``keep = (mol, SMARTS or indices)`` as a Molecule, and the SMARTS."""
+        if not isinstance(keep, tuple) or len(keep) != 2:
+            raise ValueError("keep: give (mol, 'SMARTS') or (mol, [atom indices])")
+        mol, spec = keep
+        whole = as_molecule(mol, "keep")
+        indices = kept_atoms(mol, spec, whole.num_atoms)
+        fragment = Molecule(whole.atomic_numbers[indices], whole.positions[indices], name="kept")
+        return fragment, spec if isinstance(spec, str) else None
+
+    def _design(
+        self, n, target, guidance, seed, steps, method, window, batch_size, progress, grid_power,
+        sampler_options, edit,
+    ):  # fmt: skip
+        """Resolve the goals and guidance, sample (``n``: a count, or atom counts), and record
+        failures; returns the SampleResult and sets ``last_goals``."""
         if _are_terms(guidance):
             if target is not None:
                 raise ValueError(
@@ -271,7 +383,9 @@ class Designer:
             grid_power=grid_power,
             sampler_options=sampler_options,
             progress=progress,
+            edit=edit,
         )
+        n = n if isinstance(n, int) else len(n)
         molecules = result.molecules
         self.last_failures = dict(result.failures)
         if not molecules:
@@ -289,10 +403,15 @@ class Designer:
         for m in molecules:
             m.tags["molguide_guidance"] = label
             m.tags["molguide_seed"] = str(seed)
-        predicted = self._predict(molecules)
-        self.last_metrics, self.last_goals, self.last_predictions = {}, goals, predicted
-        mols = self._to_rdkit(molecules, evaluate)
-        self.last_metrics.update(self._goal_metrics(goals, predicted))
+        self.last_goals = goals
+        return result
+
+    def _finish(self, result, evaluate: bool) -> list:
+        """The sampled molecules as RDKit Mols with the evaluators' predictions and the metrics."""
+        predicted = self._predict(result.molecules)
+        self.last_metrics, self.last_predictions = {}, predicted
+        mols = self._to_rdkit(result.molecules, evaluate)
+        self.last_metrics.update(self._goal_metrics(self.last_goals, predicted))
         return mols
 
     def _predict(self, molecules: list[Molecule]) -> dict[str, np.ndarray]:
@@ -356,6 +475,26 @@ class Designer:
             for key, value in m.tags.items():
                 mol.SetProp(key, value)
         return mols
+
+
+def _lead_smiles(mol) -> str:
+    """The lead's canonical SMILES from its own bonds, else from bonds perceived from its
+    coordinates ('' when neither works): what its variants are compared with."""
+    from molguide.chem.smiles import canonical_smiles
+
+    if hasattr(mol, "GetNumBonds") and mol.GetNumBonds() > 0:
+        from rdkit import Chem
+
+        copy = Chem.Mol(mol)
+        try:
+            Chem.SanitizeMol(copy)
+            return canonical_smiles(copy) or ""
+        except (ValueError, RuntimeError):
+            pass
+    from molguide.chem.reconstruct import rebuild_molecule
+
+    rebuilt = rebuild_molecule(as_molecule(mol))
+    return (canonical_smiles(rebuilt.mol) or "") if rebuilt.mol is not None else ""
 
 
 def _are_terms(guidance) -> bool:

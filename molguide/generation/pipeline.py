@@ -27,6 +27,7 @@ import torch
 
 from molguide.data.elements import QM9_ATOMIC_NUMBERS
 from molguide.diffusion.atom_counts import NodeCountDistribution
+from molguide.diffusion.editing import MoleculeEdit
 from molguide.diffusion.process import VPDiffusion
 from molguide.diffusion.sampling import GuidanceTerm, SampleResult, for_samples, sample
 from molguide.generation.limits import MAX_STEPS, check_sample_count, whole_number
@@ -131,6 +132,7 @@ class MoleculeDiffusionPipeline:
         grid_power: float | None = None,
         sampler_options: Mapping[str, float] | None = None,
         progress: bool = False,
+        edit: MoleculeEdit | None = None,
     ) -> SampleResult:
         """Sample ``n`` molecules (an int: sizes drawn with ``seed``; else one atom count per sample).
 
@@ -144,6 +146,9 @@ class MoleculeDiffusionPipeline:
             context: (n, context_dim) labels of a conditional network (default: the null label).
             steps, sampler, grid_power, sampler_options: override the pipeline's defaults
                 for this call (another sampler starts from its own default options).
+            edit: start from given molecules and/or keep some of their atoms
+                (:class:`~molguide.diffusion.editing.MoleculeEdit`); ``n`` must then be its
+                atom counts, one per sample.
         Returns:
             the molecules with their sample indices, the failures by index, and the seconds taken.
 
@@ -161,6 +166,8 @@ class MoleculeDiffusionPipeline:
         if not isinstance(power, numbers.Real) or isinstance(power, bool) or not 0 < power < float("inf"):
             raise ValueError(f"grid_power must be a finite number above 0, got {power!r}")
         counts = self._counts(n, seed)
+        if edit is not None and edit.counts != counts.tolist():
+            raise ValueError("edit: give n as the edit's atom counts (edit.counts), one per sample")
         noise = generator if generator is not None else torch.Generator().manual_seed(seed + 1)
         if sampler_options is not None:
             options = dict(sampler_options)
@@ -192,6 +199,7 @@ class MoleculeDiffusionPipeline:
                 grid_power=power,
                 first_index=start,
                 sampler_options=options,
+                edit=edit.for_samples(start, end) if edit is not None else None,
             )
             molecules += part.molecules
             indices += part.indices
