@@ -239,6 +239,10 @@ def run_generate(args: argparse.Namespace) -> int:
             if Path(args.out).suffix.lower() != ".sdf" or Path(args.out).is_dir():
                 raise UserError(f"--out {args.out}: name an .sdf file to write")
             check_output_dir(Path(args.out).resolve().parent, "--out folder")
+            if args.start_from:  # the structures and the CSV beside them must not replace the input
+                from molguide.chem.evaluate import check_evaluated_sdf_path
+
+                check_evaluated_sdf_path(args.out, args.start_from)
         designer = Designer.load(args.source, args.device, args.guidance_from)
         progress = sys.stderr.isatty() and not args.json  # bars on a terminal only
         options = {"seed": seed, "steps": steps, "method": args.method, "progress": progress}
@@ -821,7 +825,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--t0", help="with --from: how far the variants move, from 0 (the lead) to 1 (its atom count only)"
     )
     gen.add_argument("--keep", help="with --from: atoms that stay, as a SMARTS pattern or indices like 0,1,2")
-    gen.add_argument("--out", help="write the molecules with their properties as SD tags to this SDF")
+    gen.add_argument(
+        "--out", help="write the molecules with their properties as SD tags to this SDF (and a CSV beside it)"
+    )
     gen.add_argument("--json", action="store_true", help="print one JSON object")
 
     ex = sub.add_parser(

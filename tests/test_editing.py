@@ -47,8 +47,10 @@ def test_the_time_grid_starts_at_t_start_and_keeps_the_schedule_points():
     assert float(grid[0]) == pytest.approx(0.3) and float(grid[-1]) == 0.0
     assert bool((grid[:-1] > grid[1:]).all()) and torch.equal(grid * 1000, torch.round(grid * 1000))
     assert torch.equal(time_grid(10, 1000, 2.0), time_grid(10, 1000, 2.0, 1.0))
-    with pytest.raises(ValueError, match=r"steps must be in \[1, 20\]"):
+    with pytest.raises(ValueError, match=r"steps must be in \[1, 20\] from t_start 0.02, got 50"):
         time_grid(50, 1000, 1.0, 0.02)
+    with pytest.raises(ValueError, match="t_start 0.0004 is below the schedule's first step, 1/1000"):
+        time_grid(1, 1000, 1.0, 0.0004)
 
 
 def test_an_edit_from_pure_noise_that_keeps_nothing_is_plain_sampling(pipe, leads):
@@ -175,6 +177,15 @@ def test_bad_leads_and_keeps_name_the_argument(lead, call, message):
 
     with pytest.raises(ValueError, match=message):
         call(molguide.load("qm9"), lead)
+
+
+def test_a_smarts_on_an_unsanitised_lead_matches_or_says_why(lead):
+    from rdkit import Chem
+
+    from molguide.generation.from_molecules import kept_atoms
+
+    raw = Chem.MolFromMolBlock(Chem.MolToMolBlock(lead), sanitize=False, removeHs=False)
+    assert kept_atoms(raw, "[OX2H]", raw.GetNumAtoms()) == [0]  # ring and valence data filled in first
 
 
 def test_a_lead_with_elements_the_generator_lacks_is_named():

@@ -187,6 +187,15 @@ def test_the_quickstart_on_a_users_file_aims_at_its_property():
     named = load_config(None, ["data.path=x.sdf", "data.properties=[logP, tpsa]", "target.property=tpsa"],
                         base=pipeline_defaults("quickstart"))  # fmt: skip
     assert named.target.property == "tpsa"
+    # Touching the target keeps the file's property: the defaults' QM9 gap goes all the same.
+    low = load_config(None, ["data.path=x.sdf", "data.properties=[logP]", "target.target=low"],
+                      base=pipeline_defaults("quickstart"))  # fmt: skip
+    assert (low.target.property, low.target.target) == ("logP", "low")
+    goals = load_config(None, ["data.path=x.sdf", "data.properties=[logP]", "target.goals={logP: high}"],
+                        base=pipeline_defaults("quickstart"))  # fmt: skip
+    assert goals.target.property == "logP"
+    with pytest.raises(ConfigError, match="protocol.enabled: EDM's protocol is QM9's benchmark"):
+        load_config(None, ["data.path=x.sdf", "data.properties=[logP]", "protocol.enabled=true"])
 
 
 def test_the_own_data_example_trains_and_designs_on_a_users_file(own_sdf, cache, tmp_path, monkeypatch):

@@ -346,3 +346,34 @@ def test_a_store_that_refuses_the_experiment_kind_tag_still_opens_the_run(tmp_pa
         run_id = run.info.run_id
     assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
     assert "experiment kind tag not set: (sqlite3.IntegrityError)" in caplog.text
+
+
+def test_a_data_set_another_worker_just_logged_is_linked_on_the_second_try(tmp_path, monkeypatch, caplog):
+    """Two workers logging one data set to one server race on its row (a unique key): the loser's
+    first log_input is refused; the retry finds the row and links it, and the run goes on."""
+    import logging
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from molguide.data.molecules import MoleculeSet
+    from molguide.runs.tracking import log_dataset, mlflow_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    real, calls = mlflow.log_input, []
+
+    def first_refused(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", first_refused)
+    mols = MoleculeSet([6, 1], [[0, 0, 0], [1, 0, 0]], [0, 2])
+    with caplog.at_level(logging.WARNING, logger="molguide"), mlflow_run("molguide-race", "worker") as run:
+        log_dataset(mols, "tiny:train", "training", str(tmp_path))
+        run_id = run.info.run_id
+    inputs = mlflow.MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
+    assert len(calls) == 2 and [d.dataset.name for d in inputs] == ["tiny:train"]
+    assert "could not log data set" not in caplog.text

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch_geometric.utils import scatter
 
+from molguide.data.geometry import remove_mean
 from molguide.diffusion.schedule import NoiseSchedule
 
 
@@ -103,15 +104,23 @@ class EditProjection:
         self.eps: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def start(
-        self, schedule: NoiseSchedule, t_start: float, zx: torch.Tensor, zh: torch.Tensor
+        self,
+        schedule: NoiseSchedule,
+        t_start: float,
+        zx: torch.Tensor,
+        zh: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The states at ``t_start`` from the noise ``zx, zh`` (pure noise when t_start is 1)."""
+        """The states at ``t_start`` from the noise ``zx, zh`` (pure noise when t_start is 1);
+        the kept atoms take their own noise draw, the one every later step uses."""
         if t_start >= 1:
             return zx, zh
         t = torch.tensor([t_start], dtype=torch.float64)
         alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
         x = self.x - scatter(self.x, self.batch, dim=0, dim_size=self.num_graphs, reduce="mean")[self.batch]
-        return alpha * x + sigma * zx, alpha * self.h + sigma * zh
+        zx, zh = alpha * x + sigma * zx, alpha * self.h + sigma * zh
+        zx, zh = self.project(zx, zh, alpha, sigma, generator)
+        return remove_mean(zx, self.batch, self.num_graphs), zh
 
     def project(
         self,

@@ -181,7 +181,7 @@ def sample(
         if edit.counts != counts.tolist():
             raise ValueError(f"the edit's atom counts {edit.counts} are not the samples' {counts.tolist()}")
         projection = EditProjection(edit, batch, num_graphs, k, diffusion.onehot_scale, dtype, device)
-        zx, zh = projection.start(diffusion.schedule, edit.t_start, zx, zh)
+        zx, zh = projection.start(diffusion.schedule, edit.t_start, zx, zh, generator)
     alive = torch.ones(num_graphs, dtype=torch.bool, device=device)
     failures: dict[int, str] = {}
     self_cond = None

@@ -50,8 +50,11 @@ def time_grid(steps: int, schedule_steps: int, power: float = 1.0, t_start: floa
     if not 0 < t_start <= 1:
         raise ValueError(f"t_start must be in (0, 1], got {t_start}")
     top = round(schedule_steps * t_start)
+    if top < 1:
+        raise ValueError(f"t_start {t_start:g} is below the schedule's first step, 1/{schedule_steps}")
     if not 1 <= steps <= top:
-        raise ValueError(f"steps must be in [1, {top}], got {steps}")
+        where = "" if t_start == 1 else f" from t_start {t_start:g}"
+        raise ValueError(f"steps must be in [1, {top}]{where}, got {steps}")
     if not power > 0:
         raise ValueError(f"the grid power must be > 0, got {power}")
     u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)

@@ -56,7 +56,13 @@ def kept_atoms(mol, keep: str | Sequence[int], num_atoms: int) -> list[int]:
             raise ValueError(f"keep: {keep!r} is not a SMARTS pattern RDKit can read")
         if not hasattr(mol, "GetSubstructMatch"):
             raise ValueError("keep: a SMARTS pattern needs an RDKit molecule with bonds")
-        match = mol.GetSubstructMatch(pattern)
+        mol = Chem.Mol(mol)
+        try:
+            mol.UpdatePropertyCache(strict=False)  # an unsanitised molecule lacks what matching reads
+            Chem.FastFindRings(mol)
+            match = mol.GetSubstructMatch(pattern)
+        except RuntimeError as err:
+            raise ValueError(f"keep: RDKit cannot match {keep!r} on this molecule ({err})") from None
         if not match:
             raise ValueError(f"keep: {keep!r} does not match the molecule")
         return sorted(match)

@@ -665,6 +665,16 @@ class _RunSections(_Section):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     protocol: ProtocolSection = Field(default_factory=ProtocolSection)
 
+    @model_validator(mode="after")
+    def _protocol_is_qm9s(self) -> _RunSections:
+        if self.protocol.enabled and self.data.path:
+            raise PydanticCustomError(
+                "value_error",
+                "protocol.enabled: EDM's protocol is QM9's benchmark (its tables, units and published "
+                "rows); with data.path use the guide pipeline (docs/own-data.md)",
+            )
+        return self
+
 
 # A guidance kind whose network has no section above gets an invariant predictor's
 # (backbone, sizes, training), so registering the kind is enough to configure and train it.
@@ -823,9 +833,11 @@ def _base_for(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     """A pipeline's defaults under the user's keys: with the user's own file (``data.path``)
     the defaults' QM9 target (a QM9 property, its bins or value) gives way to the file's
     declared properties, unless the user names a target."""
-    if _declared_properties(_merge(base, user)) is None or "target" in user:
+    if _declared_properties(_merge(base, user)) is None:
         return base
-    base.pop("target", None)
+    if isinstance(base.get("target"), dict):  # its bins and direction stay; what names QM9 goes
+        for key in ("property", "goals", "thresholds", "target_value"):
+            base["target"].pop(key, None)
     if isinstance(base.get("data"), dict):
         base["data"].pop("dataset", None)
     return base

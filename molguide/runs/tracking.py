@@ -382,8 +382,26 @@ def log_dataset(molecules, name: str, context: str, source: str) -> str:
         dataset = mlflow.data.from_numpy(
             np.asarray(molecules.num_atoms, dtype=np.int64), source=source, name=name, digest=short
         )
-        mlflow.log_input(dataset, context=context, tags={"molecules": str(len(molecules))})
+        _log_input_once(dataset, context, {"molecules": str(len(molecules))})
     return short
+
+
+def _log_input_once(dataset, context: str, tags: dict[str, str]) -> None:
+    """``mlflow.log_input``, safe when another worker logs the same data set at the same moment:
+    a SQL store then refuses the second insert of the data set row (measured with two workers
+    on one server); by then the row exists, so one more try only links it to this run. A
+    data set that still cannot be logged is a warning: the training it describes goes on."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(2):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            return
+        except MlflowException as err:
+            if attempt == 1:
+                log = logging.getLogger("molguide")
+                log.warning("could not log data set %s with the run: %s", dataset.name, _first_line(err))
 
 
 def log_config(config) -> None:
