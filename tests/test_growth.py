@@ -104,3 +104,34 @@ def test_conditional_copy_refuses_another_architecture():
         add_context(source.state_dict(), source.config, wider)
     with pytest.raises(ValueError, match="must be unconditional"):
         add_context(source.state_dict(), source.config, ScoreNetwork(5, "egnn", hidden=16, num_layers=3))
+
+
+@pytest.mark.parametrize("parameterisation", ["eps", "x0"])
+@pytest.mark.parametrize("self_condition", [False, True])
+def test_added_atom_types_leave_the_old_elements_outputs_unchanged_in_float64(
+    parameterisation, self_condition
+):
+    """add_atom_types: the shipped QM9 generator fine-tuned on a file with S and Cl starts from
+    a network that computes the source's outputs for the old elements, whatever the new
+    channels hold, and predicts nothing (eps) or a -10 logit (x0) for the new ones."""
+    from molguide.models.growth import NEW_TYPE_LOGIT, add_atom_types
+
+    kw = {"parameterisation": parameterisation, "self_condition": self_condition, "coords_range": 5.0}
+    torch.manual_seed(0)
+    source = _trained_like(ScoreNetwork(5, "egnn", hidden=16, num_layers=2, **kw).double(), 3).eval()
+    grown = ScoreNetwork(7, "egnn", hidden=16, num_layers=2, **kw).double().eval()
+    grown.load_state_dict(add_atom_types(source.state_dict(), source.config, grown))
+    x, h, t, batch, prev = _inputs()
+    extra = torch.randn(len(h), 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    edges = fully_connected_edges(batch)
+    cond_small = {"self_cond": (prev[0], prev[1].double())} if self_condition else {}
+    cond_big = {"self_cond": (prev[0], torch.cat([prev[1].double(), extra], 1))} if self_condition else {}
+    with torch.no_grad():
+        want = source(x, h, t, batch, edges, **cond_small)
+        got = grown(x, torch.cat([h, extra], 1), t, batch, edges, **cond_big)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[1][:, :5], want[1], rtol=1e-12, atol=1e-12)
+    new = NEW_TYPE_LOGIT if parameterisation == "x0" else 0.0
+    torch.testing.assert_close(got[1][:, 5:], torch.full_like(got[1][:, 5:], new))
+    with pytest.raises(ValueError, match="cannot add atom types: 7 there, 5 here"):
+        add_atom_types(grown.state_dict(), grown.config, source)

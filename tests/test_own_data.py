@@ -234,3 +234,33 @@ def test_max_atoms_and_elements_leave_molecules_out_by_record(own_sdf, cache, ca
     )
     with pytest.raises(ConfigError, match="'Xx' is not an element symbol"):
         load_config(None, [f"data.path={own_sdf}", "data.elements=[H, Xx]"])
+
+
+def test_the_shipped_generator_fine_tunes_on_a_file_with_new_elements(own_sdf, cache, tmp_path, monkeypatch):
+    """train.init_from=qm9 on a file with S and Cl: the networks read QM9's five types then the
+    file's new ones, and the score network starts from the shipped weights with two more
+    type channels (tests/test_growth.py checks that it computes the same at step 0)."""
+    from molguide.runs.train import train_score
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.trained_run import TrainedRun
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'tuned'}",
+            f"data.path={own_sdf}",
+            LOGP,
+            "model.backbone_kwargs={hidden: 64, num_layers: 4, coords_range: 3.75}",  # the shipped network's
+            "model.parameterisation=x0",
+            "model.self_condition=true",
+            "train={steps: 4, batch_size: 8, lr: 0.0001, log_every: 2, checkpoint_every: 4, init_from: qm9}",
+        ],
+    )
+    summary = train_score(config, progress=False)
+    assert np.isfinite(summary["final_loss"])
+    state = load_checkpoint(tmp_path / "tuned" / "score" / "last.pt")
+    assert (
+        state["warm_start"]["source"] == "qm9" and state["warm_start"]["model_config"]["num_atom_types"] == 5
+    )
+    assert TrainedRun.from_pretrained(tmp_path / "tuned").atom_types == (1, 6, 7, 8, 9, 16, 17)

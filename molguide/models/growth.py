@@ -158,3 +158,58 @@ def add_context(
                 f"cannot add a context: {name} has shape {tuple(old.shape)} there, {tuple(init.shape)} here"
             )
     return out
+
+
+# An added atom type's initial logit (x0 networks): e^-10 of the old types' mass, so the
+# grown network predicts the old types as before while the new logit still learns.
+NEW_TYPE_LOGIT = -10.0
+
+
+def add_atom_types(
+    state: Mapping[str, torch.Tensor], source_config: Mapping, network: ScoreNetwork
+) -> dict[str, torch.Tensor]:
+    """Weights for ``network``, a copy of the EGNN score network of ``source_config`` with
+    more atom-type channels (new elements appended after the source's), that computes what
+    the source computes on the source's elements: the new types' input columns (one-hot and,
+    with self-conditioning, its estimate) are zero, their output rows are zero (an eps
+    network predicts no noise for them at first) with bias :data:`NEW_TYPE_LOGIT` (an x0
+    network's logits, so the old types keep their probabilities). Fine-tuning the shipped
+    QM9 generator on molecules with sulfur or chlorine starts from these weights."""
+    target = dict(network.config)
+    old_k, new_k = int(source_config.get("num_atom_types", 5)), int(target["num_atom_types"])
+    if new_k <= old_k:
+        raise ValueError(f"cannot add atom types: {old_k} there, {new_k} here")
+    for key in sorted((set(source_config) | set(target)) - {"num_atom_types", "atom_types"}):
+        if source_config.get(key) != target.get(key):
+            there, here = source_config.get(key), target.get(key)
+            raise ValueError(f"cannot add atom types: {key} differs ({there!r} there, {here!r} here)")
+    if target["backbone"] != "egnn":
+        raise ValueError(f"cannot add atom types to a {target['backbone']!r} network (EGNN only)")
+    middle = 1 + int(target.get("context_dim", 0))  # the columns of t and the context
+    out = {}
+    for name, init in network.state_dict().items():
+        old = state.get(name)
+        if old is None:
+            raise ValueError(f"cannot add atom types: {name} is not in the source weights")
+        if old.shape == init.shape:
+            out[name] = old.detach().clone().to(init.dtype)
+        elif name == "backbone.embed.weight":  # columns: types, t, context, self-conditioning types
+            grown = torch.zeros_like(init)
+            grown[:, :old_k] = old[:, :old_k]
+            grown[:, new_k : new_k + middle] = old[:, old_k : old_k + middle]
+            if old.shape[1] > old_k + middle:
+                grown[:, new_k + middle : new_k + middle + old_k] = old[:, old_k + middle :]
+            out[name] = grown
+        elif name == "backbone.readout.weight":
+            grown = torch.zeros_like(init)
+            grown[:old_k] = old
+            out[name] = grown
+        elif name == "backbone.readout.bias":
+            grown = torch.full_like(init, NEW_TYPE_LOGIT if target.get("parameterisation") == "x0" else 0.0)
+            grown[:old_k] = old
+            out[name] = grown
+        else:
+            raise ValueError(
+                f"cannot add atom types: {name} has shape {tuple(old.shape)} there, {tuple(init.shape)} here"
+            )
+    return out

@@ -71,6 +71,24 @@ def read_warm_start(source: str) -> tuple[dict, dict, dict]:
     return ema_weights(state["ema"]), dict(state["model_config"]), record
 
 
+def warm_start_atom_types(source: str) -> tuple[int, ...]:
+    """The atom types of the score network ``train.init_from`` names (QM9's when a
+    checkpoint does not record them)."""
+    from pathlib import Path
+
+    import torch
+
+    from molguide.data.elements import QM9_ATOMIC_NUMBERS
+    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.trained_run import SHIPPED, TrainedRun
+
+    if str(source) in SHIPPED or Path(source).is_dir():
+        with torch.random.fork_rng(devices=[]):  # loading builds a network: seeded weights stay
+            return TrainedRun.from_pretrained(source).atom_types
+    state = load_checkpoint(Path(source)) if Path(source).is_file() else {}
+    return tuple(int(z) for z in state.get("atom_types", QM9_ATOMIC_NUMBERS))
+
+
 def warm_start(trainer: Trainer, source: str) -> dict:
     """Start ``trainer`` (a fresh score-network run) from the EMA weights of ``source``
     (:func:`read_warm_start`). A network of the same config loads them as they are; a
@@ -79,7 +97,7 @@ def warm_start(trainer: Trainer, source: str) -> dict:
     (:func:`molguide.models.growth.add_context`): the same function at step 0. The
     optimiser starts afresh. What the source was (its steps and CPU time) is recorded in
     the run's checkpoints as ``warm_start``; returns that record."""
-    from molguide.models.growth import add_context, grow_state
+    from molguide.models.growth import add_atom_types, add_context, grow_state
 
     config = getattr(trainer.model, "config", None)
     if config is None:
@@ -92,6 +110,8 @@ def warm_start(trainer: Trainer, source: str) -> dict:
         init = {k: v.clone() for k, v in weights.items()}
     elif config.get("context_dim") and not source_config.get("context_dim"):
         init = add_context(weights, source_config, trainer.model)
+    elif int(config["num_atom_types"]) > int(source_config["num_atom_types"]):  # a user's new elements
+        init = add_atom_types(weights, source_config, trainer.model)
     else:
         init = grow_state(weights, source_config, trainer.model)
     trainer.model.load_state_dict(init)

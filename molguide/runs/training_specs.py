@@ -108,6 +108,13 @@ def atom_types(config: RunConfig) -> tuple[int, ...]:
     set: the data set's elements, or with ``model.pretrained`` the generator's types (every
     element of the data must be among them, so that its networks read the generator's samples)."""
     types = dataset_of(config.data).atom_types
+    if config.train.init_from and not config.model.pretrained:
+        # Fine-tuning a generator: its types first (its channels keep their meaning), then the
+        # data's new elements, whose channels the warm start adds (models.growth.add_atom_types).
+        from molguide.runs.tracked_training import warm_start_atom_types
+
+        source = warm_start_atom_types(config.train.init_from)
+        return tuple(source) + tuple(z for z in types if z not in source)
     if not config.model.pretrained:
         return types
     from molguide.data.elements import symbol
