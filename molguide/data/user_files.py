@@ -203,7 +203,9 @@ def convert_file(
     if cache.exists() and skipped_csv.exists():
         try:
             mols, extras = read_molecule_cache(cache, fingerprint)
-            return ConvertedFile(mols, extras["records"], _read_skipped(skipped_csv), cache)
+            # The same content under another name: its records, reported under this name.
+            skipped = [RecordError(str(path), e.record, e.reason, e.line) for e in _read_skipped(skipped_csv)]
+            return ConvertedFile(mols, extras["records"], skipped, cache)
         except (ValueError, KeyError, OSError) as err:
             log.warning("cached conversion %s is %s; converting %s again", cache, err, path)
     log.info("converting %s into molguide's cache (once per file content): %s", path, cache)
