@@ -245,3 +245,21 @@ def test_bad_design_options_are_one_line(lead, tmp_path, capsys, args, message):
     assert main(["generate", "qm9", *args, "-n", "2"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert re.search(message, err[-1]) and err[-1].startswith("molguide: error:")
+
+
+def test_the_lead_optimisation_example_makes_variants_and_grows_around_a_ring(lead, tmp_path, capsys):
+    import runpy
+
+    from own_data import ROOT
+    from rdkit import Chem
+
+    path = tmp_path / "lead.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        writer.write(lead)
+    example = runpy.run_path(str(ROOT / "examples" / "lead_optimisation.py"))
+    summary = example["main"]([str(path), "--t0", "0.1,0.3", "-n", "3", "--out", str(tmp_path)])
+    assert set(summary) == {0.1, 0.3} and summary[0.1]["unguided"]["rmsd_to_lead"] < 0.3
+    assert (tmp_path / "variants_t0.1.sdf").exists() and (tmp_path / "variants_t0.1.csv").exists()
+    assert "t0 0.1: unguided: Tanimoto" in capsys.readouterr().out
+    grown = example["main"]([str(path), "--grow", "c1ccoc1", "-n", "2", "--out", str(tmp_path)])
+    assert "validity_strict" in grown["grown"] and (tmp_path / "grown.csv").exists()
