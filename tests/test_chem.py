@@ -286,3 +286,29 @@ def test_evaluate_counts_a_molecule_with_two_atoms_in_one_place_as_invalid_not_a
     assert report["n_evaluated"] == 2
     assert report["mol_stability"] == 0.5 and report["validity"] == 0.5
     assert report["validity_strict"] == 0.5
+
+
+def test_structural_alerts_and_drug_likeness_travel_with_each_molecule():
+    """PAINS and Brenk alerts (RDKit's FilterCatalog) and the rule-of-five counts are per-molecule
+    properties and SD tags, so a chemist filters generated molecules on them."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from molguide.chem.evaluate import evaluate_molecule, result_tags
+    from molguide.data.io import molecule_from_rdkit
+
+    quinone = Chem.AddHs(Chem.MolFromSmiles("O=C1C=CC(=O)C=C1"))
+    AllChem.EmbedMolecule(quinone, randomSeed=0)
+    AllChem.MMFFOptimizeMolecule(quinone)
+    molecule, _ = molecule_from_rdkit(quinone, "quinone")
+    result = evaluate_molecule(molecule)
+    assert result.properties["pains_alerts"] == 1 and result.properties["brenk_alerts"] == 1
+    assert result.alerts == ["PAINS: quinone_A(370)", "Brenk: chinone_1"]
+    assert (
+        result.properties["lipinski_violations"] == 0 and abs(result.properties["mol_weight"] - 108.1) < 0.1
+    )
+    tags = result_tags(result)
+    assert (
+        tags["structural_alerts"] == "PAINS: quinone_A(370); Brenk: chinone_1"
+        and tags["h_acceptors"] == "2.0"
+    )

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from molguide.chem.bond_orders import mol_from_orders
-from molguide.chem.descriptors import rdkit_descriptors
+from molguide.chem.descriptors import rdkit_descriptors, structural_alerts
 from molguide.chem.reconstruct import rebuild_molecule
 from molguide.chem.smiles import canonical_smiles, canonicalise
 from molguide.chem.stability import atom_stability, bond_orders, elements_without_bond_table
@@ -65,6 +65,7 @@ class MoleculeResult:
     predicted_strict: StrictCheck | None = None
     predicted_smiles: str | None = None
     table_bonds: bool = False  # EDM's distance table covers its atoms (bonds to write without perception)
+    alerts: list[str] = field(default_factory=list)  # PAINS and Brenk alerts matched (chem.descriptors)
 
 
 @dataclass
@@ -156,6 +157,8 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         try:
             Chem.SanitizeMol(fragment)
             result.properties.update(rdkit_descriptors(fragment))
+            counts, result.alerts = structural_alerts(fragment)
+            result.properties.update(counts)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             result.notes.append(f"descriptors failed: {err}")
     return result
@@ -390,6 +393,8 @@ def result_tags(result: MoleculeResult) -> dict[str, str]:
         tags["edm_smiles"] = result.edm_smiles
     for key, value in result.properties.items():
         tags[key] = repr(float(value))
+    if result.alerts:
+        tags["structural_alerts"] = "; ".join(result.alerts)
     if result.notes:
         tags["notes"] = "; ".join(result.notes)
     return tags
