@@ -8,11 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Designer", "__version__", "evaluate", "load", "read", "write_sdf"]
+__all__ = ["Designer", "__version__", "evaluate", "load", "read", "relax", "write_sdf"]
 
 
 def __getattr__(name: str):
-    if name in ("evaluate", "read", "write_sdf"):
+    if name in ("evaluate", "read", "relax", "write_sdf"):
         from molguide import api
 
         return getattr(api, name)

@@ -108,6 +108,18 @@ def evaluate(
     return result.to_dict()
 
 
+def relax(mols: Iterable, method: str = "mmff") -> list:
+    """Force-field-relaxed copies of RDKit molecules with bonds (``method``: ``"mmff"``, RDKit's
+    MMFF94); the molecules given are not changed, so evaluate raw and relaxed sets apart
+    (:mod:`molguide.chem.relax`). Each copy says whether it was relaxed (``relaxed``), how far
+    it moved (``relax_rmsd``) and its energy change (``relax_energy_change``, kcal/mol)."""
+    from molguide.chem.relax import relax_mmff
+
+    if method != "mmff":
+        raise ValueError(f"method: 'mmff' is the relaxation molguide has, not {method!r}")
+    return relax_mmff(_items(mols))
+
+
 def write_sdf(mols: Iterable, path: str | Path) -> int:
     """Write RDKit molecules (or Molecules) with their conformers and properties to an SDF.
 

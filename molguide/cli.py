@@ -270,6 +270,17 @@ def run_generate(args: argparse.Namespace) -> int:
             "metrics": dict(designer.last_metrics),
             "classifiers": _classifier_diagnostics(designer),
         }
+        relaxed = None
+        if args.relax:  # relaxed copies, judged apart: raw and relaxed numbers are never mixed
+            from molguide.api import evaluate, relax
+            from molguide.chem.relax import relaxation_summary
+
+            relaxed = relax(mols, args.relax)
+            judged = evaluate(relaxed, novelty=False)
+            result["relaxed_metrics"] = {
+                **{k: judged[k] for k in ("validity", "validity_strict", "atom_stability", "mol_stability")},
+                **relaxation_summary(relaxed),
+            }
         if args.compare_unguided:
             goals, guided = designer.last_goals, designer.last_predictions
             make(n, evaluate=False, **options)
@@ -284,6 +295,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
         log.info("wrote %d molecules to %s", write_sdf(mols, args.out), args.out)
         write_csv(mols, csv_beside(args.out))  # the table a spreadsheet filters, beside the structures
+        if relaxed is not None:
+            where = Path(args.out).with_name(Path(args.out).stem + "_relaxed.sdf")
+            log.info("wrote %d relaxed molecules to %s", write_sdf(relaxed, where), where)
+            write_csv(relaxed, csv_beside(where))
     if args.json:
         print(json.dumps(result, default=_json_default))
     else:
@@ -385,6 +400,11 @@ def _print_generation(result: dict) -> None:
                 high = result["improvement"][f"{key}_ci_high"]
             interval = f"  (95 % CI {low:.4g} to {high:.4g})" if low is not None else ""
             print(f"  {key:<32} {value:.4g}{interval}")
+    if "relaxed_metrics" in result:
+        print("relaxed copies (MMFF94), judged apart from the raw molecules:")
+        for key, value in result["relaxed_metrics"].items():
+            if value is not None:
+                print(f"  {key:<32} {value:.4g}")
 
 
 # "module:function" or "module:function:first argument"; a guidance kind's network gets its
@@ -827,6 +847,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--keep", help="with --from: atoms that stay, as a SMARTS pattern or indices like 0,1,2")
     gen.add_argument(
         "--out", help="write the molecules with their properties as SD tags to this SDF (and a CSV beside it)"
+    )
+    gen.add_argument(
+        "--relax",
+        choices=["mmff"],
+        help="also relax copies with MMFF94 and report their metrics apart (with --out: <name>_relaxed.sdf)",
     )
     gen.add_argument("--json", action="store_true", help="print one JSON object")
 

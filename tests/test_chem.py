@@ -312,3 +312,27 @@ def test_structural_alerts_and_drug_likeness_travel_with_each_molecule():
         tags["structural_alerts"] == "PAINS: quinone_A(370); Brenk: chinone_1"
         and tags["h_acceptors"] == "2.0"
     )
+
+
+def test_relaxed_copies_leave_the_raw_molecules_alone_and_say_what_happened():
+    import numpy as np
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    import molguide
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)  # ETKDG only: MMFF still moves it
+    raw = mol.GetConformer().GetPositions().copy()
+    bare = Chem.RWMol()  # no bonds: nothing for MMFF to type
+    bare.AddAtom(Chem.Atom(6))
+    bare.AddConformer(Chem.Conformer(1))
+    relaxed = molguide.relax([mol, bare.GetMol()])
+    assert np.array_equal(mol.GetConformer().GetPositions(), raw)  # the input is not changed
+    assert relaxed[0].GetProp("relaxed") == "mmff" and relaxed[0].GetDoubleProp("relax_energy_change") < 0
+    assert 0 < relaxed[0].GetDoubleProp("relax_rmsd") < 1 and relaxed[0].GetIntProp("relax_converged") == 1
+    assert (
+        relaxed[1].GetProp("relaxed") == "none" and relaxed[1].GetProp("relax_notes") == "no bonds perceived"
+    )
+    with pytest.raises(ValueError, match="method: 'mmff' is the relaxation molguide has, not 'xtb'"):
+        molguide.relax([mol], "xtb")
