@@ -249,7 +249,9 @@ def run_generate(args: argparse.Namespace) -> int:
         if args.t0 is not None or args.keep is not None:
             if not args.start_from:
                 raise UserError("--t0 and --keep need --from FILE (the lead or the fragment's molecule)")
-            lead, keep = _lead_from_file(args.start_from), _keep_option(args.keep)
+            from molguide.generation.from_molecules import lead_from_file
+
+            lead, keep = lead_from_file(args.start_from, "--from"), _keep_option(args.keep)
             if args.t0 is not None:  # optimise the lead (keep: atoms fixed as well)
                 t0 = _fraction_option("--t0", args.t0)
                 options = {**options, "t0": t0, "keep": keep}
@@ -304,25 +306,6 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         _print_generation(result)
     return 0
-
-
-def _lead_from_file(path: str):
-    """The first molecule of an SDF (with its own bonds) or another molecule file (bonds
-    perceived later), as an RDKit Mol; a file with several says which one is used."""
-    from molguide.data.io import molecule_to_rdkit, read_molecules
-
-    molecules = read_molecules(path).require_molecules()
-    if len(molecules) > 1:
-        log.info("--from %s: using its first molecule of %d", path, len(molecules))
-    first = molecules[0]
-    if first.source is not None:
-        from rdkit import Chem
-
-        for sanitize in (True, False):  # aromaticity perceived for SMARTS, where RDKit can
-            mol = Chem.MolFromMolBlock(first.source.text, sanitize=sanitize, removeHs=False)
-            if mol is not None:
-                return mol
-    return molecule_to_rdkit(first)
 
 
 def _keep_option(text: str | None):
@@ -420,6 +403,7 @@ PIPELINES = {
         for k in GUIDANCE_KINDS.values()
     },
     "sample": "molguide.runs.sample:sample_and_evaluate",
+    "design": "molguide.runs.design:design_from_lead",
     "guide": "molguide.runs.guide:guided_sample",
     "evaluate": "molguide.runs.workflow:evaluate_file",
 }

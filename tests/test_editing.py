@@ -263,3 +263,46 @@ def test_the_lead_optimisation_example_makes_variants_and_grows_around_a_ring(le
     assert "t0 0.1: unguided: Tanimoto" in capsys.readouterr().out
     grown = example["main"]([str(path), "--grow", "c1ccoc1", "-n", "2", "--out", str(tmp_path)])
     assert "validity_strict" in grown["grown"] and (tmp_path / "grown.csv").exists()
+
+
+def test_the_design_pipeline_logs_a_run_per_start_level_with_its_variants(
+    lead, tmp_path, monkeypatch, capsys
+):
+    import mlflow
+    from rdkit import Chem
+
+    from molguide.cli import main
+    from molguide.runs.config import load_config
+    from molguide.runs.design import design_from_lead
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    path = tmp_path / "lead.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        writer.write(lead)
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        f"design.lead={path}",
+        "design.model=qm9",
+        "design.t0=[0.1, 0.3]",
+        "design.n=3",
+    ]
+    out = design_from_lead(load_config(None, overrides), progress=False)
+    assert [(r["t0"], r["setting"]) for r in out["rows"]] == [(0.1, "unguided"), (0.3, "unguided")]
+    assert out["rows"][0]["rmsd_to_lead"] < out["rows"][1]["rmsd_to_lead"]
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(out["run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    params = sorted((r.data.params["t0"], r.data.params["guidance"]) for r in children)
+    assert params == [("0.1", "none"), ("0.3", "none")]
+    assert all("tanimoto_to_lead" in r.data.metrics and "validity_strict" in r.data.metrics for r in children)
+    folder = tmp_path / "run" / "design"
+    assert (folder / "t0.1_unguided.sdf").exists() and (folder / "t0.3_unguided.csv").exists()
+    assert (folder / "lead_curve.png").exists() and "t0 0.1" in parent.data.tags["mlflow.note.content"]
+    capsys.readouterr()
+    assert (
+        main(["run", "design", "--set", f"output_dir={tmp_path / 'other'}", "--set", "design.model=qm9"]) != 0
+    )
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "molguide: error: design.lead: name an SDF whose first molecule is the lead (3D, with hydrogens)"
+    )

@@ -633,3 +633,33 @@ def plot_mae_against_theory(points: list[dict], correlations: dict, path: str | 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_lead_curve(rows: list[dict], path: str | Path, ylabel: str = "improvement over the lead") -> Path:
+    """Lead optimisation against the start level t0, one line per setting: the improvement
+    over the lead with its interval (rows with ``improvement``, ``ci_low``, ``ci_high``;
+    the panel is left out when no row has one) beside the Tanimoto similarity to the lead
+    and strict validity."""
+    plt = _pyplot()
+    with_gain = any(r.get("improvement") is not None for r in rows)
+    fig, axes = plt.subplots(1, 2 if with_gain else 1, figsize=(10 if with_gain else 5.5, 4), squeeze=False)
+    left, right = (axes[0][0], axes[0][1]) if with_gain else (None, axes[0][0])
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == setting]
+        t0 = [r["t0"] for r in mine]
+        if left is not None and all(r.get("improvement") is not None for r in mine):
+            mean = np.array([r["improvement"] for r in mine], dtype=float)
+            low = np.array([r["ci_low"] for r in mine], dtype=float)
+            high = np.array([r["ci_high"] for r in mine], dtype=float)
+            left.errorbar(t0, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=setting)
+        similarity = [math.nan if r.get("tanimoto_to_lead") is None else r["tanimoto_to_lead"] for r in mine]
+        right.plot(t0, similarity, marker="o", label=f"{setting}: Tanimoto")
+        valid = [r["validity_strict"] for r in mine]
+        right.plot(t0, valid, marker="s", linestyle="--", label=f"{setting}: strict valid")
+    if left is not None:
+        left.axhline(0, color="grey", linewidth=0.8)
+        left.set(xlabel="start level t0", ylabel=ylabel, title="improvement (95 % CI)")
+        left.legend()
+    right.set(xlabel="start level t0", ylabel="fraction", title="similarity and validity", ylim=(0, 1.05))
+    right.legend(fontsize=7)
+    return _save(fig, path)

@@ -10,6 +10,7 @@ variants keep its atoms in order) and whether the Bemis-Murcko scaffold is kept.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +34,27 @@ def as_molecule(mol, what: str = "lead") -> Molecule:
     if molecule is None:
         raise ValueError(f"{what}: {reason}")
     return molecule
+
+
+def lead_from_file(path: str | Path, what: str = "lead") -> object:
+    """The first molecule of an SDF (with its own bonds) or another molecule file (bonds
+    perceived later), as an RDKit Mol; a file with several says which one is used."""
+    import logging
+
+    from molguide.data.io import molecule_to_rdkit, read_molecules
+
+    molecules = read_molecules(path).require_molecules()
+    if len(molecules) > 1:
+        logging.getLogger(__name__).info("%s %s: using its first molecule of %d", what, path, len(molecules))
+    first = molecules[0]
+    if first.source is not None:
+        from rdkit import Chem
+
+        for sanitize in (True, False):  # aromaticity perceived for SMARTS, where RDKit can
+            mol = Chem.MolFromMolBlock(first.source.text, sanitize=sanitize, removeHs=False)
+            if mol is not None:
+                return mol
+    return molecule_to_rdkit(first)
 
 
 def type_indices(molecule: Molecule, atom_types: Sequence[int], what: str = "lead") -> np.ndarray:

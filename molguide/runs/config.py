@@ -344,6 +344,27 @@ class SampleSection(_Sampling):
     xtb: bool = False
 
 
+class DesignSection(_Section):
+    """``molguide run design``: variants of a lead at each start level (docs/edit.md)."""
+
+    lead: str | None = Field(None, description="an SDF whose first molecule (3D, with hydrogens) is the lead")
+    model: str | None = Field(
+        None, description="the trained run to design with: a folder, runs:/<id> or qm9 (default: output_dir)"
+    )
+    t0: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.1, 0.2, 0.3], min_length=1, description="start levels, one setting each"
+    )
+    n: int = Field(20, ge=1, le=100_000, description="variants per start level and setting")
+    keep: str | list[int] | None = Field(None, description="atoms of the lead that stay: a SMARTS or indices")
+    guidance: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="weights by guidance kind for the guided variants, e.g. {classifier: 2.0}, towards the "
+        "run's trained goal; empty: unguided only",
+    )
+    steps: int | None = Field(None, ge=1, description="steps over [t0, 0] (default: model steps x t0)")
+    seed: int = Field(0, ge=0)
+
+
 class PredictorTrainSection(TrainSection):
     """Training defaults of classifiers and evaluators (a partial override keeps the rest)."""
 
@@ -664,6 +685,7 @@ class _RunSections(_Section):
     guide: GuideSection = Field(default_factory=GuideSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     protocol: ProtocolSection = Field(default_factory=ProtocolSection)
+    design: DesignSection = Field(default_factory=DesignSection)
 
     @model_validator(mode="after")
     def _protocol_is_qm9s(self) -> _RunSections:

@@ -162,6 +162,28 @@ PIPELINE_HELP: dict[str, PipelineHelp] = {
         ),
         "molguide-score",
     ),
+    "design": PipelineHelp(
+        "variants of a lead at several start levels, unguided and guided, judged",
+        "Makes design.n variants of the lead (design.lead, the first molecule of an SDF) at each "
+        "start level design.t0, with the trained run design.model (default output_dir): unguided, and "
+        "guided with design.guidance towards the run's trained goal, from the same seeds. Each "
+        "setting is a nested MLflow run with its improvement over the lead (interval), Tanimoto, "
+        "heavy-atom RMSD, scaffold kept and validity, and its variants as SDF and CSV; the parent "
+        "has the table and the curve against t0 (docs/edit.md).",
+        (
+            "output_dir",
+            "device",
+            "design.lead",
+            "design.model",
+            "design.t0",
+            "design.n",
+            "design.keep",
+            "design.guidance",
+            "design.steps",
+            "design.seed",
+        ),
+        "molguide-design",
+    ),
     "guide": PipelineHelp(
         "sample unguided and guided from the same seeds, judge, report",
         "Samples guide.n_samples molecules from the trained run in output_dir unguided and with "
