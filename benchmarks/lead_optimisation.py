@@ -161,41 +161,11 @@ def write_table(result: dict, path: Path) -> None:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from molguide.diagnostics.plots import plot_lead_curve
 
     prop = result["property"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for setting in dict.fromkeys(r["setting"] for r in result["rows"]):
-        rows = [r for r in result["rows"] if r["setting"] == setting]
-        t0 = [r["t0"] for r in rows]
-        mean = np.array([r[f"{prop}_improvement"] for r in rows])
-        low, high = np.array([r["ci_low"] for r in rows]), np.array([r["ci_high"] for r in rows])
-        left.errorbar(t0, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=setting)
-        right.plot(t0, [r["tanimoto_to_lead"] for r in rows], marker="o", label=f"{setting}: Tanimoto")
-        right.plot(
-            t0,
-            [r["validity_strict"] for r in rows],
-            marker="s",
-            linestyle="--",
-            label=f"{setting}: strict valid",
-        )
-    left.axhline(0, color="grey", linewidth=0.8)
-    left.set(
-        xlabel="start level t0", ylabel=f"{prop} improvement over the lead", title="improvement (95 % CI)"
-    )
-    right.set(
-        xlabel="start level t0",
-        ylabel="fraction",
-        title="similarity to the lead and validity",
-        ylim=(0, 1.05),
-    )
-    left.legend()
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    rows = [{**r, "improvement": r[f"{prop}_improvement"]} for r in result["rows"]]
+    plot_lead_curve(rows, path, f"{prop} improvement over the lead")
 
 
 if __name__ == "__main__":
