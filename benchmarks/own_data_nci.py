@@ -15,9 +15,10 @@ evaluator's error against the naive baseline, and the guide's table.
 
 Transfer at equal CPU: ``--init-from qm9 --score-steps N --predictors-from <scratch run>
 --result own_data_nci_finetune`` fine-tunes the shipped QM9 generator instead (new type
-channels for S, Cl, Br; docs/own-data.md) for the N steps the scratch run took (the same
-network, so the same CPU), and guides it with the scratch run's classifier and evaluator,
-so that only the generator differs.
+channels for S, Cl, Br; docs/own-data.md) for N steps, and guides it with another run's
+classifier and evaluator (their exported networks, not retrained), so that only the
+generator differs; its scratch counterpart is the same command with ``--self-condition``
+instead of ``--init-from`` (the same network, so the same CPU per step).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--score-steps", type=int, help="train the generator this many steps (not minutes)")
     parser.add_argument("--predictors-from", help="a run folder whose classifier and evaluator to use")
+    parser.add_argument(
+        "--self-condition", action="store_true", help="a self-conditioned generator (implied by --init-from)"
+    )
     parser.add_argument("--result", default="own_data_nci", help="name of the JSON in benchmarks/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
             "model.parameterisation=x0",
             f"train={{{budget}, batch_size: 32, lr: 5.0e-4, warmup_steps: 100, "
             f"ema_decay: 0.999, checkpoint_every: 250, log_every: 100{warm}}}",
-            "model.self_condition=true",  # as the shipped generator, so that it can be fine-tuned
+            # The shipped generator is self-conditioned; a scratch run compared with it must be too.
+            f"model.self_condition={str(bool(args.self_condition or args.init_from)).lower()}",
             "target.n_bins=3",
             "classifier.backbone_kwargs={hidden: 32, num_layers: 3}",
             f"classifier.train={predictor}",
@@ -110,15 +115,18 @@ def main(argv: list[str] | None = None) -> dict:
     splits = dataset.splits(len(molecules))
     started = time.process_time()
     score = train_score(config, progress=False)
-    if args.predictors_from:  # the other run's networks: only the generator differs
+    if args.predictors_from:  # the other run's trained networks as they are: only the generator differs
         import shutil
 
         for kind in ("classifier", "evaluator"):
             target = Path(config.output_dir) / kind
             if not target.exists():
-                shutil.copytree(Path(args.predictors_from) / kind, target)
-    classifier = train_classifier(config, progress=False)
-    evaluator = train_evaluator(config, progress=False)
+                exported = shutil.ignore_patterns("last.pt")  # the networks, not a training state to resume
+                shutil.copytree(Path(args.predictors_from) / kind, target, ignore=exported)
+        classifier = evaluator = {"shared_from": args.predictors_from}
+    else:
+        classifier = train_classifier(config, progress=False)
+        evaluator = train_evaluator(config, progress=False)
     guide = guided_sample(config, progress=False)
     keep = ("steps", "final_loss", "minutes", "n_molecules")
     result = {

@@ -239,10 +239,12 @@ def run_generate(args: argparse.Namespace) -> int:
             if Path(args.out).suffix.lower() != ".sdf" or Path(args.out).is_dir():
                 raise UserError(f"--out {args.out}: name an .sdf file to write")
             check_output_dir(Path(args.out).resolve().parent, "--out folder")
-            if args.start_from:  # the structures and the CSV beside them must not replace the input
+            if args.start_from:  # the structures and the CSVs beside them must not replace the input
                 from molguide.chem.evaluate import check_evaluated_sdf_path
 
                 check_evaluated_sdf_path(args.out, args.start_from)
+                if args.relax:
+                    check_evaluated_sdf_path(_relaxed_path(args.out), args.start_from)
         designer = Designer.load(args.source, args.device, args.guidance_from)
         progress = sys.stderr.isatty() and not args.json  # bars on a terminal only
         options = {"seed": seed, "steps": steps, "method": args.method, "progress": progress}
@@ -278,11 +280,13 @@ def run_generate(args: argparse.Namespace) -> int:
             from molguide.chem.relax import relaxation_summary
 
             relaxed = relax(mols, args.relax)
-            judged = evaluate(relaxed, novelty=False)
-            result["relaxed_metrics"] = {
-                **{k: judged[k] for k in ("validity", "validity_strict", "atom_stability", "mol_stability")},
-                **relaxation_summary(relaxed),
-            }
+            done = [m for m in relaxed if m.GetProp("relaxed") != "none"]  # judged: the relaxed ones only
+            result["relaxed_metrics"] = relaxation_summary(relaxed)
+            if done:
+                judged = evaluate(done, novelty=False)
+                keys = ("validity", "validity_strict", "atom_stability", "mol_stability")
+                judged = {"n": len(done), **{k: judged[k] for k in keys}}
+                result["relaxed_metrics"] = {**judged, **result["relaxed_metrics"]}
         if args.compare_unguided:
             goals, guided = designer.last_goals, designer.last_predictions
             make(n, evaluate=False, **options)
@@ -298,7 +302,7 @@ def run_generate(args: argparse.Namespace) -> int:
         log.info("wrote %d molecules to %s", write_sdf(mols, args.out), args.out)
         write_csv(mols, csv_beside(args.out))  # the table a spreadsheet filters, beside the structures
         if relaxed is not None:
-            where = Path(args.out).with_name(Path(args.out).stem + "_relaxed.sdf")
+            where = _relaxed_path(args.out)
             log.info("wrote %d relaxed molecules to %s", write_sdf(relaxed, where), where)
             write_csv(relaxed, csv_beside(where))
     if args.json:
@@ -306,6 +310,11 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         _print_generation(result)
     return 0
+
+
+def _relaxed_path(out: str) -> Path:
+    """Where ``--relax`` writes the relaxed copies beside ``--out``."""
+    return Path(out).with_name(Path(out).stem + "_relaxed.sdf")
 
 
 def _keep_option(text: str | None):
@@ -384,7 +393,7 @@ def _print_generation(result: dict) -> None:
             interval = f"  (95 % CI {low:.4g} to {high:.4g})" if low is not None else ""
             print(f"  {key:<32} {value:.4g}{interval}")
     if "relaxed_metrics" in result:
-        print("relaxed copies (MMFF94), judged apart from the raw molecules:")
+        print("relaxed copies (MMFF94; those MMFF could type), judged apart from the raw molecules:")
         for key, value in result["relaxed_metrics"].items():
             if value is not None:
                 print(f"  {key:<32} {value:.4g}")

@@ -324,6 +324,7 @@ def test_relaxed_copies_leave_the_raw_molecules_alone_and_say_what_happened():
     mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
     AllChem.EmbedMolecule(mol, randomSeed=0)  # ETKDG only: MMFF still moves it
     raw = mol.GetConformer().GetPositions().copy()
+    mol.SetProp("valid_strict", "1")  # a result of the raw geometry: the copy must not carry it
     bare = Chem.RWMol()  # no bonds: nothing for MMFF to type
     bare.AddAtom(Chem.Atom(6))
     bare.AddConformer(Chem.Conformer(1))
@@ -334,5 +335,6 @@ def test_relaxed_copies_leave_the_raw_molecules_alone_and_say_what_happened():
     assert (
         relaxed[1].GetProp("relaxed") == "none" and relaxed[1].GetProp("relax_notes") == "no bonds perceived"
     )
+    assert not relaxed[0].HasProp("valid_strict") and mol.HasProp("valid_strict")
     with pytest.raises(ValueError, match="method: 'mmff' is the relaxation molguide has, not 'xtb'"):
         molguide.relax([mol], "xtb")

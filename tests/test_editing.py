@@ -306,3 +306,33 @@ def test_the_design_pipeline_logs_a_run_per_start_level_with_its_variants(
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "molguide: error: design.lead: name an SDF whose first molecule is the lead (3D, with hydrogens)"
     )
+
+
+def test_improvement_over_a_lead_counts_towards_the_goal():
+    from molguide.generation.designer import _towards_goal
+    from molguide.guidance.goals import parse_goals
+
+    values = np.array([1.0, 3.0])
+    assert _towards_goal(values, 2.0, [], "p").tolist() == [-1.0, 1.0]  # no goal: the plain difference
+    assert _towards_goal(values, 2.0, parse_goals({"p": "low"}), "p").tolist() == [1.0, -1.0]
+    assert _towards_goal(values, 2.0, parse_goals({"p": 1.5}), "p").tolist() == [0.0, -1.0]  # closer to 1.5
+
+
+def test_a_design_keep_that_does_not_match_is_one_line_before_any_run(lead, tmp_path, monkeypatch, capsys):
+    import mlflow
+    from rdkit import Chem
+
+    from molguide.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    path = tmp_path / "lead.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        writer.write(lead)
+    args = ["run", "design", "--set", f"output_dir={tmp_path / 'run'}", "--set", f"design.lead={path}"]
+    assert main([*args, "--set", "design.model=qm9", "--set", "design.keep='[Si]'"]) != 0  # quoted: YAML
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "molguide: error: keep: '[Si]' does not match the molecule"
+    )
+    if (tmp_path / "mlflow.db").exists():  # no run was opened for the refused design
+        assert mlflow.MlflowClient(uri).get_experiment_by_name("molguide-design") is None

@@ -157,7 +157,7 @@ def evaluate_molecule(molecule: Molecule, descriptors: bool = True) -> MoleculeR
         try:
             Chem.SanitizeMol(fragment)
             result.properties.update(rdkit_descriptors(fragment))
-            counts, result.alerts = structural_alerts(fragment)
+            counts, result.alerts = structural_alerts(Chem.RemoveHs(fragment))  # SMARTS assume implicit H
             result.properties.update(counts)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             result.notes.append(f"descriptors failed: {err}")

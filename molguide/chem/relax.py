@@ -26,6 +26,10 @@ def relax_mmff(mols: Iterable, max_iters: int = 2000) -> list:
     out = []
     for mol in mols:
         copy = Chem.Mol(mol)
+        for key in list(copy.GetPropNames()):  # the raw geometry's results do not describe the copy
+            copy.ClearProp(key)
+        if mol.HasProp("_Name"):
+            copy.SetProp("_Name", mol.GetProp("_Name"))
         reason = None
         if copy.GetNumBonds() == 0:
             reason = "no bonds perceived"

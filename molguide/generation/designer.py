@@ -308,8 +308,10 @@ class Designer:
         ``tanimoto_to_lead`` (Morgan, radius 2), ``rmsd_to_lead`` (heavy atoms, superposed,
         Angstrom), ``scaffold_kept`` (Bemis-Murcko, 1/0), and with an evaluator
         ``evaluator_<property>`` and ``lead_<property>``; ``last_metrics`` adds their means
-        and, per property, ``<property>_improvement`` (the variants' mean minus the lead's)
-        with its 95 % bootstrap interval (``_ci_low``, ``_ci_high``).
+        and, per property, ``<property>_improvement`` with its 95 % bootstrap interval
+        (``_ci_low``, ``_ci_high``): the variants' mean minus the lead's, towards the goal
+        (a "low" goal counts a decrease, a value goal how much closer to it; without a goal,
+        the plain difference).
         """
         n = whole_number("n", n, least=1)
         check_sample_count(n, MAX_SAMPLES)
@@ -336,7 +338,8 @@ class Designer:
             lead_value = float(lead_values[prop][0])
             for mol in mols:
                 mol.SetDoubleProp(f"lead_{prop}", lead_value)
-            interval = bootstrap_mean(np.asarray(values, dtype=float) - lead_value, seed=seed)
+            gains = _towards_goal(np.asarray(values, dtype=float), lead_value, self.last_goals, prop)
+            interval = bootstrap_mean(gains, seed=seed)
             self.last_metrics.update(interval.as_metrics(f"{prop}_improvement"))
         for key in ("tanimoto_to_lead", "rmsd_to_lead", "scaffold_kept"):
             values = [float(m.GetProp(key)) if m.HasProp(key) else np.nan for m in mols]
@@ -475,6 +478,16 @@ class Designer:
             for key, value in m.tags.items():
                 mol.SetProp(key, value)
         return mols
+
+
+def _towards_goal(values: np.ndarray, lead_value: float, goals: list[Goal], prop: str) -> np.ndarray:
+    """Each variant's gain over the lead in the direction of ``prop``'s goal."""
+    goal = next((g for g in goals if g.property == prop), None)
+    if goal is not None and goal.kind == "low":
+        return lead_value - values
+    if goal is not None and goal.kind == "value":
+        return abs(lead_value - goal.value) - np.abs(values - goal.value)
+    return values - lead_value
 
 
 def _lead_smiles(mol) -> str:

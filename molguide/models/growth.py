@@ -174,7 +174,9 @@ def add_atom_types(
     with self-conditioning, its estimate) are zero, their output rows are zero (an eps
     network predicts no noise for them at first) with bias :data:`NEW_TYPE_LOGIT` (an x0
     network's logits, so the old types keep their probabilities). Fine-tuning the shipped
-    QM9 generator on molecules with sulfur or chlorine starts from these weights."""
+    QM9 generator (an x0 network) on molecules with sulfur or chlorine starts from these
+    weights. For an eps network only the outputs are preserved: its sampler's new channels
+    start as noise the network does not yet remove, so sample only after fine-tuning."""
     target = dict(network.config)
     old_k, new_k = int(source_config.get("num_atom_types", 5)), int(target["num_atom_types"])
     if new_k <= old_k:

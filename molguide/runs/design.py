@@ -28,15 +28,17 @@ def design_from_lead(config: RunConfig, progress: bool | None = None) -> dict:
     import mlflow
 
     from molguide.api import write_sdf
-    from molguide.data.io import csv_beside, write_csv
+    from molguide.data.io import csv_beside, same_file, write_csv
     from molguide.diagnostics.plots import plot_lead_curve
-    from molguide.generation.designer import Designer
-    from molguide.generation.from_molecules import lead_from_file
+    from molguide.generation.designer import Designer, GenerationError
+    from molguide.generation.from_molecules import kept_atoms, lead_from_file
 
     dc = config.design
     if not dc.lead:
         raise ValueError("design.lead: name an SDF whose first molecule is the lead (3D, with hydrogens)")
     lead = lead_from_file(dc.lead, "design.lead")
+    if dc.keep is not None:  # a pattern that does not match is one line, before any MLflow run
+        kept_atoms(lead, dc.keep, lead.GetNumAtoms())
     source = dc.model or config.output_dir
     designer = Designer.load(source, config.device)
     settings = [("unguided", None)]
@@ -44,6 +46,11 @@ def design_from_lead(config: RunConfig, progress: bool | None = None) -> dict:
         settings.append(("guided", dict(dc.guidance)))
     out_dir = Path(config.output_dir) / "design"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for t0 in dc.t0:
+        for name, _ in settings:
+            target = out_dir / f"t{t0:g}_{name}.sdf"
+            if same_file(target, dc.lead) or same_file(csv_beside(target), dc.lead):
+                raise ValueError(f"design.lead: {dc.lead} is where this run writes; copy it elsewhere")
     rows = []
     tags = {"molguide.pipeline": "design", "molguide.model": str(source), "molguide.lead": str(dc.lead)}
     with mlflow_run(EXPERIMENT, f"{config.name}-design", tags) as parent:
@@ -54,10 +61,13 @@ def design_from_lead(config: RunConfig, progress: bool | None = None) -> dict:
                     label = ", ".join(f"{k}={w:g}" for k, w in (weights or {}).items()) or "none"
                     params = {"t0": t0, "guidance": label, "keep": str(dc.keep), "lead": str(dc.lead)}
                     mlflow.log_params(params)
-                    mols = designer.optimize(
-                        lead, dc.n, t0, guidance=weights, keep=dc.keep, seed=dc.seed, steps=dc.steps,
-                        progress=bool(progress),
-                    )  # fmt: skip
+                    try:
+                        mols = designer.optimize(
+                            lead, dc.n, t0, guidance=weights, keep=dc.keep, seed=dc.seed, steps=dc.steps,
+                            progress=bool(progress),
+                        )  # fmt: skip
+                    except GenerationError as err:  # every variant diverged: one line, not a traceback
+                        raise ValueError(f"design at t0 {t0:g} ({name}): {err}") from None
                     metrics = {
                         k: float(v)
                         for k, v in designer.last_metrics.items()

@@ -79,13 +79,19 @@ def warm_start_atom_types(source: str) -> tuple[int, ...]:
     import torch
 
     from molguide.data.elements import QM9_ATOMIC_NUMBERS
-    from molguide.storage.checkpoints import load_checkpoint
+    from molguide.storage.checkpoints import CheckpointError, load_checkpoint
     from molguide.storage.trained_run import SHIPPED, TrainedRun
 
     if str(source) in SHIPPED or Path(source).is_dir():
         with torch.random.fork_rng(devices=[]):  # loading builds a network: seeded weights stay
             return TrainedRun.from_pretrained(source).atom_types
-    state = load_checkpoint(Path(source)) if Path(source).is_file() else {}
+    if not Path(source).is_file():
+        raise CheckpointError(
+            f"train.init_from: {source} is neither a checkpoint, a model folder nor a shipped name"
+        )
+    state = load_checkpoint(Path(source))
+    if "atom_types" not in state and int(state.get("model_config", {}).get("num_atom_types", 5)) != 5:
+        raise CheckpointError(f"train.init_from: {source} does not record its atom types")
     return tuple(int(z) for z in state.get("atom_types", QM9_ATOMIC_NUMBERS))
 
 
@@ -106,6 +112,14 @@ def warm_start(trainer: Trainer, source: str) -> dict:
         )
     weights, source_config, record = read_warm_start(source)
     source_config = {"num_atom_types": config["num_atom_types"], **source_config}
+    target_types = trainer.extra_state.get("atom_types")
+    if target_types is not None:  # channel k must mean the same element in both networks
+        source_types = warm_start_atom_types(source)
+        if tuple(target_types[: len(source_types)]) != tuple(source_types):
+            raise ValueError(
+                f"train.init_from: {source} reads atom types {list(source_types)}; this run's are "
+                f"{list(target_types)}: they must start with the source's, in its order"
+            )
     if source_config == config:
         init = {k: v.clone() for k, v in weights.items()}
     elif config.get("context_dim") and not source_config.get("context_dim"):
