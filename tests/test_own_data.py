@@ -264,3 +264,25 @@ def test_the_shipped_generator_fine_tunes_on_a_file_with_new_elements(own_sdf, c
         state["warm_start"]["source"] == "qm9" and state["warm_start"]["model_config"]["num_atom_types"] == 5
     )
     assert TrainedRun.from_pretrained(tmp_path / "tuned").atom_types == (1, 6, 7, 8, 9, 16, 17)
+
+
+def test_a_warm_start_whose_channels_mean_other_elements_is_refused(own_sdf, cache, tmp_path, monkeypatch):
+    """A CFG model started from the shipped generator on a file of H, C, N, O and S has five
+    type channels too, but its fifth is S where the generator's is F: refused, not trained."""
+    from molguide.runs.train import train_network
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'cfg'}",
+            f"data.path={own_sdf}",
+            LOGP,
+            "data.elements=[H, C, N, O, S]",
+            "cfg.train={steps: 2, batch_size: 8, init_from: qm9}",
+        ],
+    )
+    with pytest.raises(
+        ValueError, match=r"reads atom types \[1, 6, 7, 8, 9\]; this run's are \[1, 6, 7, 8, 16\]"
+    ):
+        train_network("cfg", config, progress=False)

@@ -398,7 +398,8 @@ def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJo
         _batches(config, mols, bonds=bonds, context=onehot),
         diffusion,
         f"CFG model: {target.describe()}, label dropped with p = {section.p_uncond:g}",
-        {"target": target.to_dict(), "p_uncond": section.p_uncond},
+        # atom_types: what warm_start checks the generator it starts from against, channel by channel
+        {"target": target.to_dict(), "p_uncond": section.p_uncond, "atom_types": list(atom_types(config))},
         summary={"target": target.describe()},
     )
 
