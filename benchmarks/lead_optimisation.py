@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -126,8 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
             }
             rows.append(row)
             print(json.dumps(row))
+    given = sys.argv[1:] if argv is None else argv
     result = {
-        "command": "python benchmarks/lead_optimisation.py " + " ".join(argv or []),
+        "command": " ".join(["python benchmarks/lead_optimisation.py", *given]),
         "property": prop,
         "guidance": args.guidance,
         "leads": [lead.GetProp("_Name") for lead in leads],

@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     guide = guided_sample(config, progress=False)
     keep = ("steps", "final_loss", "minutes", "n_molecules")
     result = {
-        "command": "python benchmarks/own_data_nci.py " + " ".join(argv or []),
+        "command": "python benchmarks/own_data_nci.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "generator": f"fine-tuned from {args.init_from}" if args.init_from else "trained from scratch",
         "source": "rdkit/Data/NCI/first_5k.tpsa.csv (RDKit wheel)",
         "rows": n_rows,

@@ -9,6 +9,7 @@ import torch
 
 from molguide.diffusion.editing import MoleculeEdit
 from molguide.diffusion.steps import time_grid
+from molguide.generation.from_molecules import kabsch_rmsd
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +33,6 @@ def _edit(pipe, leads, t_start=1.0, keep=None) -> MoleculeEdit:
     positions = [m.positions for m in leads]
     types = [np.array([index[int(z)] for z in m.atomic_numbers]) for m in leads]
     return MoleculeEdit(positions, types, t_start, keep)
-
-
-def _kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(0), b - b.mean(0)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    rotation = u @ np.diag([1, 1, d]) @ vt
-    return float(np.sqrt(((a @ rotation - b) ** 2).sum(1).mean()))
 
 
 def test_the_time_grid_starts_at_t_start_and_keeps_the_schedule_points():
@@ -70,7 +63,7 @@ def test_a_start_near_the_data_returns_the_lead_and_a_later_one_moves_further(pi
         result = pipe(counts, seed=0, steps=20, edit=_edit(pipe, leads, t_start))
         out = result.by_index()
         rmsd[t_start] = [
-            _kabsch_rmsd(o.positions, lead.positions) for o, lead in zip(out, leads) if o is not None
+            kabsch_rmsd(o.positions, lead.positions) for o, lead in zip(out, leads) if o is not None
         ]
         if t_start == 0.02:
             same = [np.array_equal(o.atomic_numbers, lead.atomic_numbers) for o, lead in zip(out, leads) if o]

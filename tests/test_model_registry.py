@@ -11,39 +11,33 @@ from molguide.runs.config import load_config
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, molguide_cache):
-    import os
-
     tmp = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    from molguide.runs.train import train_classifier, train_evaluator, train_score
+    with pytest.MonkeyPatch.context() as patch:  # the module's store, restored afterwards
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        from molguide.runs.train import train_classifier, train_evaluator, train_score
 
-    config = load_config(
-        None,
-        [
-            f"output_dir={tmp / 'run'}",
-            "name=regtest",
-            "data.max_molecules=200",
-            "model.pretrained=qm9",
-            "classifier.backbone_kwargs={hidden: 16, num_layers: 2}",
-            "classifier.train={steps: 5, batch_size: 16, log_every: 5}",
-            "classifier.holdout=20",
-            "evaluator.backbone_kwargs={hidden: 16, num_layers: 2}",
-            "evaluator.train={steps: 5, batch_size: 16, log_every: 5}",
-            "evaluator.holdout=20",
-        ],
-    )
-    summaries = {
-        "score": train_score(config, progress=False),
-        "classifier": train_classifier(config, progress=False),
-        "evaluator": train_evaluator(config, progress=False),
-    }
-    yield {"uri": uri, "summaries": summaries, "folder": tmp / "run"}
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+        config = load_config(
+            None,
+            [
+                f"output_dir={tmp / 'run'}",
+                "name=regtest",
+                "data.max_molecules=200",
+                "model.pretrained=qm9",
+                "classifier.backbone_kwargs={hidden: 16, num_layers: 2}",
+                "classifier.train={steps: 5, batch_size: 16, log_every: 5}",
+                "classifier.holdout=20",
+                "evaluator.backbone_kwargs={hidden: 16, num_layers: 2}",
+                "evaluator.train={steps: 5, batch_size: 16, log_every: 5}",
+                "evaluator.holdout=20",
+            ],
+        )
+        summaries = {
+            "score": train_score(config, progress=False),
+            "classifier": train_classifier(config, progress=False),
+            "evaluator": train_evaluator(config, progress=False),
+        }
+        yield {"uri": uri, "summaries": summaries, "folder": tmp / "run"}
 
 
 def test_every_trained_network_is_a_registered_model_with_a_signature(registered):

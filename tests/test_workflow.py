@@ -70,14 +70,10 @@ def quickstart_run(tmp_path_factory, molguide_cache):
     """Run the tiny quickstart once for this module; yields (run folder, tracking URI, run id, stdout)."""
     tmp = tmp_path_factory.mktemp("quickstart")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    run_id, text = run_tiny_quickstart(tmp / "runs")
-    yield tmp / "runs", uri, run_id, text
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with pytest.MonkeyPatch.context() as patch:  # the module's store, restored afterwards
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        run_id, text = run_tiny_quickstart(tmp / "runs")
+        yield tmp / "runs", uri, run_id, text
 
 
 def test_quickstart_prints_the_summary_table_and_the_ui_command(quickstart_run):

@@ -483,11 +483,10 @@ class Designer:
 def _towards_goal(values: np.ndarray, lead_value: float, goals: list[Goal], prop: str) -> np.ndarray:
     """Each variant's gain over the lead in the direction of ``prop``'s goal."""
     goal = next((g for g in goals if g.property == prop), None)
-    if goal is not None and goal.kind == "low":
-        return lead_value - values
-    if goal is not None and goal.kind == "value":
+    if goal is not None and goal.kind == "value":  # as diagnostics.goals scores a value goal
         return abs(lead_value - goal.value) - np.abs(values - goal.value)
-    return values - lead_value
+    sign = goal.direction if goal is not None and goal.direction else 1.0  # a bin goal: the plain difference
+    return sign * (values - lead_value)
 
 
 def _lead_smiles(mol) -> str:

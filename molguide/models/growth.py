@@ -121,6 +121,16 @@ def grow_state(
     return grown
 
 
+def _same_egnn_except(source: Mapping, target: Mapping, free: set[str], what: str) -> None:
+    """ValueError unless both configs are one EGNN's that differ only in the keys ``free``."""
+    for key in sorted((set(source) | set(target)) - free):
+        if source.get(key) != target.get(key):
+            there, here = source.get(key), target.get(key)
+            raise ValueError(f"cannot {what}: {key} differs ({there!r} there, {here!r} here)")
+    if target["backbone"] != "egnn":
+        raise ValueError(f"cannot {what} to a {target['backbone']!r} network (EGNN only)")
+
+
 def add_context(
     state: Mapping[str, torch.Tensor], source_config: Mapping, network: ScoreNetwork
 ) -> dict[str, torch.Tensor]:
@@ -134,12 +144,7 @@ def add_context(
     width = int(target.get("context_dim", 0))
     if int(source_config.get("context_dim", 0)) != 0 or width < 1:
         raise ValueError("cannot add a context: the source must be unconditional and the target conditional")
-    for key in sorted((set(source_config) | set(target)) - {"context_dim"}):
-        if source_config.get(key) != target.get(key):
-            there, here = source_config.get(key), target.get(key)
-            raise ValueError(f"cannot add a context: {key} differs ({there!r} there, {here!r} here)")
-    if target["backbone"] != "egnn":
-        raise ValueError(f"cannot add a context to a {target['backbone']!r} network (EGNN only)")
+    _same_egnn_except(source_config, target, {"context_dim"}, "add a context")
     start = int(target["num_atom_types"]) + 1  # inputs: atom types, t, context, ...
     out = {}
     for name, init in network.state_dict().items():
@@ -181,12 +186,7 @@ def add_atom_types(
     old_k, new_k = int(source_config.get("num_atom_types", 5)), int(target["num_atom_types"])
     if new_k <= old_k:
         raise ValueError(f"cannot add atom types: {old_k} there, {new_k} here")
-    for key in sorted((set(source_config) | set(target)) - {"num_atom_types", "atom_types"}):
-        if source_config.get(key) != target.get(key):
-            there, here = source_config.get(key), target.get(key)
-            raise ValueError(f"cannot add atom types: {key} differs ({there!r} there, {here!r} here)")
-    if target["backbone"] != "egnn":
-        raise ValueError(f"cannot add atom types to a {target['backbone']!r} network (EGNN only)")
+    _same_egnn_except(source_config, target, {"num_atom_types", "atom_types"}, "add atom types")
     middle = 1 + int(target.get("context_dim", 0))  # the columns of t and the context
     out = {}
     for name, init in network.state_dict().items():
