@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from exploding import ExplodingScore
 
 from molguide.diffusion.atom_counts import NodeCountDistribution
 from molguide.diffusion.process import VPDiffusion
@@ -145,17 +146,6 @@ def test_a_saved_pipeline_loads_with_its_sampler_settings_and_makes_the_same_mol
     _same(loaded(5, seed=3), tuned(5, seed=3))
 
 
-class _Exploding(torch.nn.Module):
-    """An eps network whose predictions throw every molecule past 100 A at the first step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(1e6))
-
-    def forward(self, zx, zh, t, batch, edge_index=None, context=None):
-        return self.scale * zx, torch.zeros_like(zh)
-
-
 def test_generate_says_when_every_sample_is_lost_and_rejects_a_zero_batch():
     import molguide
     from molguide.generation.designer import GenerationError
@@ -163,7 +153,7 @@ def test_generate_says_when_every_sample_is_lost_and_rejects_a_zero_batch():
     designer = molguide.load("qm9")
     with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 0"):
         designer.generate(2, steps=5, batch_size=0)
-    designer.pipeline = designer.pipeline.with_model(_Exploding())
+    designer.pipeline = designer.pipeline.with_model(ExplodingScore())
     with pytest.raises(GenerationError, match=r"all 3 samples diverged .*sample 0: coordinates became"):
         designer.generate(3, steps=8, evaluate=False)
     assert sorted(designer.last_failures) == [0, 1, 2]

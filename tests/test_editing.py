@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from exploding import ExplodingScore
 
 from molguide.diffusion.editing import MoleculeEdit
 from molguide.diffusion.steps import time_grid
@@ -329,3 +330,29 @@ def test_a_design_keep_that_does_not_match_is_one_line_before_any_run(lead, tmp_
     )
     if (tmp_path / "mlflow.db").exists():  # no run was opened for the refused design
         assert mlflow.MlflowClient(uri).get_experiment_by_name("molguide-design") is None
+
+
+def test_a_design_whose_every_variant_diverges_is_one_line(lead, tmp_path, monkeypatch, capsys):
+    from rdkit import Chem
+
+    from molguide.cli import main
+    from molguide.generation import designer as designer_module
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = tmp_path / "lead.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        writer.write(lead)
+    real_load = designer_module.Designer.load
+
+    def exploding_load(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        loaded.pipeline = loaded.pipeline.with_model(ExplodingScore())
+        return loaded
+
+    monkeypatch.setattr(designer_module.Designer, "load", exploding_load)
+    args = ["run", "design", "--set", f"output_dir={tmp_path / 'run'}", "--set", f"design.lead={path}"]
+    rc = main([*args, "--set", "design.model=qm9", "--set", "design.t0=[0.3]", "--set", "design.n=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert err[-1].startswith("molguide: error: design at t0 0.3 (unguided): all 2 samples diverged")
+    assert not any(line.startswith("Traceback") for line in err)

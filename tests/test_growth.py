@@ -108,8 +108,9 @@ def test_conditional_copy_refuses_another_architecture():
 
 @pytest.mark.parametrize("parameterisation", ["eps", "x0"])
 @pytest.mark.parametrize("self_condition", [False, True])
+@pytest.mark.parametrize("fixed_atoms", [False, True])
 def test_added_atom_types_leave_the_old_elements_outputs_unchanged_in_float64(
-    parameterisation, self_condition
+    parameterisation, self_condition, fixed_atoms
 ):
     """add_atom_types: the shipped QM9 generator fine-tuned on a file with S and Cl starts from
     a network that computes the source's outputs for the old elements, whatever the new
@@ -117,6 +118,7 @@ def test_added_atom_types_leave_the_old_elements_outputs_unchanged_in_float64(
     from molguide.models.growth import NEW_TYPE_LOGIT, add_atom_types
 
     kw = {"parameterisation": parameterisation, "self_condition": self_condition, "coords_range": 5.0}
+    kw["fixed_atoms"] = fixed_atoms  # the flag, the embedding's last column, keeps its weights
     torch.manual_seed(0)
     source = _trained_like(ScoreNetwork(5, "egnn", hidden=16, num_layers=2, **kw).double(), 3).eval()
     grown = ScoreNetwork(7, "egnn", hidden=16, num_layers=2, **kw).double().eval()
@@ -126,6 +128,9 @@ def test_added_atom_types_leave_the_old_elements_outputs_unchanged_in_float64(
     edges = fully_connected_edges(batch)
     cond_small = {"self_cond": (prev[0], prev[1].double())} if self_condition else {}
     cond_big = {"self_cond": (prev[0], torch.cat([prev[1].double(), extra], 1))} if self_condition else {}
+    if fixed_atoms:
+        flags = {"fixed": torch.arange(len(h)) % 2 == 0}
+        cond_small, cond_big = {**cond_small, **flags}, {**cond_big, **flags}
     with torch.no_grad():
         want = source(x, h, t, batch, edges, **cond_small)
         got = grown(x, torch.cat([h, extra], 1), t, batch, edges, **cond_big)

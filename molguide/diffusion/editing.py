@@ -9,8 +9,10 @@ marked in ``keep`` are the reference's throughout (RePaint-style inpainting, Lug
 reference noised to s, translated so that the kept atoms' centre stays where the network
 put it (the generated atoms do not see the kept ones jump), and the molecule is recentred
 as usual. At t = 0 the kept atoms are the reference's exactly, and the whole molecule is
-moved so that they sit at the reference's own coordinates. docs/edit.md has the method
-and its limits.
+moved so that they sit at the reference's own coordinates. With a network trained to keep
+atoms (``fixed_atoms``; ``exact``) the kept atoms are given noise-free, alpha_s x, flagged
+as fixed, from the first step on: the conditional model that RePaint only approximates.
+docs/edit.md has the methods and their limits.
 """
 
 from __future__ import annotations
@@ -87,8 +89,10 @@ class EditProjection:
         onehot_scale: float,
         dtype: torch.dtype,
         device: torch.device | str,
+        exact: bool = False,
     ) -> None:
         self.batch, self.num_graphs = batch, num_graphs
+        self.exact = exact  # kept atoms without noise (a network trained with fixed atoms)
         x = torch.as_tensor(np.concatenate(edit.positions), dtype=torch.float64).to(device)
         types = torch.as_tensor(np.concatenate(edit.types), dtype=torch.long).to(device)
         self.types = types
@@ -112,9 +116,14 @@ class EditProjection:
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The states at ``t_start`` from the noise ``zx, zh`` (pure noise when t_start is 1);
-        the kept atoms take their own noise draw, the one every later step uses."""
+        the kept atoms take their own noise draw, the one every later step uses (``exact``:
+        none, they are alpha x from the start)."""
         if t_start >= 1:
-            return zx, zh
+            if not self.exact:
+                return zx, zh
+            t1 = torch.ones(1, dtype=torch.float64)
+            zx, zh = self.project(zx, zh, float(schedule.alpha(t1)), float(schedule.sigma(t1)), generator)
+            return remove_mean(zx, self.batch, self.num_graphs), zh
         t = torch.tensor([t_start], dtype=torch.float64)
         alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
         x = self.x - scatter(self.x, self.batch, dim=0, dim_size=self.num_graphs, reduce="mean")[self.batch]
@@ -130,22 +139,25 @@ class EditProjection:
         sigma: float,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replace the kept atoms by the reference noised to (alpha, sigma), keeping their centre."""
+        """Replace the kept atoms by the reference noised to (alpha, sigma), keeping their centre
+        (``exact``: alpha times the reference, no noise)."""
         if not bool(self.keep.any()):
             return zx, zh
         keep, batch = self.keep, self.batch[self.keep]
-        if self.eps is None:  # one draw for the whole path: the kept atoms move smoothly
-            eps_x = torch.randn(int(keep.sum()), 3, generator=generator, dtype=self.dtype).to(zx.device)
-            eps_h = torch.randn(int(keep.sum()), zh.shape[1], generator=generator, dtype=self.dtype).to(
-                zh.device
-            )
-            self.eps = eps_x, eps_h
-        eps_x, eps_h = self.eps
-        target = alpha * self.x[keep] + sigma * eps_x
+        if self.exact:  # noise-free: what a network trained with fixed atoms was given
+            noise_x, noise_h = 0.0, 0.0
+        else:
+            if self.eps is None:  # one draw for the whole path: the kept atoms move smoothly
+                n = int(keep.sum())
+                eps_x = torch.randn(n, 3, generator=generator, dtype=self.dtype).to(zx.device)
+                eps_h = torch.randn(n, zh.shape[1], generator=generator, dtype=self.dtype).to(zh.device)
+                self.eps = eps_x, eps_h
+            noise_x, noise_h = sigma * self.eps[0], sigma * self.eps[1]
+        target = alpha * self.x[keep] + noise_x
         shift = self._kept_mean(zx[keep], batch) - self._kept_mean(target, batch)
         zx, zh = zx.clone(), zh.clone()
         zx[keep] = target + shift[batch]
-        zh[keep] = alpha * self.h[keep] + sigma * eps_h
+        zh[keep] = alpha * self.h[keep] + noise_h
         return zx, zh
 
     def finish(self, x: torch.Tensor, types: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 from molguide.data.bonds import BondTable
 from molguide.data.graphs import MoleculeBatches
 from molguide.data.molecules import MoleculeSet
-from molguide.diffusion.process import LossDraws, VPDiffusion
+from molguide.diffusion.process import LossDraws, VPDiffusion, network_setting
 from molguide.training.distributed import Shard, all_reduce_sum
 from molguide.training.trainer import StepLog, TrainConfig, Trainer
 
@@ -28,6 +28,8 @@ class DenoisingObjective:
         p_uncond: probability that a molecule's condition is replaced by zeros (the
             "no label" token, so one network gives both s(z|c) and s(z)).
         weight_key: batch key of (B,) per-molecule weights (reward-weighted training).
+        hydrogen_channel: the atom-type channel of hydrogen, for a network trained to keep
+            atoms (:func:`molguide.diffusion.process.fixed_atom_mask`); None: no hydrogens.
     """
 
     supports_sharding = True  # data-parallel training: see molguide.training.distributed.Shard
@@ -38,6 +40,7 @@ class DenoisingObjective:
         context_key: str | None = None,
         p_uncond: float = 0.0,
         weight_key: str | None = None,
+        hydrogen_channel: int | None = None,
     ) -> None:
         if not 0.0 <= p_uncond <= 1.0:
             raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
@@ -45,6 +48,7 @@ class DenoisingObjective:
         self.context_key = context_key
         self.p_uncond = p_uncond
         self.weight_key = weight_key
+        self.hydrogen_channel = hydrogen_channel
 
     def __call__(
         self, model: torch.nn.Module, batch: dict, generator: torch.Generator, shard: Shard | None = None
@@ -66,8 +70,9 @@ class DenoisingObjective:
             batch["onehot"].shape[1],
             generator,
             pos.dtype,
-            getattr(model, "self_condition", False),
+            network_setting(model, "self_condition", False),
             pos.device,
+            fixed_atoms=network_setting(model, "fixed_atoms", False),
         )
         if shard is not None:
             draws = LossDraws(
@@ -75,6 +80,7 @@ class DenoisingObjective:
                 shard.node_rows(draws.noise_x),
                 shard.node_rows(draws.noise_h),
                 None if draws.self_condition is None else shard.graph_rows(draws.self_condition),
+                None if draws.fixed is None else shard.graph_rows(draws.fixed),
             )
         per_mol = self.diffusion.per_molecule_loss(
             model,
@@ -86,6 +92,7 @@ class DenoisingObjective:
             bond_orders=batch.get("bond_orders"),
             bond_mask=batch.get("bond_mask"),
             draws=draws,
+            hydrogen_channel=self.hydrogen_channel,
         )
         weight = batch[self.weight_key].float() if self.weight_key is not None else None
         if shard is None:

@@ -55,6 +55,9 @@ class LossSettings:
         self_condition_prob: with a self-conditioned network, the share of molecules
             whose input carries the network's own first estimate (no gradient).
         bond_weight: factor on the bond-order cross-entropy (networks with a bond head).
+        fixed_prob: with a network trained to keep atoms (``fixed_atoms``), the share of
+            molecules that get some atoms fixed (:func:`fixed_atom_mask`); the rest are
+            generated whole, so the network stays an ordinary generator too.
     """
 
     weighting: str = "snr_clamp"
@@ -66,6 +69,7 @@ class LossSettings:
     align_noise: bool = False
     self_condition_prob: float = 0.5
     bond_weight: float = 1.0
+    fixed_prob: float = 0.5
 
     def __post_init__(self) -> None:
         if self.weighting not in LOSS_WEIGHTINGS:
@@ -76,6 +80,8 @@ class LossSettings:
             raise ValueError(f"need 0 < snr_min <= snr_max, got {self.snr_min}, {self.snr_max}")
         if self.time_power <= 0:
             raise ValueError(f"time_power must be > 0, got {self.time_power}")
+        if not 0.0 <= self.fixed_prob <= 1.0:
+            raise ValueError(f"fixed_prob must be in [0, 1], got {self.fixed_prob}")
         if not 0.0 <= self.self_condition_prob <= 1.0:
             raise ValueError(f"self_condition_prob must be in [0, 1], got {self.self_condition_prob}")
         if self.bond_weight < 0:
@@ -110,6 +116,12 @@ class Denoised:
         return self.x0_x.detach(), self.type_probs.detach()
 
 
+def network_setting(model: torch.nn.Module, name: str, default=None):
+    """A score network's setting (``parameterisation``, ``self_condition``, ...), read through
+    a DistributedDataParallel wrapper, whose own attributes do not include its module's."""
+    return getattr(getattr(model, "module", model), name, default)
+
+
 def denoised_from_output(
     parameterisation: str,
     output: tuple[torch.Tensor, torch.Tensor],
@@ -141,13 +153,16 @@ class LossDraws:
 
     ``t`` (B,) times; ``noise_x`` (N, 3) and ``noise_h`` (N, K) standard normals (centred
     and scaled when the batch is noised); ``self_condition`` (B,) uniforms deciding which
-    molecules get the network's first estimate (self-conditioned networks only).
+    molecules get the network's first estimate (self-conditioned networks only);
+    ``fixed`` (B, 4) uniforms choosing each molecule's fixed atoms (networks trained to keep
+    atoms only; :func:`fixed_atom_mask`).
     """
 
     t: torch.Tensor
     noise_x: torch.Tensor
     noise_h: torch.Tensor
     self_condition: torch.Tensor | None = None
+    fixed: torch.Tensor | None = None
 
 
 @dataclass
@@ -212,19 +227,23 @@ class VPDiffusion:
         self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
         with_bonds: bool = False,
         base_output: tuple[torch.Tensor, torch.Tensor] | None = None,
+        fixed: torch.Tensor | None = None,
     ) -> Denoised:
         """Run ``model`` at z_t and return its estimate in both forms and its score
         (``with_bonds``: and its bond-order logits on ``edge_index``). ``base_output`` goes
-        to a residual network whose frozen base's output at z_t is known already."""
-        extra = {"self_cond": self_cond} if getattr(model, "self_condition", False) else {}
+        to a residual network whose frozen base's output at z_t is known already; ``fixed``
+        (N,) flags the atoms a network trained to keep atoms is told are fixed."""
+        extra = {"self_cond": self_cond} if network_setting(model, "self_condition", False) else {}
         if with_bonds:
             extra["with_bonds"] = True
+        if fixed is not None:
+            extra["fixed"] = fixed
         if base_output is not None:
             extra["base_output"] = base_output
         output = model(zx, zh, t, batch, edge_index, context, **extra)
         alpha, sigma = self.coefficients(t, batch, zx.dtype)
         return denoised_from_output(
-            getattr(model, "parameterisation", "eps"), output, zx, zh, alpha, sigma, self.onehot_scale
+            network_setting(model, "parameterisation", "eps"), output, zx, zh, alpha, sigma, self.onehot_scale
         )
 
     def sample_times(self, num_graphs: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -248,11 +267,13 @@ class VPDiffusion:
         dtype: torch.dtype = torch.float32,
         self_condition: bool = False,
         device: torch.device | str | None = None,
+        fixed_atoms: bool = False,
     ) -> LossDraws:
         """The random numbers of one loss evaluation for ``num_graphs`` molecules of
         ``num_nodes`` atoms in all, in a fixed order: times (by this diffusion's
         ``time_power``), position noise, type noise and, for a self-conditioned network,
-        which molecules get their own first estimate. Drawn on the generator's device
+        which molecules get their own first estimate and, for a network trained to keep
+        atoms (``fixed_atoms``), which atoms are fixed. Drawn on the generator's device
         (CPU generators keep runs reproducible across devices), else on ``device``."""
         ls = self.loss_settings
         if ls.time_power == 1.0:
@@ -263,7 +284,8 @@ class VPDiffusion:
         noise_x = torch.randn(num_nodes, 3, generator=generator, dtype=dtype, device=device)
         noise_h = torch.randn(num_nodes, num_types, generator=generator, dtype=dtype, device=device)
         use = torch.rand(num_graphs, generator=generator) if self_condition else None
-        return LossDraws(t, noise_x, noise_h, use)
+        fixed = torch.rand(num_graphs, 4, generator=generator, dtype=torch.float64) if fixed_atoms else None
+        return LossDraws(t, noise_x, noise_h, use, fixed)
 
     def noise(
         self,
@@ -346,6 +368,7 @@ class VPDiffusion:
         bond_orders: torch.Tensor | None = None,
         bond_mask: torch.Tensor | None = None,
         draws: LossDraws | None = None,
+        hydrogen_channel: int | None = None,
     ) -> torch.Tensor:
         """The (B,) denoising loss of each molecule of a batch.
 
@@ -357,51 +380,77 @@ class VPDiffusion:
         global batch's draw), else drawn from ``generator``. ``bond_orders``/``bond_mask``
         (E,): labels of the fully connected edges of the batch
         (:meth:`molguide.data.bonds.BondTable.edge_labels`), for a network with a bond
-        head; required by such a network.
+        head; required by such a network. ``hydrogen_channel``: the type channel of
+        hydrogen, for a network trained to keep atoms (:func:`fixed_atom_mask`).
         """
         ls = self.loss_settings
-        with_bonds = getattr(model, "bond_head", None) is not None
+        with_bonds = network_setting(model, "bond_head", None) is not None
         if with_bonds and (bond_orders is None or bond_mask is None):
             raise ValueError("this score network has a bond head: its loss needs bond_orders and bond_mask")
-        self_conditioned = getattr(model, "self_condition", False)
+        self_conditioned = network_setting(model, "self_condition", False)
+        keeps_atoms = network_setting(model, "fixed_atoms", False)
         if draws is None:
-            draws = self.draw(num_graphs, x0.shape[0], onehot.shape[1], generator, x0.dtype, self_conditioned)
+            draws = self.draw(
+                num_graphs,
+                x0.shape[0],
+                onehot.shape[1],
+                generator,
+                x0.dtype,
+                self_conditioned,
+                fixed_atoms=keeps_atoms,
+            )
         t = draws.t.to(x0.device)
-        noised = self.noise(
-            x0, onehot, batch, t, align=ls.align_noise, raw_noise=(draws.noise_x, draws.noise_h)
-        )
+        raw_x, raw_h, fixed = draws.noise_x.to(x0.device), draws.noise_h.to(x0.device), None
+        if keeps_atoms:
+            if draws.fixed is None:
+                raise ValueError("this score network keeps atoms: its loss draws need `fixed`")
+            hydrogen = None if hydrogen_channel is None else onehot[:, hydrogen_channel] > 0.5
+            fixed = fixed_atom_mask(draws.fixed, x0, hydrogen, batch, num_graphs, ls.fixed_prob)
+            free = (~fixed).to(x0.dtype).unsqueeze(-1)
+            raw_x, raw_h = raw_x * free, raw_h * free  # fixed atoms: z = alpha x0, no noise
+        noised = self.noise(x0, onehot, batch, t, align=ls.align_noise, raw_noise=(raw_x, raw_h))
         if edge_index is None:
             edge_index = fully_connected_edges(batch)
         self_cond = None
         if self_conditioned:
             use = (draws.self_condition < ls.self_condition_prob).to(x0.device)
             with torch.no_grad():
-                first = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context)
+                first = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context, fixed=fixed)
             keep = use[batch].unsqueeze(-1).to(x0.dtype)
             prev_x, prev_p = first.self_condition()
             self_cond = (prev_x * keep, prev_p * keep)
-        d = self.denoise(model, noised.zx, noised.zh, t, batch, edge_index, context, self_cond, with_bonds)
-        if getattr(model, "parameterisation", "eps") == "eps":
+        d = self.denoise(
+            model, noised.zx, noised.zh, t, batch, edge_index, context, self_cond, with_bonds, fixed=fixed
+        )
+        # Only the generated atoms are scored: a fixed atom's clean value is an input.
+        scored = None if fixed is None else (~fixed).to(x0.dtype)
+        if network_setting(model, "parameterisation", "eps") == "eps":
             sq = ((d.eps_x - noised.eps_x) ** 2).sum(-1) + ((d.eps_h - noised.eps_h) ** 2).sum(-1)
+            dims = torch.full_like(sq, 3.0 + onehot.shape[1])
+            if scored is not None:
+                sq, dims = sq * scored, dims * scored
             per_mol = scatter(sq, batch, dim=0, dim_size=num_graphs, reduce="sum")
-            dims = scatter(torch.full_like(sq, 3.0 + onehot.shape[1]), batch, dim=0, dim_size=num_graphs)
-            return per_mol / dims
-        per_mol = self._x0_error(d, x0, onehot, batch, num_graphs)
+            return per_mol / scatter(dims, batch, dim=0, dim_size=num_graphs)
+        per_mol = self._x0_error(d, x0, onehot, batch, num_graphs, scored)
         if with_bonds:
             per_mol = per_mol + ls.bond_weight * self._bond_error(
                 d.bond_logits, bond_orders, bond_mask, batch[edge_index[0]], num_graphs
             )
         return per_mol * self._weights(t).to(x0.dtype)
 
-    def _x0_error(self, d: Denoised, x0, onehot, batch, num_graphs) -> torch.Tensor:
-        """Per molecule: mean over atoms of |x0_hat - x0|^2 + type_weight * type error."""
+    def _x0_error(self, d: Denoised, x0, onehot, batch, num_graphs, scored=None) -> torch.Tensor:
+        """Per molecule: mean over atoms of |x0_hat - x0|^2 + type_weight * type error
+        (``scored`` (N,): over the atoms weighted 1 only)."""
         ls = self.loss_settings
         pos = ((d.x0_x - remove_mean(x0, batch, num_graphs)) ** 2).sum(-1)
         if ls.type_loss == "ce":
             types = F.cross_entropy(d.logits, onehot.argmax(-1), reduction="none")
         else:
             types = ((d.type_probs - onehot) ** 2).sum(-1)
-        return scatter(pos + ls.type_weight * types, batch, dim=0, dim_size=num_graphs, reduce="mean")
+        if scored is None:
+            return scatter(pos + ls.type_weight * types, batch, dim=0, dim_size=num_graphs, reduce="mean")
+        total = scatter((pos + ls.type_weight * types) * scored, batch, dim=0, dim_size=num_graphs)
+        return total / scatter(scored, batch, dim=0, dim_size=num_graphs)
 
     @staticmethod
     def _bond_error(logits, orders, mask, edge_mol, num_graphs) -> torch.Tensor:
@@ -419,3 +468,38 @@ class VPDiffusion:
             return torch.ones_like(t)
         alpha2 = self.schedule.alpha(t) ** 2
         return (alpha2 / (1 - alpha2)).clamp(ls.snr_min, ls.snr_max)
+
+
+def fixed_atom_mask(
+    uniforms: torch.Tensor,
+    x0: torch.Tensor,
+    hydrogen: torch.Tensor | None,
+    batch: torch.Tensor,
+    num_graphs: int,
+    prob: float,
+) -> torch.Tensor:
+    """The (N,) atoms held fixed in training a network to keep atoms, from (B, 4) uniforms.
+
+    A molecule gets fixed atoms with probability ``prob`` (uniform 0). They are a spatially
+    contiguous part, as a kept fragment is: the k atoms nearest a seed atom (uniform 1), k
+    uniform in 1..n-1 (uniform 2), so at least one atom is generated; with probability 1/2
+    (uniform 3) its hydrogens are left to be generated too, as when a SMARTS pattern of
+    heavy atoms is kept (``hydrogen`` (N,): which atoms are; None: no hydrogens to leave).
+    """
+    uniforms = uniforms.cpu()  # read number by number: no device round trip per molecule
+    counts = torch.bincount(batch.cpu(), minlength=num_graphs)
+    starts = torch.cumsum(counts, 0) - counts
+    mask = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+    for m in range(num_graphs):
+        n = int(counts[m])
+        if n < 2 or float(uniforms[m, 0]) >= prob:
+            continue
+        a = int(starts[m])
+        seed = min(int(float(uniforms[m, 1]) * n), n - 1)
+        k = 1 + min(int(float(uniforms[m, 2]) * (n - 1)), n - 2)
+        distance = (x0[a : a + n] - x0[a + seed]).norm(dim=-1)
+        nearest = torch.argsort(distance, stable=True)[:k]
+        mask[a + nearest] = True
+        if hydrogen is not None and float(uniforms[m, 3]) < 0.5:
+            mask[a : a + n] &= ~hydrogen[a : a + n]
+    return mask

@@ -28,7 +28,7 @@ from molguide.data.geometry import centered_gaussian, remove_mean
 from molguide.data.graphs import fully_connected_edges
 from molguide.data.molecules import Molecule
 from molguide.diffusion.editing import EditProjection, MoleculeEdit
-from molguide.diffusion.process import Denoised, VPDiffusion
+from molguide.diffusion.process import Denoised, VPDiffusion, network_setting
 from molguide.diffusion.samplers import build_sampler
 
 EXPLODED_ANGSTROM = 100.0  # no QM9-like molecule spans this; beyond it the sample is lost
@@ -57,6 +57,7 @@ class GuidanceState:
     self_cond: tuple[torch.Tensor, torch.Tensor] | None = None
     model: torch.nn.Module | None = None
     denoised: Denoised | None = None
+    fixed: torch.Tensor | None = None  # kept atoms a network trained with fixed atoms is told about
 
 
 class GuidanceTerm(Protocol):
@@ -116,13 +117,14 @@ class SampleResult:
         return out
 
 
-def _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance, self_cond):
-    """(guided score_x, guided score_h, the base model's Denoised)."""
-    denoised = diffusion.denoise(model, zx, zh, t, batch, edges, context, self_cond)
+def _score(model, diffusion, zx, zh, t, batch, num_graphs, edges, context, guidance, self_cond, fixed=None):
+    """(guided score_x, guided score_h, the base model's Denoised); ``fixed``: the kept atoms
+    a network trained to keep atoms is told about."""
+    denoised = diffusion.denoise(model, zx, zh, t, batch, edges, context, self_cond, fixed=fixed)
     sx, sh = denoised.score_x, denoised.score_h
     if not guidance:
         return sx, sh, denoised
-    state = GuidanceState(zx, zh, t, batch, num_graphs, edges, sx, sh, self_cond, model, denoised)
+    state = GuidanceState(zx, zh, t, batch, num_graphs, edges, sx, sh, self_cond, model, denoised, fixed)
     gx_total, gh_total = torch.zeros_like(sx), torch.zeros_like(sh)
     for term in guidance:
         with torch.enable_grad():  # classifier terms differentiate through their network
@@ -176,11 +178,15 @@ def sample(
     n = int(counts.sum())
     zx = centered_gaussian(n, batch, generator, dtype, device)
     zh = torch.randn(n, k, generator=generator, dtype=dtype).to(device)
-    projection = None
+    projection, fixed = None, None
     if edit is not None:
         if edit.counts != counts.tolist():
             raise ValueError(f"the edit's atom counts {edit.counts} are not the samples' {counts.tolist()}")
-        projection = EditProjection(edit, batch, num_graphs, k, diffusion.onehot_scale, dtype, device)
+        exact = bool(network_setting(model, "fixed_atoms", False))  # kept atoms given noise-free
+        projection = EditProjection(edit, batch, num_graphs, k, diffusion.onehot_scale, dtype, device, exact)
+        fixed = projection.keep if exact and bool(projection.keep.any()) else None
+        if fixed is not None:  # as in training: noise on the generated atoms only, then centred
+            zx, zh = remove_mean(zx * ~fixed[:, None], batch, num_graphs), zh * ~fixed[:, None]
         zx, zh = projection.start(diffusion.schedule, edit.t_start, zx, zh, generator)
     alive = torch.ones(num_graphs, dtype=torch.bool, device=device)
     failures: dict[int, str] = {}
@@ -188,15 +194,18 @@ def sample(
 
     def noise() -> tuple[torch.Tensor, torch.Tensor]:
         eps_x = centered_gaussian(n, batch, generator, dtype, device)
-        return eps_x, torch.randn(n, k, generator=generator, dtype=dtype).to(device)
+        eps_h = torch.randn(n, k, generator=generator, dtype=dtype).to(device)
+        if fixed is not None:  # kept atoms take no noise: only a shift common to the molecule
+            return remove_mean(eps_x * ~fixed[:, None], batch, num_graphs), eps_h * ~fixed[:, None]
+        return eps_x, eps_h
 
     def score(idx: int, t_value: float, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         nonlocal self_cond
         t = torch.full((num_graphs,), t_value, dtype=torch.float64, device=device)
         sx, sh, denoised = _score(
-            model, diffusion, *states, t, batch, num_graphs, edges, context, guidance, self_cond
+            model, diffusion, *states, t, batch, num_graphs, edges, context, guidance, self_cond, fixed
         )
-        if getattr(model, "self_condition", False):
+        if network_setting(model, "self_condition", False):
             self_cond = denoised.self_condition()
         return sx, sh
 
@@ -223,8 +232,8 @@ def sample(
     # z_h (eps networks, EDM's decoding) or of the predicted type logits (x0 networks);
     # bond orders by argmax of the bond head's logits, where the network has one.
     t0 = torch.zeros(num_graphs, dtype=torch.float64, device=device)
-    with_bonds = getattr(model, "bond_head", None) is not None
-    final = diffusion.denoise(model, zx, zh, t0, batch, edges, context, self_cond, with_bonds)
+    with_bonds = network_setting(model, "bond_head", None) is not None
+    final = diffusion.denoise(model, zx, zh, t0, batch, edges, context, self_cond, with_bonds, fixed=fixed)
     x = remove_mean(final.x0_x, batch, num_graphs)
     type_scores = zh if final.logits is None else final.logits
     x, type_scores = _freeze_failures(x, type_scores, batch, num_graphs, alive, failures, steps)

@@ -33,6 +33,7 @@ import numpy as np
 
 from molguide.data.molecules import Molecule
 from molguide.diagnostics.statistics import bootstrap_mean
+from molguide.diffusion.process import network_setting
 from molguide.diffusion.sampling import GuidanceTerm
 from molguide.generation.from_molecules import (
     as_molecule,
@@ -52,6 +53,9 @@ from molguide.guidance.terms import TimeWindow
 from molguide.storage.trained_run import TrainedRun, registered_network
 
 log = logging.getLogger(__name__)
+
+# Where to find a generator that keeps atoms exactly (said when one that cannot is asked to).
+KEEPING_GENERATOR_HINT = "a generator trained with fixed atoms (model.fixed_atoms) keeps them exactly"
 
 
 class GenerationError(RuntimeError):
@@ -267,6 +271,7 @@ class Designer:
         edit, sizes, pattern = None, n, None
         if keep is not None:
             fragment, pattern = self._fragment(keep)
+            self._note_keeping()
             types = type_indices(fragment, self.run.atom_types, "keep")
             sizes = counts_above(self.pipeline.nodes, n, fragment.num_atoms + 1, seed)
             edit = grown_edit(fragment, types, sizes)
@@ -321,6 +326,8 @@ class Designer:
         molecule = as_molecule(lead)
         types = type_indices(molecule, self.run.atom_types)
         kept = kept_atoms(lead, keep, molecule.num_atoms) if keep is not None else None
+        if kept:
+            self._note_keeping()
         if steps is None:
             steps = max(1, round(self.pipeline.steps * t0))
         steps = whole_number("steps", steps, least=1, most=MAX_STEPS)
@@ -345,6 +352,18 @@ class Designer:
             values = [float(m.GetProp(key)) if m.HasProp(key) else np.nan for m in mols]
             self.last_metrics[key] = float(np.nanmean(values)) if np.isfinite(values).any() else None
         return mols
+
+    def _note_keeping(self) -> None:
+        """Say once per designer when kept atoms rely on RePaint's approximation."""
+        trained = network_setting(self.pipeline.model, "fixed_atoms", False)
+        if trained or getattr(self, "_noted_keeping", False):
+            return
+        self._noted_keeping = True
+        log.warning(
+            "this generator was not trained to keep atoms: they are kept by RePaint's approximation, "
+            "which gives few valid molecules; %s (docs/edit.md)",
+            KEEPING_GENERATOR_HINT,
+        )
 
     def _fragment(self, keep: tuple) -> tuple[Molecule, str | None]:
         """The kept atoms of ``keep = (mol, SMARTS or indices)`` as a Molecule, and the SMARTS."""

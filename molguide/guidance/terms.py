@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from molguide.data.geometry import remove_mean
-from molguide.diffusion.process import VPDiffusion
+from molguide.diffusion.process import VPDiffusion, network_setting
 from molguide.diffusion.sampling import GuidanceState
 
 
@@ -180,8 +180,9 @@ class ClassifierFreeGuidance(_WeightedTerm):
         ctx = ctx.expand(state.num_graphs, -1)
         with torch.no_grad():
             d = self.diffusion.denoise(
-                self.model, state.zx, state.zh, state.t, state.batch, state.edge_index, ctx, state.self_cond
-            )
+                self.model, state.zx, state.zh, state.t, state.batch, state.edge_index, ctx, state.self_cond,
+                fixed=_flags_for(self.model, state),
+            )  # fmt: skip
         sx, sh = d.score_x, d.score_h
         gamma = 1.0 + scale  # (1 + w) on the molecules where the term is on
         on = scale != 0
@@ -234,6 +235,7 @@ class RewardGuidance(_WeightedTerm):
                 state.batch,
                 state.edge_index,
                 self_cond=state.self_cond,
+                fixed=_flags_for(self.reward_model, state),
                 base_output=self._base_output(state),
             )
         return scale * (d.score_x - state.score_x), scale * (d.score_h - state.score_h)
@@ -254,6 +256,12 @@ class RewardGuidance(_WeightedTerm):
         if self.reward_model.parameterisation == "x0":
             return d.x0_x, d.logits
         return d.eps_x, d.eps_h
+
+
+def _flags_for(network: torch.nn.Module, state: GuidanceState) -> torch.Tensor | None:
+    """The kept-atom flags for a term's own network, where it was trained with fixed atoms
+    (a conditional or reward network fine-tuned from such a generator)."""
+    return state.fixed if network_setting(network, "fixed_atoms", False) else None
 
 
 def _weights_fingerprint(model: torch.nn.Module) -> tuple:

@@ -165,6 +165,36 @@ def add_context(
     return out
 
 
+def add_fixed_flag(
+    state: Mapping[str, torch.Tensor], source_config: Mapping, network: ScoreNetwork
+) -> dict[str, torch.Tensor]:
+    """Weights for ``network``, a copy of the EGNN score network of ``source_config`` that
+    also reads a fixed-atom flag (``fixed_atoms``, its last input column), computing what the
+    source computes whatever the flag: that column's weights are zero, every other weight is
+    copied. Training to keep atoms (docs/edit.md) starts from the shipped generator this way."""
+    target = dict(network.config)
+    if source_config.get("fixed_atoms") or not target.get("fixed_atoms"):
+        raise ValueError("cannot add a fixed-atom flag: the source must lack it and the target have it")
+    _same_egnn_except(source_config, target, {"fixed_atoms"}, "add a fixed-atom flag")
+    out = {}
+    for name, init in network.state_dict().items():
+        old = state.get(name)
+        if old is None:
+            raise ValueError(f"cannot add a fixed-atom flag: {name} is not in the source weights")
+        if old.shape == init.shape:
+            out[name] = old.detach().clone().to(init.dtype)
+        elif name == "backbone.embed.weight" and init.shape[1] == old.shape[1] + 1:
+            grown = torch.zeros_like(init)
+            grown[:, :-1] = old
+            out[name] = grown
+        else:
+            raise ValueError(
+                f"cannot add a fixed-atom flag: {name} has shape {tuple(old.shape)} there, "
+                f"{tuple(init.shape)} here"
+            )
+    return out
+
+
 # An added atom type's initial logit (x0 networks): e^-10 of the old types' mass, so the
 # grown network predicts the old types as before while the new logit still learns.
 NEW_TYPE_LOGIT = -10.0
@@ -176,12 +206,13 @@ def add_atom_types(
     """Weights for ``network``, a copy of the EGNN score network of ``source_config`` with
     more atom-type channels (new elements appended after the source's), that computes what
     the source computes on the source's elements: the new types' input columns (one-hot and,
-    with self-conditioning, its estimate) are zero, their output rows are zero (an eps
-    network predicts no noise for them at first) with bias :data:`NEW_TYPE_LOGIT` (an x0
-    network's logits, so the old types keep their probabilities). Fine-tuning the shipped
-    QM9 generator (an x0 network) on molecules with sulfur or chlorine starts from these
-    weights. For an eps network only the outputs are preserved: its sampler's new channels
-    start as noise the network does not yet remove, so sample only after fine-tuning."""
+    with self-conditioning, its estimate) are zero (a fixed-atom flag keeps its weights),
+    their output rows are zero (an eps network predicts no noise for them at first) with
+    bias :data:`NEW_TYPE_LOGIT` (an x0 network's logits, so the old types keep their
+    probabilities). Fine-tuning the shipped QM9 generator (an x0 network) on molecules with
+    sulfur or chlorine starts from these weights. For an eps network only the outputs are
+    preserved: its sampler's new channels start as noise the network does not yet remove,
+    so sample only after fine-tuning."""
     target = dict(network.config)
     old_k, new_k = int(source_config.get("num_atom_types", 5)), int(target["num_atom_types"])
     if new_k <= old_k:
@@ -199,8 +230,12 @@ def add_atom_types(
             grown = torch.zeros_like(init)
             grown[:, :old_k] = old[:, :old_k]
             grown[:, new_k : new_k + middle] = old[:, old_k : old_k + middle]
-            if old.shape[1] > old_k + middle:
-                grown[:, new_k + middle : new_k + middle + old_k] = old[:, old_k + middle :]
+            rest = old[:, old_k + middle :]  # the previous estimate's types, then a fixed-atom flag
+            if target.get("self_condition"):
+                grown[:, new_k + middle : new_k + middle + old_k] = rest[:, :old_k]
+                rest = rest[:, old_k:]
+            if rest.shape[1]:
+                grown[:, -rest.shape[1] :] = rest
             out[name] = grown
         elif name == "backbone.readout.weight":
             grown = torch.zeros_like(init)

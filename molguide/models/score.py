@@ -41,6 +41,10 @@ class ScoreNetwork(nn.Module):
         bond_head: also predict bond orders of every pair from the last layer's node
             features and the predicted positions (x0 + EGNN only); read out with
             ``forward(..., with_bonds=True)``.
+        fixed_atoms: one more input, a flag on atoms whose clean positions and types are
+            given (kept atoms, docs/edit.md): such a network is trained with some atoms of
+            each molecule fixed and generates the rest around them; without flags it is an
+            ordinary generator.
         backbone_kwargs: sizes of the backbone (hidden, num_layers, ...).
     """
 
@@ -52,6 +56,7 @@ class ScoreNetwork(nn.Module):
         parameterisation: str = "eps",
         self_condition: bool = False,
         bond_head: bool = False,
+        fixed_atoms: bool = False,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -78,12 +83,18 @@ class ScoreNetwork(nn.Module):
             "self_condition": bool(self_condition),
             "bond_head": bool(bond_head),
         }
+        if fixed_atoms:  # listed only when set, so older networks' configs (and resumes) are unchanged
+            self.config["fixed_atoms"] = True
         self.num_atom_types = num_atom_types
         self.context_dim = context_dim
         self.backbone_name = backbone
         self.parameterisation = parameterisation
         self.self_condition = bool(self_condition)
-        in_features = num_atom_types + 1 + context_dim + (num_atom_types if self_condition else 0)
+        self.fixed_atoms = bool(fixed_atoms)
+        # inputs: atom types, t, context, the previous estimate's types, the fixed-atom flag
+        in_features = (
+            num_atom_types + 1 + context_dim + (num_atom_types if self_condition else 0) + int(fixed_atoms)
+        )
         if self_condition:
             backbone_kwargs = {**backbone_kwargs, "extra_edge_features": 1}
         self.backbone = build_backbone(backbone, in_features, num_atom_types, **backbone_kwargs)
@@ -100,6 +111,7 @@ class ScoreNetwork(nn.Module):
                 parameterisation=config.get("parameterisation", "eps"),
                 self_condition=bool(config.get("self_condition", False)),
                 bond_head=bool(config.get("bond_head", False)),
+                fixed_atoms=bool(config.get("fixed_atoms", False)),
                 **config["backbone_kwargs"],
             )
         except TypeError as err:
@@ -115,10 +127,13 @@ class ScoreNetwork(nn.Module):
         context: torch.Tensor | None = None,
         self_cond: tuple[torch.Tensor, torch.Tensor] | None = None,
         with_bonds: bool = False,
+        fixed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """x: (N, 3) centred positions; h: (N, K) scaled types; t: (B,) times in [0, 1];
         context: (B, context_dim) or None; self_cond: (x0 positions (N, 3), type
-        probabilities (N, K)) of the previous estimate, or None (zeros: no estimate).
+        probabilities (N, K)) of the previous estimate, or None (zeros: no estimate);
+        fixed: (N,) bool, the atoms whose z is their clean value times alpha_t (networks
+        with ``fixed_atoms``; None: none).
 
         Returns (eps_x, eps_h) for "eps", (x0_x, type logits) for "x0"; positions centred.
         ``with_bonds`` (networks with a bond head): a third element, the (E, 4) bond-order
@@ -142,6 +157,11 @@ class ScoreNetwork(nn.Module):
             parts.append(prev_p.to(h.dtype))
             diff = prev_x.index_select(0, edge_index[0]) - prev_x.index_select(0, edge_index[1])
             extra["edge_attr"] = (diff * diff).sum(-1, keepdim=True).to(x.dtype)
+        if getattr(self, "fixed_atoms", False):  # getattr: networks pickled before the flag existed
+            flag = torch.zeros_like(x[:, 0]) if fixed is None else fixed.to(h.dtype)
+            parts.append(flag.unsqueeze(-1))
+        elif fixed is not None and bool(fixed.any()):
+            raise ValueError("this score network was not trained with fixed atoms")
         if with_bonds:
             extra["return_hidden"] = True
             vectors, scalars, hidden = self.backbone(x, torch.cat(parts, dim=-1), batch, edge_index, **extra)

@@ -221,6 +221,12 @@ class ModelConfig(_Backbone):
         description="also predict bond orders (x0 + EGNN; trained on bonds perceived from the DFT "
         "geometries); the returned molecules then carry the predicted bonds",
     )
+    fixed_atoms: bool = Field(
+        False,
+        description="train to keep atoms: some atoms of each molecule are given clean and flagged, the "
+        "rest generated (diffusion.loss.fixed_prob); generate(keep=...) then needs no RePaint "
+        "approximation (docs/edit.md)",
+    )
     pretrained: str | None = Field(
         None,
         description="a shipped generator (qm9) or a saved model folder: train-score uses it instead of "
@@ -252,6 +258,9 @@ class LossSection(_Section):
     align_noise: bool = Field(False, description="rotate position noise onto the data (Kabsch)")
     self_condition_prob: float = Field(0.5, ge=0, le=1)
     bond_weight: float = Field(1.0, ge=0, description="factor on the bond-order cross-entropy (bond_head)")
+    fixed_prob: float = Field(
+        0.5, ge=0, le=1, description="share of molecules with fixed atoms (model.fixed_atoms)"
+    )
 
 
 class DiffusionConfig(_Section):

@@ -100,10 +100,11 @@ def warm_start(trainer: Trainer, source: str) -> dict:
     (:func:`read_warm_start`). A network of the same config loads them as they are; a
     wider or deeper EGNN grows from them (:func:`molguide.models.growth.grow_state`), a
     conditional one (CFG) gains zero context inputs
-    (:func:`molguide.models.growth.add_context`): the same function at step 0. The
+    (:func:`molguide.models.growth.add_context`), one trained to keep atoms a zero flag input
+    (:func:`molguide.models.growth.add_fixed_flag`): the same function at step 0. The
     optimiser starts afresh. What the source was (its steps and CPU time) is recorded in
     the run's checkpoints as ``warm_start``; returns that record."""
-    from molguide.models.growth import add_atom_types, add_context, grow_state
+    from molguide.models.growth import add_atom_types, add_context, add_fixed_flag, grow_state
 
     config = getattr(trainer.model, "config", None)
     if config is None:
@@ -124,6 +125,8 @@ def warm_start(trainer: Trainer, source: str) -> dict:
         init = {k: v.clone() for k, v in weights.items()}
     elif config.get("context_dim") and not source_config.get("context_dim"):
         init = add_context(weights, source_config, trainer.model)
+    elif config.get("fixed_atoms") and not source_config.get("fixed_atoms"):
+        init = add_fixed_flag(weights, source_config, trainer.model)
     elif int(config["num_atom_types"]) > int(source_config["num_atom_types"]):  # a user's new elements
         init = add_atom_types(weights, source_config, trainer.model)
     else:

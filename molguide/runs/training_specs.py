@@ -133,6 +133,13 @@ def atom_types(config: RunConfig) -> tuple[int, ...]:
     return tuple(generator)
 
 
+def _hydrogen_channel(config: RunConfig) -> int | None:
+    """Hydrogen's atom-type channel: a network trained with fixed atoms leaves the hydrogens of
+    a fixed part to be generated half the time (molguide.diffusion.process.fixed_atom_mask)."""
+    types = list(atom_types(config))
+    return types.index(1) if 1 in types else None
+
+
 def _batches(config: RunConfig, mols: MoleculeSet, **extras) -> MoleculeBatches:
     return MoleculeBatches(mols, atom_types=atom_types(config), **extras)
 
@@ -156,7 +163,7 @@ def _score_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Training
     }
     return TrainingJob(
         model,
-        DenoisingObjective(diffusion),
+        DenoisingObjective(diffusion, hydrogen_channel=_hydrogen_channel(config)),
         _batches(config, mols, bonds=bonds),
         diffusion,
         message,
@@ -367,7 +374,7 @@ def _reward_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> Trainin
         "std": float(mols.properties[prop].std()),
         "reward_weight_ess": ess["reward_weight_ess"],
     }
-    objective = DenoisingObjective(diffusion, weight_key="weight")
+    objective = DenoisingObjective(diffusion, weight_key="weight", hydrogen_channel=_hydrogen_channel(config))
     batches = _batches(config, mols, weight=weights)
     return TrainingJob(model, objective, batches, diffusion, message, metadata, ess, dict(ess))
 
@@ -390,7 +397,10 @@ def _cfg_job(config: RunConfig, mols: MoleculeSet, progress: bool) -> TrainingJo
     model_config = {**base, "context_dim": target.n_bins, "num_atom_types": len(atom_types(config))}
     model = build_score_model(model_config)
     diffusion = VPDiffusion.from_config(config.diffusion.model_dump())
-    objective = DenoisingObjective(diffusion, context_key="context", p_uncond=section.p_uncond)
+    hydrogen = _hydrogen_channel(config)
+    objective = DenoisingObjective(
+        diffusion, context_key="context", p_uncond=section.p_uncond, hydrogen_channel=hydrogen
+    )
     bonds = bond_labels(config, mols, model_config, progress)  # CFG's network is the sampler's base
     return TrainingJob(
         model,

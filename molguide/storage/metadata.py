@@ -101,6 +101,7 @@ class NetworkConfig(BaseModel):
     parameterisation: Literal["eps", "x0"] = "eps"
     self_condition: StrictBool = False
     bond_head: StrictBool = False
+    fixed_atoms: StrictBool = False
     correction: dict[str, Any] | None = None
     # predictors (classifiers, evaluators)
     out_dim: int | None = Field(None, ge=1, le=MAX_OUTPUTS, strict=True)
