@@ -486,20 +486,21 @@ def fixed_atom_mask(
     (uniform 3) its hydrogens are left to be generated too, as when a SMARTS pattern of
     heavy atoms is kept (``hydrogen`` (N,): which atoms are; None: no hydrogens to leave).
     """
-    uniforms = uniforms.cpu()  # read number by number: no device round trip per molecule
-    counts = torch.bincount(batch.cpu(), minlength=num_graphs)
+    u = uniforms.to(x0.device)
+    counts = torch.bincount(batch, minlength=num_graphs)
     starts = torch.cumsum(counts, 0) - counts
-    mask = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
-    for m in range(num_graphs):
-        n = int(counts[m])
-        if n < 2 or float(uniforms[m, 0]) >= prob:
-            continue
-        a = int(starts[m])
-        seed = min(int(float(uniforms[m, 1]) * n), n - 1)
-        k = 1 + min(int(float(uniforms[m, 2]) * (n - 1)), n - 2)
-        distance = (x0[a : a + n] - x0[a + seed]).norm(dim=-1)
-        nearest = torch.argsort(distance, stable=True)[:k]
-        mask[a + nearest] = True
-        if hydrogen is not None and float(uniforms[m, 3]) < 0.5:
-            mask[a : a + n] &= ~hydrogen[a : a + n]
+    n = counts.to(u.dtype)
+    seed = (starts + torch.minimum((u[:, 1] * n).long(), counts - 1).clamp(min=0)).clamp(max=len(x0) - 1)
+    k = 1 + torch.minimum((u[:, 2] * (n - 1)).long(), counts - 2)
+    distance = (x0 - x0[seed][batch]).norm(dim=-1)
+    # Rank of each atom by distance to its molecule's seed atom (ties by atom order): sort by
+    # distance, then stably by molecule.
+    order = torch.argsort(distance, stable=True)
+    order = order[torch.argsort(batch[order], stable=True)]
+    rank = torch.empty_like(batch)
+    rank[order] = torch.arange(len(batch), device=batch.device) - starts[batch[order]]
+    chosen = (u[:, 0] < prob) & (counts >= 2)
+    mask = chosen[batch] & (rank < k[batch])
+    if hydrogen is not None:
+        mask &= ~(hydrogen & (u[:, 3] < 0.5)[batch])
     return mask

@@ -146,22 +146,35 @@ def add_context(
         raise ValueError("cannot add a context: the source must be unconditional and the target conditional")
     _same_egnn_except(source_config, target, {"context_dim"}, "add a context")
     start = int(target["num_atom_types"]) + 1  # inputs: atom types, t, context, ...
+
+    def place(old: torch.Tensor, grown: torch.Tensor) -> bool:
+        if grown.shape[1] != old.shape[1] + width:
+            return False
+        grown[:, :start] = old[:, :start]
+        grown[:, start + width :] = old[:, start:]
+        return True
+
+    return _copy_with_new_inputs(state, network, "add a context", place)
+
+
+def _copy_with_new_inputs(state: Mapping[str, torch.Tensor], network: ScoreNetwork, what: str, place) -> dict:
+    """``network``'s weights from ``state``: every tensor copied as it is, except the input
+    embedding, where ``place(old, grown)`` lays the old columns into a zero tensor of the new
+    shape (False: it does not fit); any other difference is a ValueError naming ``what``."""
     out = {}
     for name, init in network.state_dict().items():
         old = state.get(name)
         if old is None:
-            raise ValueError(f"cannot add a context: {name} is not in the source weights")
+            raise ValueError(f"cannot {what}: {name} is not in the source weights")
         if old.shape == init.shape:
             out[name] = old.detach().clone().to(init.dtype)
-        elif name == "backbone.embed.weight" and init.shape[1] == old.shape[1] + width:
-            grown = torch.zeros_like(init)
-            grown[:, :start] = old[:, :start]
-            grown[:, start + width :] = old[:, start:]
-            out[name] = grown
-        else:
+            continue
+        grown = torch.zeros_like(init)
+        if name != "backbone.embed.weight" or not place(old.to(init.dtype), grown):
             raise ValueError(
-                f"cannot add a context: {name} has shape {tuple(old.shape)} there, {tuple(init.shape)} here"
+                f"cannot {what}: {name} has shape {tuple(old.shape)} there, {tuple(init.shape)} here"
             )
+        out[name] = grown
     return out
 
 
@@ -176,23 +189,14 @@ def add_fixed_flag(
     if source_config.get("fixed_atoms") or not target.get("fixed_atoms"):
         raise ValueError("cannot add a fixed-atom flag: the source must lack it and the target have it")
     _same_egnn_except(source_config, target, {"fixed_atoms"}, "add a fixed-atom flag")
-    out = {}
-    for name, init in network.state_dict().items():
-        old = state.get(name)
-        if old is None:
-            raise ValueError(f"cannot add a fixed-atom flag: {name} is not in the source weights")
-        if old.shape == init.shape:
-            out[name] = old.detach().clone().to(init.dtype)
-        elif name == "backbone.embed.weight" and init.shape[1] == old.shape[1] + 1:
-            grown = torch.zeros_like(init)
-            grown[:, :-1] = old
-            out[name] = grown
-        else:
-            raise ValueError(
-                f"cannot add a fixed-atom flag: {name} has shape {tuple(old.shape)} there, "
-                f"{tuple(init.shape)} here"
-            )
-    return out
+
+    def place(old: torch.Tensor, grown: torch.Tensor) -> bool:
+        if grown.shape[1] != old.shape[1] + 1:
+            return False
+        grown[:, :-1] = old
+        return True
+
+    return _copy_with_new_inputs(state, network, "add a fixed-atom flag", place)
 
 
 # An added atom type's initial logit (x0 networks): e^-10 of the old types' mass, so the
